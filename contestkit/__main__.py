@@ -1,0 +1,3 @@
+from contestkit.cli import main
+
+main()
