@@ -1,0 +1,119 @@
+"""Cost of the bridge: the contest env stepped in-process vs. through the bridge.
+
+Both sides run the same env (ContestEnv with the episode log) on Airstriker-Genesis Level1 with
+the same pre-drawn random actions. Runs are interleaved (in-process, bridged, in-process, ...)
+so that machine noise hits both alike; the figure is the median over rounds of
+(bridged time per timestep / in-process time per timestep).
+
+    python bench/bridge.py [--rounds 7] [--steps 3000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from contestkit.bridge.client import RemoteEnv
+from contestkit.envs import ContestEnv
+from contestkit.games import resolve_level
+from contestkit.monitor import EpisodeLog
+
+GAME, STATE = "Airstriker-Genesis", "Level1"
+
+
+def actions(n: int, seed: int = 0) -> np.ndarray:
+    a = np.random.default_rng(seed).integers(0, 2, size=(n, 12), dtype=np.uint8)
+    a[:, 7] = 1
+    return a
+
+
+def in_process(acts: np.ndarray, workdir: Path) -> float:
+    env = ContestEnv(resolve_level(GAME, STATE), seed=0)
+    log = EpisodeLog(workdir / "inproc")
+    env.reset()
+    t0 = time.perf_counter()
+    for a in acts:
+        _, r, term, trunc, _ = env.step(a)
+        log.record(r, term or trunc)
+        if term or trunc:
+            env.reset()
+    dt = time.perf_counter() - t0
+    log.close()
+    env.close()
+    return dt / len(acts)
+
+
+def bridged(acts: np.ndarray, workdir: Path) -> float:
+    bridge = Path(tempfile.mkdtemp(prefix="ckb-")) / "sock"
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "contestkit.remote", "--game", GAME, "--state", STATE,
+            "--bridge-dir", str(bridge), "--results-dir", str(workdir / "bridged"),
+            "--seed", "0", "--timestep-limit", str(len(acts) + 10), "--connect-timeout", "60",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        env = RemoteEnv(bridge, connect_timeout=60)
+        env.reset()
+        t0 = time.perf_counter()
+        for a in acts:
+            _, _, term, trunc, _ = env.step(a)
+            if term or trunc:
+                env.reset()
+        dt = time.perf_counter() - t0
+        env.close()
+    finally:
+        proc.wait(timeout=30)
+    return dt / len(acts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--json", action="store_true", help="print one JSON line")
+    args = ap.parse_args()
+    acts = actions(args.steps)
+    ratios, inproc, bridge = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for i in range(args.rounds):
+            a = in_process(acts, work)
+            b = bridged(acts, work)
+            inproc.append(a)
+            bridge.append(b)
+            ratios.append(b / a)
+            if not args.json:
+                print(f"round {i + 1}: in-process {a * 1e3:.3f} ms/step, bridged {b * 1e3:.3f} ms/step, ratio {b / a:.4f}")
+    result = {
+        "bench": "bridge",
+        "game": f"{GAME} {STATE}",
+        "steps_per_run": args.steps,
+        "rounds": args.rounds,
+        "ratio": round(statistics.median(ratios), 4),
+        "ratios": [round(r, 4) for r in ratios],
+        "in_process_ms_per_step": round(statistics.median(inproc) * 1e3, 4),
+        "bridged_ms_per_step": round(statistics.median(bridge) * 1e3, 4),
+        "overhead_us_per_step": round((statistics.median(bridge) - statistics.median(inproc)) * 1e6, 1),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"median ratio {result['ratio']} ({result['overhead_us_per_step']} us/step overhead)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The bridge between the env process and the agent: protocol, env side, agent side."""

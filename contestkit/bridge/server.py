@@ -1,0 +1,331 @@
+"""The env side of the bridge: serves one agent, enforces the contest's budgets.
+
+It owns everything the contest server enforced: the timestep and wall-clock budgets, the refusal
+of a reset in the middle of an episode, and the episode log. Every way a session can end is
+recorded as an :class:`Outcome` rather than raised, because the env process must always get to
+write the results of the episodes that did finish.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from contestkit.bridge import protocol as p
+from contestkit.monitor import EpisodeLog
+
+DEFAULT_CONNECT_TIMEOUT = 300.0
+# After a budget runs out the agent gets its exception on its next call; give it this long to
+# make that call and go away before the env process ends the session itself.
+AFTER_BUDGET_GRACE = 10.0
+
+
+@dataclass
+class Budgets:
+    """The per-level limits of the contest: 1M timesteps and 12 hours by default."""
+
+    timestep_limit: int = 1_000_000
+    wallclock_limit: float = 43_200.0
+
+
+@dataclass
+class Outcome:
+    """How a session ended. ``error`` is a sentence for the results when the agent misbehaved."""
+
+    end_reason: str
+    error: str | None = None
+    timesteps: int = 0
+    wall_seconds: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def agent_fault(self) -> bool:
+        return self.end_reason in {"bad-request", "agent-disconnected-mid-step", "no-connection"}
+
+
+class Stopped(Exception):
+    """Raised inside the serve loop when the env process is asked to stop (SIGTERM, Ctrl-C)."""
+
+
+def _bind(bridge_dir: Path) -> socket.socket:
+    """Bind the control socket, even when the absolute path is longer than a unix socket allows."""
+    path = bridge_dir / p.CTL_NAME
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    if len(os.fsencode(path)) < 100:
+        sock.bind(str(path))
+    else:
+        cwd = os.getcwd()
+        try:
+            os.chdir(bridge_dir)
+            sock.bind(p.CTL_NAME)
+        finally:
+            os.chdir(cwd)
+    os.chmod(path, 0o777)
+    sock.listen(1)
+    return sock
+
+
+class BridgeServer:
+    """Serves a gymnasium-API env (a :class:`contestkit.envs.ContestEnv`) to one agent."""
+
+    def __init__(
+        self,
+        bridge_dir: Path,
+        env: Any,
+        hello: p.Hello,
+        log: EpisodeLog,
+        budgets: Budgets,
+        *,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        expose_info: bool = False,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        progress_every: float = 0.5,
+        start: float | None = None,
+    ) -> None:
+        self.bridge_dir = Path(bridge_dir)
+        self.bridge_dir.mkdir(parents=True, exist_ok=True)
+        self.env = env
+        self.hello = hello
+        self.log = log
+        self.budgets = budgets
+        self.connect_timeout = connect_timeout
+        self.expose_info = expose_info
+        self.on_progress = on_progress
+        self.progress_every = progress_every
+        self.start = time.monotonic() if start is None else start
+        self.deadline = self.start + budgets.wallclock_limit
+        self.n_buttons = len(hello.buttons)
+        self.timesteps = 0
+        self.stop_requested = False
+
+        shape = tuple(hello.obs_shape)
+        nbytes = int(np.prod(shape))
+        obs_path = self.bridge_dir / p.OBS_NAME
+        with open(obs_path, "wb") as f:
+            f.truncate(nbytes)
+        os.chmod(obs_path, 0o666)
+        self._obs_fd = os.open(obs_path, os.O_RDWR)
+        self._obs_map = mmap.mmap(self._obs_fd, nbytes)
+        self._obs = np.ndarray(shape, dtype=np.uint8, buffer=self._obs_map)
+        self._listener = _bind(self.bridge_dir)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def _outcome(self, reason: str, error: str | None = None, **details: Any) -> Outcome:
+        return Outcome(
+            end_reason=reason,
+            error=error,
+            timesteps=self.timesteps,
+            wall_seconds=round(time.monotonic() - self.start, 3),
+            details=details,
+        )
+
+    def progress(self) -> dict[str, Any]:
+        rewards = self.log.episode_rewards
+        elapsed = time.monotonic() - self.start
+        return {
+            "timesteps": self.timesteps,
+            "timestep_limit": self.budgets.timestep_limit,
+            "episodes": len(rewards),
+            "last_episode_reward": rewards[-1] if rewards else None,
+            "mean_episode_reward": (sum(rewards) / len(rewards)) if rewards else None,
+            "elapsed": round(elapsed, 3),
+            "wallclock_limit": self.budgets.wallclock_limit,
+            "timesteps_per_second": round(self.timesteps / elapsed, 1) if elapsed > 0 else 0.0,
+        }
+
+    # -- the session ---------------------------------------------------------------------------
+    def serve(self) -> Outcome:
+        """Wait for the agent, serve it until a budget or the agent ends the session."""
+        try:
+            return self._serve()
+        except Stopped:
+            return self._outcome("stopped", "evaluation stopped before the budget ran out")
+        finally:
+            self.close()
+
+    def _accept(self) -> socket.socket | None:
+        timeout = min(self.connect_timeout, max(self._remaining(), 0.0))
+        self._listener.settimeout(timeout)
+        try:
+            conn, _ = self._listener.accept()
+        except (TimeoutError, socket.timeout):
+            return None
+        conn.settimeout(None)
+        return conn
+
+    def _serve(self) -> Outcome:
+        conn = self._accept()
+        if conn is None:
+            return self._outcome(
+                "no-connection",
+                f"the agent never connected to the bridge within {self.connect_timeout:g} s "
+                "(does it open RemoteEnv('tmp/sock')?)",
+            )
+        with conn:
+            magic = bytearray(len(p.MAGIC))
+            try:
+                conn.settimeout(min(30.0, max(self._remaining(), 0.1)))
+                ok = p.recv_exact(conn, memoryview(magic))
+            except (TimeoutError, socket.timeout, ConnectionError):
+                ok = False
+            if not ok or bytes(magic) != p.MAGIC:
+                self._reply(conn, p.ERR_BAD_REQUEST, msg="not a contestkit bridge client (bad greeting)")
+                return self._outcome(
+                    "bad-request", f"the agent sent {bytes(magic)!r} instead of the bridge greeting"
+                )
+            self._reply(conn, p.OK, payload=self.hello.encode())
+            return self._loop(conn)
+
+    def _reply(
+        self,
+        conn: socket.socket,
+        status: int,
+        reward: float = 0.0,
+        terminated: bool = False,
+        truncated: bool = False,
+        payload: bytes = b"",
+        msg: str | None = None,
+    ) -> None:
+        if msg is not None:
+            payload = json.dumps({"error": msg}).encode()
+        header = p.REPLY.pack(status, terminated, truncated, len(payload), reward)
+        try:
+            conn.sendall(header + payload if payload else header)
+        except OSError:
+            pass
+
+    def _budget_error(self) -> tuple[int, str, str] | None:
+        if self.timesteps >= self.budgets.timestep_limit:
+            return (
+                p.ERR_TIMESTEP_BUDGET,
+                "timestep-budget",
+                f"timestep budget of {self.budgets.timestep_limit} used up",
+            )
+        if self._remaining() <= 0:
+            return (
+                p.ERR_WALLCLOCK,
+                "wallclock-budget",
+                f"wall-clock budget of {self.budgets.wallclock_limit:g} s used up",
+            )
+        return None
+
+    def _finish_after_budget(self, conn: socket.socket, reason: str) -> Outcome:
+        """Let the agent see its budget exception and leave, then end the session."""
+        conn.settimeout(AFTER_BUDGET_GRACE)
+        buf = bytearray(64)
+        try:
+            while conn.recv_into(buf):
+                # Any further call after the budget gets the same answer.
+                self._reply(conn, p.ERR_TIMESTEP_BUDGET if reason == "timestep-budget" else p.ERR_WALLCLOCK,
+                            msg="budget used up")
+        except OSError:
+            pass
+        return self._outcome(reason)
+
+    def _loop(self, conn: socket.socket) -> Outcome:
+        size = p.REQUEST_HEADER + self.n_buttons
+        req = bytearray(size)
+        view = memoryview(req)
+        action = np.frombuffer(req, dtype=np.uint8, count=self.n_buttons, offset=p.REQUEST_HEADER)
+        env, log, obs_buf = self.env, self.log, self._obs
+        needs_reset = True
+        in_episode = False
+        next_progress = time.monotonic()
+        while True:
+            if self.stop_requested:
+                raise Stopped
+            remaining = self._remaining()
+            conn.settimeout(max(remaining, 0.001))
+            try:
+                got = conn.recv_into(req, size)
+                if got == 0:
+                    return self._outcome("agent-closed")
+                if got < size and not p.recv_exact(conn, view[got:]):
+                    raise ConnectionError("short request")
+            except (TimeoutError, socket.timeout):
+                # The agent is thinking past the wall-clock budget: answer its next call, if it
+                # comes within the grace period, with the wall-clock exception.
+                return self._finish_after_budget(conn, "wallclock-budget")
+            except ConnectionError:
+                return self._outcome(
+                    "agent-disconnected-mid-step", "the agent disconnected in the middle of a message"
+                )
+            except InterruptedError:
+                continue
+            op = req[0]
+            if op == p.OP_STEP or op == p.OP_RESET:
+                budget = self._budget_error()
+                if budget is not None:
+                    status, reason, msg = budget
+                    self._reply(conn, status, msg=msg)
+                    return self._finish_after_budget(conn, reason)
+            if op == p.OP_STEP:
+                try:
+                    if needs_reset:
+                        env.reset()
+                        needs_reset = False
+                    obs, reward, terminated, truncated, info = env.step(action)
+                except Exception as exc:  # the emulator itself failed: report, end the session
+                    self._reply(conn, p.ERR_ENV, msg=f"emulator error: {exc}")
+                    return self._outcome("env-error", f"the emulator failed: {exc}")
+                obs_buf[...] = obs
+                self.timesteps += 1
+                done = terminated or truncated
+                log.record(reward, done)
+                in_episode = not done
+                needs_reset = done
+                payload = json.dumps(info).encode() if self.expose_info else b""
+                header = p.REPLY.pack(p.OK, terminated, truncated, len(payload), reward)
+                try:
+                    conn.sendall(header + payload if payload else header)
+                except OSError:
+                    return self._outcome(
+                        "agent-disconnected-mid-step", "the agent disconnected while its step was served"
+                    )
+                if self.on_progress is not None:
+                    now = time.monotonic()
+                    if now >= next_progress:
+                        next_progress = now + self.progress_every
+                        self.on_progress(self.progress())
+            elif op == p.OP_RESET:
+                if in_episode:
+                    self._reply(conn, p.ERR_RESET, msg="reset() called before the episode was done")
+                    continue
+                if needs_reset:
+                    obs, _ = env.reset()
+                    obs_buf[...] = obs
+                    needs_reset = False
+                self._reply(conn, p.OK)
+            elif op == p.OP_CLOSE:
+                self._reply(conn, p.OK)
+                return self._outcome("agent-closed")
+            else:
+                self._reply(conn, p.ERR_BAD_REQUEST, msg=f"unknown request type {op}")
+                return self._outcome(
+                    "bad-request", f"the agent sent a malformed request (type byte {op}); session ended"
+                )
+
+    def close(self) -> None:
+        try:
+            self._listener.close()
+        except OSError:
+            pass
+        try:
+            self._obs_map.close()
+            os.close(self._obs_fd)
+        except (OSError, ValueError, BufferError):
+            pass

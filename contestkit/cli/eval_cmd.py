@@ -1,0 +1,180 @@
+"""``contestkit eval``: parse, call :mod:`contestkit.evaluation`, show progress and the summary."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from contestkit import evaluation, results
+from contestkit.cli.output import console, err_console, print_json
+from contestkit.curves import sparkline, write_reward_svg
+from contestkit.errors import UsageError
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+class _LiveView:
+    """One progress row per level: timesteps of the budget, episodes, rewards, speed, ETA."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(bar_width=16),
+            TextColumn(
+                "{task.completed:,.0f}/{task.total:,.0f} steps  ep {task.fields[episodes]}  "
+                "last {task.fields[last]}  mean {task.fields[mean]}  {task.fields[tps]}/s  {task.fields[status]}"
+            ),
+            TimeElapsedColumn(),
+            console=err_console,
+            disable=not enabled,
+            transient=False,
+            refresh_per_second=4,
+        )
+        self.tasks: dict[int, TaskID] = {}
+        self.lock = threading.Lock()
+        self.started = False
+        self.notice: str | None = None
+
+    def stop(self) -> None:
+        if self.started:
+            self.progress.stop()
+
+    def update(self, index: int, prog: evaluation.Progress) -> None:
+        if not self.enabled:
+            return
+        with self.lock:
+            if not self.started:  # only once something runs, so early errors print cleanly
+                self.progress.start()
+                self.started = True
+                if self.notice:
+                    self.progress.console.print(self.notice)
+            if index not in self.tasks:
+                self.tasks[index] = self.progress.add_task(
+                    f"{prog.game} {prog.state}", total=prog.timestep_limit or 1,
+                    episodes=0, last="-", mean="-", tps="0", status="starting",
+                )  # fmt: skip
+            self.progress.update(
+                self.tasks[index],
+                completed=prog.timesteps,
+                total=prog.timestep_limit or None,
+                episodes=prog.episodes,
+                last=_fmt(prog.last_episode_reward),
+                mean=_fmt(prog.mean_episode_reward),
+                tps=f"{prog.timesteps_per_second:,.0f}",
+                status=prog.status,
+            )
+
+    def agent_line(self, line: str) -> None:
+        if self.enabled:
+            self.progress.console.print(f"[dim]agent |[/] {line}", markup=True, highlight=False, soft_wrap=True)
+
+
+def _level_table(rows: list[evaluation.LevelResult]) -> Table:
+    table = Table(title="Evaluation", title_justify="left")
+    for col, just in (("level", "left"), ("episodes", "right"), ("timesteps", "right"),
+                      ("score", "right"), ("rewards", "left"), ("status", "left")):  # fmt: skip
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for r in rows:
+        rewards = [rew for rew, _, _ in results.read_monitor(r.results_dir / results.MONITOR)]
+        status = "[green]ok[/]" if r.ok else f"[red]{(r.error or 'failed').splitlines()[0]}[/]"
+        table.add_row(f"{r.game} {r.state}", str(r.episodes), f"{r.timesteps:,}", _fmt(r.score, 2),
+                      sparkline(rewards), status)  # fmt: skip
+    return table
+
+
+def eval_command(
+    game: Optional[str] = typer.Argument(None, help="Contest game, e.g. Airstriker-Genesis or SonicTheHedgehog-Genesis."),
+    state: Optional[str] = typer.Argument(None, help="Level (save state), e.g. Level1 or GreenHillZone.Act1."),
+    runtime: str = typer.Option("auto", "--runtime", help="auto: docker when an engine answers and there is an image, else local processes."),
+    agent: Optional[str] = typer.Option(None, "--agent", help="Local runtime: the agent, PATH.py or MODULE:FUNC."),
+    image: Optional[str] = typer.Option(None, "--image", help="Docker runtime: the agent image."),
+    timestep_limit: int = typer.Option(1_000_000, "--timestep-limit", min=1, help="Timestep budget per level."),
+    wallclock_limit: float = typer.Option(43_200.0, "--wallclock-limit", min=1, help="Wall-clock budget per level, seconds."),
+    levels: Optional[Path] = typer.Option(None, "--levels", help="CSV of levels (header game,state)."),
+    parallel: int = typer.Option(1, "--parallel", min=1, help="Levels evaluated at once."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the sticky frame skip."),
+    record: bool = typer.Option(False, "--record", help="Record every episode as .bk2 under bk2/."),
+    gpus: bool = typer.Option(False, "--gpus", help="Docker runtime: pass the GPUs to the agent."),
+    cpus: Optional[float] = typer.Option(None, "--cpus", help="Docker runtime: agent CPU limit (default 6, the contest machine)."),
+    memory: Optional[str] = typer.Option(None, "--memory", help="Docker runtime: agent memory limit (default 56g)."),
+    results_dir: Optional[Path] = typer.Option(None, "--results-dir", help="Where results go (default results/<time>)."),
+    force: bool = typer.Option(False, "--force", help="Replace results already in --results-dir."),
+    connect_timeout: float = typer.Option(300.0, "--connect-timeout", min=1, help="Seconds the env waits for the agent to connect."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not stream the agent's output."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as one JSON document."),
+) -> None:
+    """Evaluate an agent on a contest level exactly as the evaluation server does."""
+    if levels is None and game is None:
+        raise UsageError("Name a GAME (and STATE), or pass --levels FILE.csv; `contestkit roms list` shows the games.")
+    if levels is not None and game is not None:
+        raise UsageError("Pass either GAME [STATE] or --levels FILE.csv, not both.")
+    project_dir = Path.cwd() if (Path.cwd() / "contestkit.yaml").is_file() else None
+    req = evaluation.EvalRequest(
+        game=game or "",
+        state=state,
+        results_dir=results_dir or results.default_results_dir(),
+        runtime=runtime,
+        agent=agent,
+        image=image,
+        timestep_limit=timestep_limit,
+        wallclock_limit=wallclock_limit,
+        seed=seed,
+        record=record,
+        gpus=gpus,
+        cpus=cpus,
+        memory=memory,
+        connect_timeout=connect_timeout,
+        project_dir=project_dir,
+    )
+    view = _LiveView(enabled=not json_out)
+    if req.agent is None and project_dir is None and req.image is None and runtime != "docker" and not json_out:
+        view.notice = "[dim]No --agent and no agent project here: running the bundled contest random agent.[/]"
+    on_output = None if (quiet or json_out) else view.agent_line
+    interrupted = False
+    try:
+        try:
+            if levels is not None:
+                contest = evaluation.evaluate_levels(
+                    req, evaluation.read_levels(levels), parallel=parallel, force=force, on_progress=view.update
+                )
+                rows, score, root = contest.levels, contest.score, contest.results_dir
+            else:
+                one = evaluation.evaluate_level(
+                    req, force=force, on_progress=lambda p: view.update(0, p), on_output=on_output
+                )
+                rows, score, root = [one], one.score, one.results_dir
+        except KeyboardInterrupt:
+            interrupted = True
+    finally:
+        view.stop()
+    if interrupted:
+        err_console.print(f"[bold red]interrupted[/]: both halves stopped; finished episodes kept in {req.results_dir}")
+        raise typer.Exit(130)
+    for r in rows:
+        rewards = [rew for rew, _, _ in results.read_monitor(r.results_dir / results.MONITOR)]
+        write_reward_svg(rewards, r.results_dir / "reward-curve.svg", title=f"{r.game} {r.state}")
+    summary = results.read_json(root / results.SUMMARY) or {}
+    if json_out:
+        print_json({**summary, "results_dir": str(root)})
+    else:
+        console.print(_level_table(rows))
+        if levels is not None:
+            console.print(f"Contest score (mean of the levels' mean episode reward): [bold]{_fmt(score, 2)}[/]")
+        console.print(f"Results in {root}")
+        for r in rows:
+            if r.error:
+                err_console.print(f"[bold red]error[/] ({r.game} {r.state}): {r.error}", highlight=False)
+    if not all(r.ok for r in rows):
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)

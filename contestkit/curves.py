@@ -1,0 +1,71 @@
+"""Reward curves as pictures: a sparkline for the terminal and an SVG for the results directory.
+
+Hand-written SVG rather than matplotlib: a reward curve is one polyline, and an eval should not
+pull a plotting stack into every install (or every agent image).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from html import escape
+from pathlib import Path
+
+_BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float], width: int = 24) -> str:
+    """Episode rewards in one line of block characters (the last ``width`` bins)."""
+    if not values:
+        return ""
+    if len(values) > width:  # average into bins so long runs still fit
+        step = len(values) / width
+        values = [
+            sum(values[int(i * step) : max(int((i + 1) * step), int(i * step) + 1)])
+            / len(values[int(i * step) : max(int((i + 1) * step), int(i * step) + 1)])
+            for i in range(width)
+        ]
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or 1.0
+    return "".join(_BLOCKS[min(len(_BLOCKS) - 1, int((v - lo) / span * (len(_BLOCKS) - 1) + 0.5))] for v in values)
+
+
+def moving_average(values: Sequence[float], window: int) -> list[float]:
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def write_reward_svg(rewards: Sequence[float], path: Path, *, title: str = "") -> Path | None:
+    """Episode reward and its moving average, as a small standalone SVG; None with no episodes."""
+    if not rewards:
+        return None
+    w, h, pad = 640, 300, 40
+    lo, hi = min(min(rewards), 0.0), max(rewards)
+    span = (hi - lo) or 1.0
+    n = len(rewards)
+
+    def xy(i: int, v: float) -> str:
+        x = pad + (w - 2 * pad) * (i / max(n - 1, 1))
+        y = h - pad - (h - 2 * pad) * ((v - lo) / span)
+        return f"{x:.1f},{y:.1f}"
+
+    raw = " ".join(xy(i, v) for i, v in enumerate(rewards))
+    avg = " ".join(xy(i, v) for i, v in enumerate(moving_average(rewards, max(1, n // 20))))
+    svg = f"""<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{pad}" y="20" font-size="14">{escape(title)} — episode reward ({n} episodes)</text>
+<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#888"/>
+<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#888"/>
+<text x="{pad - 4}" y="{pad + 4}" text-anchor="end">{hi:g}</text>
+<text x="{pad - 4}" y="{h - pad}" text-anchor="end">{lo:g}</text>
+<text x="{w - pad}" y="{h - pad + 16}" text-anchor="end">episode {n}</text>
+<polyline points="{raw}" fill="none" stroke="#9ab" stroke-width="1"/>
+<polyline points="{avg}" fill="none" stroke="#c33" stroke-width="2"/>
+</svg>
+"""
+    path.write_text(svg)
+    return path

@@ -1,0 +1,167 @@
+"""Contest game and level names, and where the emulator package keeps their data.
+
+Users type the contest's names (``SonicTheHedgehog-Genesis``); stable-retro calls the same game
+``SonicTheHedgehog-Genesis-v0``. Every other module goes through :func:`resolve_level` so the
+suffix, the contest scenario and the ROM check live in exactly one place.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from contestkit.errors import ContestkitError, NotFoundError
+
+# The games of the 2018 Retro Contest, plus Airstriker, whose ROM ships with the emulator package
+# and which the contest documentation itself used for the first local evaluation.
+CONTEST_GAMES: tuple[str, ...] = (
+    "SonicTheHedgehog-Genesis",
+    "SonicTheHedgehog2-Genesis",
+    "SonicAndKnuckles3-Genesis",
+    "Airstriker-Genesis",
+)
+
+# Where each ROM comes from, for the message users see when it is missing.
+ROM_SOURCES: dict[str, str] = {
+    "SonicTheHedgehog-Genesis": "Steam (SEGA Mega Drive & Genesis Classics)",
+    "SonicTheHedgehog2-Genesis": "Steam (SEGA Mega Drive & Genesis Classics)",
+    "SonicAndKnuckles3-Genesis": "Steam (SEGA Mega Drive & Genesis Classics)",
+    "Airstriker-Genesis": "the stable-retro package itself",
+}
+
+_EMULATOR_SUFFIX = "-v0"
+
+
+class RomMissingError(ContestkitError):
+    """The game exists but its ROM has not been imported."""
+
+
+def retro():
+    """Import stable-retro lazily: the agent side of the bridge must not need the emulator."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import stable_retro
+
+    return stable_retro
+
+
+def contest_name(emulator_name: str) -> str:
+    """The name users see for an emulator game name."""
+    if emulator_name.endswith(_EMULATOR_SUFFIX):
+        return emulator_name[: -len(_EMULATOR_SUFFIX)]
+    return emulator_name
+
+
+def emulator_name(name: str) -> str:
+    """The emulator package's name for a contest game name (accepts either spelling)."""
+    return name if name.endswith(_EMULATOR_SUFFIX) else name + _EMULATOR_SUFFIX
+
+
+def all_games() -> list[str]:
+    """Every game the emulator package knows, by contest-style name."""
+    return sorted(contest_name(g) for g in retro().data.list_games(retro().data.Integrations.ALL))
+
+
+def _nearest(word: str, choices: list[str], n: int = 3) -> list[str]:
+    lowered = {c.lower(): c for c in choices}
+    hits = difflib.get_close_matches(word.lower(), list(lowered), n=n, cutoff=0.4)
+    prefix = [c for c in choices if c.lower().startswith(word.lower()[:6])] if len(word) >= 3 else []
+    out: list[str] = []
+    for c in [lowered[h] for h in hits] + prefix:
+        if c not in out:
+            out.append(c)
+    return out[:n]
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    near = _nearest(word, choices)
+    return f" Did you mean {', '.join(near)}?" if near else ""
+
+
+@dataclass(frozen=True)
+class Level:
+    """One contest level, resolved against the emulator package's data."""
+
+    game: str  # contest name, e.g. "Airstriker-Genesis"
+    state: str  # e.g. "Level1"
+    emulator_game: str  # e.g. "Airstriker-Genesis-v0"
+    scenario: str  # "contest" for the Sonic games, else the game's default "scenario"
+
+    @property
+    def slug(self) -> str:
+        """A directory name for this level's results."""
+        return f"{self.game}_{self.state}"
+
+
+def states_of(game: str) -> list[str]:
+    """The save states (levels) of a game."""
+    return list(retro().data.list_states(emulator_name(game), retro().data.Integrations.ALL))
+
+
+def rom_path(game: str) -> Path | None:
+    """Where the game's imported ROM lies, or None when it has not been imported."""
+    try:
+        return Path(retro().data.get_romfile_path(emulator_name(game), retro().data.Integrations.ALL))
+    except FileNotFoundError:
+        return None
+
+
+def game_dir(game: str) -> Path | None:
+    """The emulator package's integration directory of a game (states, scenario, rom)."""
+    sha = retro().data.get_file_path(emulator_name(game), "rom.sha", retro().data.Integrations.ALL)
+    return Path(sha).parent if sha else None
+
+
+def resolve_level(game: str, state: str | None, *, check_rom: bool = True) -> Level:
+    """Check a game and state the user typed and say what to do when either is wrong.
+
+    The ROM check comes last so that a typo is reported as a typo, not as a missing ROM.
+    """
+    known = all_games()
+    if contest_name(game) not in known:
+        # Offer the contest's own games first: they are what almost everyone means.
+        contest_hits = _nearest(game, list(CONTEST_GAMES), n=2)
+        others = [g for g in _nearest(game, known) if g not in contest_hits]
+        near = (contest_hits + others)[:3]
+        hint = f" Did you mean {', '.join(near)}?" if near else ""
+        raise NotFoundError(f"Unknown game '{game}'.{hint} `contestkit roms list` shows the contest games.")
+    game = contest_name(game)
+    states = states_of(game)
+    if state is None:
+        if not states:
+            raise NotFoundError(f"Game '{game}' has no levels (save states) in the emulator package.")
+        state = "Level1" if "Level1" in states else states[0]
+    if state.endswith(".state"):
+        state = state[: -len(".state")]
+    if state not in states:
+        raise NotFoundError(
+            f"Unknown state '{state}' for {game}.{_did_you_mean(state, states)} "
+            f"Valid states: {', '.join(states[:8])}{' ...' if len(states) > 8 else ''}."
+        )
+    scenarios = retro().data.list_scenarios(emulator_name(game), retro().data.Integrations.ALL)
+    scenario = "contest" if "contest" in scenarios else "scenario"
+    if check_rom and rom_path(game) is None:
+        raise RomMissingError(
+            f"The ROM of {game} is not imported (it comes from {ROM_SOURCES.get(game, 'the game publisher')}): "
+            f"run `contestkit roms import PATH` with the folder that holds it."
+        )
+    return Level(game=game, state=state, emulator_game=emulator_name(game), scenario=scenario)
+
+
+def rom_search_dirs() -> list[Path]:
+    """The directories in which the emulator package stores integrations and imported ROMs."""
+    base = Path(retro().data.path())
+    return [base / p for p in retro().data.Integrations.ALL.paths if (base / p).is_dir()]
+
+
+def data_root() -> Path:
+    """Root of the emulator package's game data (mounted into the remote-env container)."""
+    return Path(retro().data.path())
+
+
+def env_data_override() -> str | None:
+    """An alternative game-data directory, for ROMs kept outside the package (read-only mounts)."""
+    return os.environ.get("CONTESTKIT_RETRO_DATA")

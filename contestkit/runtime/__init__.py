@@ -1,0 +1,1 @@
+"""Runtimes: how the env and agent halves of an evaluation are launched."""

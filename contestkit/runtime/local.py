@@ -1,0 +1,110 @@
+"""The local runtime: the env program and the agent as two processes on this machine.
+
+The agent runs in a fresh working directory laid out like the agent container's ``/root/compo``:
+``tmp/sock`` is the bridge and ``out/`` is the agent's output directory (a link to the results'
+``out/``). Both processes get their own session (process group), so a Ctrl-C in the terminal
+reaches only contestkit, which then stops them in order and keeps the results.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import IO
+
+from contestkit import results
+from contestkit.runtime.base import LaunchSpec, agent_command, remote_args
+
+
+def _stop(proc: subprocess.Popen, grace: float) -> None:
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+class LocalSession:
+    def __init__(self, spec: LaunchSpec) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="ck-"))
+        self._files: list[IO[bytes]] = []
+        (self.workdir / "tmp").mkdir()
+        bridge = self.workdir / "tmp" / "sock"
+        out = spec.results_dir / results.AGENT_OUT
+        out.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "out").symlink_to(out, target_is_directory=True)
+
+        def _log(name: str) -> IO[bytes]:
+            f = open(spec.results_dir / name, "wb")  # noqa: SIM115 (closed in close())
+            self._files.append(f)
+            return f
+
+        env_cmd = [sys.executable, "-m", "contestkit.remote", *remote_args(spec, str(bridge), str(spec.results_dir))]
+        self.env_proc = subprocess.Popen(
+            env_cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=_log(results.REMOTE_STDOUT),
+            stderr=_log(results.REMOTE_STDERR),
+            start_new_session=True,
+        )
+        agent_env = dict(os.environ)
+        paths = [str(spec.project_dir or Path.cwd())]
+        if agent_env.get("PYTHONPATH"):
+            paths.append(agent_env["PYTHONPATH"])
+        agent_env.update(
+            PYTHONPATH=os.pathsep.join(paths),
+            PYTHONUNBUFFERED="1",
+            CONTESTKIT_OUT_DIR=str(out),
+            CONTESTKIT_BRIDGE=str(bridge),
+            **spec.env_vars,
+        )
+        self.agent_proc = subprocess.Popen(
+            agent_command(spec.agent or ""),
+            cwd=self.workdir,
+            env=agent_env,
+            stdin=subprocess.DEVNULL,
+            stdout=_log(results.AGENT_STDOUT),
+            stderr=_log(results.AGENT_STDERR),
+            start_new_session=True,
+        )
+
+    def env_exit(self) -> int | None:
+        return self.env_proc.poll()
+
+    def agent_exit(self) -> int | None:
+        return self.agent_proc.poll()
+
+    def stop_agent(self, grace: float) -> None:
+        _stop(self.agent_proc, grace)
+
+    def stop_env(self, grace: float) -> None:
+        _stop(self.env_proc, grace)
+
+    def close(self) -> None:
+        deadline = time.monotonic() + 1.0
+        for proc in (self.agent_proc, self.env_proc):
+            if proc.poll() is None:
+                _stop(proc, max(0.1, deadline - time.monotonic()))
+        for f in self._files:
+            f.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class LocalLauncher:
+    name = "local"
+
+    def start(self, spec: LaunchSpec) -> LocalSession:
+        return LocalSession(spec)

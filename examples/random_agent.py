@@ -1,0 +1,1 @@
+../contestkit/data/random_agent.py
