@@ -57,9 +57,23 @@ def bridged(acts: np.ndarray, workdir: Path) -> float:
     bridge = Path(tempfile.mkdtemp(prefix="ckb-")) / "sock"
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "contestkit.remote", "--game", GAME, "--state", STATE,
-            "--bridge-dir", str(bridge), "--results-dir", str(workdir / "bridged"),
-            "--seed", "0", "--timestep-limit", str(len(acts) + 10), "--connect-timeout", "60",
+            sys.executable,
+            "-m",
+            "contestkit.remote",
+            "--game",
+            GAME,
+            "--state",
+            STATE,
+            "--bridge-dir",
+            str(bridge),
+            "--results-dir",
+            str(workdir / "bridged"),
+            "--seed",
+            "0",
+            "--timestep-limit",
+            str(len(acts) + 10),
+            "--connect-timeout",
+            "60",
         ],
         stdout=subprocess.DEVNULL,
     )
@@ -95,7 +109,9 @@ def main() -> None:
             bridge.append(b)
             ratios.append(b / a)
             if not args.json:
-                print(f"round {i + 1}: in-process {a * 1e3:.3f} ms/step, bridged {b * 1e3:.3f} ms/step, ratio {b / a:.4f}")
+                print(
+                    f"round {i + 1}: in-process {a * 1e3:.3f} ms/step, bridged {b * 1e3:.3f} ms/step, ratio {b / a:.4f}"
+                )
     result = {
         "bench": "bridge",
         "game": f"{GAME} {STATE}",

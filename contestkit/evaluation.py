@@ -219,7 +219,10 @@ def _watch(
                 session.stop_agent(3.0)
                 session.stop_env(10.0)
                 break
-            if env_ended_at is not None and agent_code is None and now - env_ended_at > AGENT_GRACE:
+            if env_code in _ENV_EXIT_NO_SESSION and agent_code is None:
+                events["stopped_agent"] = True
+                session.stop_agent(2.0)
+            elif env_ended_at is not None and agent_code is None and now - env_ended_at > AGENT_GRACE:
                 events["stopped_agent"] = True
                 session.stop_agent(5.0)
             if agent_ended_at is not None and env_code is None and now - agent_ended_at > ENV_GRACE:
@@ -242,7 +245,15 @@ def _watch(
     return events
 
 
-def _summarize(spec: LaunchSpec, runtime: str, events: dict[str, Any], started_at: float, wall: float) -> dict[str, Any]:
+_BUDGET_ENDS = ("timestep-budget", "wallclock-budget")
+_ENV_REPORTED_FAULTS = ("bad-request", "agent-disconnected-mid-step", "no-connection", "env-error")
+# Env exit statuses (see contestkit.remote) after which the agent has nothing left to do.
+_ENV_EXIT_NO_SESSION = (2, 3, 4)
+
+
+def _summarize(
+    spec: LaunchSpec, runtime: str, events: dict[str, Any], started_at: float, wall: float
+) -> dict[str, Any]:
     rd = spec.results_dir
     env_status = results.read_json(rd / results.ENV_STATUS) or {}
     episodes = results.read_monitor(rd / results.MONITOR)
@@ -256,10 +267,12 @@ def _summarize(spec: LaunchSpec, runtime: str, events: dict[str, Any], started_a
         error = "Interrupted before the budget ran out; the finished episodes are kept."
     elif end_reason == "setup-error":
         error = env_status.get("error")
-    elif agent_code not in (0, None) and not (events.get("stopped_agent") and end_reason in ("timestep-budget", "wallclock-budget")):
-        error = _agent_error(agent_code, rd)
-    elif env_status.get("error") and end_reason not in ("timestep-budget", "wallclock-budget"):
+    elif env_status.get("error") and end_reason in _ENV_REPORTED_FAULTS:
+        # The env saw what went wrong (garbage, no connection, a crash of the emulator); the
+        # agent's exit status after being stopped would only hide that.
         error = f"{env_status['error'][0].upper()}{env_status['error'][1:]}."
+    elif agent_code not in (0, None) and not (events.get("stopped_agent") and end_reason in _BUDGET_ENDS):
+        error = _agent_error(agent_code, rd)
     elif not env_status:
         tail = results.tail(rd / results.REMOTE_STDERR, 15).strip()
         error = f"The env process exited with status {env_code} before reporting." + (
@@ -401,9 +414,17 @@ def evaluate_levels(
     root = results.prepare(Path(base.results_dir), force=force)
     cancel = cancel or threading.Event()
 
+    slugs: list[str] = []
+    for level in resolved:  # the same level twice gets two directories
+        slug, n = level.slug, 1
+        while slug in slugs:
+            n += 1
+            slug = f"{level.slug}-{n}"
+        slugs.append(slug)
+
     def run(index: int, level: Level) -> LevelResult:
         req = EvalRequest(**{**asdict(base), "game": level.game, "state": level.state,
-                             "results_dir": root / level.slug})  # fmt: skip
+                             "results_dir": root / slugs[index]})  # fmt: skip
         cb = (lambda prog: on_progress(index, prog)) if on_progress else None
         if cancel.is_set():
             return LevelResult(level.game, level.state, req.results_dir, None, 0, 0, False, "Not started: interrupted.")

@@ -51,9 +51,7 @@ class EpisodeLog:
     def end_episode(self) -> None:
         self.episode_rewards.append(self.episode_reward)
         self.episode_lengths.append(self.episode_steps)
-        self._monitor.writerow(
-            [round(self.episode_reward, 6), self.episode_steps, round(time.time() - self.start, 6)]
-        )
+        self._monitor.writerow([round(self.episode_reward, 6), self.episode_steps, round(time.time() - self.start, 6)])
         self._monitor_file.flush()
         self.episode_reward = 0.0
         self.episode_steps = 0

@@ -71,7 +71,10 @@ def _import_one(stable_retro, known: dict, file: Path) -> str | None:
                 for entry in zf.infolist():
                     if entry.is_dir():
                         continue
-                    target = Path(os.environ.get("TMPDIR", "/tmp")) / f"contestkit-rom-{os.getpid()}-{Path(entry.filename).name}"
+                    target = (
+                        Path(os.environ.get("TMPDIR", "/tmp"))
+                        / f"contestkit-rom-{os.getpid()}-{Path(entry.filename).name}"
+                    )
                     target.write_bytes(zf.read(entry))
                     try:
                         game = _import_one(stable_retro, known, target)

@@ -17,7 +17,9 @@ class RemoteEnv:
     Observations are always copies: 2018 agents kept them in frame stacks and replay buffers.
     """
 
-    def __init__(self, directory: str | os.PathLike[str] = "tmp/sock", *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str] = "tmp/sock", *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    ) -> None:
         self._env = _GymnasiumRemoteEnv(directory, connect_timeout=connect_timeout, copy_obs=True)
         self.action_space = self._env.action_space
         self.observation_space = self._env.observation_space

@@ -92,7 +92,9 @@ class BridgeServer:
         on_progress: Callable[[dict[str, Any]], None] | None = None,
         progress_every: float = 0.5,
         start: float | None = None,
+        after_budget_grace: float = AFTER_BUDGET_GRACE,
     ) -> None:
+        self.after_budget_grace = after_budget_grace
         self.bridge_dir = Path(bridge_dir)
         self.bridge_dir.mkdir(parents=True, exist_ok=True)
         self.env = env
@@ -162,7 +164,7 @@ class BridgeServer:
         self._listener.settimeout(timeout)
         try:
             conn, _ = self._listener.accept()
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return None
         conn.settimeout(None)
         return conn
@@ -180,13 +182,11 @@ class BridgeServer:
             try:
                 conn.settimeout(min(30.0, max(self._remaining(), 0.1)))
                 ok = p.recv_exact(conn, memoryview(magic))
-            except (TimeoutError, socket.timeout, ConnectionError):
+            except (TimeoutError, ConnectionError):
                 ok = False
             if not ok or bytes(magic) != p.MAGIC:
                 self._reply(conn, p.ERR_BAD_REQUEST, msg="not a contestkit bridge client (bad greeting)")
-                return self._outcome(
-                    "bad-request", f"the agent sent {bytes(magic)!r} instead of the bridge greeting"
-                )
+                return self._outcome("bad-request", f"the agent sent {bytes(magic)!r} instead of the bridge greeting")
             self._reply(conn, p.OK, payload=self.hello.encode())
             return self._loop(conn)
 
@@ -225,13 +225,16 @@ class BridgeServer:
 
     def _finish_after_budget(self, conn: socket.socket, reason: str) -> Outcome:
         """Let the agent see its budget exception and leave, then end the session."""
-        conn.settimeout(AFTER_BUDGET_GRACE)
+        conn.settimeout(self.after_budget_grace)
         buf = bytearray(64)
         try:
             while conn.recv_into(buf):
                 # Any further call after the budget gets the same answer.
-                self._reply(conn, p.ERR_TIMESTEP_BUDGET if reason == "timestep-budget" else p.ERR_WALLCLOCK,
-                            msg="budget used up")
+                self._reply(
+                    conn,
+                    p.ERR_TIMESTEP_BUDGET if reason == "timestep-budget" else p.ERR_WALLCLOCK,
+                    msg="budget used up",
+                )
         except OSError:
             pass
         return self._outcome(reason)
@@ -256,14 +259,12 @@ class BridgeServer:
                     return self._outcome("agent-closed")
                 if got < size and not p.recv_exact(conn, view[got:]):
                     raise ConnectionError("short request")
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 # The agent is thinking past the wall-clock budget: answer its next call, if it
                 # comes within the grace period, with the wall-clock exception.
                 return self._finish_after_budget(conn, "wallclock-budget")
             except ConnectionError:
-                return self._outcome(
-                    "agent-disconnected-mid-step", "the agent disconnected in the middle of a message"
-                )
+                return self._outcome("agent-disconnected-mid-step", "the agent disconnected in the middle of a message")
             except InterruptedError:
                 continue
             op = req[0]

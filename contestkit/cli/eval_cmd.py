@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -91,23 +90,35 @@ def _level_table(rows: list[evaluation.LevelResult]) -> Table:
 
 
 def eval_command(
-    game: Optional[str] = typer.Argument(None, help="Contest game, e.g. Airstriker-Genesis or SonicTheHedgehog-Genesis."),
-    state: Optional[str] = typer.Argument(None, help="Level (save state), e.g. Level1 or GreenHillZone.Act1."),
-    runtime: str = typer.Option("auto", "--runtime", help="auto: docker when an engine answers and there is an image, else local processes."),
-    agent: Optional[str] = typer.Option(None, "--agent", help="Local runtime: the agent, PATH.py or MODULE:FUNC."),
-    image: Optional[str] = typer.Option(None, "--image", help="Docker runtime: the agent image."),
+    game: str | None = typer.Argument(
+        None, help="Contest game, e.g. Airstriker-Genesis or SonicTheHedgehog-Genesis."
+    ),
+    state: str | None = typer.Argument(None, help="Level (save state), e.g. Level1 or GreenHillZone.Act1."),
+    runtime: str = typer.Option(
+        "auto", "--runtime", help="auto: docker when an engine answers and there is an image, else local processes."
+    ),
+    agent: str | None = typer.Option(None, "--agent", help="Local runtime: the agent, PATH.py or MODULE:FUNC."),
+    image: str | None = typer.Option(None, "--image", help="Docker runtime: the agent image."),
     timestep_limit: int = typer.Option(1_000_000, "--timestep-limit", min=1, help="Timestep budget per level."),
-    wallclock_limit: float = typer.Option(43_200.0, "--wallclock-limit", min=1, help="Wall-clock budget per level, seconds."),
-    levels: Optional[Path] = typer.Option(None, "--levels", help="CSV of levels (header game,state)."),
+    wallclock_limit: float = typer.Option(
+        43_200.0, "--wallclock-limit", min=1, help="Wall-clock budget per level, seconds."
+    ),
+    levels: Path | None = typer.Option(None, "--levels", help="CSV of levels (header game,state)."),
     parallel: int = typer.Option(1, "--parallel", min=1, help="Levels evaluated at once."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the sticky frame skip."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the sticky frame skip."),
     record: bool = typer.Option(False, "--record", help="Record every episode as .bk2 under bk2/."),
     gpus: bool = typer.Option(False, "--gpus", help="Docker runtime: pass the GPUs to the agent."),
-    cpus: Optional[float] = typer.Option(None, "--cpus", help="Docker runtime: agent CPU limit (default 6, the contest machine)."),
-    memory: Optional[str] = typer.Option(None, "--memory", help="Docker runtime: agent memory limit (default 56g)."),
-    results_dir: Optional[Path] = typer.Option(None, "--results-dir", help="Where results go (default results/<time>)."),
+    cpus: float | None = typer.Option(
+        None, "--cpus", help="Docker runtime: agent CPU limit (default 6, the contest machine)."
+    ),
+    memory: str | None = typer.Option(None, "--memory", help="Docker runtime: agent memory limit (default 56g)."),
+    results_dir: Path | None = typer.Option(
+        None, "--results-dir", help="Where results go (default results/<time>)."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace results already in --results-dir."),
-    connect_timeout: float = typer.Option(300.0, "--connect-timeout", min=1, help="Seconds the env waits for the agent to connect."),
+    connect_timeout: float = typer.Option(
+        300.0, "--connect-timeout", min=1, help="Seconds the env waits for the agent to connect."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not stream the agent's output."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as one JSON document."),
 ) -> None:

@@ -28,11 +28,15 @@ def roms_list(json_out: bool = typer.Option(False, "--json", help="Print one JSO
         table.add_row(s.game, "[green]present[/]" if s.present else "[red]missing[/]", str(s.levels), s.source)
     console.print(table)
     if not all(s.present for s in statuses):
-        console.print("Import the ROMs you own with [bold]contestkit roms import PATH[/] (a file or a folder, zips too).")
+        console.print(
+            "Import the ROMs you own with [bold]contestkit roms import PATH[/] (a file or a folder, zips too)."
+        )
 
 
 @roms_app.command("import")
-def roms_import(path: Path = typer.Argument(..., help="A ROM file, or a folder (e.g. your Steam library) to search.")) -> None:
+def roms_import(
+    path: Path = typer.Argument(..., help="A ROM file, or a folder (e.g. your Steam library) to search."),
+) -> None:
     """Import ROMs by content hash, as the emulator package's importer does."""
     games = import_roms(path)
     if not games:

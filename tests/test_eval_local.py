@@ -1,0 +1,162 @@
+"""`contestkit eval --runtime local` end to end: real env process, real agent process, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from contestkit.results import read_monitor
+from tests.conftest import GAME, REPO, STATE, run_cli
+
+AGENTS = REPO / "tests" / "agents"
+
+
+def _no_process_mentions(text: str) -> bool:
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return not any(text in line for line in out.splitlines() if "ps -eo" not in line)
+
+
+def test_contest_documented_agent_runs_unchanged(tmp_path):
+    r = tmp_path / "r"
+    res = run_cli("eval", GAME, STATE, "--runtime", "local", "--agent", str(AGENTS / "contest_doc_agent.py"),
+                  "--timestep-limit", "6000", "--results-dir", str(r), "--seed", "0", cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    episodes = read_monitor(r / "monitor.csv")
+    assert episodes, "monitor.csv holds no episode"
+    assert all(length <= 4500 for _, length, _ in episodes)
+    summary = json.loads((r / "summary.json").read_text())
+    assert summary["timesteps"] == 6000 and summary["end_reason"] == "timestep-budget"
+    assert summary["episodes"] == len(episodes)
+    assert summary["score"] == pytest.approx(sum(e[0] for e in episodes) / len(episodes))
+    assert summary["agent_exit_status"] == 0 and summary["env_exit_status"] == 0
+    assert "exception timestep budget" in (r / "agent-stdout.txt").read_text()
+    for name in ("log.csv", "agent-stderr.txt", "remote-stdout.txt", "remote-stderr.txt"):
+        assert (r / name).exists(), name
+    assert "6,000" in res.stdout and "ok" in res.stdout
+    assert _no_process_mentions(str(r))
+
+
+def test_crashing_agent_keeps_finished_episodes(tmp_path):
+    r = tmp_path / "r"
+    res = run_cli("eval", GAME, STATE, "--runtime", "local", "--agent", str(AGENTS / "crashing_agent.py"),
+                  "--timestep-limit", "20000", "--results-dir", str(r), cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 1
+    assert "exited with status 1" in res.stderr and "tensor shape mismatch" in res.stderr
+    assert "Traceback" not in res.stderr.split("agent-stderr.txt")[0]
+    assert len(read_monitor(r / "monitor.csv")) == 2
+    summary = json.loads((r / "summary.json").read_text())
+    assert summary["agent_exit_status"] == 1 and summary["ok"] is False and summary["episodes"] == 2
+
+
+def test_agent_that_never_connects_does_not_hang(tmp_path):
+    r = tmp_path / "r"
+    t0 = time.time()
+    res = run_cli("eval", GAME, STATE, "--runtime", "local", "--agent", str(AGENTS / "silent_agent.py"),
+                  "--connect-timeout", "2", "--results-dir", str(r), cwd=tmp_path, timeout=120)  # fmt: skip
+    assert res.returncode == 1
+    assert "never connected" in res.stderr
+    assert time.time() - t0 < 60
+    assert json.loads((r / "summary.json").read_text())["end_reason"] == "no-connection"
+
+
+def test_agent_speaking_garbage_is_reported(tmp_path):
+    r = tmp_path / "r"
+    res = run_cli("eval", GAME, STATE, "--runtime", "local", "--agent", str(AGENTS / "garbage_agent.py"),
+                  "--results-dir", str(r), cwd=tmp_path, timeout=120)  # fmt: skip
+    assert res.returncode == 1
+    summary = json.loads((r / "summary.json").read_text())
+    assert summary["end_reason"] == "bad-request" and "greeting" in summary["error"]
+    assert summary["env_exit_status"] == 3
+
+
+def test_module_function_agent_and_json(tmp_path):
+    r = tmp_path / "r"
+    res = run_cli("eval", GAME, STATE, "--runtime", "local", "--agent", "gym_agent_module:play",
+                  "--timestep-limit", "1200", "--results-dir", str(r), "--json", cwd=AGENTS)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["timesteps"] == 1200 and doc["game"] == GAME and doc["runtime"] == "local"
+    assert "done: timestep budget" in (r / "agent-stdout.txt").read_text()
+
+
+def test_existing_results_are_refused_then_forced(tmp_path):
+    r = tmp_path / "r"
+    args = ["eval", GAME, STATE, "--runtime", "local", "--timestep-limit", "300", "--results-dir", str(r)]
+    assert run_cli(*args, cwd=tmp_path).returncode == 0
+    before = (r / "summary.json").read_text()
+    res = run_cli(*args, cwd=tmp_path)
+    assert res.returncode == 2 and "already holds results" in res.stderr and "--force" in res.stderr
+    assert (r / "summary.json").read_text() == before
+    assert run_cli(*args, "--force", cwd=tmp_path).returncode == 0
+
+
+def test_several_levels_give_the_contest_score(tmp_path):
+    levels = tmp_path / "levels.csv"
+    levels.write_text(f"game,state\n{GAME},{STATE}\n{GAME},{STATE}\n")
+    r = tmp_path / "r"
+    res = run_cli("eval", "--levels", str(levels), "--parallel", "2", "--runtime", "local",
+                  "--timestep-limit", "1500", "--results-dir", str(r), "--json", cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert len(doc["levels"]) == 2
+    dirs = sorted(p.name for p in r.iterdir() if p.is_dir())
+    assert dirs == [f"{GAME}_{STATE}", f"{GAME}_{STATE}-2"]
+    level_scores = []
+    for d in dirs:
+        eps = read_monitor(r / d / "monitor.csv")
+        level_scores.append(sum(e[0] for e in eps) / len(eps) if eps else 0.0)
+    assert doc["score"] == pytest.approx(sum(level_scores) / 2)
+
+
+def test_bad_level_list_names_the_line(tmp_path):
+    levels = tmp_path / "levels.csv"
+    levels.write_text("game,state\nAirstriker-Genesis\n")
+    res = run_cli("eval", "--levels", str(levels), cwd=tmp_path)
+    assert res.returncode == 2 and "line 2" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_missing_rom_names_game_and_import_command(tmp_path):
+    res = run_cli("eval", "SonicTheHedgehog-Genesis", "GreenHillZone.Act1", "--runtime", "local", cwd=tmp_path)
+    assert res.returncode != 0
+    assert "SonicTheHedgehog-Genesis" in res.stderr and "contestkit roms import" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_unknown_game_and_state_suggest_names(tmp_path):
+    res = run_cli("eval", "SonicTheHedgehog", "GreenHillZone.Act1", cwd=tmp_path)
+    assert res.returncode == 2 and "SonicTheHedgehog-Genesis" in res.stderr and "Traceback" not in res.stderr
+    res = run_cli("eval", "SonicTheHedgehog-Genesis", "GreenHilZone.Act1", cwd=tmp_path)
+    assert res.returncode == 2 and "GreenHillZone.Act1" in res.stderr
+
+
+def test_ctrl_c_stops_both_and_keeps_results(tmp_path):
+    r = tmp_path / "r"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "contestkit", "eval", GAME, STATE, "--runtime", "local", "--agent",
+         str(AGENTS / "slow_agent.py"), "--results-dir", str(r), "--quiet"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        progress = r / "progress.json"
+        if progress.exists() and json.loads(progress.read_text() or "{}").get("episodes", 0) >= 1:
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("the evaluation never finished an episode")
+    os.kill(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    summary = json.loads((r / "summary.json").read_text())
+    assert summary["end_reason"] == "interrupted"
+    assert len(read_monitor(r / "monitor.csv")) >= 1
+    assert "Traceback" not in err
+    time.sleep(0.5)
+    assert _no_process_mentions(str(r)) and _no_process_mentions("slow_agent.py")
