@@ -341,6 +341,11 @@ def evaluate_level(
     results_dir = results.prepare(Path(req.results_dir), force=force)
     launcher = choose_launcher(req)
     agent = default_agent(req) if launcher.name == "local" else req.agent
+    image = req.image
+    if launcher.name == "docker" and image is None and req.project_dir is not None:
+        from contestkit.project import load_project
+
+        image = f"{load_project(req.project_dir).name}:latest"  # what `contestkit build` tagged last
     if launcher.name == "local" and ":" not in agent and not Path(agent).is_file():
         raise UsageError(f"Agent script {agent} does not exist; pass --agent PATH.py or MODULE:FUNCTION.")
     spec = LaunchSpec(
@@ -352,7 +357,7 @@ def evaluate_level(
         record=req.record,
         connect_timeout=req.connect_timeout,
         agent=agent,
-        image=req.image,
+        image=image,
         project_dir=req.project_dir,
         gpus=req.gpus,
         cpus=req.cpus,

@@ -14,6 +14,7 @@ emulator failed, 130 when stopped.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -42,7 +43,20 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--record", action="store_true")
     ap.add_argument("--expose-info", action="store_true", help="send the game's info dict (training only)")
+    ap.add_argument("--rom-dir", type=Path, default=None, help="import the ROMs found here first (containers)")
+    ap.add_argument("--chown", default=None, help="UID:GID to give the results to at the end (containers)")
     return ap
+
+
+def _chown_tree(path: Path, owner: str) -> None:
+    """Hand the results back to the host user when the env ran as root in a container."""
+    uid, _, gid = owner.partition(":")
+    for root, dirs, files in os.walk(path):
+        for name in [*dirs, *files]:
+            try:
+                os.chown(os.path.join(root, name), int(uid), int(gid or uid))
+            except OSError:
+                pass
 
 
 def _status(outcome: Outcome, args: argparse.Namespace, start_wall: float, episodes: int) -> dict:
@@ -79,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     from contestkit.monitor import EpisodeLog
 
     try:
+        if args.rom_dir is not None and args.rom_dir.is_dir():
+            from contestkit.roms import import_roms
+
+            import_roms(args.rom_dir)
         level = resolve_level(args.game, args.state)
         env = ContestEnv(
             level,
@@ -127,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     log.close()
     env.close()
     results.write_json(results_dir / results.ENV_STATUS, _status(outcome, args, start_wall, len(log.episode_rewards)))
+    if args.chown:
+        _chown_tree(results_dir, args.chown)
     print(f"session ended: {outcome.end_reason}" + (f" ({outcome.error})" if outcome.error else ""), flush=True)
     if outcome.end_reason == "stopped":
         return EXIT_STOPPED

@@ -82,6 +82,7 @@ def write_json(path: Path, document: Any) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(document, f, indent=2, default=str)
         f.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are for the user, whoever wrote them
     os.replace(tmp, path)
 
 

@@ -1,0 +1,260 @@
+"""The Docker runtime: the agent image and the remote-env image, as the evaluation server ran them.
+
+Two containers meet through a fresh tmpfs volume mounted at ``/root/compo/tmp`` in both (so the
+agent's ``tmp/sock`` is the bridge); the agent has no network; the results directory is
+bind-mounted into the remote-env container, which runs the same env program as the local runtime
+(``python -m contestkit.remote``). Everything this module creates carries the label
+``org.contestkit.session``, and everything is removed on every way out, including a failure
+half-way through :meth:`DockerLauncher.start`; sessions left by a contestkit process that was
+killed outright are swept at the next start.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from contestkit import results
+from contestkit.errors import ContestkitError, NotFoundError
+from contestkit.games import rom_path
+from contestkit.runtime.base import LaunchSpec, remote_args
+
+SESSION_LABEL = "org.contestkit.session"
+OWNER_LABEL = "org.contestkit.owner"  # host:pid of the contestkit process that made it
+CONTEST_CPUS = 6.0  # the contest's evaluation VM: 6 cores, 56 GB
+CONTEST_MEMORY = "56g"
+BRIDGE_MOUNT = "/root/compo/tmp"
+OUT_MOUNT = "/root/compo/out"
+RESULTS_MOUNT = "/results"
+ROM_MOUNT = "/roms"
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def sweep_orphans(api: Any) -> int:
+    """Remove containers and volumes of sessions whose contestkit process on this host is gone."""
+    host = socket.gethostname()
+    removed = 0
+    for c in api.containers(all=True, filters={"label": SESSION_LABEL}):
+        owner = (c.get("Labels") or {}).get(OWNER_LABEL, "")
+        owner_host, _, pid = owner.rpartition(":")
+        if owner_host == host and pid.isdigit() and not _alive(int(pid)):
+            api.remove_container(c["Id"], force=True)
+            removed += 1
+    for v in (api.volumes(filters={"label": SESSION_LABEL}) or {}).get("Volumes") or []:
+        owner = (v.get("Labels") or {}).get(OWNER_LABEL, "")
+        owner_host, _, pid = owner.rpartition(":")
+        if owner_host == host and pid.isdigit() and not _alive(int(pid)):
+            try:
+                api.remove_volume(v["Name"], force=True)
+                removed += 1
+            except Exception:  # still in use by a container being removed: next sweep
+                pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _host_cpus(wanted: float) -> float:
+    """Docker refuses a CPU limit above the host's core count; the contest's 6 become what exists."""
+    return min(wanted, float(os.cpu_count() or 1))
+
+
+class _Waiter(threading.Thread):
+    """Waits for a container to exit and streams its logs into the results files meanwhile."""
+
+    def __init__(self, api: Any, container: str, stdout: Path, stderr: Path) -> None:
+        super().__init__(daemon=True)
+        self.api, self.container = api, container
+        self.stdout, self.stderr = stdout, stderr
+        self.exit_code: int | None = None
+        self._log_threads = [
+            threading.Thread(target=self._pump, args=(stdout, True), daemon=True),
+            threading.Thread(target=self._pump, args=(stderr, False), daemon=True),
+        ]
+
+    def _pump(self, path: Path, is_stdout: bool) -> None:
+        with open(path, "ab") as f:
+            try:
+                for chunk in self.api.logs(self.container, stream=True, follow=True, stdout=is_stdout,
+                                           stderr=not is_stdout):  # fmt: skip
+                    f.write(chunk)
+                    f.flush()
+            except Exception:  # the container was removed under us: the logs so far are kept
+                pass
+
+    def run(self) -> None:
+        for t in self._log_threads:
+            t.start()
+        try:
+            self.exit_code = int(self.api.wait(self.container)["StatusCode"])
+        except Exception:
+            self.exit_code = -1
+        for t in self._log_threads:
+            t.join(timeout=5)
+
+
+class DockerSession:
+    def __init__(self, api: Any, spec: LaunchSpec, remote_image: str) -> None:
+        self.api = api
+        self.id = uuid.uuid4().hex[:12]
+        self.labels = {SESSION_LABEL: self.id, OWNER_LABEL: _owner()}
+        self.containers: list[str] = []
+        self.volume: str | None = None
+        self.env_waiter: _Waiter | None = None
+        self.agent_waiter: _Waiter | None = None
+        try:
+            self._start(spec, remote_image)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, spec: LaunchSpec, remote_image: str) -> None:
+        api, rd = self.api, spec.results_dir
+        out = rd / results.AGENT_OUT
+        out.mkdir(parents=True, exist_ok=True)
+        for name in (results.AGENT_STDOUT, results.AGENT_STDERR, results.REMOTE_STDOUT, results.REMOTE_STDERR):
+            (rd / name).write_bytes(b"")
+        self.volume = api.create_volume(
+            name=f"contestkit-bridge-{self.id}",
+            driver="local",
+            driver_opts={"type": "tmpfs", "device": "tmpfs", "o": "size=64m"},
+            labels=self.labels,
+        )["Name"]
+
+        binds: dict[str, dict[str, str]] = {
+            self.volume: {"bind": BRIDGE_MOUNT, "mode": "rw"},
+            str(rd): {"bind": RESULTS_MOUNT, "mode": "rw"},
+        }
+        args = remote_args(spec, f"{BRIDGE_MOUNT}/sock", RESULTS_MOUNT)
+        rom = rom_path(spec.level.game)
+        if rom is not None:  # ROMs imported on the host reach the env read-only
+            binds[str(rom)] = {"bind": f"{ROM_MOUNT}/{spec.level.emulator_game}{rom.suffix}", "mode": "ro"}
+            args += ["--rom-dir", ROM_MOUNT]
+        if os.getuid() != 0:
+            args += ["--chown", f"{os.getuid()}:{os.getgid()}"]
+        env_id = api.create_container(
+            remote_image,
+            command=args,
+            labels=self.labels,
+            name=f"contestkit-remote-{self.id}",
+            host_config=api.create_host_config(binds=binds, network_mode="none", auto_remove=False),
+        )["Id"]
+        self.containers.append(env_id)
+
+        host_config: dict[str, Any] = {
+            "binds": {
+                self.volume: {"bind": BRIDGE_MOUNT, "mode": "rw"},
+                str(out): {"bind": OUT_MOUNT, "mode": "rw"},
+            },
+            "network_mode": "none",
+            "nano_cpus": int(_host_cpus(spec.cpus or CONTEST_CPUS) * 1e9),
+            "mem_limit": spec.memory or CONTEST_MEMORY,
+        }
+        if spec.gpus:
+            import docker.types
+
+            host_config["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+        agent_id = api.create_container(
+            spec.image,
+            labels=self.labels,
+            name=f"contestkit-agent-{self.id}",
+            environment={"CONTESTKIT_OUT_DIR": OUT_MOUNT, "PYTHONUNBUFFERED": "1", **spec.env_vars},
+            host_config=api.create_host_config(**host_config),
+        )["Id"]
+        self.containers.append(agent_id)
+
+        api.start(env_id)
+        self.env_waiter = _Waiter(api, env_id, rd / results.REMOTE_STDOUT, rd / results.REMOTE_STDERR)
+        self.env_waiter.start()
+        try:
+            api.start(agent_id)
+        except Exception as exc:
+            if spec.gpus and "gpu" in str(exc).lower():
+                raise ContestkitError(
+                    "--gpus needs the NVIDIA container runtime, and this Docker engine has none: install the "
+                    "NVIDIA Container Toolkit or drop --gpus."
+                ) from None
+            raise
+        self.agent_waiter = _Waiter(api, agent_id, rd / results.AGENT_STDOUT, rd / results.AGENT_STDERR)
+        self.agent_waiter.start()
+
+    def env_exit(self) -> int | None:
+        return self.env_waiter.exit_code if self.env_waiter else -1
+
+    def agent_exit(self) -> int | None:
+        return self.agent_waiter.exit_code if self.agent_waiter else -1
+
+    def _stop(self, index: int, grace: float) -> None:
+        if len(self.containers) > index:
+            try:
+                self.api.stop(self.containers[index], timeout=max(1, int(grace)))
+            except Exception:
+                pass
+
+    def stop_agent(self, grace: float) -> None:
+        self._stop(1, grace)
+
+    def stop_env(self, grace: float) -> None:
+        self._stop(0, grace)
+
+    def close(self) -> None:
+        for cid in reversed(self.containers):
+            try:
+                self.api.remove_container(cid, force=True)
+            except Exception:
+                pass
+        for waiter in (self.agent_waiter, self.env_waiter):
+            if waiter is not None:
+                waiter.join(timeout=10)
+        if self.volume:
+            try:
+                self.api.remove_volume(self.volume, force=True)
+            except Exception:
+                pass
+
+
+class DockerLauncher:
+    name = "docker"
+
+    def __init__(self, on_event: Callable[[str], None] | None = None) -> None:
+        self.on_event = on_event
+
+    def start(self, spec: LaunchSpec) -> DockerSession:
+        from contestkit import dockerengine, images
+
+        if not spec.image:
+            raise ContestkitError(
+                "The docker runtime needs an agent image: pass --image IMAGE, or run `contestkit build` in "
+                "your agent project first."
+            )
+        api = dockerengine.connect()
+        sweep_orphans(api)
+        if images.inspect_image(api, spec.image) is None:
+            if images.is_toolkit_image(spec.image):
+                images.ensure_image(spec.image, self._event, api=api)
+            else:
+                raise NotFoundError(
+                    f"No image '{spec.image}' in the Docker engine: build it (`contestkit build`) or pull it first."
+                )
+        remote = images.ensure_image("remote-env", self._event, api=api)
+        return DockerSession(api, spec, remote)
+
+    def _event(self, event: Any) -> None:
+        if self.on_event is not None and getattr(event, "kind", "") in ("info", "done"):
+            self.on_event(getattr(event, "message", str(event)))
