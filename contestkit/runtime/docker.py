@@ -120,8 +120,13 @@ class DockerSession:
         self.agent_waiter: _Waiter | None = None
         try:
             self._start(spec, remote_image)
-        except BaseException:
+        except BaseException as exc:
             self.close()
+            from docker.errors import DockerException
+
+            if isinstance(exc, DockerException):
+                detail = getattr(exc, "explanation", None) or str(exc)
+                raise ContestkitError(f"Docker could not start the evaluation: {detail}") from None
             raise
 
     def _start(self, spec: LaunchSpec, remote_image: str) -> None:

@@ -1,0 +1,481 @@
+"""Configuration: where each setting comes from, and why it wins.
+
+Three places hold settings, and one value per key is chosen by this precedence (highest first):
+
+1. **Environment**: ``CONTESTKIT_<KEY>`` (``CONTESTKIT_REGISTRY``, ``CONTESTKIT_PYTHON_IMAGE``, ...),
+   so CI and one-off runs can override anything without editing files. Map-valued keys take
+   ``K=V,K2=V2`` (``CONTESTKIT_BUILD_ARGS=HTTP_PROXY=http://proxy:3128``). Secrets are never read
+   from the environment by this module, and unknown ``CONTESTKIT_*`` variables are ignored
+   (other tools and future versions use the prefix too).
+2. **Project file**: ``contestkit.yaml`` at the root of an agent project (the directory, or the
+   nearest parent, that holds it). It is committed with the agent, so it holds what everyone on
+   the team shares: ``name``, ``registry``, ``base_image``, ``entry``, ``dockerfile``,
+   ``build_args``. It may never hold credentials.
+3. **User file**: ``$XDG_CONFIG_HOME/contestkit/config.yaml`` (``~/.config/contestkit/...`` when
+   ``XDG_CONFIG_HOME`` is unset): per-person settings and the registry/server credentials. The
+   file is written with mode 0600 and refused when it holds secrets but others can read it.
+4. **Defaults** (the table :data:`KEYS`), plus, for ``ca_bundle`` and ``wheels_dir`` only, what the
+   user's environment already says for pip (``PIP_CERT``, ``REQUESTS_CA_BUNDLE``,
+   ``SSL_CERT_FILE``; ``PIP_FIND_LINKS``), so a machine already set up for a TLS-re-signing proxy
+   or an offline wheel mirror needs no contestkit-specific setup.
+
+Map-valued keys (``build_args``) are merged across levels, the higher level winning per entry;
+every other key is taken whole from the highest level that sets it.
+
+Files are strict: malformed YAML, an unknown key, a key in the wrong file or a value of the
+wrong type raises :class:`ContestkitError` naming the file, the line and the key, because a
+typo such as ``regsitry:`` silently ignored would tag and push images to the wrong place.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from contestkit.errors import ContestkitError
+
+PROJECT_FILE = "contestkit.yaml"
+USER_FILE = "config.yaml"
+ENV_PREFIX = "CONTESTKIT_"
+
+PROJECT = "project"
+USER = "user"
+
+
+@dataclass(frozen=True)
+class Key:
+    """One setting: its type, default, which files may hold it, and what it is for."""
+
+    name: str
+    kind: str  # "str", "path", "float", "map", "credentials"
+    default: Any
+    scopes: frozenset[str]
+    help: str
+    secret: bool = False
+
+
+def _key(name: str, kind: str, default: Any, scopes: str, help: str, secret: bool = False) -> Key:
+    return Key(name, kind, default, frozenset(scopes.split(",")), help, secret)
+
+
+#: Every key contestkit understands. Add new keys here (with a help line) rather than reading
+#: files ad hoc, so unknown keys stay errors.
+KEYS: dict[str, Key] = {
+    k.name: k
+    for k in (
+        _key("name", "str", None, PROJECT, "Image name of the agent (lowercase, digits, . _ -)."),
+        _key(
+            "registry",
+            "str",
+            None,
+            "project,user",
+            "Registry host and namespace images are pushed to, e.g. registry.example.com/team.",
+        ),
+        _key(
+            "base_image",
+            "str",
+            "contestkit/agent:cpu",
+            "project,user",
+            "Agent base image the project's Dockerfile starts from (passed as build arg BASE_IMAGE).",
+        ),
+        _key("entry", "str", "agent.py", PROJECT, "The agent's entry point: a script path or MODULE:FUNC."),
+        _key(
+            "dockerfile",
+            "str",
+            "Dockerfile",
+            PROJECT,
+            "Dockerfile of the agent image, relative to the project.",
+        ),
+        _key("build_args", "map", {}, "project,user", "Extra --build-arg values for `contestkit build`."),
+        _key(
+            "python_image",
+            "str",
+            "python:3.11-slim",
+            "project,user",
+            "Python image the toolkit's own images start from (`contestkit images bootstrap` makes a "
+            "local stand-in when no registry is reachable).",
+        ),
+        _key(
+            "ca_bundle",
+            "path",
+            None,
+            "project,user",
+            "Extra CA certificates (PEM) that pip and apt trust inside image builds; defaults to "
+            "$PIP_CERT, $REQUESTS_CA_BUNDLE or $SSL_CERT_FILE.",
+        ),
+        _key(
+            "wheels_dir",
+            "path",
+            None,
+            "project,user",
+            "Directory of local wheels offered to pip in framework image builds (defaults to a local "
+            "$PIP_FIND_LINKS directory).",
+        ),
+        _key(
+            "torch_pip_args",
+            "str",
+            None,
+            "project,user",
+            "pip arguments that install a CPU build of torch in contestkit/agent:pytorch.",
+        ),
+        _key("debian_mirror", "str", None, "user", "Debian mirror for `contestkit images bootstrap`."),
+        _key("cpus", "float", 6.0, "project,user", "CPU limit of eval containers (the contest VM had 6)."),
+        _key(
+            "memory",
+            "str",
+            "56g",
+            "project,user",
+            "Memory limit of eval containers (the contest VM had 56 GB).",
+        ),
+        _key("server", "str", None, "project,user", "URL of the contest server."),
+        _key("token", "str", None, USER, "Contest server session token (written by `contestkit login`).", True),
+        _key(
+            "credentials",
+            "credentials",
+            {},
+            USER,
+            "Registry credentials: {registry host: {username, password}}.",
+            True,
+        ),
+    )
+}
+
+#: Environment variables consulted, in order, when ``ca_bundle`` is not configured.
+CA_BUNDLE_ENV = ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
+
+
+@dataclass
+class Config:
+    """The effective settings, and for each key where its value came from (for ``doctor``)."""
+
+    values: dict[str, Any]
+    sources: dict[str, str]
+    project_file: Path | None = None
+    user_file: Path | None = None
+    explicit: set[str] = field(default_factory=set)
+
+    def __getattr__(self, name: str) -> Any:
+        values = self.__dict__.get("values", {})
+        if name in values:
+            return values[name]
+        raise AttributeError(name)
+
+    def get(self, name: str) -> Any:
+        """The value of ``name`` (a key of :data:`KEYS`)."""
+        if name not in KEYS:
+            raise KeyError(name)
+        return self.values[name]
+
+    def is_set(self, name: str) -> bool:
+        """Whether the user set ``name`` anywhere (env or a file), as opposed to the default."""
+        return name in self.explicit
+
+    def public(self) -> dict[str, Any]:
+        """Values with secrets masked, for ``doctor --json`` and logs."""
+        out: dict[str, Any] = {}
+        for name, value in self.values.items():
+            if KEYS[name].secret and value:
+                out[name] = "***"
+            else:
+                out[name] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+def user_config_dir(env: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_CONFIG_HOME/contestkit`` (``~/.config/contestkit`` when unset), per the XDG spec."""
+    env = os.environ if env is None else env
+    base = env.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "contestkit"
+
+
+def user_config_path(env: Mapping[str, str] | None = None) -> Path:
+    """The user config file (it may not exist)."""
+    return user_config_dir(env) / USER_FILE
+
+
+def find_project_file(start: Path | str | None = None) -> Path | None:
+    """The nearest ``contestkit.yaml`` in ``start`` or a parent directory, or ``None``."""
+    here = Path(start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / PROJECT_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Reading files
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _unknown_key_message(path: Path, line: int, key: str) -> str:
+    close = difflib.get_close_matches(key, KEYS, n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(sorted(KEYS))}"
+    return f"{path}, line {line}: unknown key '{key}' ({hint})."
+
+
+def _convert(key: Key, raw: Any, where: str, base_dir: Path) -> Any:
+    """Check ``raw`` against the key's type; ``where`` is "FILE, line N" or "$VAR"."""
+
+    def bad(expected: str) -> ContestkitError:
+        return ContestkitError(f"{where}: key '{key.name}' must be {expected}, not {type(raw).__name__} {raw!r}.")
+
+    if raw is None:
+        return None
+    if key.kind == "str":
+        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+            raise bad("a string")
+        return str(raw)
+    if key.kind == "path":
+        if not isinstance(raw, str):
+            raise bad("a path string")
+        path = Path(os.path.expandvars(os.path.expanduser(raw)))
+        return path if path.is_absolute() else (base_dir / path)
+    if key.kind == "float":
+        if isinstance(raw, bool):
+            raise bad("a number")
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise bad("a number") from None
+    if key.kind == "map":
+        if not isinstance(raw, dict):
+            raise bad("a mapping of NAME: value")
+        out = {}
+        for k, v in raw.items():
+            if not isinstance(k, str) or isinstance(v, dict | list):
+                raise bad("a mapping of NAME: value")
+            out[k] = "" if v is None else str(v)
+        return out
+    if key.kind == "credentials":
+        if not isinstance(raw, dict):
+            raise bad("a mapping of registry: {username, password}")
+        for entry in raw.values():
+            if not isinstance(entry, dict) or set(entry) - {"username", "password"}:
+                raise bad("a mapping of registry: {username, password}")
+        return {str(h): {str(k): str(v) for k, v in e.items()} for h, e in raw.items()}
+    raise AssertionError(f"unknown kind {key.kind}")  # pragma: no cover
+
+
+def read_config_file(path: Path, scope: str) -> dict[str, tuple[Any, int]]:
+    """Parse and validate one config file: ``{key: (value, line)}``.
+
+    ``scope`` is :data:`PROJECT` or :data:`USER`; a key that belongs to the other file (a password
+    in ``contestkit.yaml``) is an error, so credentials can never be committed by accident.
+    Line numbers come from the YAML node marks, so errors point at the offending line.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ContestkitError(f"Cannot read {path}: {exc.strerror}.") from exc
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f", line {mark.line + 1}" if mark else ""
+        raise ContestkitError(
+            f"{path}{line}: not valid YAML ({exc.problem or exc.context}); fix the syntax there."
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise ContestkitError(f"{path}: not valid YAML ({exc}).") from exc
+    if root is None:
+        return {}
+    if not isinstance(root, yaml.MappingNode):
+        raise ContestkitError(f"{path}, line {_line(root)}: the file must be a mapping of key: value lines.")
+    constructor = yaml.SafeLoader("")
+    base_dir = path.parent
+    out: dict[str, tuple[Any, int]] = {}
+    for key_node, value_node in root.value:
+        line = _line(key_node)
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise ContestkitError(f"{path}, line {line}: keys must be plain names.")
+        name = key_node.value
+        if name not in KEYS:
+            raise ContestkitError(_unknown_key_message(path, line, name))
+        key = KEYS[name]
+        if scope not in key.scopes:
+            if key.secret:
+                raise ContestkitError(
+                    f"{path}, line {line}: key '{name}' is a secret and belongs in the user config "
+                    f"{user_config_path()} (mode 0600), never in the project; remove it from {path.name}."
+                )
+            other = "the project's contestkit.yaml" if PROJECT in key.scopes else str(user_config_path())
+            raise ContestkitError(f"{path}, line {line}: key '{name}' belongs in {other}, not here.")
+        if name in out:
+            raise ContestkitError(f"{path}, line {line}: key '{name}' is set twice (first on line {out[name][1]}).")
+        try:
+            raw = constructor.construct_object(value_node, deep=True)
+        except yaml.YAMLError as exc:
+            raise ContestkitError(f"{path}, line {line}: key '{name}': {exc}.") from exc
+        out[name] = (_convert(key, raw, f"{path}, line {_line(value_node)}", base_dir), line)
+    return out
+
+
+def _check_private(path: Path, entries: Mapping[str, tuple[Any, int]]) -> None:
+    """Refuse a user file holding secrets that group/others can read (like ssh does)."""
+    if not any(KEYS[k].secret and v for k, (v, _) in entries.items()):
+        return
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise ContestkitError(f"{path} holds credentials but has mode {mode:03o}: run `chmod 600 {path}`.")
+
+
+def _parse_env_map(text: str, var: str) -> dict[str, str]:
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or not name:
+            raise ContestkitError(f"${var}: expected NAME=value[,NAME=value...], got {part!r}.")
+        out[name.strip()] = value
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Effective configuration
+
+
+def _fallback(name: str, env: Mapping[str, str]) -> tuple[Any, str] | None:
+    """Defaults borrowed from the user's existing pip/TLS environment."""
+    if name == "ca_bundle":
+        for var in CA_BUNDLE_ENV:
+            value = env.get(var)
+            if value and os.path.isfile(value):
+                return Path(value), f"${var}"
+    if name == "wheels_dir":
+        for entry in (env.get("PIP_FIND_LINKS") or "").split():
+            path = entry.removeprefix("file://")
+            if "://" not in path and os.path.isdir(path):
+                return Path(path), "$PIP_FIND_LINKS"
+    return None
+
+
+def load_config(
+    project_dir: Path | str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    user_file: Path | None = None,
+    search_parents: bool = True,
+) -> Config:
+    """The effective configuration for a command run in ``project_dir`` (default: cwd).
+
+    ``project_dir`` need not be a project: outside one, only the environment, the user file and
+    the defaults apply. ``env`` and ``user_file`` exist for tests and for tools embedding
+    contestkit; by default the process environment and :func:`user_config_path` are used.
+    """
+    env = dict(os.environ if env is None else env)
+    user_path = user_file or user_config_path(env)
+    if search_parents:
+        project_path = find_project_file(project_dir)
+    else:
+        candidate = Path(project_dir or Path.cwd()) / PROJECT_FILE
+        project_path = candidate if candidate.is_file() else None
+
+    user_entries: dict[str, tuple[Any, int]] = {}
+    if user_path.is_file():
+        user_entries = read_config_file(user_path, USER)
+        _check_private(user_path, user_entries)
+    project_entries = read_config_file(project_path, PROJECT) if project_path else {}
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    explicit: set[str] = set()
+    for name, key in KEYS.items():
+        layers: list[tuple[Any, str]] = []  # lowest precedence first
+        if name in user_entries:
+            layers.append((user_entries[name][0], f"{user_path}:{user_entries[name][1]}"))
+        if name in project_entries:
+            layers.append((project_entries[name][0], f"{project_path}:{project_entries[name][1]}"))
+        var = ENV_PREFIX + name.upper()
+        if not key.secret and env.get(var, "") != "":
+            raw: Any = env[var]
+            if key.kind == "map":
+                raw = _parse_env_map(raw, var)
+            layers.append((_convert(key, raw, f"${var}", Path.cwd()), f"${var}"))
+
+        if key.kind == "map":
+            merged: dict[str, str] = dict(key.default)
+            for value, _ in layers:
+                merged.update(value or {})
+            values[name] = merged
+            sources[name] = " < ".join(src for _, src in layers) or "default"
+            if layers:
+                explicit.add(name)
+            continue
+        chosen = next(((v, s) for v, s in reversed(layers) if v is not None), None)
+        if chosen is not None:
+            explicit.add(name)
+        else:
+            chosen = _fallback(name, env) or (key.default, "default")
+        values[name], sources[name] = chosen
+    return Config(values, sources, project_path, user_path, explicit)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing the user file
+
+
+def save_user_config(
+    updates: Mapping[str, Any],
+    *,
+    path: Path | None = None,
+    remove: tuple[str, ...] = (),
+) -> Path:
+    """Set (or with ``remove``, delete) keys in the user file, keeping it private (mode 0600).
+
+    The file is rewritten through a temporary file created 0600 and renamed over the old one, so
+    a crash never leaves a half-written file, and there is never a moment where credentials sit
+    in a world-readable file. Comments in the file are not preserved.
+    """
+    path = path or user_config_path()
+    current: dict[str, Any] = {}
+    if path.is_file():
+        current = {k: v for k, (v, _) in read_config_file(path, USER).items()}
+        # keep paths as written, not resolved
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for k in current:
+            if KEYS[k].kind == "path":
+                current[k] = raw.get(k)
+    for name, value in updates.items():
+        if name not in KEYS:
+            raise ContestkitError(_unknown_key_message(path, 0, name).replace(", line 0", ""))
+        if USER not in KEYS[name].scopes:
+            raise ContestkitError(f"Key '{name}' belongs in the project's contestkit.yaml, not {path}.")
+        _convert(KEYS[name], value, str(path), path.parent)
+        current[name] = str(value) if isinstance(value, Path) else value
+    for name in remove:
+        current.pop(name, None)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write("# contestkit user configuration (private: mode 0600)\n")
+        yaml.safe_dump(current, handle, sort_keys=True, default_flow_style=False)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return path
+
+
+def set_registry_credentials(registry: str, username: str, password: str, *, path: Path | None = None) -> Path:
+    """Store credentials for ``registry`` in the user file (never in the project)."""
+    path = path or user_config_path()
+    creds: dict[str, Any] = {}
+    if path.is_file():
+        entries = read_config_file(path, USER)
+        creds = dict(entries.get("credentials", ({}, 0))[0] or {})
+    creds[registry_host(registry)] = {"username": username, "password": password}
+    return save_user_config({"credentials": creds}, path=path)
+
+
+def registry_host(registry: str) -> str:
+    """The host part of ``registry.example.com:5000/team`` (what logins are keyed by)."""
+    return registry.split("://", 1)[-1].split("/", 1)[0]

@@ -1,0 +1,112 @@
+"""An agent project: a directory holding ``contestkit.yaml`` (and usually a Dockerfile and agent.py).
+
+Commands that act on "the agent" (``build``, ``push``, ``eval`` without ``--image``) find the
+project by walking up from the current directory, like git finds its repository, so they work
+from any subdirectory. The project's settings are the effective configuration
+(:mod:`contestkit.config`) with the project file in it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from contestkit.config import PROJECT_FILE, Config, find_project_file, load_config
+from contestkit.errors import ContestkitError
+
+# Docker's rule for one path component of a repository name.
+_NAME_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class Project:
+    """A located agent project and its effective configuration."""
+
+    root: Path
+    config_file: Path
+    config: Config
+
+    @property
+    def name(self) -> str:
+        """Image name: ``name`` from the config, else the directory name made Docker-safe."""
+        configured = self.config.name
+        if configured:
+            return configured
+        return sanitize_name(self.root.name)
+
+    @property
+    def registry(self) -> str | None:
+        """Registry host/namespace (``None`` until the user chooses one)."""
+        return self.config.registry or None
+
+    @property
+    def dockerfile(self) -> Path:
+        """The project's Dockerfile."""
+        return self.root / self.config.dockerfile
+
+    @property
+    def entry(self) -> str:
+        """The agent entry point (script path relative to the project, or MODULE:FUNC)."""
+        return self.config.entry
+
+    def image_ref(self, tag: str = "latest") -> str:
+        """``<registry>/<name>:<tag>`` when a registry is set, else ``<name>:<tag>``."""
+        base = f"{self.registry.rstrip('/')}/{self.name}" if self.registry else self.name
+        return f"{base}:{tag}"
+
+
+def sanitize_name(text: str) -> str:
+    """A Docker-valid repository name derived from ``text`` (a directory name)."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("._-")
+    name = re.sub(r"[._-]{2,}", "-", name)
+    return name or "agent"
+
+
+def validate_name(name: str, where: str) -> str:
+    """``name`` if Docker accepts it as an image name, else a :class:`ContestkitError`."""
+    if not _NAME_RE.match(name) or len(name) > 128:
+        raise ContestkitError(
+            f"{where}: '{name}' is not a valid image name: use lowercase letters, digits and . _ - "
+            f"(e.g. '{sanitize_name(name)}')."
+        )
+    return name
+
+
+def validate_tag(tag: str) -> str:
+    """``tag`` if Docker accepts it as a tag, else a :class:`ContestkitError`."""
+    if not _TAG_RE.match(tag):
+        raise ContestkitError(
+            f"'{tag}' is not a valid image tag: use up to 128 letters, digits, _ . - (not starting with . or -)."
+        )
+    return tag
+
+
+def find_project(start: Path | str | None = None) -> Project | None:
+    """The project containing ``start`` (default: cwd), or ``None`` outside any project."""
+    config_file = find_project_file(start)
+    if config_file is None:
+        return None
+    config = load_config(config_file.parent)
+    project = Project(config_file.parent, config_file, config)
+    if config.name:
+        validate_name(config.name, f"{config_file} ({config.sources['name']})")
+    return project
+
+
+def require_project(start: Path | str | None = None) -> Project:
+    """Like :func:`find_project`, but outside a project raise an error saying what to do."""
+    project = find_project(start)
+    if project is None:
+        where = Path(start or Path.cwd()).resolve()
+        raise ContestkitError(
+            f"No {PROJECT_FILE} in {where} or its parents: cd into an agent project, or create one "
+            "with `contestkit new NAME`."
+        )
+    return project
+
+
+def load_project(start: Path | str | None = None) -> Project:
+    """The project containing ``start``; the name the eval runtime uses (same as :func:`require_project`)."""
+    return require_project(start)

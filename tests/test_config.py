@@ -1,0 +1,200 @@
+"""Configuration: precedence, strictness (file, line, key in every error), private user file."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from contestkit.config import (
+    load_config,
+    read_config_file,
+    save_user_config,
+    set_registry_credentials,
+    user_config_path,
+)
+from contestkit.errors import ContestkitError
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """An isolated environment: its own XDG config dir, none of the caller's pip/TLS variables."""
+    return {"XDG_CONFIG_HOME": str(tmp_path / "xdg"), "HOME": str(tmp_path / "home")}
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def user_file(env: dict[str, str], text: str) -> Path:
+    path = write(user_config_path(env), text)
+    os.chmod(path, 0o600)
+    return path
+
+
+def test_defaults_outside_a_project(tmp_path: Path, env: dict[str, str]) -> None:
+    cfg = load_config(tmp_path, env=env)
+    assert cfg.project_file is None
+    assert cfg.python_image == "python:3.11-slim"
+    assert cfg.base_image == "contestkit/agent:cpu"
+    assert cfg.registry is None
+    assert cfg.cpus == 6.0
+    assert cfg.sources["registry"] == "default"
+    assert not cfg.is_set("python_image")
+
+
+def test_precedence_env_over_project_over_user(tmp_path: Path, env: dict[str, str]) -> None:
+    user_file(env, "registry: user.example.com/me\npython_image: user-python:1\ncpus: 2\n")
+    project = tmp_path / "proj"
+    write(project / "contestkit.yaml", "name: agent\nregistry: team.example.com/team\n")
+    sub = project / "deep" / "er"
+    sub.mkdir(parents=True)
+
+    cfg = load_config(sub, env=env)  # found by walking up
+    assert cfg.project_file == project / "contestkit.yaml"
+    assert cfg.registry == "team.example.com/team"  # project beats user
+    assert cfg.sources["registry"].endswith("contestkit.yaml:2")
+    assert cfg.python_image == "user-python:1"  # user beats default
+    assert cfg.cpus == 2.0
+
+    env["CONTESTKIT_REGISTRY"] = "env.example.com/x"
+    env["CONTESTKIT_CPUS"] = "3.5"
+    cfg = load_config(sub, env=env)
+    assert cfg.registry == "env.example.com/x"  # env beats project
+    assert cfg.sources["registry"] == "$CONTESTKIT_REGISTRY"
+    assert cfg.cpus == 3.5
+
+
+def test_build_args_merge_per_entry(tmp_path: Path, env: dict[str, str]) -> None:
+    user_file(env, "build_args:\n  A: user\n  B: user\n")
+    write(tmp_path / "contestkit.yaml", "build_args:\n  B: project\n  C: 3\n")
+    env["CONTESTKIT_BUILD_ARGS"] = "C=env,D=x=y"
+    cfg = load_config(tmp_path, env=env)
+    assert cfg.build_args == {"A": "user", "B": "project", "C": "env", "D": "x=y"}
+
+
+def test_unknown_key_names_file_line_and_key(tmp_path: Path, env: dict[str, str]) -> None:
+    path = write(tmp_path / "contestkit.yaml", "name: agent\n\nregsitry: x.example.com\n")
+    with pytest.raises(ContestkitError) as err:
+        load_config(tmp_path, env=env)
+    message = str(err.value)
+    assert str(path) in message
+    assert "line 3" in message
+    assert "'regsitry'" in message
+    assert "did you mean 'registry'" in message
+
+
+def test_malformed_yaml_names_line(tmp_path: Path, env: dict[str, str]) -> None:
+    path = write(tmp_path / "contestkit.yaml", "name: agent\nregistry: [unclosed\nentry: x\n")
+    with pytest.raises(ContestkitError) as err:
+        load_config(tmp_path, env=env)
+    assert str(path) in str(err.value)
+    assert "not valid YAML" in str(err.value)
+    assert "line " in str(err.value)
+
+
+def test_wrong_type_names_line_and_key(tmp_path: Path, env: dict[str, str]) -> None:
+    write(tmp_path / "contestkit.yaml", "name: agent\nbuild_args: [1, 2]\n")
+    with pytest.raises(ContestkitError, match=r"line 2: key 'build_args' must be a mapping"):
+        load_config(tmp_path, env=env)
+    write(tmp_path / "contestkit.yaml", "cpus: many\n")
+    with pytest.raises(ContestkitError, match=r"line 1: key 'cpus' must be a number"):
+        load_config(tmp_path, env=env)
+
+
+def test_top_level_must_be_mapping(tmp_path: Path, env: dict[str, str]) -> None:
+    write(tmp_path / "contestkit.yaml", "- just\n- a list\n")
+    with pytest.raises(ContestkitError, match="line 1: the file must be a mapping"):
+        load_config(tmp_path, env=env)
+
+
+def test_duplicate_key_is_an_error(tmp_path: Path, env: dict[str, str]) -> None:
+    write(tmp_path / "contestkit.yaml", "name: a\nname: b\n")
+    with pytest.raises(ContestkitError, match=r"line 2: key 'name' is set twice \(first on line 1\)"):
+        load_config(tmp_path, env=env)
+
+
+def test_credentials_never_allowed_in_project(tmp_path: Path, env: dict[str, str]) -> None:
+    write(tmp_path / "contestkit.yaml", "name: a\ncredentials:\n  r.example.com: {username: u, password: p}\n")
+    with pytest.raises(ContestkitError) as err:
+        load_config(tmp_path, env=env)
+    assert "line 2" in str(err.value)
+    assert "secret" in str(err.value) and "never in the project" in str(err.value)
+
+
+def test_project_only_key_rejected_in_user_file(env: dict[str, str], tmp_path: Path) -> None:
+    path = user_file(env, "dockerfile: Other.docker\n")
+    with pytest.raises(ContestkitError, match="line 1: key 'dockerfile' belongs in the project"):
+        read_config_file(path, "user")
+
+
+def test_user_file_written_private_and_credentials_round_trip(env: dict[str, str], tmp_path: Path) -> None:
+    path = user_config_path(env)
+    set_registry_credentials("registry.example.com:5000/team", "alice", "s3cret", path=path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    save_user_config({"python_image": "my/python:3.11"}, path=path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    cfg = load_config(tmp_path, env=env)
+    assert cfg.credentials == {"registry.example.com:5000": {"username": "alice", "password": "s3cret"}}
+    assert cfg.python_image == "my/python:3.11"
+    assert cfg.public()["credentials"] == "***"
+    with pytest.raises(ContestkitError, match="unknown key 'pyhton_image'"):
+        save_user_config({"pyhton_image": "x"}, path=path)
+
+
+def test_world_readable_secrets_are_refused(env: dict[str, str], tmp_path: Path) -> None:
+    path = user_file(env, "token: abc\n")
+    os.chmod(path, 0o644)
+    with pytest.raises(ContestkitError, match="chmod 600"):
+        load_config(tmp_path, env=env)
+    os.chmod(path, 0o600)
+    assert load_config(tmp_path, env=env).token == "abc"
+
+
+def test_secrets_are_not_read_from_env(env: dict[str, str], tmp_path: Path) -> None:
+    env["CONTESTKIT_TOKEN"] = "leaked"
+    assert load_config(tmp_path, env=env).token is None
+
+
+def test_ca_bundle_falls_back_to_pip_env(tmp_path: Path, env: dict[str, str]) -> None:
+    bundle = write(tmp_path / "corp.pem", "-----BEGIN CERTIFICATE-----\n")
+    env["SSL_CERT_FILE"] = str(bundle)
+    cfg = load_config(tmp_path, env=env)
+    assert cfg.ca_bundle == bundle
+    assert cfg.sources["ca_bundle"] == "$SSL_CERT_FILE"
+    other = write(tmp_path / "pip.pem", "x")
+    env["PIP_CERT"] = str(other)  # PIP_CERT is consulted first
+    assert load_config(tmp_path, env=env).ca_bundle == other
+    write(tmp_path / "contestkit.yaml", "ca_bundle: certs/team.pem\n")  # relative to the project
+    cfg = load_config(tmp_path, env=env)
+    assert cfg.ca_bundle == tmp_path / "certs" / "team.pem"
+    assert cfg.is_set("ca_bundle")
+
+
+def test_wheels_dir_from_pip_find_links(tmp_path: Path, env: dict[str, str]) -> None:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    env["PIP_FIND_LINKS"] = f"https://example.invalid/simple file://{wheels}"
+    assert load_config(tmp_path, env=env).wheels_dir == wheels
+
+
+def test_bad_env_map_is_an_error(tmp_path: Path, env: dict[str, str]) -> None:
+    env["CONTESTKIT_BUILD_ARGS"] = "novalue"
+    with pytest.raises(ContestkitError, match=r"\$CONTESTKIT_BUILD_ARGS: expected NAME=value"):
+        load_config(tmp_path, env=env)
+
+
+def test_unknown_contestkit_env_vars_are_ignored(tmp_path: Path, env: dict[str, str]) -> None:
+    env["CONTESTKIT_SOMETHING_ELSE"] = "1"
+    load_config(tmp_path, env=env)
+
+
+def test_null_values_fall_through(tmp_path: Path, env: dict[str, str]) -> None:
+    user_file(env, "registry: user.example.com/me\n")
+    write(tmp_path / "contestkit.yaml", "name: a\nregistry: null\n")  # as `contestkit new` writes it
+    assert load_config(tmp_path, env=env).registry == "user.example.com/me"
