@@ -110,6 +110,7 @@ class BridgeServer:
         self.n_buttons = len(hello.buttons)
         self.timesteps = 0
         self.stop_requested = False
+        self.first_step_at: float | None = None  # wall time of the first served step (startup benches)
 
         shape = tuple(hello.obs_shape)
         nbytes = int(np.prod(shape))
@@ -132,7 +133,7 @@ class BridgeServer:
             error=error,
             timesteps=self.timesteps,
             wall_seconds=round(time.monotonic() - self.start, 3),
-            details=details,
+            details={"first_step_at": self.first_step_at, **details},
         )
 
     def progress(self) -> dict[str, Any]:
@@ -284,6 +285,8 @@ class BridgeServer:
                     self._reply(conn, p.ERR_ENV, msg=f"emulator error: {exc}")
                     return self._outcome("env-error", f"the emulator failed: {exc}")
                 obs_buf[...] = obs
+                if not self.timesteps:
+                    self.first_step_at = time.time()
                 self.timesteps += 1
                 done = terminated or truncated
                 log.record(reward, done)
