@@ -98,7 +98,11 @@ def main() -> None:
         "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d"),
     }
-    print(json.dumps(result) if args.json else f"median slowdown {result['ratio']}; start-up {result['startup_docker_s']} s docker")
+    print(
+        json.dumps(result)
+        if args.json
+        else f"median slowdown {result['ratio']}; start-up {result['startup_docker_s']} s docker"
+    )
 
 
 if __name__ == "__main__":
