@@ -36,6 +36,18 @@ _ERRORS: dict[int, type[e.GymRemoteError]] = {
 }
 
 
+_unpack_reply = p.REPLY.unpack
+
+
+def _error(status: int, payload: bytes) -> e.GymRemoteError:
+    message = payload.decode(errors="replace")
+    try:
+        message = json.loads(message)["error"]
+    except (ValueError, KeyError, TypeError):
+        pass
+    return _ERRORS.get(status, e.GymRemoteError)(message)
+
+
 class _MultiBinary:
     """Stand-in for ``gymnasium.spaces.MultiBinary`` when gymnasium is not installed."""
 
@@ -170,12 +182,7 @@ class RemoteEnv:
             raise e.EnvGoneError(f"the remote env went away: {exc}") from None
         status, terminated, truncated, reward, payload = self._call_raw()
         if status != p.OK:
-            message = payload.decode(errors="replace")
-            try:
-                message = json.loads(message)["error"]
-            except (ValueError, KeyError, TypeError):
-                pass
-            raise _ERRORS.get(status, e.GymRemoteError)(message)
+            raise _error(status, payload)
         return terminated, truncated, reward, (json.loads(payload) if payload else {})
 
     def _observation(self) -> np.ndarray:
@@ -188,15 +195,48 @@ class RemoteEnv:
         return self._observation(), {}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        """One contest timestep (4 emulator frames with sticky frame skip)."""
+        """One contest timestep (4 emulator frames with sticky frame skip).
+
+        The common case (a full 16-byte OK reply with no payload) is handled inline: this is the
+        loop an agent runs a million times a level.
+        """
         try:
             self._action[:] = action
         except (ValueError, TypeError):
             raise ValueError(
                 f"an action is {len(self.buttons)} button values (0 or 1), got {np.asarray(action)!r}"
             ) from None
-        terminated, truncated, reward, info = self._call(p.OP_STEP)
-        return self._observation(), reward, terminated, truncated, info
+        if self._closed:
+            raise e.EnvGoneError("the remote env connection is closed")
+        req = self._req
+        req[0] = p.OP_STEP
+        try:
+            self._sock.sendall(req)
+            got = self._sock.recv_into(self._reply)
+        except OSError as exc:
+            raise e.EnvGoneError(f"the remote env went away: {exc}") from None
+        if got == p.REPLY.size:
+            status, terminated, truncated, n, reward = _unpack_reply(self._reply)
+            if not status and not n:
+                return (self._obs.copy() if self.copy_obs else self._obs), reward, terminated != 0, truncated != 0, {}
+        elif got == 0:
+            raise e.EnvGoneError("the remote env closed the connection")
+        else:
+            p.recv_exact(self._sock, self._reply_view[got:])
+        return self._finish_step()
+
+    def _finish_step(self) -> tuple[np.ndarray, float, bool, bool, dict]:
+        """The rare replies: an error status, or an info payload to read."""
+        status, terminated, truncated, n, reward = _unpack_reply(self._reply)
+        payload = b""
+        if n:
+            buf = bytearray(n)
+            if not p.recv_exact(self._sock, memoryview(buf)):
+                raise e.EnvGoneError("the remote env closed the connection mid-reply")
+            payload = bytes(buf)
+        if status != p.OK:
+            raise _error(status, payload)
+        return self._observation(), reward, bool(terminated), bool(truncated), (json.loads(payload) if payload else {})
 
     def close(self) -> None:
         if self._closed:

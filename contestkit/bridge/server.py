@@ -12,6 +12,7 @@ import json
 import mmap
 import os
 import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -240,38 +241,50 @@ class BridgeServer:
             pass
         return self._outcome(reason)
 
+    def _arm_timeout(self, conn: socket.socket) -> None:
+        """Let the kernel time out a receive at the wall-clock deadline (SO_RCVTIMEO).
+
+        A Python-level socket timeout would cost a poll() per step; this costs nothing per step
+        and is refreshed with the progress report, so the deadline is overshot by at most that
+        interval.
+        """
+        remaining = max(self._remaining(), 0.001)
+        sec = int(remaining)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", sec, int((remaining - sec) * 1e6)))
+
     def _loop(self, conn: socket.socket) -> Outcome:
         size = p.REQUEST_HEADER + self.n_buttons
         req = bytearray(size)
         view = memoryview(req)
         action = np.frombuffer(req, dtype=np.uint8, count=self.n_buttons, offset=p.REQUEST_HEADER)
         env, log, obs_buf = self.env, self.log, self._obs
+        recv_into, sendall, monotonic = conn.recv_into, conn.sendall, time.monotonic
+        pack, ok_header = p.REPLY.pack, p.REPLY.pack(p.OK, 0, 0, 0, 0.0)
+        timestep_limit, deadline = self.budgets.timestep_limit, self.deadline
         needs_reset = True
         in_episode = False
-        next_progress = time.monotonic()
+        conn.settimeout(None)
+        self._arm_timeout(conn)
+        next_progress = monotonic() + self.progress_every
         while True:
-            if self.stop_requested:
-                raise Stopped
-            remaining = self._remaining()
-            conn.settimeout(max(remaining, 0.001))
             try:
-                got = conn.recv_into(req, size)
+                got = recv_into(req, size)
                 if got == 0:
                     return self._outcome("agent-closed")
                 if got < size and not p.recv_exact(conn, view[got:]):
                     raise ConnectionError("short request")
-            except TimeoutError:
+            except (BlockingIOError, TimeoutError):
                 # The agent is thinking past the wall-clock budget: answer its next call, if it
                 # comes within the grace period, with the wall-clock exception.
                 return self._finish_after_budget(conn, "wallclock-budget")
             except ConnectionError:
                 return self._outcome("agent-disconnected-mid-step", "the agent disconnected in the middle of a message")
-            except InterruptedError:
-                continue
+            if self.stop_requested:
+                raise Stopped
             op = req[0]
             if op == p.OP_STEP or op == p.OP_RESET:
-                budget = self._budget_error()
-                if budget is not None:
+                if self.timesteps >= timestep_limit or monotonic() >= deadline:
+                    budget = self._budget_error() or (p.ERR_WALLCLOCK, "wallclock-budget", "budget used up")
                     status, reason, msg = budget
                     self._reply(conn, status, msg=msg)
                     return self._finish_after_budget(conn, reason)
@@ -292,19 +305,26 @@ class BridgeServer:
                 log.record(reward, done)
                 in_episode = not done
                 needs_reset = done
-                payload = json.dumps(info).encode() if self.expose_info else b""
-                header = p.REPLY.pack(p.OK, terminated, truncated, len(payload), reward)
+                if self.expose_info:
+                    payload = json.dumps(info).encode()
+                    message = pack(p.OK, terminated, truncated, len(payload), reward) + payload
+                elif reward or done:
+                    message = pack(p.OK, terminated, truncated, 0, reward)
+                else:
+                    message = ok_header  # most steps: nothing to pack
                 try:
-                    conn.sendall(header + payload if payload else header)
+                    sendall(message)
                 except OSError:
                     return self._outcome(
                         "agent-disconnected-mid-step", "the agent disconnected while its step was served"
                     )
-                if self.on_progress is not None:
-                    now = time.monotonic()
+                if done or not self.timesteps & 63:
+                    now = monotonic()
                     if now >= next_progress:
                         next_progress = now + self.progress_every
-                        self.on_progress(self.progress())
+                        self._arm_timeout(conn)
+                        if self.on_progress is not None:
+                            self.on_progress(self.progress())
             elif op == p.OP_RESET:
                 if in_episode:
                     self._reply(conn, p.ERR_RESET, msg="reset() called before the episode was done")
