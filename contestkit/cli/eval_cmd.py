@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -73,7 +74,7 @@ class _LiveView:
 
     def agent_line(self, line: str) -> None:
         if self.enabled:
-            self.progress.console.print(f"[dim]agent |[/] {line}", markup=True, highlight=False, soft_wrap=True)
+            self.progress.console.print(f"[dim]agent |[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def _level_table(rows: list[evaluation.LevelResult]) -> Table:
@@ -83,16 +84,14 @@ def _level_table(rows: list[evaluation.LevelResult]) -> Table:
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     for r in rows:
         rewards = [rew for rew, _, _ in results.read_monitor(r.results_dir / results.MONITOR)]
-        status = "[green]ok[/]" if r.ok else f"[red]{(r.error or 'failed').splitlines()[0]}[/]"
+        status = "[green]ok[/]" if r.ok else f"[red]{escape((r.error or 'failed').splitlines()[0])}[/]"
         table.add_row(f"{r.game} {r.state}", str(r.episodes), f"{r.timesteps:,}", _fmt(r.score, 2),
                       sparkline(rewards), status)  # fmt: skip
     return table
 
 
 def eval_command(
-    game: str | None = typer.Argument(
-        None, help="Contest game, e.g. Airstriker-Genesis or SonicTheHedgehog-Genesis."
-    ),
+    game: str | None = typer.Argument(None, help="Contest game, e.g. Airstriker-Genesis or SonicTheHedgehog-Genesis."),
     state: str | None = typer.Argument(None, help="Level (save state), e.g. Level1 or GreenHillZone.Act1."),
     runtime: str = typer.Option(
         "auto", "--runtime", help="auto: docker when an engine answers and there is an image, else local processes."
@@ -112,9 +111,7 @@ def eval_command(
         None, "--cpus", help="Docker runtime: agent CPU limit (default 6, the contest machine)."
     ),
     memory: str | None = typer.Option(None, "--memory", help="Docker runtime: agent memory limit (default 56g)."),
-    results_dir: Path | None = typer.Option(
-        None, "--results-dir", help="Where results go (default results/<time>)."
-    ),
+    results_dir: Path | None = typer.Option(None, "--results-dir", help="Where results go (default results/<time>)."),
     force: bool = typer.Option(False, "--force", help="Replace results already in --results-dir."),
     connect_timeout: float = typer.Option(
         300.0, "--connect-timeout", min=1, help="Seconds the env waits for the agent to connect."
@@ -167,7 +164,9 @@ def eval_command(
     finally:
         view.stop()
     if interrupted:
-        err_console.print(f"[bold red]interrupted[/]: both halves stopped; finished episodes kept in {req.results_dir}")
+        err_console.print(
+            f"[bold red]interrupted[/]: both halves stopped; finished episodes kept in {escape(str(req.results_dir))}"
+        )
         raise typer.Exit(130)
     for r in rows:
         rewards = [rew for rew, _, _ in results.read_monitor(r.results_dir / results.MONITOR)]
@@ -179,10 +178,10 @@ def eval_command(
         console.print(_level_table(rows))
         if levels is not None:
             console.print(f"Contest score (mean of the levels' mean episode reward): [bold]{_fmt(score, 2)}[/]")
-        console.print(f"Results in {root}")
+        console.print(f"Results in {escape(str(root))}")
         for r in rows:
             if r.error:
-                err_console.print(f"[bold red]error[/] ({r.game} {r.state}): {r.error}", highlight=False)
+                err_console.print(f"[bold red]error[/] ({r.game} {r.state}): {escape(r.error)}", highlight=False)
     if not all(r.ok for r in rows):
         raise typer.Exit(1)
 

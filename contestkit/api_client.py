@@ -1,0 +1,203 @@
+"""A client of the contest API (``contestkit server`` or any server speaking the 2018 REST paths).
+
+Every failure becomes a ``ContestkitError`` whose message is one sentence with the HTTP status (when
+there is one) and what to do: a user never sees a traceback or "Error: None". The server's own
+``detail`` sentence is used when it sent one; otherwise the status decides the advice.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import requests
+
+from contestkit.errors import ContestkitError, NotFoundError
+from contestkit.session import ClientSession, normalize_server
+
+DEFAULT_TIMEOUT = 30.0
+
+_ADVICE = {
+    400: "the request was not understood; check the command's arguments",
+    401: "log in again with `contestkit login`",
+    403: "your team is not allowed to do that",
+    404: "it does not exist, or the server URL is not a contest server (check `contestkit login --server`)",
+    405: "the server URL is probably not a contest server; check `contestkit login --server`",
+    409: "it conflicts with the job's current state; check `contestkit jobs`",
+    413: "the request is too large",
+    422: "check the command's arguments",
+    429: "too many attempts; wait a few minutes and try again",
+    500: "the contest server failed; try again, and tell the organisers if it persists",
+    502: "the contest server is down or restarting; try again in a minute",
+    503: "the contest server is unavailable or misconfigured; try again later or tell the organisers",
+    504: "the contest server did not answer in time; try again in a minute",
+}
+
+
+class ApiError(ContestkitError):
+    """The server answered with an error status; ``status`` keeps it for callers that branch on it."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NotFoundErrorApi(ApiError, NotFoundError):
+    """A 404 from the API (no such job, no job yet)."""
+
+
+def _detail(response: requests.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, str) and detail.strip():
+        return detail.strip()
+    if isinstance(detail, list) and detail:  # FastAPI's default validation errors
+        first = detail[0]
+        if isinstance(first, dict):
+            return f"{'.'.join(str(p) for p in first.get('loc', []))}: {first.get('msg', 'invalid')}"
+    return None
+
+
+def error_for(response: requests.Response, action: str) -> ApiError:
+    """One sentence for a failed response: what failed, the status, and the server's words or advice."""
+    status = response.status_code
+    detail = _detail(response)
+    if detail:
+        sentence = detail if detail.endswith((".", "!", "?")) else detail + "."
+        message = f"{action} failed (HTTP {status}): {sentence}"
+    else:
+        advice = _ADVICE.get(status) or (
+            "the contest server failed; try again later" if status >= 500 else "check the command and try again"
+        )
+        reason = f" {response.reason}" if response.reason else ""
+        message = f"{action} failed (HTTP {status}{reason}): {advice}."
+    cls = NotFoundErrorApi if status == 404 else ApiError
+    return cls(message, status)
+
+
+class ContestClient:
+    """Talks to one contest server with a session cookie or a bearer token."""
+
+    def __init__(
+        self,
+        server: str,
+        *,
+        cookies: dict[str, str] | None = None,
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.server = normalize_server(server)
+        self.timeout = timeout
+        self.http = requests.Session()
+        self.http.headers["User-Agent"] = "contestkit"
+        if cookies:
+            self.http.cookies.update(cookies)
+        if token:
+            self.http.headers["Authorization"] = f"Bearer {token}"
+
+    @classmethod
+    def from_session(cls, session: ClientSession | None) -> ContestClient:
+        """A client for the logged-in session; not logged in is an error that says how to log in."""
+        if session is None:
+            raise ContestkitError("Not logged in: run `contestkit login --server URL` first.")
+        return cls(session.server, cookies=session.cookies, token=session.token)
+
+    # -- plumbing --
+
+    def _request(self, method: str, path: str, action: str, **kwargs: Any) -> requests.Response:
+        url = self.server + path
+        try:
+            response = self.http.request(method, url, timeout=self.timeout, **kwargs)
+        except requests.exceptions.SSLError as exc:
+            raise ContestkitError(
+                f"{action} failed: the TLS certificate of {self.server} was not accepted ({_short(exc)}); "
+                "check the URL, or set REQUESTS_CA_BUNDLE to your CA bundle."
+            ) from None
+        except requests.exceptions.Timeout:
+            raise ContestkitError(
+                f"{action} failed: {self.server} did not answer within {self.timeout:.0f} s; "
+                "check that the contest server is running and try again."
+            ) from None
+        except requests.exceptions.ConnectionError as exc:
+            raise ContestkitError(
+                f"{action} failed: could not reach the contest server at {self.server} ({_short(exc)}); "
+                "check the address (`contestkit login --server URL`) and that the server is running."
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            raise ContestkitError(f"{action} failed: {_short(exc)}; check the server URL.") from None
+        if response.status_code >= 400:
+            raise error_for(response, action)
+        return response
+
+    def _json(self, method: str, path: str, action: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, action, **kwargs)
+        try:
+            return response.json()
+        except ValueError:
+            raise ContestkitError(
+                f"{action} failed: {self.server}{path} did not answer with JSON (HTTP {response.status_code}); "
+                "is the server URL that of a contest server?"
+            ) from None
+
+    # -- the API --
+
+    def login(self, email: str, password: str) -> dict[str, Any]:
+        """Log in; the session cookie stays on this client (``cookies()`` returns it for saving)."""
+        document = self._json("POST", "/rest/login", "Logging in", json={"email": email, "password": password})
+        if not self.http.cookies:
+            raise ContestkitError(f"Logging in to {self.server} returned no session cookie; is it a contest server?")
+        return document if isinstance(document, dict) else {}
+
+    def cookies(self) -> dict[str, str]:
+        return {cookie.name: cookie.value or "" for cookie in self.http.cookies}
+
+    def logout(self) -> None:
+        self._request("POST", "/rest/logout", "Logging out")
+
+    def user(self) -> dict[str, Any]:
+        return self._json("GET", "/rest/user", "Getting your team's registry")
+
+    def start_job(self, tag: str, digest: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"tag": tag}
+        if digest:
+            body["digest"] = digest
+        return self._json("POST", "/rest/job/start", f"Starting a job for {tag}", json=body)
+
+    def job(self, job_id: int | None = None) -> dict[str, Any]:
+        path = "/rest/job/status" if job_id is None else f"/rest/job/status/{job_id}"
+        what = "your latest job" if job_id is None else f"job {job_id}"
+        return self._json("GET", path, f"Getting {what}")
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/rest/job/status/all", "Listing your jobs")
+
+    def kill(self, job_id: int | None = None) -> dict[str, Any]:
+        path = "/rest/job/kill" if job_id is None else f"/rest/job/kill/{job_id}"
+        return self._json("POST", path, "Cancelling " + ("your job" if job_id is None else f"job {job_id}"))
+
+    def restart(self, job_id: int | None = None) -> dict[str, Any]:
+        path = "/rest/job/restart" if job_id is None else f"/rest/job/restart/{job_id}"
+        return self._json("POST", path, "Restarting " + ("your latest job" if job_id is None else f"job {job_id}"))
+
+    def leaderboard(self) -> dict[str, Any]:
+        return self._json("GET", "/rest/leaderboard", "Getting the leaderboard")
+
+    def create_token(self, name: str | None = None, expires_in_days: float | None = None) -> dict[str, Any]:
+        return self._json(
+            "POST", "/rest/token", "Creating an API token", json={"name": name, "expires_in_days": expires_in_days}
+        )
+
+
+def _short(exc: BaseException) -> str:
+    """The useful part of a requests/urllib3 error ("Connection refused"), not its repr chain."""
+    text = str(exc)
+    match = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
+    if match:
+        return match.group(1).strip()
+    for marker in ("Name or service not known", "Connection refused", "timed out", "certificate verify failed"):
+        if marker in text:
+            return marker
+    return text.splitlines()[0][:200] if text else type(exc).__name__

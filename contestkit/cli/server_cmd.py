@@ -1,0 +1,156 @@
+"""``contestkit server init | add-team | run``: host your own contest.
+
+The commands only parse, call ``contestkit.server`` and print; the server package is imported
+lazily so that contestants who never host a contest do not need its dependencies installed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from contestkit.cli.output import console, err_console
+from contestkit.errors import ContestkitError, UsageError
+
+server_app = typer.Typer(
+    name="server",
+    help="Host your own contest: a contest API, a job queue that evaluates pushed images, a leaderboard.",
+    no_args_is_help=True,
+)
+
+_DATA_DIR = typer.Option(
+    Path("contest-data"), "--data-dir", "-d", help="The contest's data directory (config, database, results)."
+)
+
+
+def _needs_server_extra() -> None:
+    """Say which package to install instead of failing on an import deep inside the server."""
+    from importlib.util import find_spec
+
+    for module in ("fastapi", "uvicorn", "sqlalchemy", "argon2", "bcrypt"):
+        if find_spec(module) is None:
+            raise ContestkitError(
+                f"Hosting a contest needs the server extra ({module} is missing): pip install 'contestkit[server]'."
+            )
+
+
+@server_app.command("init")
+def init(
+    data_dir: Path = _DATA_DIR,
+    registry: str = typer.Option(..., "--registry", help="HOST:PORT of the team registry, e.g. 127.0.0.1:5000."),
+    levels: Path = typer.Option(..., "--levels", help="CSV of the level set, header game,state."),
+    timestep_limit: int = typer.Option(1_000_000, "--timestep-limit", help="Timesteps per level."),
+    wallclock_limit: float = typer.Option(43_200, "--wallclock-limit", help="Wall-clock seconds per level."),
+    database_url: str = typer.Option(
+        None, "--database-url", help="SQLAlchemy URL, e.g. postgresql+psycopg://u:p@host/db (default: SQLite)."
+    ),
+    registry_scheme: str = typer.Option(
+        None, "--registry-scheme", help="http or https (default: http on localhost, else https)."
+    ),
+    evaluator: str = typer.Option(
+        None, "--evaluator", help="MODULE:FUNCTION evaluating one level (default: contestkit's Docker evaluation)."
+    ),
+    pull: bool = typer.Option(True, "--pull/--no-pull", help="Pull each job's image from the registry first."),
+    parallel_levels: int = typer.Option(1, "--parallel-levels", help="Levels of one job evaluated at once."),
+    force: bool = typer.Option(False, "--force", help="Rewrite an existing configuration (teams and jobs are kept)."),
+) -> None:
+    """Create a contest data directory: configuration, level set, registry config and database."""
+    _needs_server_extra()
+    from contestkit.server.admin import init_contest
+
+    result = init_contest(
+        data_dir,
+        registry=registry,
+        levels_file=levels,
+        timestep_limit=timestep_limit,
+        wallclock_limit=wallclock_limit,
+        database_url=database_url,
+        registry_scheme=registry_scheme,
+        evaluator=evaluator,
+        pull_images=pull,
+        parallel_levels=parallel_levels,
+        force=force,
+    )
+    config = result.config
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}")
+    count = len(config.levels())
+
+    def say(text: str) -> None:
+        console.print(text, soft_wrap=True)  # no wrapping: the paths must stay copyable
+
+    say(f"[green]Contest created[/] in {config.data_dir} ({count} level{'s' if count != 1 else ''}).")
+    say("Next steps:")
+    say(f"  1. run the team registry:  docker-registry serve {result.registry_config}")
+    say(f"  2. add teams:              contestkit server add-team NAME --email EMAIL --data-dir {config.data_dir}")
+    say(f"  3. start the server:       contestkit server run --data-dir {config.data_dir}")
+
+
+@server_app.command("add-team")
+def add_team(
+    name: str = typer.Argument(..., help="The team's name as the leaderboard shows it."),
+    email: str = typer.Option(..., "--email", help="The email the team logs in with."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the team's password from stdin."),
+    namespace: str = typer.Option(
+        None, "--namespace", help="The team's registry namespace (default: derived from NAME)."
+    ),
+    data_dir: Path = _DATA_DIR,
+) -> None:
+    """Add a team: its login and its own account and namespace in the registry."""
+    _needs_server_extra()
+    from contestkit.server.admin import add_team as do_add
+
+    password = _read_password(password_stdin)
+    team = do_add(data_dir, name=name, email=email, password=password, namespace=namespace)
+    console.print(f"[green]Team '{team.name}' added[/] (login {team.email}).", soft_wrap=True)
+    console.print(
+        f"  registry: {team.registry_url} (user {team.registry_username}); the team gets its registry password "
+        "with `contestkit registry login` after `contestkit login`.",
+        soft_wrap=True,
+    )
+
+
+@server_app.command("set-password")
+def set_password(
+    email: str = typer.Argument(..., help="The team's login email."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the new password from stdin."),
+    data_dir: Path = _DATA_DIR,
+) -> None:
+    """Reset a team's password (its sessions end)."""
+    _needs_server_extra()
+    from contestkit.server.admin import set_password as do_set
+
+    do_set(data_dir, email=email, password=_read_password(password_stdin))
+    console.print(f"[green]Password of {email} changed[/]; its sessions were ended.")
+
+
+@server_app.command("run")
+def run(
+    data_dir: Path = _DATA_DIR,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 for all)."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+) -> None:
+    """Serve the contest API and run the job queue until Ctrl-C (running jobs resume at the next start)."""
+    _needs_server_extra()
+    from contestkit.server.app import serve
+
+    serve(data_dir, host=host, port=port, log_level=log_level)
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise UsageError("--password-stdin read an empty password; pipe the password in, e.g. `echo PW | ...`.")
+        return password
+    if not sys.stdin.isatty():
+        raise UsageError("No terminal to ask for the password on; pass --password-stdin and pipe it in.")
+    return typer.prompt("Team password", hide_input=True, confirmation_prompt=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Called by ``contestkit.cli`` to add the ``server`` group."""
+    app.add_typer(server_app, name="server")

@@ -1,0 +1,501 @@
+"""The contest's HTTP API: the 2018 client's REST paths and JSON shapes, plus bearer tokens.
+
+Paths, as the 2018 ``retro-contest`` client called them (it works against this server unchanged):
+
+- ``POST /rest/login {email, password}`` sets the session cookie; ``POST /rest/logout`` ends it;
+- ``GET /rest/user`` gives the team's registry: ``{"cr": {"url", "username", "password"}}``;
+- ``POST /rest/job/start {tag}``; ``GET /rest/job/status``, ``/rest/job/status/all``, ``/rest/job/status/{id}``;
+- ``POST /rest/job/kill``; ``POST /rest/job/restart``, ``/rest/job/restart/{id}``;
+- ``GET /rest/leaderboard`` (public) ``{"leaderboard": [{"name", "score"}], "start": 1}``.
+
+Every endpoint that needs a team accepts the session cookie or ``Authorization: Bearer <token>``
+(tokens from ``POST /rest/token``). Errors are ``{"detail": "<one sentence that says what to do>"}``.
+The OpenAPI description is at ``/openapi.json`` and browsable at ``/docs``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from contestkit import __version__
+from contestkit.errors import ContestkitError
+from contestkit.server import auth, jobs
+from contestkit.server.config import ServerConfig, load_config
+from contestkit.server.db import AuthToken, Database, Team, now
+from contestkit.server.evaluator import LevelRunner, load_level_runner
+from contestkit.server.migrations import migrate
+
+log = logging.getLogger("contestkit.server")
+
+
+# -- request and response shapes (they make the OpenAPI description) ------------------------------
+
+
+class LoginRequest(BaseModel):
+    email: str
+    password: str
+
+
+class LoginResponse(BaseModel):
+    team: str
+    expires: float = Field(description="UNIX time at which the session ends")
+
+
+class Registry(BaseModel):
+    url: str = Field(description="HOST:PORT/<namespace>: tag images as <url>/<repository>:<tag>")
+    username: str
+    password: str
+    scheme: str = Field(description="http or https, for registry API calls such as the catalog")
+
+
+class UserResponse(BaseModel):
+    cr: Registry
+    name: str
+    email: str
+
+
+class StartRequest(BaseModel):
+    tag: str = Field(description="TAG or REPOSITORY:TAG inside the team's registry namespace")
+    digest: str | None = Field(default=None, description="sha256:... of the pushed manifest, to pin the image")
+
+
+class WorkerStatus(BaseModel):
+    task: str
+    state: str
+    eta: float | None = None
+    progress: float | None = Field(default=None, description="0..1")
+    score: float | None = None
+    error: str | None = None
+    game: str | None = None
+    level: str | None = None
+    timesteps: int | None = None
+    episodes: int | None = None
+
+
+class JobStatus(BaseModel):
+    id: int
+    status: str = Field(description="queued, running, finished, failed or cancelled")
+    score: float | None = None
+    error: str | None = None
+    tag: str | None = None
+    image: str | None = None
+    digest: str | None = None
+    created: float | None = None
+    started: float | None = None
+    finished: float | None = None
+    attempt: int | None = None
+    resumes: int | None = None
+    cancel_requested: bool | None = None
+    workers: list[WorkerStatus]
+
+
+class LeaderboardRow(BaseModel):
+    name: str
+    score: float
+    job: int | None = None
+    finished: float | None = None
+
+
+class LeaderboardResponse(BaseModel):
+    leaderboard: list[LeaderboardRow]
+    start: int = 1
+
+
+class TokenRequest(BaseModel):
+    name: str | None = Field(default=None, max_length=128)
+    email: str | None = Field(default=None, description="with password: mint a token without a session")
+    password: str | None = None
+    expires_in_days: float | None = Field(default=None, gt=0, description="none: the token does not expire")
+
+
+class TokenResponse(BaseModel):
+    id: int
+    token: str = Field(description="shown once; send it as Authorization: Bearer <token>")
+    name: str | None = None
+    expires: float | None = None
+
+
+class TokenInfo(BaseModel):
+    id: int
+    name: str | None = None
+    created: float
+    expires: float | None = None
+    last_used: float | None = None
+
+
+class Message(BaseModel):
+    ok: bool = True
+    detail: str | None = None
+
+
+class ApiError(Exception):
+    """An error answer of the API: the status and the sentence the client shows."""
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers
+
+
+# -- who is asking --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Caller:
+    team_id: int
+    team_name: str
+    token_id: int
+    kind: str
+
+
+def _token_from(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    return request.cookies.get(auth.SESSION_COOKIE)
+
+
+_NOT_LOGGED_IN = "Not logged in: run `contestkit login` (scripts: send Authorization: Bearer <token>)."
+
+
+# -- the application -----------------------------------------------------------------------------
+
+
+def create_app(
+    data_dir: Path | str,
+    *,
+    level_runner: LevelRunner | None = None,
+    start_runner: bool = True,
+) -> FastAPI:
+    """The API for the contest in ``data_dir``; the job queue runs inside the same process."""
+    config = load_config(data_dir)
+    database = Database(config.database())
+    migrate(database)
+    runner_fn = level_runner or load_level_runner(config.evaluator)
+    runner = jobs.JobRunner(database, config, runner_fn)
+    throttle = auth.LoginThrottle()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if start_runner:
+            runner.start()
+        try:
+            yield
+        finally:
+            if start_runner:
+                runner.stop()
+            database.dispose()
+
+    app = FastAPI(
+        title="contestkit contest server",
+        version=__version__,
+        description=(
+            "Self-hosted Retro contest API, compatible with the 2018 OpenAI Retro Contest client. "
+            "Authenticate with the session cookie from POST /rest/login or with Authorization: Bearer <token>."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.config = config
+    app.state.database = database
+    app.state.runner = runner
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(jobs.JobError)
+    async def _job_error(_request: Request, exc: jobs.JobError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(ContestkitError)
+    async def _server_error(_request: Request, exc: ContestkitError) -> JSONResponse:
+        log.error("request failed: %s", exc)
+        return JSONResponse({"detail": f"The contest server is misconfigured: {exc}"}, status_code=503)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+            problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
+        return JSONResponse({"detail": "Invalid request (" + "; ".join(problems) + ")."}, status_code=422)
+
+    @contextmanager
+    def session() -> Iterator[Any]:
+        with database.session() as s:
+            yield s
+
+    def caller(request: Request) -> Caller:
+        token = _token_from(request)
+        if not token:
+            raise ApiError(401, _NOT_LOGGED_IN, {"WWW-Authenticate": "Bearer"})
+        with session() as s:
+            row = s.scalar(select(AuthToken).where(AuthToken.token_hash == auth.token_digest(token)))
+            if row is None:
+                raise ApiError(
+                    401,
+                    "Your session or token is not valid (logged out?): run `contestkit login`.",
+                    {"WWW-Authenticate": "Bearer"},
+                )
+            stamp = now()
+            expired = row.expires_at is not None and row.expires_at <= stamp
+            kind = row.kind
+            if expired:
+                s.delete(row)  # committed when the block ends: an expired secret is gone for good
+            else:
+                if row.last_used_at is None or stamp - row.last_used_at > 60:
+                    row.last_used_at = stamp
+                team = s.get(Team, row.team_id)
+                assert team is not None
+                return Caller(team_id=team.id, team_name=team.name, token_id=row.id, kind=row.kind)
+        what = "session" if kind == "session" else "API token"
+        raise ApiError(401, f"Your {what} expired: run `contestkit login` again.", {"WWW-Authenticate": "Bearer"})
+
+    # -- sessions --
+
+    @app.post("/rest/login", response_model=LoginResponse, tags=["auth"])
+    def login(body: LoginRequest, response: Response) -> LoginResponse:
+        """Check the team's email and password and start a session (cookie ``contestkit_session``)."""
+        email = body.email.strip().lower()
+        wait = throttle.retry_after(email)
+        if wait > 0:
+            raise ApiError(
+                429,
+                f"Too many failed logins for {email}; try again in {int(wait) + 1} s.",
+                {"Retry-After": str(int(wait) + 1)},
+            )
+        with session() as s:
+            team = s.scalar(select(Team).where(Team.email == email))
+            if not auth.verify_password(team.password_hash if team else None, body.password) or team is None:
+                throttle.failed(email)
+                raise ApiError(401, "Wrong email or password; check both, or ask the organisers to reset it.")
+            throttle.succeeded(email)
+            if auth.needs_rehash(team.password_hash):
+                team.password_hash = auth.hash_password(body.password)
+            token = auth.new_secret()
+            ttl = config.session_ttl_hours * 3600.0
+            expires = now() + ttl
+            s.add(AuthToken(team_id=team.id, kind="session", token_hash=auth.token_digest(token), expires_at=expires))
+            name = team.name
+        response.set_cookie(
+            auth.SESSION_COOKIE,
+            token,
+            max_age=int(ttl),
+            httponly=True,
+            samesite="lax",
+            secure=config.cookie_secure,
+            path="/",
+        )
+        return LoginResponse(team=name, expires=expires)
+
+    @app.post("/rest/logout", response_model=Message, tags=["auth"])
+    def logout(request: Request, response: Response) -> Message:
+        """End this session (or revoke this bearer token); succeeds when not logged in too."""
+        token = _token_from(request)
+        if token:
+            with session() as s:
+                row = s.scalar(select(AuthToken).where(AuthToken.token_hash == auth.token_digest(token)))
+                if row is not None:
+                    s.delete(row)
+        response.delete_cookie(auth.SESSION_COOKIE, path="/")
+        return Message(detail="logged out")
+
+    @app.post("/rest/token", response_model=TokenResponse, status_code=201, tags=["auth"])
+    def create_token(body: TokenRequest, request: Request) -> TokenResponse:
+        """Create an API token for scripts, from a session/token or from ``email`` + ``password``."""
+        if body.email is not None or body.password is not None:
+            email = (body.email or "").strip().lower()
+            if throttle.retry_after(email) > 0:
+                raise ApiError(429, f"Too many failed logins for {email}; try again later.")
+            with session() as s:
+                team = s.scalar(select(Team).where(Team.email == email))
+                if not auth.verify_password(team.password_hash if team else None, body.password or "") or not team:
+                    throttle.failed(email)
+                    raise ApiError(401, "Wrong email or password; check both, or ask the organisers to reset it.")
+                team_id = team.id
+        else:
+            team_id = caller(request).team_id
+        token = auth.new_secret(auth.TOKEN_PREFIX)
+        expires = now() + body.expires_in_days * 86400 if body.expires_in_days else None
+        with session() as s:
+            row = AuthToken(
+                team_id=team_id, kind="api", name=body.name, token_hash=auth.token_digest(token), expires_at=expires
+            )
+            s.add(row)
+            s.flush()
+            return TokenResponse(id=row.id, token=token, name=body.name, expires=expires)
+
+    @app.get("/rest/tokens", response_model=list[TokenInfo], tags=["auth"])
+    def list_tokens(who: Caller = Depends(caller)) -> list[TokenInfo]:
+        """The team's API tokens (their secrets are never shown again)."""
+        with session() as s:
+            rows = s.scalars(
+                select(AuthToken)
+                .where(AuthToken.team_id == who.team_id, AuthToken.kind == "api")
+                .order_by(AuthToken.id)
+            )
+            return [
+                TokenInfo(id=r.id, name=r.name, created=r.created_at, expires=r.expires_at, last_used=r.last_used_at)
+                for r in rows
+            ]
+
+    @app.delete("/rest/token/{token_id}", response_model=Message, tags=["auth"])
+    def delete_token(token_id: int, who: Caller = Depends(caller)) -> Message:
+        """Revoke one of the team's API tokens."""
+        with session() as s:
+            row = s.get(AuthToken, token_id)
+            if row is None or row.team_id != who.team_id or row.kind != "api":
+                raise ApiError(404, f"Your team has no API token {token_id}.")
+            s.delete(row)
+        return Message(detail=f"token {token_id} revoked")
+
+    @app.get("/rest/user", response_model=UserResponse, tags=["team"])
+    def user(who: Caller = Depends(caller)) -> UserResponse:
+        """The team's container registry: push to ``<cr.url>/<repository>:<tag>``."""
+        with session() as s:
+            team = s.get(Team, who.team_id)
+            assert team is not None
+            return UserResponse(
+                cr=Registry(
+                    url=f"{config.registry}/{team.namespace}",
+                    username=team.registry_username,
+                    password=team.registry_password,
+                    scheme=config.registry_scheme,
+                ),
+                name=team.name,
+                email=team.email,
+            )
+
+    # -- jobs --
+
+    def _doc(job: Any) -> dict[str, Any]:
+        return jobs.job_document(job)
+
+    @app.post(
+        "/rest/job/start", response_model=JobStatus, response_model_exclude_none=True, status_code=201, tags=["jobs"]
+    )
+    def start(body: StartRequest, who: Caller = Depends(caller)) -> dict[str, Any]:
+        """Queue a job for the team's image ``<registry>/<namespace>/<repository>:<tag>``; one at a time."""
+        job = jobs.start_job(database, config, who.team_id, body.tag, body.digest)
+        runner.wake()
+        return _doc(job)
+
+    @app.get("/rest/job/status", response_model=JobStatus, response_model_exclude_none=True, tags=["jobs"])
+    def status_latest(who: Caller = Depends(caller)) -> dict[str, Any]:
+        """The team's latest job."""
+        with session() as s:
+            return _doc(jobs.latest_job(s, who.team_id))
+
+    @app.get("/rest/job/status/all", response_model=list[JobStatus], response_model_exclude_none=True, tags=["jobs"])
+    def status_all(who: Caller = Depends(caller)) -> list[dict[str, Any]]:
+        """All of the team's jobs, newest first."""
+        with session() as s:
+            return [_doc(job) for job in jobs.all_jobs(s, who.team_id)]
+
+    @app.get("/rest/job/status/{job_id}", response_model=JobStatus, response_model_exclude_none=True, tags=["jobs"])
+    def status_one(job_id: int, who: Caller = Depends(caller)) -> dict[str, Any]:
+        """One of the team's jobs (another team's job is 404)."""
+        with session() as s:
+            return _doc(jobs.get_job(s, who.team_id, job_id))
+
+    def _kill(who: Caller, job_id: int | None) -> dict[str, Any]:
+        job = jobs.kill_job(database, who.team_id, job_id)
+        runner.cancel(job.id)
+        return _doc(job)
+
+    @app.post("/rest/job/kill", response_model=JobStatus, response_model_exclude_none=True, tags=["jobs"])
+    def kill(who: Caller = Depends(caller)) -> dict[str, Any]:
+        """Cancel the team's queued or running job."""
+        return _kill(who, None)
+
+    @app.post("/rest/job/kill/{job_id}", response_model=JobStatus, response_model_exclude_none=True, tags=["jobs"])
+    def kill_one(job_id: int, who: Caller = Depends(caller)) -> dict[str, Any]:
+        """Cancel one job of the team (it must be queued or running)."""
+        return _kill(who, job_id)
+
+    @app.post("/rest/job/restart", response_model=JobStatus, response_model_exclude_none=True, tags=["jobs"])
+    def restart(who: Caller = Depends(caller)) -> dict[str, Any]:
+        """Run the team's latest job again (a new attempt with the same id and image)."""
+        job = jobs.restart_job(database, config, who.team_id, None)
+        runner.wake()
+        return _doc(job)
+
+    @app.post("/rest/job/restart/{job_id}", response_model=JobStatus, response_model_exclude_none=True, tags=["jobs"])
+    def restart_one(job_id: int, who: Caller = Depends(caller)) -> dict[str, Any]:
+        """Run one of the team's finished, failed or cancelled jobs again."""
+        job = jobs.restart_job(database, config, who.team_id, job_id)
+        runner.wake()
+        return _doc(job)
+
+    # -- public --
+
+    @app.get(
+        "/rest/leaderboard", response_model=LeaderboardResponse, response_model_exclude_none=True, tags=["contest"]
+    )
+    def board() -> dict[str, Any]:
+        """Each team's latest finished job, best first. Public, as in 2018."""
+        with session() as s:
+            return {"leaderboard": jobs.leaderboard(s), "start": 1}
+
+    @app.get("/rest/health", tags=["contest"])
+    def health() -> dict[str, Any]:
+        """For load balancers and the tests: the server is up and its database answers."""
+        with session() as s:
+            s.scalar(select(Team.id).limit(1))
+        return {"ok": True, "version": __version__}
+
+    return app
+
+
+@contextmanager
+def data_dir_lock(data_dir: Path) -> Iterator[None]:
+    """One server per data directory: a second would requeue the first one's running jobs."""
+    path = Path(data_dir) / "server.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ContestkitError(
+                f"Another contest server is already running on {data_dir}; stop it first or use another --data-dir."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def serve(data_dir: Path | str, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+    """Run the API and the job queue until interrupted (``contestkit server run``)."""
+    import uvicorn
+
+    data_dir = Path(data_dir).expanduser().absolute()
+    config: ServerConfig = load_config(data_dir)
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper(), logging.INFO), format="%(levelname)s %(name)s: %(message)s"
+    )
+    with data_dir_lock(config.data_dir):
+        app = create_app(config.data_dir)
+        try:
+            uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=True)
+        except SystemExit as exc:  # uvicorn exits when it cannot bind
+            if exc.code not in (0, None):
+                raise ContestkitError(
+                    f"The server could not listen on {host}:{port} (in use, or not an address of this host); "
+                    "choose another --host/--port."
+                ) from None

@@ -1,0 +1,116 @@
+"""Passwords, sessions and API tokens.
+
+- Team passwords are hashed with Argon2id (argon2-cffi, the winner of the Password Hashing
+  Competition and OWASP's first choice): a stolen database does not hand out logins, and each guess
+  costs the attacker real memory and time.
+- A login creates a session: a random secret in an HttpOnly cookie, of which the database keeps only
+  a SHA-256 (the secret has 256 bits of entropy, so a fast hash is enough there). Sessions expire
+  after ``session_ttl_hours``.
+- Scripts use API tokens (``Authorization: Bearer ck_...``), stored and checked the same way.
+- Repeated wrong passwords for one email are slowed down (HTTP 429) so that the API cannot be used to
+  guess passwords at the speed of the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from collections import defaultdict, deque
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from contestkit.errors import UsageError
+
+SESSION_COOKIE = "contestkit_session"
+TOKEN_PREFIX = "ck_"
+
+_hasher = PasswordHasher()
+_dummy_hash: str | None = None
+
+
+def _dummy() -> str:
+    """A hash of a password nobody has, verified when the email is unknown so that the response time
+    does not tell an attacker which emails are registered (made on first use: it costs a hash)."""
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = _hasher.hash(secrets.token_urlsafe(16))
+    return _dummy_hash
+
+
+def hash_password(password: str) -> str:
+    """Argon2id hash (with its own salt and parameters) of a team password."""
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """Whether ``password`` matches; constant work whether or not the team exists."""
+    try:
+        return _hasher.verify(password_hash or _dummy(), password) and password_hash is not None
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(password_hash: str) -> bool:
+    """True when the hash was made with weaker parameters than today's defaults."""
+    try:
+        return _hasher.check_needs_rehash(password_hash)
+    except InvalidHashError:
+        return False
+
+
+def new_secret(prefix: str = "") -> str:
+    """A 256-bit random token for a session cookie or an API token."""
+    return prefix + secrets.token_urlsafe(32)
+
+
+def token_digest(token: str) -> str:
+    """What the database stores of a token: enough to look it up, useless to someone who reads it."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def check_password_rules(password: str) -> None:
+    """Refuse passwords that would make the slow hash pointless."""
+    if len(password) < 8:
+        raise UsageError("The team password must have at least 8 characters.")
+    if len(password) > 1024:
+        raise UsageError("The team password must have at most 1024 characters.")
+
+
+class LoginThrottle:
+    """Allow ``limit`` failed logins per email in ``window`` seconds, then refuse until they age out.
+
+    In memory on purpose: it protects one server process against online guessing; it is not a
+    security boundary that must survive restarts (the slow hash is).
+    """
+
+    def __init__(self, limit: int = 10, window: float = 300.0) -> None:
+        self.limit = limit
+        self.window = window
+        self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self._lock = threading.Lock()
+
+    def _prune(self, key: str, at: float) -> deque[float]:
+        failures = self._failures[key]
+        while failures and failures[0] <= at - self.window:
+            failures.popleft()
+        return failures
+
+    def retry_after(self, key: str) -> float:
+        """Seconds until another attempt is allowed (0 when it is allowed now)."""
+        at = time.monotonic()
+        with self._lock:
+            failures = self._prune(key, at)
+            if len(failures) < self.limit:
+                return 0.0
+            return max(0.0, failures[0] + self.window - at)
+
+    def failed(self, key: str) -> None:
+        with self._lock:
+            self._prune(key, time.monotonic()).append(time.monotonic())
+
+    def succeeded(self, key: str) -> None:
+        with self._lock:
+            self._failures.pop(key, None)

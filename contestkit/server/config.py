@@ -1,0 +1,286 @@
+"""The server's data directory and its configuration file.
+
+Everything a contest needs lives in one directory, so that backing it up, moving it or starting a
+second contest is a matter of copying or choosing a directory:
+
+```
+DATA_DIR/
+  server.yaml          this configuration (mode 0600: it holds the evaluator's registry password)
+  levels.csv           the level set, header game,state
+  contest.db           the SQLite database (unless database_url names PostgreSQL)
+  registry/config.yml  a ready configuration for Debian's docker-registry (CNCF distribution)
+  registry/htpasswd    one bcrypt entry per team plus the evaluator's pull account
+  registry/data/       the registry's storage when it runs with that configuration
+  jobs/<id>/attempt-<n>/<nn>-<game>-<state>/   each level's results (monitor.csv, logs, summary.json)
+```
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import secrets
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from contestkit.errors import ContestkitError, UsageError
+
+CONFIG_NAME = "server.yaml"
+LEVELS_NAME = "levels.csv"
+DATABASE_NAME = "contest.db"
+EVALUATOR_USERNAME = "contestkit-evaluator"
+
+_HOST_PORT = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:]+\](:\d{1,5})?$")
+
+
+@dataclass(frozen=True)
+class LevelSpec:
+    """One level of the contest's level set, as the levels CSV names it."""
+
+    game: str
+    state: str
+
+    @property
+    def task(self) -> str:
+        """The worker's ``task`` string in the API (the 2018 client prints it as is)."""
+        return f"{self.game}/{self.state}"
+
+
+@dataclass
+class ServerConfig:
+    """Everything ``server.yaml`` holds; unknown keys are refused so typos cannot go unnoticed."""
+
+    registry: str
+    timestep_limit: int = 1_000_000
+    wallclock_limit: float = 43_200.0
+    registry_scheme: str = "http"
+    evaluator_registry_password: str = ""
+    database_url: str | None = None
+    levels_file: str = LEVELS_NAME
+    session_ttl_hours: float = 24 * 14
+    parallel_jobs: int = 1
+    parallel_levels: int = 1
+    runtime: str = "docker"
+    record: bool = False
+    seed: int = 0
+    pull_images: bool = True
+    evaluator: str | None = None
+    heartbeat_seconds: float = 5.0
+    heartbeat_timeout: float = 60.0
+    max_resumes: int = 2
+    budget_grace_seconds: float = 120.0
+    cookie_secure: bool = False
+    data_dir: Path = field(default=Path("."), repr=False)
+
+    # -- derived -------------------------------------------------------------------------------
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / CONFIG_NAME
+
+    @property
+    def levels_path(self) -> Path:
+        path = Path(self.levels_file)
+        return path if path.is_absolute() else self.data_dir / path
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.data_dir / "registry"
+
+    @property
+    def htpasswd_path(self) -> Path:
+        return self.registry_dir / "htpasswd"
+
+    @property
+    def evaluator_username(self) -> str:
+        return EVALUATOR_USERNAME
+
+    def database(self) -> str:
+        """The SQLAlchemy URL: the configured one, or the SQLite file in the data directory."""
+        return self.database_url or f"sqlite:///{(self.data_dir / DATABASE_NAME).absolute()}"
+
+    def levels(self) -> list[LevelSpec]:
+        """The level set, read fresh so an organiser can edit it between jobs without a restart."""
+        return read_levels(self.levels_path)
+
+    def registry_host(self) -> str:
+        """The ``HOST:PORT`` part of image references (no scheme)."""
+        return self.registry
+
+    def registry_api(self) -> str:
+        """The registry's HTTP base URL for catalog calls."""
+        return f"{self.registry_scheme}://{self.registry}"
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def to_yaml(self) -> str:
+        data = asdict(self)
+        data.pop("data_dir")
+        header = (
+            "# contestkit server configuration (written by `contestkit server init`).\n"
+            "# Edit and restart `contestkit server run`; unknown keys are refused.\n"
+        )
+        return header + yaml.safe_dump(data, sort_keys=False)
+
+    def save(self) -> None:
+        """Write ``server.yaml`` with mode 0600: it holds the evaluator's registry password."""
+        write_private(self.config_path, self.to_yaml())
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file readable by its owner only, atomically (a crash leaves the old file or the new)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_config(data_dir: Path | str) -> ServerConfig:
+    """Read ``DATA_DIR/server.yaml``; every problem names the file and, where it can, the line and key."""
+    data_dir = Path(data_dir).expanduser().absolute()
+    path = data_dir / CONFIG_NAME
+    if not path.is_file():
+        raise ContestkitError(
+            f"{data_dir} is not a contest data directory (no {CONFIG_NAME}); "
+            f"create one with `contestkit server init --data-dir {data_dir} ...`."
+        )
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise UsageError(
+            f"{path}{where} is not valid YAML ({getattr(exc, 'problem', exc)}); fix or re-create it."
+        ) from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"{path} must hold a mapping of settings; re-create it with `contestkit server init`.")
+    known = {f.name: f for f in fields(ServerConfig) if f.name != "data_dir"}
+    lines = _key_lines(path)
+    unknown = [key for key in raw if key not in known]
+    if unknown:
+        key = unknown[0]
+        raise UsageError(
+            f"{path} line {lines.get(key, '?')}: unknown key '{key}'; valid keys are {', '.join(sorted(known))}."
+        )
+    if "registry" not in raw:
+        raise UsageError(f"{path} lacks the 'registry' key (HOST:PORT of the team registry).")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        values[key] = _coerce(path, lines.get(key), key, value, known[key].type)
+    config = ServerConfig(**values, data_dir=data_dir)
+    validate(config)
+    return config
+
+
+def _key_lines(path: Path) -> dict[str, int]:
+    """Line numbers of top-level keys, so an error can point at the line to fix."""
+    lines: dict[str, int] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        match = re.match(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:", line)
+        if match:
+            lines.setdefault(match.group(1), number)
+    return lines
+
+
+def _coerce(path: Path, line: int | None, key: str, value: Any, type_name: Any) -> Any:
+    kind = str(type_name)
+    where = f"{path} line {line if line else '?'}: '{key}'"
+    if value is None:
+        if "None" in kind:
+            return None
+        raise UsageError(f"{where} must not be empty.")
+    try:
+        if kind.startswith("int"):
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        if kind.startswith("float"):
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind.startswith("bool"):
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        return str(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{where} has the wrong type ({value!r}); expected {kind.split(' |')[0]}.") from None
+
+
+def validate(config: ServerConfig) -> None:
+    """Refuse settings that would only fail later, at the first job, with a worse message."""
+    if not _HOST_PORT.match(config.registry) or "/" in config.registry:
+        raise UsageError(f"registry '{config.registry}' must be HOST:PORT (no scheme, no path), e.g. 127.0.0.1:5000.")
+    if config.registry_scheme not in ("http", "https"):
+        raise UsageError(f"registry_scheme must be http or https, not '{config.registry_scheme}'.")
+    if config.timestep_limit <= 0:
+        raise UsageError("timestep_limit must be a positive number of timesteps per level.")
+    if config.wallclock_limit <= 0:
+        raise UsageError("wallclock_limit must be a positive number of seconds per level.")
+    if config.parallel_jobs < 1 or config.parallel_levels < 1:
+        raise UsageError("parallel_jobs and parallel_levels must be at least 1.")
+    if config.session_ttl_hours <= 0:
+        raise UsageError("session_ttl_hours must be positive.")
+    if config.evaluator is not None and ":" not in config.evaluator:
+        raise UsageError(f"evaluator '{config.evaluator}' must be MODULE:FUNCTION.")
+
+
+def read_levels(path: Path) -> list[LevelSpec]:
+    """Parse a level set CSV (header ``game,state``, the format of the contest's sonic-*.csv)."""
+    if not path.is_file():
+        raise UsageError(f"Level file {path} does not exist; pass a CSV with header game,state.")
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        if header[:2] != ["game", "state"]:
+            raise UsageError(f"{path} must start with the header 'game,state' (found '{','.join(header)}').")
+        levels: list[LevelSpec] = []
+        for number, row in enumerate(reader, start=2):
+            game = (row.get("game") or "").strip()
+            state = (row.get("state") or "").strip()
+            if not game and not state:
+                continue
+            if not game or not state:
+                raise UsageError(f"{path} line {number}: both game and state are needed.")
+            levels.append(LevelSpec(game, state))
+    if not levels:
+        raise UsageError(f"{path} lists no levels; add rows of game,state.")
+    if len(set(levels)) != len(levels):
+        raise UsageError(f"{path} lists a level twice; each level is evaluated once per job.")
+    return levels
+
+
+def registry_config_yaml(config: ServerConfig, http_secret: str) -> str:
+    """A configuration for Debian's ``docker-registry`` (CNCF distribution 2.x) that trusts our htpasswd.
+
+    The registry re-reads the htpasswd file when it changes, so teams added while it runs can log in
+    at once (checked by the tests).
+    """
+    registry_dir = config.registry_dir.absolute()
+    document = {
+        "version": 0.1,
+        "log": {"level": "info", "fields": {"service": "contestkit-registry"}},
+        "storage": {"filesystem": {"rootdirectory": str(registry_dir / "data")}, "delete": {"enabled": True}},
+        "http": {"addr": config.registry, "secret": http_secret, "headers": {"X-Content-Type-Options": ["nosniff"]}},
+        "auth": {"htpasswd": {"realm": "contestkit", "path": str(registry_dir / "htpasswd")}},
+    }
+    return "# docker-registry configuration written by `contestkit server init`.\n" + yaml.safe_dump(
+        document, sort_keys=False
+    )

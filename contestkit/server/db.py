@@ -1,0 +1,190 @@
+"""The server's tables and database connections (SQLite by default, PostgreSQL by URL).
+
+Times are stored as UNIX seconds (floats): both databases compare and sort them the same way, and
+no time zone can be lost between SQLite's text dates and PostgreSQL's ``timestamptz``.
+
+The tables themselves are created and upgraded by ``migrations``; the classes here only map them.
+A test checks that every mapped column exists after the migrations ran, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Float, ForeignKey, Integer, String, Text, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+from contestkit.errors import ContestkitError
+
+# Job and worker states. "queued" and "running" are the active ones: a team has at most one job in
+# them (a unique partial index enforces it in the database itself).
+QUEUED, RUNNING, FINISHED, FAILED, CANCELLED = "queued", "running", "finished", "failed", "cancelled"
+ACTIVE = (QUEUED, RUNNING)
+TERMINAL = (FINISHED, FAILED, CANCELLED)
+PENDING = "pending"  # a worker (level) that has not started yet
+
+
+def now() -> float:
+    return time.time()
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Team(Base):
+    __tablename__ = "teams"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    namespace: Mapped[str] = mapped_column(String(64), unique=True)
+    registry_username: Mapped[str] = mapped_column(String(64), unique=True)
+    # Returned by GET /rest/user as the 2018 server did, so it must be recoverable (not hashed);
+    # the registry itself only ever sees its bcrypt hash in htpasswd.
+    registry_password: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+
+    jobs: Mapped[list[Job]] = relationship(back_populates="team")
+
+
+class AuthToken(Base):
+    """A login session (cookie) or an API token (bearer); only a SHA-256 of the secret is stored."""
+
+    __tablename__ = "auth_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # "session" or "api"
+    name: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    team: Mapped[Team] = relationship()
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    tag: Mapped[str] = mapped_column(String(256))
+    image: Mapped[str] = mapped_column(Text)
+    digest: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default=QUEUED)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    queued_at: Mapped[float] = mapped_column(Float, default=now)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    resumes: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[int] = mapped_column(Integer, default=0)
+    runner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    timestep_limit: Mapped[int] = mapped_column(Integer)
+    wallclock_limit: Mapped[float] = mapped_column(Float)
+
+    team: Mapped[Team] = relationship(back_populates="jobs")
+    workers: Mapped[list[Worker]] = relationship(
+        back_populates="job", order_by="Worker.idx", cascade="all, delete-orphan"
+    )
+
+
+class Worker(Base):
+    """One level of one job: the 2018 API's ``workers`` entries."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    idx: Mapped[int] = mapped_column(Integer)
+    game: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), default=PENDING)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    progress: Mapped[float | None] = mapped_column(Float, nullable=True)
+    eta: Mapped[float | None] = mapped_column(Float, nullable=True)
+    timesteps: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    episodes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    results_dir: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    job: Mapped[Job] = relationship(back_populates="workers")
+
+    @property
+    def task(self) -> str:
+        return f"{self.game}/{self.state}"
+
+
+class Database:
+    """One engine and session factory per server process; threads share it, sessions are per use."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            if url.startswith("sqlite"):
+                # Several threads (HTTP handlers, job workers) write; WAL lets readers proceed while a
+                # writer commits, and the busy timeout turns lock contention into a short wait.
+                self.engine: Engine = create_engine(
+                    url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True
+                )
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            else:
+                self.engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        except (ArgumentError, NoSuchModuleError) as exc:
+            raise ContestkitError(
+                f"database_url '{redact_url(url)}' is not usable ({exc}); use sqlite:///PATH or "
+                "postgresql+psycopg://USER:PASSWORD@HOST/DB (install psycopg for PostgreSQL)."
+            ) from None
+        except ModuleNotFoundError as exc:
+            raise ContestkitError(
+                f"The database driver '{exc.name}' for {redact_url(url)} is not installed; "
+                "for PostgreSQL run `pip install 'psycopg[binary]'`."
+            ) from None
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: committed when the block ends normally, rolled back when it raises."""
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def redact_url(url: str) -> str:
+    """Hide a password in a database URL before it goes into a message."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)

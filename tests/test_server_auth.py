@@ -1,0 +1,114 @@
+"""Logins, sessions, bearer tokens and password storage of the contest server (real server process)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import pytest
+import requests
+from server_support import PASSWORD, Contest, make_contest, make_module_contest, unique_team  # noqa: F401
+
+LEVELS = [("Fake", "Level1")]
+
+
+@pytest.fixture(scope="module")
+def contest(make_module_contest) -> Contest:  # noqa: F811
+    """One server for the tests that need no special configuration; each test has its own teams."""
+    return make_module_contest(LEVELS)
+
+
+def test_wrong_password_and_unknown_email_are_refused(contest):
+    name, email = unique_team("alpha")
+    contest.add_team(name, email, via_cli=True)
+    url = contest.url
+    wrong = requests.post(url + "/rest/login", json={"email": email, "password": "not it at all"})
+    assert wrong.status_code == 401
+    assert "Wrong email or password" in wrong.json()["detail"]
+    assert "contestkit_session" not in wrong.cookies
+    unknown = requests.post(url + "/rest/login", json={"email": "nobody@example.org", "password": PASSWORD})
+    assert unknown.status_code == 401
+    # Same answer for both: the API does not tell which emails exist.
+    assert unknown.json() == wrong.json()
+    assert requests.get(url + "/rest/user").status_code == 401
+
+    ok = requests.post(url + "/rest/login", json={"email": email.upper() + " ", "password": PASSWORD})
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["team"] == name
+    cookie = ok.cookies.get("contestkit_session")
+    assert cookie
+    header = ok.headers["set-cookie"].lower()
+    assert "httponly" in header and "samesite=lax" in header
+    user = requests.get(url + "/rest/user", cookies={"contestkit_session": cookie}).json()
+    assert user["cr"]["url"] == f"127.0.0.1:5000/{name}"
+    assert user["cr"]["username"] == name and len(user["cr"]["password"]) >= 24
+
+
+def test_passwords_are_stored_as_argon2_and_registry_passwords_as_bcrypt(contest):
+    name, email = unique_team("alpha")
+    contest.add_team(name, email)
+    with sqlite3.connect(contest.data_dir / "contest.db") as db:
+        (stored,) = db.execute("SELECT password_hash FROM teams WHERE email = ?", (email,)).fetchone()
+    assert stored.startswith("$argon2id$") and PASSWORD not in stored
+    htpasswd = (contest.data_dir / "registry" / "htpasswd").read_text().splitlines()
+    entry = next(line for line in htpasswd if line.startswith(f"{name}:"))
+    assert entry.split(":", 1)[1].startswith("$2b$")
+    assert (contest.data_dir / "registry" / "htpasswd").stat().st_mode & 0o077 == 0
+    assert (contest.data_dir / "server.yaml").stat().st_mode & 0o077 == 0
+
+
+def test_logout_ends_the_session_on_the_server(contest):
+    _, http = contest.team("alpha")
+    stolen = dict(http.cookies)
+    assert http.get(contest.url + "/rest/user").status_code == 200
+    assert http.post(contest.url + "/rest/logout").status_code == 200
+    # A copy of the cookie taken before the logout is worthless afterwards.
+    again = requests.get(contest.url + "/rest/user", cookies=stolen)
+    assert again.status_code == 401
+    assert "contestkit login" in again.json()["detail"]
+
+
+def test_sessions_expire(make_contest):  # noqa: F811
+    contest = make_contest(LEVELS, extra_config={"session_ttl_hours": 1.5 / 3600})
+    contest.add_team("Alpha", "alpha@example.org")
+    http = contest.session("alpha@example.org")
+    assert http.get(contest.url + "/rest/user").status_code == 200
+    time.sleep(2.0)
+    cookies = {"contestkit_session": http.cookies.get("contestkit_session")}
+    expired = requests.get(contest.url + "/rest/user", cookies=cookies)
+    assert expired.status_code == 401
+    assert "expired" in expired.json()["detail"]
+
+
+def test_bearer_tokens_for_scripts(contest):
+    name, email = unique_team("alpha")
+    contest.add_team(name, email)
+    url = contest.url
+    refused = requests.post(url + "/rest/token", json={"email": email, "password": "wrong password"})
+    assert refused.status_code == 401
+    minted = requests.post(url + "/rest/token", json={"email": email, "password": PASSWORD, "name": "ci"})
+    assert minted.status_code == 201, minted.text
+    token = minted.json()["token"]
+    assert token.startswith("ck_")
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert requests.get(url + "/rest/user", headers=bearer).json()["name"] == name
+    started = requests.post(url + "/rest/job/start", json={"tag": "v1"}, headers=bearer)
+    assert started.status_code == 201, started.text
+    listed = requests.get(url + "/rest/tokens", headers=bearer).json()
+    assert [t["name"] for t in listed] == ["ci"] and "token" not in listed[0]
+    assert requests.delete(f"{url}/rest/token/{minted.json()['id']}", headers=bearer).status_code == 200
+    assert requests.get(url + "/rest/user", headers=bearer).status_code == 401
+    assert requests.get(url + "/rest/user", headers={"Authorization": "Bearer ck_made_up"}).status_code == 401
+
+
+def test_repeated_wrong_passwords_are_throttled(contest):
+    name, email = unique_team("alpha")
+    contest.add_team(name, email)
+    body = {"email": email, "password": "guess guess"}
+    codes = [requests.post(contest.url + "/rest/login", json=body).status_code for _ in range(11)]
+    assert codes[:10] == [401] * 10
+    assert codes[10] == 429
+    # Even the right password waits now: the guesser cannot tell it found it.
+    right = requests.post(contest.url + "/rest/login", json={"email": email, "password": PASSWORD})
+    assert right.status_code == 429
+    assert int(right.headers["retry-after"]) > 0
