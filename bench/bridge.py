@@ -1,5 +1,8 @@
 """Cost of the bridge: the contest env stepped in-process vs. through the bridge.
 
+Busy machines distort this badly (a process that sleeps on every step is favoured by the
+scheduler over one that never does), so measure on an otherwise idle machine.
+
 Both sides run the same env (ContestEnv with the episode log) on Airstriker-Genesis Level1 with
 the same pre-drawn random actions. Runs are interleaved (in-process, bridged, in-process, ...)
 so that machine noise hits both alike; the figure is the median over rounds of
@@ -22,6 +25,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from contestkit.bridge.client import RemoteEnv
 from contestkit.envs import ContestEnv
@@ -92,14 +97,37 @@ def bridged(acts: np.ndarray, workdir: Path) -> float:
     return dt / len(acts)
 
 
+def json_bridged(acts: np.ndarray, workdir: Path) -> float:
+    """The same run through a 2018-style JSON bridge (bench/json_bridge.py)."""
+    import multiprocessing as mp
+
+    from json_bridge import JsonRemoteEnv, serve
+
+    d = tempfile.mkdtemp(prefix="ckj-")
+    proc = mp.get_context("spawn").Process(target=serve, args=(d, GAME, STATE))
+    proc.start()
+    env = JsonRemoteEnv(d, timeout=60)
+    env.reset()
+    t0 = time.perf_counter()
+    for a in acts:
+        _, _, done, _ = env.step(a)
+        if done:
+            env.reset()
+    dt = time.perf_counter() - t0
+    env.close()
+    proc.join(timeout=30)
+    return dt / len(acts)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--json", action="store_true", help="print one JSON line")
+    ap.add_argument("--compare-json", action="store_true", help="also time a 2018-style JSON bridge")
     args = ap.parse_args()
     acts = actions(args.steps)
-    ratios, inproc, bridge = [], [], []
+    ratios, inproc, bridge, json_ratios = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for i in range(args.rounds):
@@ -108,10 +136,13 @@ def main() -> None:
             inproc.append(a)
             bridge.append(b)
             ratios.append(b / a)
+            line = f"round {i + 1}: in-process {a * 1e3:.3f} ms/step, bridged {b * 1e3:.3f} ms/step, ratio {b / a:.4f}"
+            if args.compare_json:
+                j = json_bridged(acts, work)
+                json_ratios.append(j / a)
+                line += f"; JSON bridge {j * 1e3:.3f} ms/step, ratio {j / a:.4f}"
             if not args.json:
-                print(
-                    f"round {i + 1}: in-process {a * 1e3:.3f} ms/step, bridged {b * 1e3:.3f} ms/step, ratio {b / a:.4f}"
-                )
+                print(line)
     result = {
         "bench": "bridge",
         "game": f"{GAME} {STATE}",
@@ -122,6 +153,7 @@ def main() -> None:
         "in_process_ms_per_step": round(statistics.median(inproc) * 1e3, 4),
         "bridged_ms_per_step": round(statistics.median(bridge) * 1e3, 4),
         "overhead_us_per_step": round((statistics.median(bridge) - statistics.median(inproc)) * 1e6, 1),
+        "json_bridge_ratio": round(statistics.median(json_ratios), 4) if json_ratios else None,
         "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -129,6 +161,8 @@ def main() -> None:
         print(json.dumps(result))
     else:
         print(f"median ratio {result['ratio']} ({result['overhead_us_per_step']} us/step overhead)")
+        if json_ratios:
+            print(f"2018-style JSON bridge: median ratio {result['json_bridge_ratio']}")
 
 
 if __name__ == "__main__":

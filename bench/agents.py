@@ -1,0 +1,301 @@
+"""Do the agents learn? Each agent on Airstriker-Genesis Level1 for a fixed timestep budget.
+
+Runs random (every button pressed with probability 1/2: the random template), random-right (the
+contest's own example agent: random buttons with RIGHT held, examples/random_agent.py), JERK
+(examples/jerk_agent.py), and the PPO templates (PyTorch and TensorFlow), each template scaffolded
+fresh with ``contestkit new`` exactly as a user gets it, through ``contestkit eval --runtime local``, then
+reports, per agent, the mean reward of the last 20 episodes (what the agent plays like at the end
+of its budget), the mean over all episodes (the contest's score for the level) and timesteps/s.
+
+    python bench/agents.py                              # 200k timesteps each, all agents
+    python bench/agents.py --timesteps 50000 --agents random,ppo-pytorch
+    python bench/agents.py --parallel 2 --json          # two agents at a time (one core each)
+
+``--runtime inproc`` steps the contest env in the agent's own process instead (no bridge, no
+``contestkit eval``); the env and the agents' code are the same, so the scores are comparable.
+Results (each run's results directory, and ``agents.json``) stay under ``--results-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import csv
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+GAME, STATE = "Airstriker-Genesis", "Level1"
+AGENTS = ("random", "random-right", "jerk", "ppo-pytorch", "ppo-tf")
+TEMPLATES = {"random": "random", "ppo-pytorch": "pytorch", "ppo-tf": "tf"}
+
+
+def machine() -> str:
+    """CPU model and core count, for the table's caption."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Math-library thread caps, so agents running side by side do not fight over cores."""
+    n = str(threads)
+    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+    return dict.fromkeys(names, n)
+
+
+def read_monitor(path: Path) -> list[dict[str, float]]:
+    with path.open() as fh:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def summarize(agent: str, episodes: list[dict[str, float]], timesteps: int, seconds: float) -> dict[str, Any]:
+    rewards = [e["r"] for e in episodes]
+    last = rewards[-20:]
+    first = rewards[:20]
+    return {
+        "agent": agent,
+        "timesteps": timesteps,
+        "episodes": len(rewards),
+        "mean_reward_last20": sum(last) / len(last) if last else None,
+        "mean_reward_first20": sum(first) / len(first) if first else None,
+        "mean_reward_all": sum(rewards) / len(rewards) if rewards else None,
+        "best_episode": max(rewards) if rewards else None,
+        "seconds": seconds,
+        "timesteps_per_s": timesteps / seconds if seconds else None,
+    }
+
+
+# -- through contestkit eval ---------------------------------------------------------------------
+def eval_agent(agent: str, timesteps: int, out: Path, threads: int | None) -> dict[str, Any]:
+    """One agent through ``contestkit eval --runtime local``: the way users run it."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TF_NUM_INTRAOP_THREADS=str(threads))
+    results = out / agent
+    cwd = ROOT
+    extra: list[str] = []
+    if agent == "random-right":
+        extra = ["--agent", str(ROOT / "examples" / "random_agent.py")]
+    elif agent == "jerk":
+        extra = ["--agent", str(ROOT / "examples" / "jerk_agent.py")]
+        env["JERK_TOTAL_TIMESTEPS"] = str(timesteps)  # its replay schedule spans the budget it gets
+    elif agent in TEMPLATES:
+        sys.path.insert(0, str(ROOT))
+        from contestkit.scaffold import create_project
+
+        projects = out / "projects"
+        name = f"bench-{agent}"
+        project = projects / name
+        if not project.exists():
+            create_project(name, template=TEMPLATES[agent], directory=projects)
+        cwd = project
+        extra = ["--agent", "agent.main:main"]  # the project's entry, spelled out
+    else:
+        raise SystemExit(f"unknown agent {agent!r}; choose from {', '.join(AGENTS)}")
+    cmd = [sys.executable, "-m", "contestkit", "eval", GAME, STATE, "--runtime", "local",
+           "--timestep-limit", str(timesteps), "--wallclock-limit", str(24 * 3600),
+           "--results-dir", str(results), "--force", *extra]  # fmt: skip
+    start = time.monotonic()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    seconds = time.monotonic() - start
+    monitor = results / "monitor.csv"
+    if not monitor.exists():
+        raise SystemExit(
+            f"{agent}: no monitor.csv (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}"
+        )
+    summary = json.loads((results / "summary.json").read_text()) if (results / "summary.json").exists() else {}
+    row = summarize(agent, read_monitor(monitor), int(summary.get("timesteps") or timesteps), seconds)
+    row.update(exit_code=proc.returncode, results_dir=str(results))
+    return row
+
+
+# -- in-process ----------------------------------------------------------------------------------
+def inproc_worker(agent: str, timesteps: int, results: Path, seed: int) -> None:
+    """Run one agent with the contest env stepped in this process; writes monitor.csv."""
+    import numpy as np
+
+    from contestkit.bridge.errors import TimestepTimeoutError
+    from contestkit.envs import make_contest_env
+
+    class Budgeted:
+        """The contest env with the bridge's budget error and a monitor, without the bridge."""
+
+        def __init__(self) -> None:
+            self.env = make_contest_env(GAME, STATE, seed=seed)
+            self.buttons, self.game, self.state = list(self.env.buttons), GAME, STATE
+            self.t = 0
+            self.ep_r = 0.0
+            self.ep_l = 0
+            self.start = time.monotonic()
+            results.mkdir(parents=True, exist_ok=True)
+            self.monitor = (results / "monitor.csv").open("w")
+            self.monitor.write("r,l,t\n")
+
+        def reset(self, **_: Any) -> tuple[Any, dict]:
+            self.ep_r, self.ep_l = 0.0, 0
+            return self.env.reset()
+
+        def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+            if self.t >= timesteps:
+                raise TimestepTimeoutError("timestep budget used up")
+            obs, r, term, trunc, info = self.env.step(action)
+            self.t += 1
+            self.ep_r += r
+            self.ep_l += 1
+            if term or trunc:
+                self.monitor.write(f"{self.ep_r},{self.ep_l},{time.monotonic() - self.start:.3f}\n")
+                self.monitor.flush()
+            return obs, r, term, trunc, info
+
+    class OldApi:
+        def __init__(self, env: Budgeted) -> None:
+            self.env, self.buttons = env, env.buttons
+
+        def reset(self) -> Any:
+            return self.env.reset()[0]
+
+        def step(self, a: Any) -> tuple[Any, float, bool, dict]:
+            obs, r, term, trunc, info = self.env.step(a)
+            return obs, r, term or trunc, info
+
+    env = Budgeted()
+    if agent in ("ppo-pytorch", "ppo-tf"):
+        sys.path.insert(0, str(ROOT / "templates" / f"agent-{TEMPLATES[agent]}"))
+        from agent.config import Config  # type: ignore[import-not-found]
+        from agent.main import run  # type: ignore[import-not-found]
+
+        cfg = Config.from_env()
+        cfg.out_dir = str(results / "out")
+        run(env, cfg)
+    elif agent == "random":
+        sys.path.insert(0, str(ROOT / "templates" / "agent-random"))
+        from agent.main import run as run_random  # type: ignore[import-not-found]
+
+        run_random(env, seed=seed)
+    elif agent == "random-right":
+        rng = np.random.default_rng(seed)
+        try:
+            env.reset()
+            while True:  # the contest's example agent: random buttons, RIGHT held
+                action = rng.integers(0, 2, 12).astype(np.uint8)
+                action[7] = 1
+                _, _, term, trunc, _ = env.step(action)
+                if term or trunc:
+                    env.reset()
+        except TimestepTimeoutError:
+            pass
+    elif agent == "jerk":
+        sys.path.insert(0, str(ROOT / "examples"))
+        os.environ["JERK_TOTAL_TIMESTEPS"] = str(timesteps)
+        import jerk_agent  # type: ignore[import-not-found]
+
+        jerk_agent.TOTAL_TIMESTEPS = timesteps
+        try:
+            jerk_agent.run(jerk_agent.TrackedEnv(OldApi(env)))  # type: ignore[arg-type]
+        except TimestepTimeoutError:
+            pass
+    env.monitor.close()
+    (results / "summary.json").write_text(json.dumps({"timesteps": env.t}))
+
+
+def inproc_agent(agent: str, timesteps: int, out: Path, threads: int | None, seed: int) -> dict[str, Any]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TF_NUM_INTRAOP_THREADS=str(threads))
+    results = out / agent
+    cmd = [sys.executable, __file__, "--worker", agent, "--timesteps", str(timesteps),
+           "--results-dir", str(results), "--seed", str(seed)]  # fmt: skip
+    start = time.monotonic()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    seconds = time.monotonic() - start
+    (out / f"{agent}.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise SystemExit(f"{agent} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
+    row = summarize(agent, read_monitor(results / "monitor.csv"), timesteps, seconds)
+    row.update(exit_code=proc.returncode, results_dir=str(results))
+    return row
+
+
+def table(rows: list[dict[str, Any]], timesteps: int, runtime: str) -> str:
+    def num(x: float | None, fmt: str = ".1f") -> str:
+        return "-" if x is None else format(x, fmt)
+
+    lines = [
+        f"{GAME} {STATE}, {timesteps:,} timesteps per agent, runtime {runtime}; "
+        f"{datetime.date.today().isoformat()}, {machine()}",
+        "",
+        "| agent | mean reward, last 20 episodes | first 20 | all episodes | episodes | timesteps/s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['agent']} | {num(r['mean_reward_last20'])} | {num(r['mean_reward_first20'])} "
+            f"| {num(r['mean_reward_all'])} | {r['episodes']} | {num(r['timesteps_per_s'], '.0f')} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--agents", default=",".join(AGENTS), help="comma-separated: " + ", ".join(AGENTS))
+    parser.add_argument("--timesteps", type=int, default=200_000, help="budget per agent (default 200,000)")
+    parser.add_argument("--runtime", choices=("local", "inproc"), default="local")
+    parser.add_argument("--parallel", type=int, default=1, help="agents run at once (default 1)")
+    parser.add_argument("--threads", type=int, default=None, help="math threads per agent (default: all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--results-dir", type=Path, default=None, help="default: a fresh temporary directory")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        inproc_worker(args.worker, args.timesteps, args.results_dir, args.seed)
+        return
+    out = (args.results_dir or Path(tempfile.mkdtemp(prefix="bench-agents-"))).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    agents = [a.strip() for a in args.agents.split(",") if a.strip()]
+    threads = args.threads or (max(1, (os.cpu_count() or 1) // args.parallel) if args.parallel > 1 else None)
+
+    def one(agent: str) -> dict[str, Any]:
+        if args.runtime == "local":
+            return eval_agent(agent, args.timesteps, out, threads)
+        return inproc_agent(agent, args.timesteps, out, threads, args.seed)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+        rows = list(pool.map(one, agents))
+    document = {
+        "game": GAME,
+        "state": STATE,
+        "timesteps": args.timesteps,
+        "runtime": args.runtime,
+        "date": datetime.date.today().isoformat(),
+        "machine": machine(),
+        "parallel": args.parallel,
+        "agents": rows,
+    }
+    (out / "agents.json").write_text(json.dumps(document, indent=2))
+    if args.json:
+        print(json.dumps(document))
+    else:
+        print(table(rows, args.timesteps, args.runtime))
+        print(f"\nresults: {out}")
+
+
+if __name__ == "__main__":
+    main()
