@@ -163,7 +163,11 @@ class RemoteEnv:
             if isinstance(exc, e.GymRemoteError):
                 raise
             raise e.EnvGoneError(f"the remote env went away: {exc}") from None
-        status, terminated, truncated, n, reward = p.REPLY.unpack(self._reply)
+        return self._decode_reply()
+
+    def _decode_reply(self) -> tuple[int, bool, bool, float, bytes]:
+        """The reply header already in the buffer, and its payload read from the socket."""
+        status, terminated, truncated, n, reward = _unpack_reply(self._reply)
         payload = b""
         if n:
             buf = bytearray(n)
@@ -227,16 +231,10 @@ class RemoteEnv:
 
     def _finish_step(self) -> tuple[np.ndarray, float, bool, bool, dict]:
         """The rare replies: an error status, or an info payload to read."""
-        status, terminated, truncated, n, reward = _unpack_reply(self._reply)
-        payload = b""
-        if n:
-            buf = bytearray(n)
-            if not p.recv_exact(self._sock, memoryview(buf)):
-                raise e.EnvGoneError("the remote env closed the connection mid-reply")
-            payload = bytes(buf)
+        status, terminated, truncated, reward, payload = self._decode_reply()
         if status != p.OK:
             raise _error(status, payload)
-        return self._observation(), reward, bool(terminated), bool(truncated), (json.loads(payload) if payload else {})
+        return self._observation(), reward, terminated, truncated, (json.loads(payload) if payload else {})
 
     def close(self) -> None:
         if self._closed:
