@@ -1,0 +1,66 @@
+"""``contestkit new NAME``: scaffold an agent project that evaluates and learns out of the box."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from contestkit.cli.output import console
+from contestkit.scaffold import DEFAULT_TEMPLATE, TEMPLATES, create_project
+
+_TEMPLATE_HELP = {
+    "pytorch": "PPO that learns online (PyTorch), base contestkit/agent:pytorch",
+    "tf": "PPO that learns online (TensorFlow 2 / Keras), base contestkit/agent:tensorflow",
+    "random": "minimal random agent, base contestkit/agent:cpu",
+}
+
+
+def _shown(path: Path) -> str:
+    """The path relative to the current directory when it lies below it (what users cd into)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``new`` command to the CLI."""
+
+    @app.command("new")
+    def new(
+        name: str = typer.Argument(
+            ..., help="Project directory and image name: lowercase letters, digits and . _ - (e.g. my-agent)."
+        ),
+        template: str = typer.Option(
+            DEFAULT_TEMPLATE,
+            "--template",
+            "-t",
+            help="Agent template: " + "; ".join(f"{k}: {_TEMPLATE_HELP[k]}" for k in TEMPLATES) + ".",
+        ),
+        registry: str | None = typer.Option(
+            None,
+            "--registry",
+            help="Registry HOST or HOST/ORG to push to; if omitted, build takes it from the user config or asks.",
+        ),
+        directory: Path | None = typer.Option(
+            None,
+            "--dir",
+            help="Parent directory in which NAME/ is created (default: the current directory).",
+        ),
+    ) -> None:
+        """Create NAME/ from an agent template, ready to evaluate, build and submit."""
+        project = create_project(name, template=template, registry=registry, directory=directory)
+        where = escape(_shown(project.path))
+        console.print(f"[bold green]Created[/] {where}/ from the [bold]{project.template}[/] template.")
+        console.print("Next steps:")
+        console.print(f"  cd {where}")
+        console.print("  contestkit eval Airstriker-Genesis Level1 --runtime local --timestep-limit 6000")
+        console.print("  contestkit build            # image " + project.image + ":latest")
+        console.print("  contestkit submit")
+        if project.registry is None:
+            console.print(
+                "[dim]No registry yet: `contestkit build` takes it from your user config or asks; "
+                "or set `registry:` in contestkit.yaml.[/]"
+            )

@@ -1,0 +1,259 @@
+"""Create an agent project from one of the shipped templates (``contestkit new``).
+
+A contestant's first ten minutes decide whether they stay, so a new project must build,
+evaluate and learn before they change a line. This module only copies a template directory and
+fills in two values (the image name and the registry); everything that makes the project work
+lives in the template itself, where it can be read and tested like any other project.
+
+Rules kept here:
+
+* NAME becomes the directory name *and* the image repository name, so it must be a valid Docker
+  repository path component; a bad name is refused with the rule it broke, before anything is
+  written (a project whose image cannot be tagged is a trap that springs at ``build`` time).
+* An existing directory is never overwritten, not even an empty one: the directory is claimed
+  with an exclusive ``mkdir`` and only a directory this call created is ever removed again.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from contestkit import __version__
+from contestkit.errors import ContestkitError, NotFoundError, UsageError
+
+#: Template choice on the command line -> directory under the templates root.
+TEMPLATES: dict[str, str] = {
+    "pytorch": "agent-pytorch",
+    "tf": "agent-tf",
+    "random": "agent-random",
+}
+#: Other spellings people type.
+TEMPLATE_ALIASES: dict[str, str] = {"torch": "pytorch", "tensorflow": "tf", "keras": "tf", "cpu": "random"}
+DEFAULT_TEMPLATE = "pytorch"
+
+#: Docker's limit on a full repository reference (registry/path).
+MAX_REPOSITORY_LENGTH = 255
+#: The longest NAME: what registries (and ``contestkit build``) accept for one repository name.
+MAX_NAME_LENGTH = 128
+
+# Build and run leftovers of a template's own test runs that must not be copied into projects.
+_IGNORED = shutil.ignore_patterns(
+    "__pycache__", "*.pyc", "*.pyo", ".pytest_cache", ".ruff_cache", "out", "results", "tmp", "*.egg-info"
+)
+
+_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_DOMAIN_COMPONENT = re.compile(r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])")
+
+
+@dataclass(frozen=True)
+class Project:
+    """What :func:`create_project` made."""
+
+    name: str
+    template: str
+    path: Path
+    registry: str | None
+
+    @property
+    def image(self) -> str:
+        """The image reference ``contestkit build`` will tag (registry filled in later if unset)."""
+        return f"{self.registry}/{self.name}" if self.registry else self.name
+
+
+def templates_root() -> Path:
+    """Where the templates are: inside the installed package first, else the source checkout.
+
+    A pip-installed contestkit ships them as package data (``contestkit/templates``); a
+    development checkout keeps them at the repository root (``templates/``).
+    """
+    package_dir = Path(__file__).resolve().parent / "templates"
+    repo_dir = Path(__file__).resolve().parent.parent / "templates"
+    for candidate in (package_dir, repo_dir):
+        if candidate.is_dir() and any((candidate / d).is_dir() for d in TEMPLATES.values()):
+            return candidate
+    raise NotFoundError(
+        f"the agent templates are missing (looked in {package_dir} and {repo_dir}); "
+        "reinstall contestkit with `pip install --force-reinstall contestkit`."
+    )
+
+
+def resolve_template(template: str) -> str:
+    """The canonical template name for what the user typed (``torch`` -> ``pytorch``)."""
+    key = template.strip().lower()
+    key = TEMPLATE_ALIASES.get(key, key)
+    if key not in TEMPLATES:
+        raise UsageError(f"unknown template {template!r}: choose one of {', '.join(TEMPLATES)}.")
+    return key
+
+
+def template_dir(template: str) -> Path:
+    """The directory holding one template."""
+    path = templates_root() / TEMPLATES[resolve_template(template)]
+    if not path.is_dir():
+        raise NotFoundError(f"template {template!r} is missing from {path.parent}; reinstall contestkit.")
+    return path
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` is not a valid Docker repository name component, or ``None`` if it is.
+
+    The rule (Docker's reference grammar for one path component): lowercase letters and digits,
+    separated by ``.``, ``_``, ``__`` or runs of ``-``; it starts and ends with a letter or digit.
+    """
+    if not name:
+        return "the name is empty; use lowercase letters, digits and . _ - (for example my-agent)"
+    if "/" in name:
+        return (
+            f"{name!r} contains '/': NAME is one repository component (it is also the directory name); "
+            "give the registry host and organisation with --registry HOST/ORG"
+        )
+    if ":" in name or "@" in name:
+        sep = ":" if ":" in name else "@"
+        return f"{name!r} contains {sep!r}: tags and digests are chosen at build time, not here"
+    suggestion = _suggest(name)
+    hint = f"; try {suggestion!r}" if suggestion else ""
+    if any(c.isupper() for c in name):
+        return f"{name!r} has uppercase letters, which Docker image names forbid{hint}"
+    bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c in "._-"))})
+    if bad:
+        shown = " ".join(repr(c) for c in bad)
+        allowed = "only lowercase letters, digits, '.', '_' and '-' are allowed"
+        return f"{name!r} contains {shown}: {allowed}{hint}"
+    if not name[0].isalnum() or not name[-1].isalnum():
+        return f"{name!r} must start and end with a lowercase letter or digit"
+    if not _COMPONENT.fullmatch(name):
+        return (
+            f"{name!r} has separators in a row: between letters or digits use one '.', one or two '_', "
+            "or any number of '-'"
+        )
+    if len(name) > MAX_NAME_LENGTH:
+        return f"the name is {len(name)} characters long; image names may have at most {MAX_NAME_LENGTH}"
+    return None
+
+
+def _suggest(name: str) -> str | None:
+    """A valid name close to ``name`` (lowercased, other characters turned into '-'), if any."""
+    text = re.sub(r"[^a-z0-9._-]+", "-", name.lower())
+    text = re.sub(r"[._-]*-[._-]*", "-", text).strip("._-")
+    return text if text and text != name and _COMPONENT.fullmatch(text) else None
+
+
+def validate_name(name: str) -> str:
+    """``name`` unchanged when it is a valid image repository name; else a UsageError with the rule."""
+    problem = name_problem(name)
+    if problem:
+        raise UsageError(f"invalid project name: {problem}.")
+    return name
+
+
+def validate_registry(registry: str) -> str:
+    """A registry as ``HOST[:PORT][/ORG...]`` (no scheme, no trailing slash), normalised."""
+    value = registry.strip().rstrip("/")
+    if "://" in value:
+        scheme = value.split("://", 1)[0]
+        raise UsageError(
+            f"invalid registry {registry!r}: give HOST or HOST/ORG without {scheme}:// "
+            f"(for example {value.split('://', 1)[1] or 'registry.example.com/team'})."
+        )
+    if not value:
+        raise UsageError("invalid registry: it is empty; give HOST or HOST/ORG, for example registry.example.com/team.")
+    host, _, path = value.partition("/")
+    hostname, _, port = host.partition(":")
+    if not hostname or not all(_DOMAIN_COMPONENT.fullmatch(part) for part in hostname.split(".")):
+        raise UsageError(
+            f"invalid registry {registry!r}: {host!r} is not a host name "
+            "(letters, digits and '-', dot-separated, optionally :PORT)."
+        )
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise UsageError(f"invalid registry {registry!r}: port {port!r} must be a number from 1 to 65535.")
+    for component in path.split("/") if path else []:
+        problem = name_problem(component)
+        if problem:
+            raise UsageError(f"invalid registry {registry!r}: organisation part {problem}.")
+    return value
+
+
+def _render(text: str, values: dict[str, str]) -> str:
+    for key, value in values.items():
+        text = text.replace("{{" + key + "}}", value)
+    return text
+
+
+def substitutions(name: str, registry: str | None, template: str) -> dict[str, str]:
+    """The ``{{key}}`` placeholders templates may use, and their values."""
+    return {
+        "name": name,
+        # A YAML scalar: quoted string, or null when the registry is chosen later (build asks).
+        "registry_yaml": json.dumps(registry) if registry else "null",
+        "registry": registry or "<registry>",
+        "image": f"{registry}/{name}" if registry else name,
+        "template": template,
+        "contestkit_version": __version__,
+    }
+
+
+def create_project(
+    name: str,
+    template: str = DEFAULT_TEMPLATE,
+    registry: str | None = None,
+    directory: str | Path | None = None,
+) -> Project:
+    """Create ``directory/name`` (default: ``./name``) from a template; returns what was made.
+
+    Refuses an invalid name or registry, and a target that exists in any form, before writing
+    anything. On a failure half-way the partly written directory (which this call created) is
+    removed, so a retry starts clean.
+    """
+    validate_name(name)
+    template = resolve_template(template)
+    if registry is not None:
+        registry = validate_registry(registry)
+        if len(f"{registry}/{name}") > MAX_REPOSITORY_LENGTH:
+            raise UsageError(
+                f"invalid project name: {registry}/{name} is longer than Docker's "
+                f"{MAX_REPOSITORY_LENGTH} characters for a repository; choose a shorter name."
+            )
+    source = template_dir(template)
+    parent = Path(directory) if directory is not None else Path.cwd()
+    target = parent / name
+    if target.exists() or target.is_symlink():
+        kind = "directory" if target.is_dir() else "file"
+        raise ContestkitError(
+            f"{target} already exists ({kind}); contestkit never overwrites it: "
+            "choose another NAME, or another parent with --dir PATH."
+        )
+    if parent.exists() and not parent.is_dir():
+        raise ContestkitError(f"{parent} is not a directory; give --dir a directory to create the project in.")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        target.mkdir()  # exclusive: fails if someone created it since the check above
+    except FileExistsError:
+        raise ContestkitError(
+            f"{target} already exists; contestkit never overwrites it: choose another NAME or --dir."
+        ) from None
+    except OSError as exc:
+        raise ContestkitError(f"cannot create {target}: {exc.strerror}; check the path and its permissions.") from None
+
+    values = substitutions(name, registry, template)
+    try:
+        shutil.copytree(source, target, ignore=_IGNORED, dirs_exist_ok=True, symlinks=False)
+        for path in sorted(target.rglob("*")):
+            if not path.is_file():
+                continue
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                continue  # binary (a shipped checkpoint): copied as is
+            rendered = _render(text, values)
+            if rendered != text:
+                path.write_text(rendered, encoding="utf-8")
+    except OSError as exc:
+        shutil.rmtree(target, ignore_errors=True)
+        raise ContestkitError(
+            f"cannot write the project into {target}: {exc}; check free space and permissions."
+        ) from None
+    return Project(name=name, template=template, path=target, registry=registry)

@@ -1,0 +1,199 @@
+"""Proximal Policy Optimization for a single environment, with checkpoints.
+
+The contest gives one env instance, so rollouts are ``n_steps`` consecutive timesteps of that
+one env. Episodes that end by the 4,500-timestep limit (``truncated``) are bootstrapped with the
+value of their last observation instead of being treated as deaths, so the agent is not taught
+that time running out is a punishment.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from agent.config import Config
+from agent.model import ActorCritic
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` uses the GPU when one is present (the contest machine had a K80), else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Rollout:
+    """Storage for one rollout; preallocated so that collecting costs no allocation per step."""
+
+    def __init__(self, n_steps: int, obs_shape: tuple[int, ...]) -> None:
+        self.obs = np.zeros((n_steps, *obs_shape), dtype=np.uint8)
+        self.actions = np.zeros(n_steps, dtype=np.int64)
+        self.log_probs = np.zeros(n_steps, dtype=np.float32)
+        self.values = np.zeros(n_steps, dtype=np.float32)
+        self.rewards = np.zeros(n_steps, dtype=np.float32)
+        # terminal[t]: the episode ended by death/level end at step t (no bootstrap);
+        # boundary[t]: an episode ended at step t for any reason (GAE must not cross it).
+        self.terminal = np.zeros(n_steps, dtype=np.float32)
+        self.boundary = np.zeros(n_steps, dtype=np.float32)
+        # Value of the observation after a truncated step, to bootstrap the time limit.
+        self.bootstrap = np.zeros(n_steps, dtype=np.float32)
+        self.size = 0
+
+    def add(self, obs: np.ndarray, action: int, log_prob: float, value: float) -> None:
+        t = self.size
+        self.obs[t] = obs
+        self.actions[t] = action
+        self.log_probs[t] = log_prob
+        self.values[t] = value
+        self.terminal[t] = 0.0
+        self.boundary[t] = 0.0
+        self.bootstrap[t] = 0.0
+        self.size += 1
+
+    def advantages(self, last_value: float, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
+        """Generalized advantage estimates and value targets (returns)."""
+        n = self.size
+        adv = np.zeros(n, dtype=np.float32)
+        gae = 0.0
+        next_value = last_value
+        for t in reversed(range(n)):
+            if self.boundary[t]:
+                # Terminal: nothing follows. Truncated: the value of the state it stopped in.
+                next_value = 0.0 if self.terminal[t] else float(self.bootstrap[t])
+                gae = 0.0
+            delta = self.rewards[t] + gamma * next_value - self.values[t]
+            gae = delta + gamma * lam * gae
+            adv[t] = gae
+            next_value = self.values[t]
+        return adv, adv + self.values[:n]
+
+
+class PPO:
+    """A policy that acts one observation at a time and learns from full rollouts."""
+
+    def __init__(self, cfg: Config, obs_shape: tuple[int, int, int], n_actions: int) -> None:
+        self.cfg = cfg
+        self.device = pick_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.obs_shape = obs_shape
+        self.n_actions = n_actions
+        self.model = ActorCritic(obs_shape[0], n_actions, obs_shape[1], obs_shape[2]).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate, eps=1e-5)
+        self.rollout = Rollout(cfg.n_steps, obs_shape)
+        self.timesteps = 0
+        self.updates = 0
+        self.last_stats: dict[str, float] = {}
+
+    @torch.inference_mode()
+    def act(self, obs: np.ndarray) -> tuple[int, float, float]:
+        """Sample an action for one observation: (action index, its log-probability, value)."""
+        x = torch.from_numpy(obs).to(self.device).unsqueeze(0)
+        logits, value = self.model(x)
+        log_probs = torch.log_softmax(logits[0], dim=-1).cpu().numpy().astype(np.float64)
+        probs = np.exp(log_probs)
+        action = int(self.rng.choice(self.n_actions, p=probs / probs.sum()))
+        return action, float(log_probs[action]), float(value[0])
+
+    @torch.inference_mode()
+    def value(self, obs: np.ndarray) -> float:
+        x = torch.from_numpy(obs).to(self.device).unsqueeze(0)
+        return float(self.model(x)[1][0])
+
+    def update(self, last_value: float) -> dict[str, float]:
+        """The clipped PPO update over the stored rollout; empties it."""
+        cfg = self.cfg
+        ro = self.rollout
+        n = ro.size
+        adv, returns = ro.advantages(last_value, cfg.gamma, cfg.gae_lambda)
+        dev = self.device
+        obs = torch.from_numpy(ro.obs[:n]).to(dev)
+        actions = torch.from_numpy(ro.actions[:n]).to(dev)
+        old_log_probs = torch.from_numpy(ro.log_probs[:n]).to(dev)
+        old_values = torch.from_numpy(ro.values[:n]).to(dev)
+        adv_t = torch.from_numpy(adv).to(dev)
+        returns_t = torch.from_numpy(returns).to(dev)
+        batch = max(1, n // cfg.n_minibatches)
+        stats = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "clip_frac": 0.0}
+        count = 0
+        self.model.train()
+        for _ in range(cfg.n_epochs):
+            order = torch.from_numpy(self.rng.permutation(n)).to(dev)
+            for start in range(0, n - batch + 1, batch):
+                idx = order[start : start + batch]
+                logits, values = self.model(obs[idx])
+                log_probs_all = torch.log_softmax(logits, dim=-1)
+                log_probs = log_probs_all.gather(1, actions[idx].unsqueeze(1)).squeeze(1)
+                entropy = -(log_probs_all.exp() * log_probs_all).sum(-1).mean()
+                a = adv_t[idx]
+                a = (a - a.mean()) / (a.std() + 1e-8)
+                ratio = torch.exp(log_probs - old_log_probs[idx])
+                clipped = torch.clamp(ratio, 1 - cfg.clip_range, 1 + cfg.clip_range)
+                policy_loss = -torch.min(ratio * a, clipped * a).mean()
+                # Clipped value loss, as in baselines' ppo2.
+                v_old = old_values[idx]
+                v_clipped = v_old + torch.clamp(values - v_old, -cfg.clip_range, cfg.clip_range)
+                value_loss = (
+                    0.5
+                    * torch.max(
+                        F.mse_loss(values, returns_t[idx], reduction="none"),
+                        F.mse_loss(v_clipped, returns_t[idx], reduction="none"),
+                    ).mean()
+                )
+                loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                stats["policy_loss"] += float(policy_loss.detach())
+                stats["value_loss"] += float(value_loss.detach())
+                stats["entropy"] += float(entropy.detach())
+                stats["clip_frac"] += float(((ratio.detach() - 1).abs() > cfg.clip_range).float().mean())
+                count += 1
+        self.model.eval()
+        ro.size = 0
+        self.updates += 1
+        self.last_stats = {k: v / max(count, 1) for k, v in stats.items()}
+        return self.last_stats
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def save(self, path: Path, extra: dict | None = None) -> Path:
+        """Write a checkpoint atomically (a crash mid-write never leaves a torn file)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "obs_shape": list(self.obs_shape),
+                "n_actions": self.n_actions,
+                "timesteps": self.timesteps,
+                "updates": self.updates,
+                "config": asdict(self.cfg),
+                "saved_at": time.time(),
+                **(extra or {}),
+            },
+            tmp,
+        )
+        os.replace(tmp, path)
+        return path
+
+    def load(self, path: Path, *, weights_only: bool = False) -> dict:
+        """Start from a checkpoint; ``weights_only`` keeps a fresh optimizer (fine-tuning)."""
+        ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        if list(ckpt["obs_shape"]) != list(self.obs_shape) or ckpt["n_actions"] != self.n_actions:
+            raise ValueError(
+                f"checkpoint {path} was trained with observations {tuple(ckpt['obs_shape'])} and "
+                f"{ckpt['n_actions']} actions, but this run uses {self.obs_shape} and {self.n_actions}: "
+                "keep the preprocessing settings and the game family the same"
+            )
+        self.model.load_state_dict(ckpt["model"])
+        if not weights_only and "optimizer" in ckpt:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        return ckpt
