@@ -232,3 +232,22 @@ def test_cli_help_and_registry_errors_print_cleanly(tmp_path: Path) -> None:
         assert proc.returncode == 2, proc.stderr
         assert "error: invalid" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_templates_ship_inside_the_wheel(tmp_path: Path) -> None:
+    """A pip-installed contestkit (no source checkout) still has every template."""
+    import zipfile
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel,) = tmp_path.glob("contestkit-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for template in ("agent-pytorch", "agent-tf", "agent-random"):
+        assert f"contestkit/templates/{template}/Dockerfile" in names
+        assert f"contestkit/templates/{template}/contestkit.yaml" in names
