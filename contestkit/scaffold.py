@@ -31,6 +31,9 @@ TEMPLATES: dict[str, str] = {
     "tf": "agent-tf",
     "random": "agent-random",
 }
+#: Directories laid under a template first: the PPO templates share everything but the network
+#: code (their ``agent/framework.py``, ``model.py`` and ``ppo.py``), so that part lives once.
+TEMPLATE_LAYERS: dict[str, tuple[str, ...]] = {"pytorch": ("ppo-common",), "tf": ("ppo-common",)}
 #: Other spellings people type.
 TEMPLATE_ALIASES: dict[str, str] = {"torch": "pytorch", "tensorflow": "tf", "keras": "tf", "cpu": "random"}
 DEFAULT_TEMPLATE = "pytorch"
@@ -240,6 +243,8 @@ def create_project(
 
     values = substitutions(name, registry, template)
     try:
+        for layer in TEMPLATE_LAYERS.get(resolve_template(template), ()):
+            shutil.copytree(source.parent / layer, target, ignore=_IGNORED, dirs_exist_ok=True, symlinks=False)
         shutil.copytree(source, target, ignore=_IGNORED, dirs_exist_ok=True, symlinks=False)
         for path in sorted(target.rglob("*")):
             if not path.is_file():

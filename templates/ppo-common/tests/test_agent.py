@@ -17,11 +17,12 @@ import pytest
 
 from agent.actions import GENESIS_BUTTONS, action_set, combos_for
 from agent.config import Config
+from agent.framework import CHECKPOINT_SUFFIX
 from agent.main import run
 from agent.preprocess import FrameStack
 
 PROJECT = Path(__file__).resolve().parent.parent
-CHECKPOINT = "latest.pt"
+CHECKPOINT = f"latest{CHECKPOINT_SUFFIX}"
 
 
 class FakeEnv:
@@ -103,9 +104,9 @@ def test_frame_stack_shapes_and_order() -> None:
 
 def test_config_reads_overrides_from_the_environment() -> None:
     cfg = Config.from_env(
-        {"AGENT_N_STEPS": "128", "AGENT_GRAYSCALE": "false", "AGENT_INIT_CHECKPOINT": "x.pt"}
+        {"AGENT_N_STEPS": "128", "AGENT_GRAYSCALE": "false", "AGENT_INIT_CHECKPOINT": f"x{CHECKPOINT_SUFFIX}"}
     )
-    assert cfg.n_steps == 128 and cfg.grayscale is False and cfg.init_checkpoint == "x.pt"
+    assert cfg.n_steps == 128 and cfg.grayscale is False and cfg.init_checkpoint == f"x{CHECKPOINT_SUFFIX}"
     with pytest.raises(ValueError, match="AGENT_N_STEPS"):
         Config.from_env({"AGENT_N_STEPS": "lots"})
 

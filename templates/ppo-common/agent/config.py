@@ -24,8 +24,8 @@ class Config:
 
     # --- "Pretrain on the training levels, fine-tune on the test level" -----------------------
     # The one switch: a checkpoint to start from instead of random weights. Train on the
-    # training levels (each eval run leaves out/checkpoints/latest.pt), copy the result to
-    # pretrained/ppo.pt, set this to "pretrained/ppo.pt" and rebuild: the image then fine-tunes
+    # training levels (each eval run leaves out/checkpoints/latest<suffix>, .pt for PyTorch,
+    # .npz for TensorFlow), copy it to pretrained/, point this at it and rebuild: the image fine-tunes
     # that policy online on whatever level it is evaluated on.
     init_checkpoint: str | None = None
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from agent.actions import action_set
 from agent.config import Config
+from agent.framework import CHECKPOINT_SUFFIX
 from agent.preprocess import FrameStack
 
 BRIDGE = "tmp/sock"  # relative to the working directory, as in the 2018 contest
@@ -62,7 +63,7 @@ def run(env: GymnasiumEnv, cfg: Config) -> dict[str, Any]:
         ppo.load(init, weights_only=True)
         log(f"fine-tuning from {init}")
     out_dir = cfg.resolved_out_dir()
-    checkpoint = out_dir / "checkpoints" / "latest.pt"
+    checkpoint = out_dir / "checkpoints" / f"latest{CHECKPOINT_SUFFIX}"
     log(f"PPO on {game or 'unknown game'}: {len(actions)} actions, obs {frames.shape}, device {ppo.device}")
 
     episode_rewards: deque[float] = deque(maxlen=20)
