@@ -29,6 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from contestkit.bridge.client import RemoteEnv
+from contestkit.bridge.protocol import memory_tmpdir
 from contestkit.envs import ContestEnv
 from contestkit.games import resolve_level
 from contestkit.monitor import EpisodeLog
@@ -58,8 +59,8 @@ def in_process(acts: np.ndarray, workdir: Path) -> float:
     return dt / len(acts)
 
 
-def bridged(acts: np.ndarray, workdir: Path) -> float:
-    bridge = Path(tempfile.mkdtemp(prefix="ckb-")) / "sock"
+def bridged(acts: np.ndarray, workdir: Path, copy_obs: bool = True) -> float:
+    bridge = Path(tempfile.mkdtemp(prefix="ckb-", dir=memory_tmpdir())) / "sock"
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -83,7 +84,7 @@ def bridged(acts: np.ndarray, workdir: Path) -> float:
         stdout=subprocess.DEVNULL,
     )
     try:
-        env = RemoteEnv(bridge, connect_timeout=60)
+        env = RemoteEnv(bridge, connect_timeout=60, copy_obs=copy_obs)
         env.reset()
         t0 = time.perf_counter()
         for a in acts:
@@ -103,7 +104,7 @@ def json_bridged(acts: np.ndarray, workdir: Path) -> float:
 
     from json_bridge import JsonRemoteEnv, serve
 
-    d = tempfile.mkdtemp(prefix="ckj-")
+    d = tempfile.mkdtemp(prefix="ckj-", dir=memory_tmpdir())  # same footing as ours
     proc = mp.get_context("spawn").Process(target=serve, args=(d, GAME, STATE))
     proc.start()
     env = JsonRemoteEnv(d, timeout=60)

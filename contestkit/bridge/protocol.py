@@ -23,6 +23,7 @@ Session:
 from __future__ import annotations
 
 import json
+import os
 import socket
 import struct
 from dataclasses import asdict, dataclass, field
@@ -67,6 +68,19 @@ class Hello:
     @classmethod
     def decode(cls, payload: bytes) -> Hello:
         return cls(**json.loads(payload))
+
+
+def memory_tmpdir() -> str | None:
+    """A directory on a memory filesystem for the bridge, or None for the system default.
+
+    The observation file is written every step through a shared mapping; on a disk filesystem
+    the kernel tracks and writes back those dirty pages, which costs more than the rest of the
+    bridge together. /dev/shm is tmpfs on Linux (Docker gives the bridge a tmpfs volume).
+    """
+    candidate = "/dev/shm"
+    if os.path.isdir(candidate) and os.access(candidate, os.W_OK | os.X_OK):
+        return candidate
+    return None
 
 
 def recv_exact(sock: socket.socket, view: memoryview) -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from contestkit import results
+from contestkit.bridge.protocol import memory_tmpdir
 from contestkit.runtime.base import LaunchSpec, agent_command, remote_args
 
 
@@ -39,7 +40,7 @@ def _stop(proc: subprocess.Popen, grace: float) -> None:
 
 class LocalSession:
     def __init__(self, spec: LaunchSpec) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix="ck-"))
+        self.workdir = Path(tempfile.mkdtemp(prefix="ck-", dir=memory_tmpdir()))
         self._files: list[IO[bytes]] = []
         (self.workdir / "tmp").mkdir()
         bridge = self.workdir / "tmp" / "sock"
