@@ -31,7 +31,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 BUDGET_MS = 43.0
 AGENTS = ("random", "jerk", "ppo-pytorch", "ppo-tf")
-TEMPLATE_DIRS = {"ppo-pytorch": "agent-pytorch", "ppo-tf": "agent-tf", "random": "agent-random"}
+TEMPLATES = {"ppo-pytorch": "pytorch", "ppo-tf": "tf", "random": "random"}
+
+
+def scaffolded(agent: str) -> str:
+    """A fresh project of the agent's template, exactly as ``contestkit new`` makes it."""
+    from contestkit.scaffold import create_project
+
+    return str(create_project("bench-agent", TEMPLATES[agent], directory=tempfile.mkdtemp(prefix="agent-step-")).path)
 
 
 def record_frames(n: int = 256, seed: int = 0) -> tuple[np.ndarray, list[str]]:
@@ -121,7 +128,7 @@ def worker(agent: str, timesteps: int) -> dict[str, Any]:
     """Run one agent against the replay env in this process; the timing record."""
     frames, buttons = record_frames()
     if agent in ("ppo-pytorch", "ppo-tf"):
-        sys.path.insert(0, str(ROOT / "templates" / TEMPLATE_DIRS[agent]))
+        sys.path.insert(0, scaffolded(agent))
         from agent.config import Config  # type: ignore[import-not-found]
         from agent.main import run  # type: ignore[import-not-found]
 
@@ -134,7 +141,7 @@ def worker(agent: str, timesteps: int) -> dict[str, Any]:
         run(env, cfg)
         extra = {"n_steps": cfg.n_steps, "n_epochs": cfg.n_epochs, "device": cfg.device}
     elif agent == "random":
-        sys.path.insert(0, str(ROOT / "templates" / TEMPLATE_DIRS[agent]))
+        sys.path.insert(0, scaffolded(agent))
         from agent.main import run  # type: ignore[import-not-found]
 
         env = ReplayEnv(frames, buttons, timesteps, warmup=100, episode_length=400)

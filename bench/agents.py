@@ -175,8 +175,13 @@ def inproc_worker(agent: str, timesteps: int, results: Path, seed: int) -> None:
             return obs, r, term or trunc, info
 
     env = Budgeted()
+    if agent in ("ppo-pytorch", "ppo-tf", "random"):
+        # A fresh project, as `contestkit new` makes it (the PPO templates are layered).
+        from contestkit.scaffold import create_project
+
+        project = create_project("bench-agent", TEMPLATES[agent], directory=tempfile.mkdtemp(prefix="agents-"))
+        sys.path.insert(0, str(project.path))
     if agent in ("ppo-pytorch", "ppo-tf"):
-        sys.path.insert(0, str(ROOT / "templates" / f"agent-{TEMPLATES[agent]}"))
         from agent.config import Config  # type: ignore[import-not-found]
         from agent.main import run  # type: ignore[import-not-found]
 
@@ -184,7 +189,6 @@ def inproc_worker(agent: str, timesteps: int, results: Path, seed: int) -> None:
         cfg.out_dir = str(results / "out")
         run(env, cfg)
     elif agent == "random":
-        sys.path.insert(0, str(ROOT / "templates" / "agent-random"))
         from agent.main import run as run_random  # type: ignore[import-not-found]
 
         run_random(env, seed=seed)
