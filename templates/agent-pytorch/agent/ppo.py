@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from agent.config import Config
 from agent.model import ActorCritic
+from agent.rollout import Rollout
 
 
 def pick_device(name: str) -> torch.device:
@@ -26,52 +27,6 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-class Rollout:
-    """Storage for one rollout; preallocated so that collecting costs no allocation per step."""
-
-    def __init__(self, n_steps: int, obs_shape: tuple[int, ...]) -> None:
-        self.obs = np.zeros((n_steps, *obs_shape), dtype=np.uint8)
-        self.actions = np.zeros(n_steps, dtype=np.int64)
-        self.log_probs = np.zeros(n_steps, dtype=np.float32)
-        self.values = np.zeros(n_steps, dtype=np.float32)
-        self.rewards = np.zeros(n_steps, dtype=np.float32)
-        # terminal[t]: the episode ended by death/level end at step t (no bootstrap);
-        # boundary[t]: an episode ended at step t for any reason (GAE must not cross it).
-        self.terminal = np.zeros(n_steps, dtype=np.float32)
-        self.boundary = np.zeros(n_steps, dtype=np.float32)
-        # Value of the observation after a truncated step, to bootstrap the time limit.
-        self.bootstrap = np.zeros(n_steps, dtype=np.float32)
-        self.size = 0
-
-    def add(self, obs: np.ndarray, action: int, log_prob: float, value: float) -> None:
-        t = self.size
-        self.obs[t] = obs
-        self.actions[t] = action
-        self.log_probs[t] = log_prob
-        self.values[t] = value
-        self.terminal[t] = 0.0
-        self.boundary[t] = 0.0
-        self.bootstrap[t] = 0.0
-        self.size += 1
-
-    def advantages(self, last_value: float, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
-        """Generalized advantage estimates and value targets (returns)."""
-        n = self.size
-        adv = np.zeros(n, dtype=np.float32)
-        gae = 0.0
-        next_value = last_value
-        for t in reversed(range(n)):
-            if self.boundary[t]:
-                # Terminal: nothing follows. Truncated: the value of the state it stopped in.
-                next_value = 0.0 if self.terminal[t] else float(self.bootstrap[t])
-                gae = 0.0
-            delta = self.rewards[t] + gamma * next_value - self.values[t]
-            gae = delta + gamma * lam * gae
-            adv[t] = gae
-            next_value = self.values[t]
-        return adv, adv + self.values[:n]
 
 
 class PPO:
@@ -86,7 +41,7 @@ class PPO:
         self.n_actions = n_actions
         self.model = ActorCritic(obs_shape[0], n_actions, obs_shape[1], obs_shape[2]).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate, eps=1e-5)
-        self.rollout = Rollout(cfg.n_steps, obs_shape)
+        self.rollout = Rollout(cfg.n_steps, obs_shape, np.int64)
         self.timesteps = 0
         self.updates = 0
         self.last_stats: dict[str, float] = {}

@@ -21,8 +21,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TF start-up lines in
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from agent.config import Config  # noqa: E402
+from agent.config import Config
 from agent.model import build_actor_critic  # noqa: E402
+from agent.rollout import Rollout  # noqa: E402
 
 
 def pick_device(name: str) -> str:
@@ -30,52 +31,6 @@ def pick_device(name: str) -> str:
     if name == "auto":
         return "/GPU:0" if tf.config.list_physical_devices("GPU") else "/CPU:0"
     return name
-
-
-class Rollout:
-    """Storage for one rollout; preallocated so that collecting costs no allocation per step."""
-
-    def __init__(self, n_steps: int, obs_shape: tuple[int, ...]) -> None:
-        self.obs = np.zeros((n_steps, *obs_shape), dtype=np.uint8)
-        self.actions = np.zeros(n_steps, dtype=np.int32)
-        self.log_probs = np.zeros(n_steps, dtype=np.float32)
-        self.values = np.zeros(n_steps, dtype=np.float32)
-        self.rewards = np.zeros(n_steps, dtype=np.float32)
-        # terminal[t]: the episode ended by death/level end at step t (no bootstrap);
-        # boundary[t]: an episode ended at step t for any reason (GAE must not cross it).
-        self.terminal = np.zeros(n_steps, dtype=np.float32)
-        self.boundary = np.zeros(n_steps, dtype=np.float32)
-        # Value of the observation after a truncated step, to bootstrap the time limit.
-        self.bootstrap = np.zeros(n_steps, dtype=np.float32)
-        self.size = 0
-
-    def add(self, obs: np.ndarray, action: int, log_prob: float, value: float) -> None:
-        t = self.size
-        self.obs[t] = obs
-        self.actions[t] = action
-        self.log_probs[t] = log_prob
-        self.values[t] = value
-        self.terminal[t] = 0.0
-        self.boundary[t] = 0.0
-        self.bootstrap[t] = 0.0
-        self.size += 1
-
-    def advantages(self, last_value: float, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
-        """Generalized advantage estimates and value targets (returns)."""
-        n = self.size
-        adv = np.zeros(n, dtype=np.float32)
-        gae = 0.0
-        next_value = last_value
-        for t in reversed(range(n)):
-            if self.boundary[t]:
-                # Terminal: nothing follows. Truncated: the value of the state it stopped in.
-                next_value = 0.0 if self.terminal[t] else float(self.bootstrap[t])
-                gae = 0.0
-            delta = self.rewards[t] + gamma * next_value - self.values[t]
-            gae = delta + gamma * lam * gae
-            adv[t] = gae
-            next_value = self.values[t]
-        return adv, adv + self.values[:n]
 
 
 class PPO:
@@ -94,7 +49,7 @@ class PPO:
                 learning_rate=cfg.learning_rate, epsilon=1e-5, global_clipnorm=cfg.max_grad_norm
             )
             self.optimizer.build(self.model.trainable_variables)
-        self.rollout = Rollout(cfg.n_steps, obs_shape)
+        self.rollout = Rollout(cfg.n_steps, obs_shape, np.int32)
         self.timesteps = 0
         self.updates = 0
         self.last_stats: dict[str, float] = {}

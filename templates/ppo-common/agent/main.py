@@ -15,7 +15,6 @@ from collections import deque
 from typing import Any, Protocol
 
 import numpy as np
-
 from agent.actions import action_set
 from agent.config import Config
 from agent.framework import CHECKPOINT_SUFFIX
