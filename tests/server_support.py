@@ -53,7 +53,11 @@ def base_env(**extra: str) -> dict[str, str]:
 
 
 def cli(
-    *args: str, env: dict[str, str] | None = None, input: str | None = None, timeout: float = 120
+    *args: str,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+    timeout: float = 120,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m contestkit ARGS`` as a user would; output is captured as text."""
     return subprocess.run(
@@ -63,7 +67,7 @@ def cli(
         capture_output=True,
         text=True,
         timeout=timeout,
-        cwd=REPO,
+        cwd=cwd or REPO,
     )
 
 

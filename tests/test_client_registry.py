@@ -39,29 +39,6 @@ except ImportError:  # pragma: no cover - that support module ships with the Doc
         pytest.skip("DOCKER TESTS NOT RUN: tests/docker_support.py (toolkit images) is missing")
 
 
-CONTEST_AGENT = """
-import gym_remote.exceptions as gre
-import gym_remote.client as grc
-
-
-def main():
-    env = grc.RemoteEnv('tmp/sock')
-    env.reset()
-    while True:
-        action = env.action_space.sample()
-        action[7] = 1
-        ob, reward, done, _ = env.step(action)
-        if done:
-            env.reset()
-
-
-if __name__ == '__main__':
-    try:
-        main()
-    except gre.GymRemoteError as e:
-        print('exception', e)
-"""
-
 LEVELS = [("Fake", "Level1"), ("Fake", "Level2")]
 
 
@@ -111,8 +88,8 @@ class Team:
         )
         assert login.returncode == 0, login.stderr
 
-    def run(self, *args: str, input: str | None = None, cwd: Path | None = None) -> Any:
-        return cli(*args, env=self.env, input=input)
+    def run(self, *args: str, input: str | None = None, cwd: Path | None = None, timeout: float = 120) -> Any:
+        return cli(*args, env=self.env, input=input, cwd=cwd, timeout=timeout)
 
 
 @pytest.mark.docker
@@ -201,9 +178,10 @@ def test_a_job_for_an_image_that_was_never_pushed_fails_with_the_reason(stack, t
 @pytest.mark.docker
 @pytest.mark.slow
 def test_submit_wait_with_the_real_docker_evaluation(tmp_path: Path, toolkit_images):  # noqa: F811
-    """The whole loop with no test double: the contest's documented agent in an image built FROM the
-    toolkit's agent base, pushed to the team registry, pulled by the server and evaluated by
-    contestkit.evaluation in remote-env + agent containers; its score reaches the leaderboard."""
+    """The whole loop with no test double: a project made by `contestkit new`, built by
+    `contestkit build`, pushed to the team registry by `contestkit submit --wait`, pulled by the
+    server and evaluated by contestkit.evaluation in remote-env + agent containers; its score
+    reaches the leaderboard."""
     engine = docker_engine()
     address = f"127.0.0.1:{free_port()}"
     data_dir = init_contest(
@@ -218,16 +196,17 @@ def test_submit_wait_with_the_real_docker_evaluation(tmp_path: Path, toolkit_ima
     registry = RegistryProcess(data_dir / "registry" / "config.yml", address).start()
     server = ServerProcess(data_dir).start()
     contest = Contest(data_dir, server, [("Airstriker-Genesis", "Level1")])
-    project = tmp_path / "agent"
-    project.mkdir()
-    (project / "agent.py").write_text(CONTEST_AGENT)
-    (project / "Dockerfile").write_text(f"FROM {toolkit_images['cpu']}\nADD agent.py /root/compo/agent.py\n")
     team = Team(contest, tmp_path / "team")
-    local = f"doc-agent-{team.name}:v1"
-    engine.images.build(path=str(project), tag=local, rm=True)
-    target = f"{address}/{team.name}/doc-agent-{team.name}:v1"
+    # As a contestant does it: scaffold, build, submit and wait.
+    made = team.run("new", "rand-agent", "--template", "random", "--dir", str(tmp_path))
+    assert made.returncode == 0, made.stdout + made.stderr
+    project = tmp_path / "rand-agent"
+    built = team.run("build", "v1", cwd=project, timeout=600)
+    assert built.returncode == 0, built.stdout + built.stderr
+    local = "rand-agent:v1"
+    target = f"{address}/{team.name}/rand-agent:v1"
     try:
-        submitted = team.run("submit", local, "--wait")
+        submitted = team.run("submit", "v1", "--wait", cwd=project, timeout=600)
         assert submitted.returncode == 0, submitted.stdout + submitted.stderr + server.log()
         job = json.loads(team.run("jobs", "--json").stdout)
         assert job["status"] == "finished", job
