@@ -14,9 +14,8 @@ from pathlib import Path
 
 from contestkit.config import PROJECT_FILE, Config, find_project_file, load_config
 from contestkit.errors import ContestkitError
+from contestkit.naming import name_problem, sanitize_name
 
-# Docker's rule for one path component of a repository name.
-_NAME_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -57,20 +56,11 @@ class Project:
         return f"{base}:{tag}"
 
 
-def sanitize_name(text: str) -> str:
-    """A Docker-valid repository name derived from ``text`` (a directory name)."""
-    name = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("._-")
-    name = re.sub(r"[._-]{2,}", "-", name)
-    return name or "agent"
-
-
 def validate_name(name: str, where: str) -> str:
     """``name`` if Docker accepts it as an image name, else a :class:`ContestkitError`."""
-    if not _NAME_RE.match(name) or len(name) > 128:
-        raise ContestkitError(
-            f"{where}: '{name}' is not a valid image name: use lowercase letters, digits and . _ - "
-            f"(e.g. '{sanitize_name(name)}')."
-        )
+    problem = name_problem(name)
+    if problem:
+        raise ContestkitError(f"{where}: '{name}' is not a valid image name: {problem}.")
     return name
 
 

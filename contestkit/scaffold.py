@@ -24,6 +24,7 @@ from pathlib import Path
 
 from contestkit import __version__
 from contestkit.errors import ContestkitError, NotFoundError, UsageError
+from contestkit.naming import name_problem
 
 #: Template choice on the command line -> directory under the templates root.
 TEMPLATES: dict[str, str] = {
@@ -40,15 +41,11 @@ DEFAULT_TEMPLATE = "pytorch"
 
 #: Docker's limit on a full repository reference (registry/path).
 MAX_REPOSITORY_LENGTH = 255
-#: The longest NAME: what registries (and ``contestkit build``) accept for one repository name.
-MAX_NAME_LENGTH = 128
-
 # Build and run leftovers of a template's own test runs that must not be copied into projects.
 _IGNORED = shutil.ignore_patterns(
     "__pycache__", "*.pyc", "*.pyo", ".pytest_cache", ".ruff_cache", "out", "results", "tmp", "*.egg-info"
 )
 
-_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _DOMAIN_COMPONENT = re.compile(r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])")
 
 
@@ -99,50 +96,6 @@ def template_dir(template: str) -> Path:
     if not path.is_dir():
         raise NotFoundError(f"template {template!r} is missing from {path.parent}; reinstall contestkit.")
     return path
-
-
-def name_problem(name: str) -> str | None:
-    """Why ``name`` is not a valid Docker repository name component, or ``None`` if it is.
-
-    The rule (Docker's reference grammar for one path component): lowercase letters and digits,
-    separated by ``.``, ``_``, ``__`` or runs of ``-``; it starts and ends with a letter or digit.
-    """
-    if not name:
-        return "the name is empty; use lowercase letters, digits and . _ - (for example my-agent)"
-    if "/" in name:
-        return (
-            f"{name!r} contains '/': NAME is one repository component (it is also the directory name); "
-            "give the registry host and organisation with --registry HOST/ORG"
-        )
-    if ":" in name or "@" in name:
-        sep = ":" if ":" in name else "@"
-        return f"{name!r} contains {sep!r}: tags and digests are chosen at build time, not here"
-    suggestion = _suggest(name)
-    hint = f"; try {suggestion!r}" if suggestion else ""
-    if any(c.isupper() for c in name):
-        return f"{name!r} has uppercase letters, which Docker image names forbid{hint}"
-    bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c in "._-"))})
-    if bad:
-        shown = " ".join(repr(c) for c in bad)
-        allowed = "only lowercase letters, digits, '.', '_' and '-' are allowed"
-        return f"{name!r} contains {shown}: {allowed}{hint}"
-    if not name[0].isalnum() or not name[-1].isalnum():
-        return f"{name!r} must start and end with a lowercase letter or digit"
-    if not _COMPONENT.fullmatch(name):
-        return (
-            f"{name!r} has separators in a row: between letters or digits use one '.', one or two '_', "
-            "or any number of '-'"
-        )
-    if len(name) > MAX_NAME_LENGTH:
-        return f"the name is {len(name)} characters long; image names may have at most {MAX_NAME_LENGTH}"
-    return None
-
-
-def _suggest(name: str) -> str | None:
-    """A valid name close to ``name`` (lowercased, other characters turned into '-'), if any."""
-    text = re.sub(r"[^a-z0-9._-]+", "-", name.lower())
-    text = re.sub(r"[._-]*-[._-]*", "-", text).strip("._-")
-    return text if text and text != name and _COMPONENT.fullmatch(text) else None
 
 
 def validate_name(name: str) -> str:
