@@ -122,22 +122,17 @@ def choose_launcher(req: EvalRequest) -> Launcher:
     if runtime == "auto":
         runtime = "local"
         if req.agent is None and (req.image or req.project_dir):
-            try:
-                from contestkit.dockerengine import engine_available
+            from contestkit.dockerengine import engine_available
 
-                if engine_available():
-                    runtime = "docker"
-            except ImportError:
-                pass
+            if engine_available():
+                runtime = "docker"
     if runtime == "local":
         from contestkit.runtime.local import LocalLauncher
 
         return LocalLauncher()
     if runtime == "docker":
-        try:
-            from contestkit.runtime.docker import DockerLauncher
-        except ImportError as exc:
-            raise ContestkitError(f"The docker runtime cannot start here ({exc}); use --runtime local.") from None
+        from contestkit.runtime.docker import DockerLauncher
+
         return DockerLauncher()
     raise UsageError(f"Unknown runtime '{req.runtime}': choose auto, docker or local.")
 
@@ -315,14 +310,11 @@ def default_agent(req: EvalRequest) -> str:
     if req.agent:
         return req.agent
     if req.project_dir is not None:
-        try:
-            from contestkit.project import load_project
+        from contestkit.project import load_project
 
-            entry = getattr(load_project(req.project_dir), "entry", None)
-            if entry:
-                return entry if ":" in entry else str(Path(req.project_dir) / entry)
-        except ImportError:
-            pass
+        entry = load_project(req.project_dir).entry
+        if entry:
+            return entry if ":" in entry else str(Path(req.project_dir) / entry)
     return str(BUNDLED_AGENT)
 
 
@@ -396,7 +388,7 @@ def evaluate_level(
     if on_progress is not None:
         final = _read_progress(level, results_dir, start, "done" if result.ok else "failed")
         on_progress(final)
-    if interrupted or events.get("interrupted") and cancel is None:
+    if interrupted or (events.get("interrupted") and cancel is None):
         raise KeyboardInterrupt
     return result
 

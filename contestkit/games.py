@@ -8,7 +8,6 @@ suffix, the contest scenario and the ROM check live in exactly one place.
 from __future__ import annotations
 
 import difflib
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,12 +108,6 @@ def rom_path(game: str) -> Path | None:
         return None
 
 
-def game_dir(game: str) -> Path | None:
-    """The emulator package's integration directory of a game (states, scenario, rom)."""
-    sha = retro().data.get_file_path(emulator_name(game), "rom.sha", retro().data.Integrations.ALL)
-    return Path(sha).parent if sha else None
-
-
 def resolve_level(game: str, state: str | None, *, check_rom: bool = True) -> Level:
     """Check a game and state the user typed and say what to do when either is wrong.
 
@@ -149,19 +142,3 @@ def resolve_level(game: str, state: str | None, *, check_rom: bool = True) -> Le
             f"run `contestkit roms import PATH` with the folder that holds it."
         )
     return Level(game=game, state=state, emulator_game=emulator_name(game), scenario=scenario)
-
-
-def rom_search_dirs() -> list[Path]:
-    """The directories in which the emulator package stores integrations and imported ROMs."""
-    base = Path(retro().data.path())
-    return [base / p for p in retro().data.Integrations.ALL.paths if (base / p).is_dir()]
-
-
-def data_root() -> Path:
-    """Root of the emulator package's game data (mounted into the remote-env container)."""
-    return Path(retro().data.path())
-
-
-def env_data_override() -> str | None:
-    """An alternative game-data directory, for ROMs kept outside the package (read-only mounts)."""
-    return os.environ.get("CONTESTKIT_RETRO_DATA")

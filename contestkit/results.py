@@ -52,8 +52,7 @@ def prepare(path: Path, *, force: bool) -> Path:
             )
         for name in _RESULT_FILES:
             (path / name).unlink(missing_ok=True)
-        for sub in (RECORDINGS,):
-            shutil.rmtree(path / sub, ignore_errors=True)
+        shutil.rmtree(path / RECORDINGS, ignore_errors=True)
         for child in path.iterdir():
             if child.is_dir() and (child / SUMMARY).exists():
                 shutil.rmtree(child)

@@ -26,8 +26,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-# Command-group modules; each defines ``register(app)``. A module that is missing (work in
-# progress on a branch) must not take the whole CLI down, so import errors are reported lazily.
+# Command-group modules; each defines ``register(app)``.
 _COMMAND_MODULES = (
     "contestkit.cli.eval_cmd",
     "contestkit.cli.roms_cmd",
@@ -57,13 +56,7 @@ def _root(
 
 def _register_all() -> None:
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        module.register(app)
+        importlib.import_module(name).register(app)
 
 
 _register_all()

@@ -47,13 +47,8 @@ LevelRunner = Callable[[LevelTask, ProgressCallback, threading.Event], Any]
 
 def contestkit_level_runner(task: LevelTask, on_progress: ProgressCallback, cancel: threading.Event) -> Any:
     """Evaluate a level with ``contestkit.evaluation`` (the same code as ``contestkit eval``)."""
-    try:
-        from contestkit.evaluation import EvalRequest, evaluate_level
-    except ImportError as exc:
-        raise ContestkitError(
-            f"contestkit.evaluation is not available on this server ({exc}); install contestkit with its "
-            "evaluation dependencies or set 'evaluator' in server.yaml."
-        ) from None
+    from contestkit.evaluation import EvalRequest, evaluate_level  # deferred: the emulator loads late
+
     request = EvalRequest(
         game=task.game,
         state=task.state,
