@@ -8,7 +8,15 @@ the same pre-drawn random actions. Runs are interleaved (in-process, bridged, in
 so that machine noise hits both alike; the figure is the median over rounds of
 (bridged time per timestep / in-process time per timestep).
 
-    python bench/bridge.py [--rounds 7] [--steps 3000] [--json]
+Each round also measures the machine's floor for any bridge whose wake-up blocks rather than
+polls: one blocking 16-byte round trip between two processes, the waiting one idle for a whole
+in-process timestep first, as the agent is while the env steps. ``floor_ratio`` is
+(timestep + that round trip) / timestep. On a VM, waking an idle virtual CPU is expensive, and
+this floor alone can exceed a few percent; the bridge cannot beat it without spinning.
+``--same-cpu`` pins everything (both runs, both bridge processes, the floor) to one CPU, which
+turns the cross-CPU wake-up into a same-CPU context switch.
+
+    python bench/bridge.py [--rounds 7] [--steps 3000] [--same-cpu] [--json]
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
@@ -98,6 +107,42 @@ def bridged(acts: np.ndarray, workdir: Path, copy_obs: bool = True) -> float:
     return dt / len(acts)
 
 
+def _echo(sock: socket.socket, n: int) -> None:
+    buf = bytearray(16)
+    for _ in range(n):
+        sock.recv_into(buf)
+        sock.sendall(buf)
+
+
+def blocking_round_trip(step_seconds: float, n: int = 1000) -> float:
+    """Median seconds of one blocking round trip, the answering process idle for a timestep before.
+
+    The caller plays the env (busy for ``step_seconds``, then sends and waits) and a forked
+    process plays the agent (blocked in ``recv`` all that time, then answers at once). This is
+    the least any bridge pays per timestep if neither side spins; the bridge's own socket is a
+    unix stream socket too.
+    """
+    import multiprocessing as mp
+
+    ours, theirs = socket.socketpair()
+    proc = mp.get_context("fork").Process(target=_echo, args=(theirs, n))
+    proc.start()
+    msg, buf = bytes(16), bytearray(16)
+    clock, busy_ns, trips = time.perf_counter_ns, int(step_seconds * 1e9), []
+    for _ in range(n):
+        until = clock() + busy_ns
+        while clock() < until:
+            pass
+        t0 = clock()
+        ours.sendall(msg)
+        ours.recv_into(buf)
+        trips.append(clock() - t0)
+    proc.join(timeout=30)
+    ours.close()
+    theirs.close()
+    return statistics.median(trips) / 1e9
+
+
 def json_bridged(acts: np.ndarray, workdir: Path) -> float:
     """The same run through a 2018-style JSON bridge (bench/json_bridge.py)."""
     import multiprocessing as mp
@@ -126,9 +171,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--json", action="store_true", help="print one JSON line")
     ap.add_argument("--compare-json", action="store_true", help="also time a 2018-style JSON bridge")
+    ap.add_argument("--same-cpu", action="store_true", help="pin everything to one CPU (the last one)")
     args = ap.parse_args()
+    if args.same_cpu:
+        os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})  # children inherit it
     acts = actions(args.steps)
-    ratios, inproc, bridge, json_ratios = [], [], [], []
+    ratios, inproc, bridge, json_ratios, floors = [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for i in range(args.rounds):
@@ -137,7 +185,12 @@ def main() -> None:
             inproc.append(a)
             bridge.append(b)
             ratios.append(b / a)
-            line = f"round {i + 1}: in-process {a * 1e3:.3f} ms/step, bridged {b * 1e3:.3f} ms/step, ratio {b / a:.4f}"
+            floor = (a + blocking_round_trip(a)) / a
+            floors.append(floor)
+            line = (
+                f"round {i + 1}: in-process {a * 1e3:.3f} ms/step, bridged {b * 1e3:.3f} ms/step, "
+                f"ratio {b / a:.4f} (floor {floor:.4f})"
+            )
             if args.compare_json:
                 j = json_bridged(acts, work)
                 json_ratios.append(j / a)
@@ -154,6 +207,9 @@ def main() -> None:
         "in_process_ms_per_step": round(statistics.median(inproc) * 1e3, 4),
         "bridged_ms_per_step": round(statistics.median(bridge) * 1e3, 4),
         "overhead_us_per_step": round((statistics.median(bridge) - statistics.median(inproc)) * 1e6, 1),
+        "floor_ratio": round(statistics.median(floors), 4),
+        "floor_round_trip_us": round((statistics.median(floors) - 1) * statistics.median(inproc) * 1e6, 1),
+        "placement": "same-cpu" if args.same_cpu else "default",
         "json_bridge_ratio": round(statistics.median(json_ratios), 4) if json_ratios else None,
         "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d"),
@@ -162,6 +218,10 @@ def main() -> None:
         print(json.dumps(result))
     else:
         print(f"median ratio {result['ratio']} ({result['overhead_us_per_step']} us/step overhead)")
+        print(
+            f"floor for a non-polling bridge on this machine: {result['floor_ratio']} "
+            f"(one blocking round trip, {result['floor_round_trip_us']} us)"
+        )
         if json_ratios:
             print(f"2018-style JSON bridge: median ratio {result['json_bridge_ratio']}")
 
