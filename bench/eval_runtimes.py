@@ -44,10 +44,10 @@ def build_agent_image() -> None:
             pass
 
 
-def run_eval(runtime: str, steps: int, results: Path) -> float:
+def run_eval(runtime: str, steps: int, results: Path, extra: list[str] | None = None) -> float:
     """Run `contestkit eval` in a new process; return seconds from launch to the first step."""
     args = ["eval", GAME, STATE, "--runtime", runtime, "--timestep-limit", str(steps), "--results-dir", str(results),
-            "--quiet", "--json", "--seed", "0"]  # fmt: skip
+            "--quiet", "--json", "--seed", "0", *(extra or [])]  # fmt: skip
     args += ["--image", IMAGE] if runtime == "docker" else ["--agent", str(AGENT)]
     t0 = time.time()
     proc = subprocess.run([sys.executable, "-m", "contestkit", *args], capture_output=True, text=True)

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from contestkit import __version__, results, scoring
+from contestkit import __version__, cpuset, results, scoring
 from contestkit.errors import ContestkitError, UsageError
 from contestkit.games import Level, resolve_level
 from contestkit.runtime.base import Launcher, LaunchSpec, Session
@@ -49,6 +49,7 @@ class EvalRequest:
     record: bool = False
     gpus: bool = False
     cpus: float | None = None
+    cpuset: str | None = None  # Linux cpuset list, e.g. "0-3"; see contestkit.cpuset
     memory: str | None = None
     connect_timeout: float = 300.0
     project_dir: Path | None = None
@@ -282,6 +283,7 @@ def _summarize(
         "runtime": runtime,
         "agent": spec.agent,
         "image": spec.image,
+        "cpuset": list(spec.cpuset) if spec.cpuset else None,
         "episodes": len(rewards),
         "timesteps": env_status.get("timesteps", sum(length for _, length, _ in episodes)),
         "score": score,
@@ -330,6 +332,7 @@ def evaluate_level(
     """Evaluate one level. User errors raise ContestkitError before anything starts; once the
     halves run, every ending (crash, budget, Ctrl-C) is written to summary.json and returned."""
     level = level or resolve_level(req.game, req.state)
+    cpus = cpuset.parse(req.cpuset) if req.cpuset else None
     results_dir = results.prepare(Path(req.results_dir), force=force)
     launcher = choose_launcher(req)
     agent = default_agent(req) if launcher.name == "local" else req.agent
@@ -353,6 +356,7 @@ def evaluate_level(
         project_dir=req.project_dir,
         gpus=req.gpus,
         cpus=req.cpus,
+        cpuset=cpus,
         memory=req.memory,
     )
     started_at = time.time()
@@ -408,6 +412,8 @@ def evaluate_levels(
     level's failure does not stop the others.
     """
     resolved = [resolve_level(game, state) for game, state in levels]
+    if base.cpuset:
+        cpuset.parse(base.cpuset)  # a typo fails once, before any level starts
     root = results.prepare(Path(base.results_dir), force=force)
     cancel = cancel or threading.Event()
 

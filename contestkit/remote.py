@@ -70,6 +70,7 @@ def _status(outcome: Outcome, args: argparse.Namespace, start_wall: float, episo
         "timestep_limit": args.timestep_limit,
         "wallclock_limit": args.wallclock_limit,
         "seed": args.seed,
+        "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         **outcome.details,
     }
 

@@ -73,6 +73,18 @@ def test_contest_agent_in_containers(docker_api, make_image, tmp_path):  # noqa:
     assert _leftovers(docker_api) == ([], [])
 
 
+def test_cpuset_pins_both_containers(docker_api, make_image, tmp_path):  # noqa: F811
+    cpu = max(os.sched_getaffinity(0))
+    image = make_image(AGENTS / "affinity_agent.py")
+    r = tmp_path / "r"
+    res = run_cli("eval", GAME, STATE, "--runtime", "docker", "--image", image, "--timestep-limit", "300",
+                  "--cpuset", str(cpu), "--results-dir", str(r), "--quiet", cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert f"cpus: {cpu}\n" in (r / "agent-stdout.txt").read_text()
+    assert json.loads((r / "remote-status.json").read_text())["cpus"] == [cpu]
+    assert _leftovers(docker_api) == ([], [])
+
+
 def test_agent_has_no_network(docker_api, make_image, tmp_path):  # noqa: F811
     image = make_image(AGENTS / "network_probe_agent.py")
     r = tmp_path / "r"

@@ -42,6 +42,26 @@ def test_contest_documented_agent_runs_unchanged(tmp_path):
     assert _no_process_mentions(str(r))
 
 
+def test_cpuset_pins_both_halves(tmp_path):
+    cpu = max(os.sched_getaffinity(0))
+    r = tmp_path / "r"
+    res = run_cli("eval", GAME, STATE, "--runtime", "local", "--agent", str(AGENTS / "affinity_agent.py"),
+                  "--timestep-limit", "300", "--cpuset", str(cpu), "--results-dir", str(r), cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert f"cpus: {cpu}\n" in (r / "agent-stdout.txt").read_text()
+    assert json.loads((r / "remote-status.json").read_text())["cpus"] == [cpu]
+    assert json.loads((r / "summary.json").read_text())["cpuset"] == [cpu]
+
+
+def test_bad_cpuset_is_refused_before_anything_starts(tmp_path):
+    r = tmp_path / "r"
+    res = run_cli("eval", GAME, STATE, "--runtime", "local", "--cpuset", "9999", "--results-dir", str(r),
+                  cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 2
+    assert "--cpuset '9999': CPU 9999 is not available here" in res.stderr
+    assert "Traceback" not in res.stderr and not r.exists()
+
+
 def test_crashing_agent_keeps_finished_episodes(tmp_path):
     r = tmp_path / "r"
     res = run_cli("eval", GAME, STATE, "--runtime", "local", "--agent", str(AGENTS / "crashing_agent.py"),

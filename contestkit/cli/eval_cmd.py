@@ -111,6 +111,12 @@ def eval_command(
         None, "--cpus", help="Docker runtime: agent CPU limit (default 6, the contest machine)."
     ),
     memory: str | None = typer.Option(None, "--memory", help="Docker runtime: agent memory limit (default 56g)."),
+    cpuset: str | None = typer.Option(
+        None,
+        "--cpuset",
+        help="CPUs the env and the agent run on, e.g. 0-3 or 1. One CPU for both is the fastest bridge for a "
+        "single-threaded agent on a VM.",
+    ),
     results_dir: Path | None = typer.Option(None, "--results-dir", help="Where results go (default results/<time>)."),
     force: bool = typer.Option(False, "--force", help="Replace results already in --results-dir."),
     connect_timeout: float = typer.Option(
@@ -138,6 +144,7 @@ def eval_command(
         record=record,
         gpus=gpus,
         cpus=cpus,
+        cpuset=cpuset,
         memory=memory,
         connect_timeout=connect_timeout,
         project_dir=project_dir,

@@ -31,6 +31,7 @@ class LaunchSpec:
     project_dir: Path | None = None
     gpus: bool = False
     cpus: float | None = None
+    cpuset: tuple[int, ...] | None = None  # both halves run on these CPUs
     memory: str | None = None
     env_vars: dict[str, str] = field(default_factory=dict)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from contestkit import results
+from contestkit.cpuset import describe
 from contestkit.errors import ContestkitError, NotFoundError
 from contestkit.games import rom_path
 from contestkit.runtime.base import LaunchSpec, remote_args
@@ -73,6 +74,10 @@ def _alive(pid: int) -> bool:
 def _host_cpus(wanted: float) -> float:
     """Docker refuses a CPU limit above the host's core count; the contest's 6 become what exists."""
     return min(wanted, float(os.cpu_count() or 1))
+
+
+def _cpuset(spec: LaunchSpec) -> str | None:
+    return describe(spec.cpuset) if spec.cpuset else None
 
 
 class _Waiter(threading.Thread):
@@ -158,7 +163,9 @@ class DockerSession:
             command=args,
             labels=self.labels,
             name=f"contestkit-remote-{self.id}",
-            host_config=api.create_host_config(binds=binds, network_mode="none", auto_remove=False),
+            host_config=api.create_host_config(
+                binds=binds, network_mode="none", auto_remove=False, cpuset_cpus=_cpuset(spec)
+            ),
         )["Id"]
         self.containers.append(env_id)
 
@@ -170,6 +177,7 @@ class DockerSession:
             "network_mode": "none",
             "nano_cpus": int(_host_cpus(spec.cpus or CONTEST_CPUS) * 1e9),
             "mem_limit": spec.memory or CONTEST_MEMORY,
+            "cpuset_cpus": _cpuset(spec),
         }
         if spec.gpus:
             import docker.types

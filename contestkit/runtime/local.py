@@ -81,6 +81,14 @@ class LocalSession:
             stderr=_log(results.AGENT_STDERR),
             start_new_session=True,
         )
+        if spec.cpuset:
+            # Set from here rather than in preexec_fn (unsafe with the threads of --parallel); the
+            # children are still starting the interpreter, long before they open the bridge.
+            for proc in (self.env_proc, self.agent_proc):
+                try:
+                    os.sched_setaffinity(proc.pid, spec.cpuset)
+                except ProcessLookupError:
+                    pass  # already gone: its exit status tells the story
 
     def env_exit(self) -> int | None:
         return self.env_proc.poll()

@@ -1,0 +1,44 @@
+"""The --cpuset list format: what it accepts, and one clear sentence for what it does not."""
+
+from __future__ import annotations
+
+import pytest
+
+from contestkit import cpuset
+from contestkit.errors import UsageError
+
+
+@pytest.mark.parametrize(
+    ("text", "cpus"),
+    [("0", (0,)), ("0-3", (0, 1, 2, 3)), ("3,1", (1, 3)), ("0-1,6", (0, 1, 6)), (" 2 , 4-5 ", (2, 4, 5))],
+)
+def test_parse_accepts_linux_cpuset_lists(text, cpus):
+    assert cpuset.parse(text, allowed=range(8)) == cpus
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("x", "is not a CPU list: write it like 0-3 or 1,3 (this machine's are 0-7)"),
+        ("1-", "is not a CPU list"),
+        ("", "is not a CPU list"),
+        ("3-1", "the range 3-1 runs backwards; write 1-3"),
+        ("6-9", "CPU 8-9 is not available here (this machine's are 0-7)"),
+    ],
+)
+def test_parse_refuses_with_one_sentence(text, says):
+    with pytest.raises(UsageError) as err:
+        cpuset.parse(text, allowed=range(8))
+    assert says in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_describe_is_the_shortest_list():
+    assert cpuset.describe([5, 0, 1, 2]) == "0-2,5"
+    assert cpuset.describe([3]) == "3"
+    assert cpuset.describe([1, 3, 4]) == "1,3-4"
+
+
+def test_default_allowed_set_is_this_process_affinity():
+    mine = cpuset.available()
+    assert mine and cpuset.parse(cpuset.describe(mine)) == tuple(sorted(mine))
