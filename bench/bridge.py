@@ -14,9 +14,12 @@ in-process timestep first, as the agent is while the env steps. ``floor_ratio`` 
 (timestep + that round trip) / timestep. On a VM, waking an idle virtual CPU is expensive, and
 this floor alone can exceed a few percent; the bridge cannot beat it without spinning.
 ``--same-cpu`` pins everything (both runs, both bridge processes, the floor) to one CPU, which
-turns the cross-CPU wake-up into a same-CPU context switch.
+turns the cross-CPU wake-up into a same-CPU context switch. ``--idle-poll`` (root) asks the
+kernel, for the length of the run only, to keep idle CPUs in their polling idle state (a PM QoS
+request through /dev/cpu_dma_latency), which is what waking another CPU costs on a machine
+where that is cheap; it burns the idle CPUs, so it is a measurement, not a setting to keep.
 
-    python bench/bridge.py [--rounds 7] [--steps 3000] [--same-cpu] [--json]
+    python bench/bridge.py [--rounds 7] [--steps 3000] [--same-cpu] [--idle-poll] [--json]
 """
 
 from __future__ import annotations
@@ -172,9 +175,14 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print one JSON line")
     ap.add_argument("--compare-json", action="store_true", help="also time a 2018-style JSON bridge")
     ap.add_argument("--same-cpu", action="store_true", help="pin everything to one CPU (the last one)")
+    ap.add_argument("--idle-poll", action="store_true", help="keep idle CPUs polling during the run (root)")
     args = ap.parse_args()
     if args.same_cpu:
         os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})  # children inherit it
+    if args.idle_poll:
+        # The request holds while this file stays open, and ends with the process.
+        qos = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
+        os.write(qos, (0).to_bytes(4, "little"))
     acts = actions(args.steps)
     ratios, inproc, bridge, json_ratios, floors = [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -210,6 +218,7 @@ def main() -> None:
         "floor_ratio": round(statistics.median(floors), 4),
         "floor_round_trip_us": round((statistics.median(floors) - 1) * statistics.median(inproc) * 1e6, 1),
         "placement": "same-cpu" if args.same_cpu else "default",
+        "idle_poll": args.idle_poll,
         "json_bridge_ratio": round(statistics.median(json_ratios), 4) if json_ratios else None,
         "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d"),
