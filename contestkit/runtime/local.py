@@ -20,6 +20,7 @@ from typing import IO
 
 from contestkit import results
 from contestkit.bridge.protocol import memory_tmpdir
+from contestkit.errors import UsageError
 from contestkit.runtime.base import LaunchSpec, agent_command, remote_args
 
 
@@ -116,4 +117,6 @@ class LocalLauncher:
     name = "local"
 
     def start(self, spec: LaunchSpec) -> LocalSession:
+        if spec.cpuset and not hasattr(os, "sched_setaffinity"):
+            raise UsageError("--cpuset needs Linux for the local runtime; drop it, or use --runtime docker.")
         return LocalSession(spec)
