@@ -45,21 +45,24 @@ def describe(cpus: Iterable[int]) -> str:
     return ",".join(parts)
 
 
-def parse(text: str, allowed: Iterable[int] | None = None) -> tuple[int, ...]:
-    """The CPUs a cpuset list names, checked against ``allowed`` (default: :func:`available`)."""
+def parse(text: str, allowed: Iterable[int] | None = None, *, what: str = "--cpuset") -> tuple[int, ...]:
+    """The CPUs a cpuset list names, checked against ``allowed`` (default: :func:`available`).
+
+    ``what`` names the setting in error messages (the CLI flag, or a server.yaml key).
+    """
     allowed_set = set(available() if allowed is None else allowed)
     here = f"this machine's are {describe(allowed_set)}"
     cpus: set[int] = set()
-    for item in text.replace(" ", "").split(","):
+    for item in str(text).replace(" ", "").split(","):
         match = _ITEM.match(item)
         if not match:
-            raise UsageError(f"--cpuset {text!r} is not a CPU list: write it like 0-3 or 1,3 ({here}).")
+            raise UsageError(f"{what} {text!r} is not a CPU list: write it like 0-3 or 1,3 ({here}).")
         first = int(match.group(1))
         last = int(match.group(2)) if match.group(2) is not None else first
         if last < first:
-            raise UsageError(f"--cpuset {text!r}: the range {item} runs backwards; write {last}-{first}.")
+            raise UsageError(f"{what} {text!r}: the range {item} runs backwards; write {last}-{first}.")
         cpus.update(range(first, last + 1))
     missing = sorted(cpus - allowed_set)
     if missing:
-        raise UsageError(f"--cpuset {text!r}: CPU {describe(missing)} is not available here ({here}).")
+        raise UsageError(f"{what} {text!r}: CPU {describe(missing)} is not available here ({here}).")
     return tuple(sorted(cpus))

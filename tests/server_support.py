@@ -105,7 +105,8 @@ def fake_level_runner(task: Any, on_progress: Any, cancel: threading.Event) -> F
       or ``CK_FAKE_SLOW_SECONDS`` (default 5 s) when the tag ends in ``slow``;
     - state ``Crash`` raises, ``NoEpisodes`` ends with no finished episode, ``Slow`` ignores the
       wall-clock budget until cancelled (for the server's watchdog);
-    - each call appends "job idx state" to ``CK_FAKE_RUN_LOG`` when set, so tests can count re-runs.
+    - each call appends "job idx state" to ``CK_FAKE_RUN_LOG`` when set, so tests can count re-runs;
+    - summary.json also records the CPU set the server lent the level and when it ran.
     """
     if os.environ.get("CK_FAKE_RUN_LOG"):
         with open(os.environ["CK_FAKE_RUN_LOG"], "a", encoding="utf-8") as fh:
@@ -120,6 +121,7 @@ def fake_level_runner(task: Any, on_progress: Any, cancel: threading.Event) -> F
     results.mkdir(parents=True, exist_ok=True)
     rewards: list[float] = []
     start = time.monotonic()
+    started_at = time.time()
     timesteps = 0
     with (results / "monitor.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
@@ -139,7 +141,8 @@ def fake_level_runner(task: Any, on_progress: Any, cancel: threading.Event) -> F
             eta = (limit - timesteps) / rate if rate and timesteps < limit else None
             on_progress(FakeProgress(timesteps, limit, len(rewards), elapsed, eta))
     score = sum(rewards) / len(rewards) if rewards else None
-    summary = {"game": task.game, "state": task.state, "episodes": len(rewards), "timesteps": timesteps, "score": score}
+    summary = {"game": task.game, "state": task.state, "episodes": len(rewards), "timesteps": timesteps, "score": score,
+               "cpuset": getattr(task, "cpuset", None), "started_at": started_at, "ended_at": time.time()}  # fmt: skip
     (results / "summary.json").write_text(json.dumps(summary))
     if cancel.is_set():
         return FakeResult(score, len(rewards), timesteps, False, "cancelled", summary)

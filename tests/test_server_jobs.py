@@ -7,6 +7,7 @@ workers, scoring and API around it are the real ones.
 from __future__ import annotations
 
 import json
+import os
 import threading
 
 import pytest
@@ -220,3 +221,31 @@ def test_openapi_description_is_served(contest):
     ):
         assert path in spec["paths"], path
     assert requests.get(contest.url + "/docs").status_code == 200
+
+
+def test_levels_get_cpu_sets_of_their_own(make_contest):  # noqa: F811
+    """server.yaml cpusets: every running level holds one set, no two at once share it."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs to lend two sets")
+    sets = [str(cpus[0]), str(cpus[1])]
+    levels = [("Fake", f"Level{i}") for i in range(1, 5)]
+    contest = make_contest(levels, extra_config={"parallel_levels": 4, "cpusets": sets},
+                           env={"CK_FAKE_LEVEL_SECONDS": "1.0"})  # fmt: skip
+    _, http = contest.team("alpha")
+    job = http.post(contest.url + "/rest/job/start", json={"tag": "score-5"}).json()
+    done = contest.wait_job(http, job["id"])
+    assert done["status"] == "finished", done
+    attempt = contest.data_dir / "jobs" / str(job["id"]) / "attempt-1"
+    runs = [json.loads(p.read_text()) for p in sorted(attempt.glob("*/summary.json"))]
+    assert len(runs) == 4 and {r["cpuset"] for r in runs} == set(sets)
+    for lent in sets:
+        spans = sorted((r["started_at"], r["ended_at"]) for r in runs if r["cpuset"] == lent)
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False)), spans
+    # Four levels may run at once, but only two sets exist: never more than two ran together.
+    edges = sorted([(r["started_at"], 1) for r in runs] + [(r["ended_at"], -1) for r in runs])
+    running = peak = 0
+    for _, delta in edges:
+        running += delta
+        peak = max(peak, running)
+    assert peak == 2

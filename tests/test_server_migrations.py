@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,25 @@ def test_config_errors_name_the_file_line_and_key(tmp_path: Path):
         load_config(data_dir)
     with pytest.raises(ContestkitError, match="is not a contest data directory"):
         load_config(tmp_path / "elsewhere")
+
+
+def test_cpusets_are_checked_when_the_config_loads(tmp_path: Path):
+    data_dir = _init(tmp_path)
+    path = data_dir / "server.yaml"
+    original = path.read_text()
+    assert "cpusets: []" in original  # written, so hosts see the setting exists
+    mine = max(os.sched_getaffinity(0))
+    path.write_text(original.replace("cpusets: []", f"cpusets: ['{mine}']"))
+    assert load_config(data_dir).cpusets == [str(mine)]
+    path.write_text(original.replace("cpusets: []", f"cpusets: ['{mine}', '0-{mine}']"))
+    with pytest.raises(UsageError, match=f"share CPU {mine}; give each running level CPUs of its own"):
+        load_config(data_dir)
+    path.write_text(original.replace("cpusets: []", "cpusets: ['9999']"))
+    with pytest.raises(UsageError, match="cpusets entry '9999': CPU 9999 is not available here"):
+        load_config(data_dir)
+    path.write_text(original.replace("cpusets: []", "cpusets: 0-1"))
+    with pytest.raises(UsageError, match="'cpusets' has the wrong type"):
+        load_config(data_dir)
 
 
 def test_level_files_are_checked(tmp_path: Path):

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from contestkit import cpuset
 from contestkit.errors import ContestkitError, UsageError
 
 CONFIG_NAME = "server.yaml"
@@ -64,6 +65,9 @@ class ServerConfig:
     session_ttl_hours: float = 24 * 14
     parallel_jobs: int = 1
     parallel_levels: int = 1
+    # CPU sets (e.g. ["0-5", "6-11"]): each running level takes one of its own, so that levels
+    # evaluated at once never share CPUs; with sets, at most that many levels run at once.
+    cpusets: list[str] = field(default_factory=list)
     runtime: str = "docker"
     record: bool = False
     seed: int = 0
@@ -207,6 +211,10 @@ def _coerce(path: Path, line: int | None, key: str, value: Any, type_name: Any) 
             return None
         raise UsageError(f"{where} must not be empty.")
     try:
+        if kind.startswith("list"):
+            if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
+                raise ValueError
+            return [str(v) for v in value]
         if kind.startswith("int"):
             if isinstance(value, bool):
                 raise ValueError
@@ -221,7 +229,8 @@ def _coerce(path: Path, line: int | None, key: str, value: Any, type_name: Any) 
             return value
         return str(value)
     except (TypeError, ValueError):
-        raise UsageError(f"{where} has the wrong type ({value!r}); expected {kind.split(' |')[0]}.") from None
+        expected = "a list like [\"0-3\", \"4-7\"]" if kind.startswith("list") else kind.split(" |")[0]
+        raise UsageError(f"{where} has the wrong type ({value!r}); expected {expected}.") from None
 
 
 def validate(config: ServerConfig) -> None:
@@ -238,6 +247,15 @@ def validate(config: ServerConfig) -> None:
         raise UsageError("parallel_jobs and parallel_levels must be at least 1.")
     if config.session_ttl_hours <= 0:
         raise UsageError("session_ttl_hours must be positive.")
+    taken: dict[int, str] = {}
+    for text in config.cpusets:
+        for cpu in cpuset.parse(text, what="cpusets entry"):
+            if cpu in taken:
+                raise UsageError(
+                    f"cpusets entries {taken[cpu]!r} and {text!r} share CPU {cpu}; "
+                    "give each running level CPUs of its own."
+                )
+            taken[cpu] = text
     if config.evaluator is not None and ":" not in config.evaluator:
         raise UsageError(f"evaluator '{config.evaluator}' must be MODULE:FUNCTION.")
 

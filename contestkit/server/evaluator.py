@@ -39,6 +39,7 @@ class LevelTask:
     seed: int
     record: bool
     results_dir: Path
+    cpuset: str | None = None  # CPUs of its own (server.yaml cpusets), or None
 
 
 ProgressCallback = Callable[[Any], None]
@@ -60,6 +61,7 @@ def contestkit_level_runner(task: LevelTask, on_progress: ProgressCallback, canc
         seed=task.seed,
         record=task.record,
         results_dir=task.results_dir,
+        cpuset=task.cpuset,
     )
     return evaluate_level(request, on_progress=on_progress, cancel=cancel)
 

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import re
 import shutil
 import socket
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -341,6 +344,40 @@ def default_instance(config: ServerConfig) -> str:
     return f"{socket.gethostname()}:{config.data_dir}"[:128]
 
 
+class CpusetPool:
+    """The host's CPU sets (server.yaml ``cpusets``), lent to running levels one each.
+
+    Why: levels evaluated at once on one host otherwise share CPUs, and a level's wall-clock
+    budget (and its timesteps per second) would then depend on what its neighbours run. A level
+    waits, still pending, until a set is free, so the sets also cap how many levels run at once.
+    """
+
+    def __init__(self, sets: list[str]) -> None:
+        self._limited = bool(sets)
+        self._free: queue.Queue[str] = queue.Queue()
+        for text in sets:
+            self._free.put(text)
+
+    @contextmanager
+    def lend(self, cancel: threading.Event, poll: float = 0.5) -> Iterator[str | None]:
+        """A free set for the ``with`` block, waiting for one.
+
+        None when the host configured no sets, and also when ``cancel`` came first: callers
+        check ``cancel`` before starting anything.
+        """
+        lent: str | None = None
+        while self._limited and lent is None and not cancel.is_set():
+            try:
+                lent = self._free.get(timeout=poll)
+            except queue.Empty:
+                continue
+        try:
+            yield lent
+        finally:
+            if lent is not None:
+                self._free.put(lent)
+
+
 class JobRunner:
     """Claims queued jobs from the database and evaluates their levels in threads.
 
@@ -368,6 +405,7 @@ class JobRunner:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._started = False
+        self._cpusets = CpusetPool(config.cpusets)
 
     # -- lifecycle --
 
@@ -590,8 +628,12 @@ class JobRunner:
 
         def run(item: tuple[int, int, str, str]) -> None:
             worker_id, idx, game, state = item
-            if control.cancel.is_set():
-                return
+            with self._cpusets.lend(control.cancel) as cpus:
+                if control.cancel.is_set():
+                    return
+                run_level(worker_id, idx, game, state, cpus)
+
+        def run_level(worker_id: int, idx: int, game: str, state: str, cpus: str | None) -> None:
             task = LevelTask(
                 job_id=control.job_id,
                 index=idx,
@@ -604,6 +646,7 @@ class JobRunner:
                 seed=self.config.seed + idx,
                 record=self.config.record,
                 results_dir=_fresh_dir(attempt_dir / _level_dir_name(idx, game, state)),
+                cpuset=cpus,
             )
             self._run_level(control, worker_id, task)
 
