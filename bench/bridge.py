@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from contestkit.bridge.client import RemoteEnv
 from contestkit.bridge.protocol import memory_tmpdir
+from contestkit.bridge.wakeup import round_trip
 from contestkit.envs import ContestEnv
 from contestkit.games import resolve_level
 from contestkit.monitor import EpisodeLog
@@ -110,42 +110,6 @@ def bridged(acts: np.ndarray, workdir: Path, copy_obs: bool = True) -> float:
     return dt / len(acts)
 
 
-def _echo(sock: socket.socket, n: int) -> None:
-    buf = bytearray(16)
-    for _ in range(n):
-        sock.recv_into(buf)
-        sock.sendall(buf)
-
-
-def blocking_round_trip(step_seconds: float, n: int = 1000) -> float:
-    """Median seconds of one blocking round trip, the answering process idle for a timestep before.
-
-    The caller plays the env (busy for ``step_seconds``, then sends and waits) and a forked
-    process plays the agent (blocked in ``recv`` all that time, then answers at once). This is
-    the least any bridge pays per timestep if neither side spins; the bridge's own socket is a
-    unix stream socket too.
-    """
-    import multiprocessing as mp
-
-    ours, theirs = socket.socketpair()
-    proc = mp.get_context("fork").Process(target=_echo, args=(theirs, n))
-    proc.start()
-    msg, buf = bytes(16), bytearray(16)
-    clock, busy_ns, trips = time.perf_counter_ns, int(step_seconds * 1e9), []
-    for _ in range(n):
-        until = clock() + busy_ns
-        while clock() < until:
-            pass
-        t0 = clock()
-        ours.sendall(msg)
-        ours.recv_into(buf)
-        trips.append(clock() - t0)
-    proc.join(timeout=30)
-    ours.close()
-    theirs.close()
-    return statistics.median(trips) / 1e9
-
-
 def json_bridged(acts: np.ndarray, workdir: Path) -> float:
     """The same run through a 2018-style JSON bridge (bench/json_bridge.py)."""
     import multiprocessing as mp
@@ -193,7 +157,7 @@ def main() -> None:
             inproc.append(a)
             bridge.append(b)
             ratios.append(b / a)
-            floor = (a + blocking_round_trip(a)) / a
+            floor = (a + round_trip(a, n=1000)) / a
             floors.append(floor)
             line = (
                 f"round {i + 1}: in-process {a * 1e3:.3f} ms/step, bridged {b * 1e3:.3f} ms/step, "

@@ -284,6 +284,36 @@ def _check_ca(state: _State) -> list[CheckResult]:
     return [CheckResult("ca bundle", OK, f"{cfg.ca_bundle} (from {cfg.sources['ca_bundle']}) is used inside builds")]
 
 
+# About one contest timestep of emulation on a current CPU; the bridge's wake-up is paid once per
+# timestep, and the agent has slept this long when it comes.
+_TIMESTEP_SECONDS = 0.0012
+# Cross-CPU wake-ups this much dearer than same-CPU ones (about 2% of a timestep) make --cpuset
+# worth a single-threaded agent's while.
+_WORTH_CPUSET_US = 20.0
+
+
+def _check_bridge(state: _State) -> list[CheckResult]:
+    if not hasattr(os, "sched_setaffinity"):
+        return [CheckResult("bridge wake-up", SKIP, "CPU affinity is Linux-only; nothing to measure here")]
+    from contestkit.bridge.wakeup import round_trip
+
+    cpus = sorted(os.sched_getaffinity(0))
+    cross = round(round_trip(_TIMESTEP_SECONDS) * 1e6)
+    same = round(round_trip(_TIMESTEP_SECONDS, cpu=cpus[-1]) * 1e6)
+    details = {"cross_cpu_us": cross, "same_cpu_us": same, "cpus": len(cpus)}
+    summary = (
+        f"waking the agent costs {cross} us across CPUs, {same} us on one CPU "
+        f"({cross / (_TIMESTEP_SECONDS * 1e4):.1f}% vs {same / (_TIMESTEP_SECONDS * 1e4):.1f}% of a ~1.2 ms timestep)"
+    )
+    if len(cpus) > 1 and cross - same > _WORTH_CPUSET_US:
+        fix = (
+            f"For a single-threaded agent, `contestkit eval --cpuset {cpus[-1]}` runs both halves on one CPU "
+            "(multi-threaded agents want several CPUs; leave it off for them)."
+        )
+        return [CheckResult("bridge wake-up", WARN, summary, fix, details)]
+    return [CheckResult("bridge wake-up", OK, summary, details=details)]
+
+
 CHECKS: tuple[Callable[[_State], list[CheckResult]], ...] = (
     _check_config,
     _check_project,
@@ -292,6 +322,7 @@ CHECKS: tuple[Callable[[_State], list[CheckResult]], ...] = (
     _check_roms,
     _check_registry,
     _check_ca,
+    _check_bridge,
 )
 
 

@@ -42,6 +42,29 @@ def test_no_engine_fails_with_fix_and_skips_dependents(clean_env: Path, monkeypa
     assert failed(list(results.values()))
 
 
+def test_bridge_wakeup_is_measured_and_advice_follows_the_figures(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{clean_env}/no-docker.sock")  # not needed for this check
+    check = by_name(run_checks(clean_env))["bridge wake-up"]
+    cross, same = check.details["cross_cpu_us"], check.details["same_cpu_us"]
+    assert 0 < same < 5000 and 0 < cross < 5000, check.details
+    assert f"{cross} us across CPUs, {same} us on one CPU" in check.summary
+    if check.details["cpus"] > 1 and cross - same > 20:
+        assert check.status == WARN and "--cpuset" in (check.fix or "")
+    else:
+        assert check.status == OK and check.fix is None
+
+
+def test_wakeup_measurement_leaves_the_callers_cpus_as_they_were() -> None:
+    from contestkit.bridge.wakeup import round_trip
+
+    before = os.sched_getaffinity(0)
+    seconds = round_trip(0.0002, n=50, cpu=max(before))
+    assert 0 < seconds < 0.05
+    assert os.sched_getaffinity(0) == before
+
+
 def test_config_error_is_reported_with_line(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{clean_env}/no-docker.sock")
     (clean_env / "contestkit.yaml").write_text("name: agent\nregistyr: x\n")
