@@ -182,25 +182,23 @@ def _check_images(state: _State) -> list[CheckResult]:
 
 
 def _check_roms(state: _State) -> list[CheckResult]:
+    from contestkit import roms
+
     try:
-        from contestkit import roms
-    except ImportError:
-        return [CheckResult("roms", SKIP, "ROM management is not available in this version")]
-    try:
-        found = list(roms.list_roms())
+        games = roms.list_roms()
     except ContestkitError as exc:
         return [CheckResult("roms", FAIL, str(exc), "Fix the problem above; `contestkit roms list` shows details.")]
     except Exception as exc:  # a ROM scan must not crash the whole report
         return [CheckResult("roms", FAIL, f"listing ROMs failed: {exc}", "Run `contestkit roms list` for details.")]
-    names = sorted({_rom_name(r) for r in found})
-    sonic = [n for n in names if "Sonic" in n]
-    details = {"count": len(names), "games": names[:50]}
-    if not names:
+    present = sorted(g.game for g in games if g.present)
+    sonic = [name for name in present if "Sonic" in name]
+    details = {"present": present, "missing": sorted(g.game for g in games if not g.present)}
+    if not present:
         return [
             CheckResult(
                 "roms",
                 WARN,
-                "no ROMs imported",
+                "no contest ROM imported",
                 "`contestkit roms import PATH` with your Sonic ROMs (Airstriker-Genesis ships with stable-retro).",
                 details,
             )
@@ -210,20 +208,13 @@ def _check_roms(state: _State) -> list[CheckResult]:
             CheckResult(
                 "roms",
                 WARN,
-                f"{len(names)} game(s), but no Sonic game (the contest's training set)",
+                f"{', '.join(present)} present, but no Sonic game (the contest's levels)",
                 "`contestkit roms import PATH` with the Sonic ROMs you own (e.g. from Steam).",
                 details,
             )
         ]
-    return [CheckResult("roms", OK, f"{len(names)} game(s), {len(sonic)} Sonic", details=details)]
-
-
-def _rom_name(rom: Any) -> str:
-    for attr in ("game", "name"):
-        value = getattr(rom, attr, None) or (rom.get(attr) if isinstance(rom, dict) else None)
-        if value:
-            return str(value)
-    return str(rom)
+    return [CheckResult("roms", OK, f"{len(present)} of {len(games)} contest games present, {len(sonic)} Sonic",
+                        details=details)]  # fmt: skip
 
 
 def docker_logged_in(host: str, docker_config: Path | None = None) -> bool:

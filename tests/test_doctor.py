@@ -56,6 +56,20 @@ def test_bridge_wakeup_is_measured_and_advice_follows_the_figures(
         assert check.status == OK and check.fix is None
 
 
+def test_roms_check_counts_only_imported_roms(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from contestkit.roms import list_roms
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{clean_env}/no-docker.sock")
+    check = by_name(run_checks(clean_env))["roms"]
+    present = sorted(g.game for g in list_roms() if g.present)
+    assert "Airstriker-Genesis" in present  # ships with stable-retro
+    assert check.details["present"] == present
+    if any("Sonic" in game for game in present):
+        assert check.status == OK
+    else:  # a listed-but-missing Sonic ROM must not pass for an imported one
+        assert check.status == WARN and "no Sonic game" in check.summary and "roms import" in (check.fix or "")
+
+
 def test_wakeup_measurement_leaves_the_callers_cpus_as_they_were() -> None:
     from contestkit.bridge.wakeup import round_trip
 
