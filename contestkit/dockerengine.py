@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from contestkit.errors import ContestkitError
@@ -97,6 +97,19 @@ def connect(timeout: float = DEFAULT_TIMEOUT) -> APIClient:
             ) from exc
         raise
     return api
+
+
+def client(timeout: float = DEFAULT_TIMEOUT) -> Any:
+    """The SDK's high-level ``DockerClient`` over :func:`connect`'s connection.
+
+    For code that wants ``client.images`` and ``client.login``: it gets the same engine, the
+    same environment variables and the same one-sentence errors as everything else.
+    """
+    import docker
+
+    high = docker.DockerClient.__new__(docker.DockerClient)
+    high.api = connect(timeout=timeout)
+    return high
 
 
 @dataclass(frozen=True)

@@ -38,20 +38,10 @@ class PushResult:
 
 
 def docker_client() -> Any:
-    """A Docker SDK client whose engine answers."""
-    try:
-        import docker
-        from docker.errors import DockerException
-    except ImportError:
-        raise ContestkitError("The Docker SDK is missing: pip install docker.") from None
-    try:
-        client = docker.from_env()
-        client.ping()
-        return client
-    except DockerException as exc:
-        raise ContestkitError(
-            f"No Docker engine answers ({_first_line(exc)}); start Docker (or `dockerd`) and try again."
-        ) from None
+    """A Docker SDK client whose engine answers (see :func:`contestkit.dockerengine.client`)."""
+    from contestkit import dockerengine
+
+    return dockerengine.client()
 
 
 def _first_line(exc: BaseException) -> str:

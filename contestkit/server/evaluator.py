@@ -90,13 +90,11 @@ def pull_image(image: str, *, username: str, password: str) -> str:
     Evaluating by digest means every level (and a resumed job after a restart) runs the very image
     that was pulled, even if the team pushes the same tag again meanwhile.
     """
-    import docker
-    from docker.errors import APIError, DockerException, ImageNotFound
+    from docker.errors import APIError, ImageNotFound
 
-    try:
-        client = docker.from_env()
-    except DockerException as exc:
-        raise ContestkitError(f"No Docker engine answers on the server host ({exc}); start dockerd.") from None
+    from contestkit import dockerengine
+
+    client = dockerengine.client()
     repository, tag = _split(image)
     try:
         client.api.pull(repository, tag=tag, auth_config={"username": username, "password": password})
