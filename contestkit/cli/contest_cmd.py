@@ -215,10 +215,8 @@ def registry_list(json_out: bool = typer.Option(False, "--json", help="Print one
 
 def _project() -> Any:
     """The agent project around the current directory (``contestkit.yaml``), or None."""
-    try:
-        from contestkit.project import find_project
-    except ImportError:  # a client-only install without the project tooling
-        return None
+    from contestkit.project import find_project
+
     return find_project()
 
 
