@@ -23,7 +23,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from contestkit import __version__
 from contestkit.errors import ContestkitError
@@ -112,6 +112,29 @@ def dockerfile_args(text: str) -> set[str]:
     return {m[1] for line in text.splitlines() if (m := _ARG_RE.match(line))}
 
 
+def arg_default(text: str, name: str) -> str:
+    """The default an ``ARG name=...`` line gives (empty when it gives none)."""
+    for line in text.splitlines():
+        m = _ARG_RE.match(line)
+        if m and m[1] == name:
+            return (m[2] or "").strip().strip('"').strip("'")
+    return ""
+
+
+def build_args(text: str, config: Any) -> dict[str, str]:
+    """The build args for a Dockerfile: the configured ones, plus ``BASE_IMAGE`` where it matters.
+
+    A base image someone chose (``base_image`` in a config file or the environment) wins; else
+    the Dockerfile's own ``ARG BASE_IMAGE=...`` default does, so a PyTorch project whose
+    contestkit.yaml lost its base_image line still builds on agent:pytorch, not agent:cpu.
+    """
+    args = dict(config.build_args)
+    if "BASE_IMAGE" in dockerfile_args(text) and "BASE_IMAGE" not in args:
+        if config.is_set("base_image") or not arg_default(text, "BASE_IMAGE"):
+            args["BASE_IMAGE"] = config.base_image
+    return args
+
+
 def base_images(text: str, buildargs: dict[str, str]) -> list[str]:
     """The images a Dockerfile's ``FROM`` lines name, after ``ARG`` substitution (stages excluded)."""
     values: dict[str, str] = {}
@@ -188,9 +211,7 @@ def build_project(
         notes.append(f"no registry configured: tagged {primary}; `contestkit push` will ask for the registry")
 
     text = dockerfile.read_text(encoding="utf-8", errors="replace")
-    buildargs = dict(config.build_args)
-    if "BASE_IMAGE" in dockerfile_args(text) and "BASE_IMAGE" not in buildargs:
-        buildargs["BASE_IMAGE"] = config.base_image
+    buildargs = build_args(text, config)
     # Few labels on purpose: the classic builder adds one step (an image commit) per label, and
     # these steps run on every rebuild since the commit changes.
     labels = {LABEL_VERSION: __version__, LABEL_PROJECT: name}

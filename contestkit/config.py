@@ -278,6 +278,10 @@ def read_config_file(path: Path, scope: str) -> dict[str, tuple[Any, int]]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ContestkitError(f"Cannot read {path}: {exc.strerror}.") from exc
+    except UnicodeDecodeError as exc:
+        raise ContestkitError(
+            f"{path}: not UTF-8 text (byte {exc.start} cannot be decoded); save it as UTF-8."
+        ) from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:

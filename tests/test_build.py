@@ -14,7 +14,7 @@ import pytest
 from docker_support import docker_api, remove_images, run_container, toolkit_images  # noqa: F401
 
 from contestkit import __version__
-from contestkit.build import base_images, build_project, default_tag, dockerfile_args, git_state
+from contestkit.build import base_images, build_args, build_project, default_tag, dockerfile_args, git_state
 from contestkit.errors import ContestkitError
 from contestkit.images import BuildEvent, BuildFailed, ensure_image
 from contestkit.project import find_project, require_project, sanitize_name, validate_name
@@ -78,6 +78,21 @@ def test_dockerfile_parsing() -> None:
     assert base_images(text, {"BASE_IMAGE": "contestkit/agent:pytorch"}) == ["contestkit/agent:pytorch"]
     assert base_images("FROM --platform=linux/amd64 $IMG\n", {}) == [""]
     assert base_images('ARG IMG="python:3.11-slim"\nFROM $IMG\n', {}) == ["python:3.11-slim"]
+
+
+def test_base_image_chosen_wins_else_the_dockerfile_default(tmp_path: Path, isolated_user_config: None) -> None:
+    from contestkit.config import load_config
+
+    pytorch = "ARG BASE_IMAGE=contestkit/agent:pytorch\nFROM ${BASE_IMAGE}\n"
+    (tmp_path / "contestkit.yaml").write_text("name: a\n")  # the base_image line deleted
+    assert "BASE_IMAGE" not in build_args(pytorch, load_config(tmp_path, env={}))
+    (tmp_path / "contestkit.yaml").write_text("name: a\nbase_image: contestkit/agent:tensorflow\n")
+    assert build_args(pytorch, load_config(tmp_path, env={}))["BASE_IMAGE"] == "contestkit/agent:tensorflow"
+    chosen = load_config(tmp_path, env={"CONTESTKIT_BASE_IMAGE": "python:bookworm"})
+    assert build_args(pytorch, chosen)["BASE_IMAGE"] == "python:bookworm"
+    (tmp_path / "contestkit.yaml").write_text("name: a\n")
+    no_default = "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n"  # nothing to fall back on: the config default
+    assert build_args(no_default, load_config(tmp_path, env={}))["BASE_IMAGE"] == "contestkit/agent:cpu"
 
 
 def test_project_discovery_and_names(tmp_path: Path, isolated_user_config: None) -> None:

@@ -198,3 +198,11 @@ def test_null_values_fall_through(tmp_path: Path, env: dict[str, str]) -> None:
     user_file(env, "registry: user.example.com/me\n")
     write(tmp_path / "contestkit.yaml", "name: a\nregistry: null\n")  # as `contestkit new` writes it
     assert load_config(tmp_path, env=env).registry == "user.example.com/me"
+
+
+def test_a_file_that_is_not_utf8_is_one_sentence(tmp_path: Path, env: dict[str, str]) -> None:
+    (tmp_path / "contestkit.yaml").write_bytes(b"name: caf\xe9\n")
+    with pytest.raises(ContestkitError) as err:
+        load_config(tmp_path, env=env)
+    path = tmp_path / "contestkit.yaml"
+    assert str(err.value) == f"{path}: not UTF-8 text (byte 9 cannot be decoded); save it as UTF-8."
