@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -51,6 +52,22 @@ def test_cpuset_pins_both_halves(tmp_path):
     assert f"cpus: {cpu}\n" in (r / "agent-stdout.txt").read_text()
     assert json.loads((r / "remote-status.json").read_text())["cpus"] == [cpu]
     assert json.loads((r / "summary.json").read_text())["cpuset"] == [cpu]
+
+
+def test_eval_inside_a_project_subdirectory_runs_the_project(tmp_path):
+    assert run_cli("new", "proj", "--template", "random", cwd=tmp_path).returncode == 0
+    project = tmp_path / "proj"
+    sub = project / "deeper"
+    sub.mkdir()
+    res = run_cli("eval", GAME, STATE, "--runtime", "local", "--timestep-limit", "300", "--json", cwd=sub)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    from contestkit.project import load_project
+
+    assert summary["agent"] == load_project(project).entry == "agent.main:main"  # not the bundled agent
+    assert summary["ok"] and summary["timesteps"] == 300
+    assert Path(summary["results_dir"]).resolve().parent == (project / "results").resolve()
+    assert not (sub / "results").exists()
 
 
 def test_bad_cpuset_is_refused_before_anything_starts(tmp_path):

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from contestkit import evaluation, results
 from contestkit.cli.output import console, err_console, print_json
+from contestkit.config import find_project_file
 from contestkit.curves import sparkline, write_reward_svg
 from contestkit.errors import UsageError
 
@@ -130,11 +131,12 @@ def eval_command(
         raise UsageError("Name a GAME (and STATE), or pass --levels FILE.csv; `contestkit roms list` shows the games.")
     if levels is not None and game is not None:
         raise UsageError("Pass either GAME [STATE] or --levels FILE.csv, not both.")
-    project_dir = Path.cwd() if (Path.cwd() / "contestkit.yaml").is_file() else None
+    project_file = find_project_file()  # the agent project around here, found like git finds a repo
+    project_dir = project_file.parent if project_file else None
     req = evaluation.EvalRequest(
         game=game or "",
         state=state,
-        results_dir=results_dir or results.default_results_dir(),
+        results_dir=results_dir or results.default_results_dir(project_dir / "results" if project_dir else None),
         runtime=runtime,
         agent=agent,
         image=image,
