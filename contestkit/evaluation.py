@@ -100,10 +100,12 @@ class ContestResult:
 def read_levels(path: Path) -> list[tuple[str, str]]:
     """Levels from a csv with the header ``game,state`` (the contest's level lists)."""
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets write a BOM
             rows = list(csv.reader(f))
     except OSError as exc:
         raise UsageError(f"Cannot read the level list {path}: {exc.strerror}.") from None
+    except (UnicodeDecodeError, csv.Error):
+        raise UsageError(f"{path} is not a CSV text file; a level list is a CSV with the header game,state.") from None
     rows = [r for r in rows if r and any(c.strip() for c in r)]
     if not rows or [c.strip().lower() for c in rows[0][:2]] != ["game", "state"]:
         raise UsageError(f"{path}: the first line must be the header 'game,state'.")
@@ -117,15 +119,41 @@ def read_levels(path: Path) -> list[tuple[str, str]]:
     return levels
 
 
+def _project_image(req: EvalRequest) -> str | None:
+    """The image `contestkit build` tagged last in the agent project, if there is a project."""
+    if req.project_dir is None:
+        return None
+    from contestkit.project import load_project
+
+    return f"{load_project(req.project_dir).name}:latest"
+
+
+def _image_exists(image: str) -> bool:
+    from contestkit import dockerengine, images
+
+    try:
+        api = dockerengine.connect(timeout=10)
+    except ContestkitError:
+        return False
+    try:
+        return images.inspect_image(api, image) is not None
+    finally:
+        api.close()
+
+
 def choose_launcher(req: EvalRequest) -> Launcher:
-    """``auto`` is Docker when an engine answers and there is an image to run, else local."""
+    """``auto`` is Docker when an engine answers and there is an image to run, else local.
+
+    The image to run is ``--image``, or the agent project's last build; a project never built
+    runs locally (its entry point) rather than failing for want of an image.
+    """
     runtime = req.runtime
     if runtime == "auto":
         runtime = "local"
         if req.agent is None and (req.image or req.project_dir):
             from contestkit.dockerengine import engine_available
 
-            if engine_available():
+            if engine_available() and (req.image or _image_exists(_project_image(req) or "")):
                 runtime = "docker"
     if runtime == "local":
         from contestkit.runtime.local import LocalLauncher
@@ -215,7 +243,8 @@ def _watch(
                 session.stop_agent(3.0)
                 session.stop_env(10.0)
                 break
-            if env_code in _ENV_EXIT_NO_SESSION and agent_code is None:
+            if env_code not in (None, 0) and agent_code is None:
+                # No session left to serve (a setup error, a bad agent, a crash): stop at once.
                 events["stopped_agent"] = True
                 session.stop_agent(2.0)
             elif env_ended_at is not None and agent_code is None and now - env_ended_at > AGENT_GRACE:
@@ -243,8 +272,6 @@ def _watch(
 
 _BUDGET_ENDS = ("timestep-budget", "wallclock-budget")
 _ENV_REPORTED_FAULTS = ("bad-request", "agent-disconnected-mid-step", "no-connection", "env-error")
-# Env exit statuses (see contestkit.remote) after which the agent has nothing left to do.
-_ENV_EXIT_NO_SESSION = (2, 3, 4)
 
 
 def _summarize(
@@ -267,12 +294,18 @@ def _summarize(
         # The env saw what went wrong (garbage, no connection, a crash of the emulator); the
         # agent's exit status after being stopped would only hide that.
         error = f"{env_status['error'][0].upper()}{env_status['error'][1:]}."
-    elif agent_code not in (0, None) and not (events.get("stopped_agent") and end_reason in _BUDGET_ENDS):
-        error = _agent_error(agent_code, rd)
     elif not env_status:
+        # The env crashed: whatever the agent did next (waiting, then being stopped) follows from it.
         tail = results.tail(rd / results.REMOTE_STDERR, 15).strip()
         error = f"The env process exited with status {env_code} before reporting." + (
             f" Last lines of remote-stderr.txt:\n{tail}" if tail else ""
+        )
+    elif agent_code not in (0, None) and not (events.get("stopped_agent") and end_reason in _BUDGET_ENDS):
+        error = _agent_error(agent_code, rd)
+    elif end_reason == "stopped" and not env_status.get("timesteps"):
+        error = (
+            f"The agent exited (status {agent_code}) without taking a single step; "
+            "does it open RemoteEnv('tmp/sock') and step it?"
         )
     warnings = []
     if events.get("stopped_agent") and end_reason in ("timestep-budget", "wallclock-budget"):
@@ -320,32 +353,34 @@ def default_agent(req: EvalRequest) -> str:
     return str(BUNDLED_AGENT)
 
 
-def evaluate_level(
-    req: EvalRequest,
-    *,
-    force: bool = False,
-    on_progress: Callable[[Progress], None] | None = None,
-    on_output: Callable[[str], None] | None = None,
-    cancel: threading.Event | None = None,
-    level: Level | None = None,
-) -> LevelResult:
-    """Evaluate one level. User errors raise ContestkitError before anything starts; once the
-    halves run, every ending (crash, budget, Ctrl-C) is written to summary.json and returned."""
-    level = level or resolve_level(req.game, req.state)
-    cpus = cpuset.parse(req.cpuset) if req.cpuset else None
-    results_dir = results.prepare(Path(req.results_dir), force=force)
+_DOCKER_ONLY = (("image", "--image"), ("gpus", "--gpus"), ("cpus", "--cpus"), ("memory", "--memory"))
+
+
+def plan(req: EvalRequest, level: Level) -> tuple[Launcher, LaunchSpec]:
+    """Check everything a user can get wrong and say how the level will run; touches nothing.
+
+    Every user error surfaces here, before a results directory is created or (with --force)
+    emptied, so a typo never costs earlier results.
+    """
+    cpus = cpuset.parse(req.cpuset) if req.cpuset is not None else None
     launcher = choose_launcher(req)
+    if launcher.name == "local":
+        given = [flag for attr, flag in _DOCKER_ONLY if getattr(req, attr)]
+        if given:
+            why = "no Docker engine answers" if req.runtime == "auto" else "this is the local runtime"
+            raise UsageError(
+                f"{' and '.join(given)} only apply to the Docker runtime, and {why}: "
+                "drop them, or start Docker and pass --runtime docker."
+            )
     agent = default_agent(req) if launcher.name == "local" else req.agent
     image = req.image
-    if launcher.name == "docker" and image is None and req.project_dir is not None:
-        from contestkit.project import load_project
-
-        image = f"{load_project(req.project_dir).name}:latest"  # what `contestkit build` tagged last
+    if launcher.name == "docker" and image is None:
+        image = _project_image(req)
     if launcher.name == "local" and ":" not in agent and not Path(agent).is_file():
         raise UsageError(f"Agent script {agent} does not exist; pass --agent PATH.py or MODULE:FUNCTION.")
     spec = LaunchSpec(
         level=level,
-        results_dir=results_dir,
+        results_dir=Path(req.results_dir).absolute(),
         timestep_limit=req.timestep_limit,
         wallclock_limit=req.wallclock_limit,
         seed=req.seed,
@@ -359,6 +394,25 @@ def evaluate_level(
         cpuset=cpus,
         memory=req.memory,
     )
+    launcher.check(spec)
+    return launcher, spec
+
+
+def evaluate_level(
+    req: EvalRequest,
+    *,
+    force: bool = False,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_output: Callable[[str], None] | None = None,
+    cancel: threading.Event | None = None,
+    level: Level | None = None,
+) -> LevelResult:
+    """Evaluate one level. User errors raise ContestkitError before anything starts; once the
+    halves run, every ending (crash, budget, Ctrl-C) is written to summary.json and returned."""
+    level = level or resolve_level(req.game, req.state)
+    launcher, spec = plan(req, level)
+    # Only now, with every input checked, is the results directory touched (--force included).
+    results_dir = results.prepare(spec.results_dir, force=force)
     started_at = time.time()
     start = time.monotonic()
     if on_progress is not None:
@@ -368,6 +422,11 @@ def evaluate_level(
     interrupted = False
     try:
         session = launcher.start(spec)
+    except ContestkitError:
+        # Nothing ran: a summary would claim a result and lock the directory against a retry.
+        results.discard_setup(results_dir)
+        raise
+    try:
         output = _OutputTail(results_dir / results.AGENT_STDOUT, on_output)
         events = _watch(session, spec, start, on_progress, cancel, output)
     except KeyboardInterrupt:
@@ -412,8 +471,7 @@ def evaluate_levels(
     level's failure does not stop the others.
     """
     resolved = [resolve_level(game, state) for game, state in levels]
-    if base.cpuset:
-        cpuset.parse(base.cpuset)  # a typo fails once, before any level starts
+    plan(base, resolved[0])  # runtime, agent, options: a mistake fails once, before any level starts
     root = results.prepare(Path(base.results_dir), force=force)
     cancel = cancel or threading.Event()
 

@@ -28,7 +28,12 @@ REMOTE_STDERR = "remote-stderr.txt"
 RECORDINGS = "bk2"
 AGENT_OUT = "out"
 
-_RESULT_FILES = (MONITOR, LOG, SUMMARY, PROGRESS, ENV_STATUS, AGENT_STDOUT, AGENT_STDERR, REMOTE_STDOUT, REMOTE_STDERR)
+REWARD_CURVE = "reward-curve.svg"
+
+_RESULT_FILES = (
+    MONITOR, LOG, SUMMARY, PROGRESS, ENV_STATUS, AGENT_STDOUT, AGENT_STDERR, REMOTE_STDOUT, REMOTE_STDERR, REWARD_CURVE
+)  # fmt: skip
+_RESULT_DIRS = (RECORDINGS, AGENT_OUT)
 
 
 def holds_results(path: Path) -> bool:
@@ -40,8 +45,25 @@ def holds_results(path: Path) -> bool:
     return any((child / SUMMARY).exists() for child in path.iterdir() if child.is_dir())
 
 
+def _own_level_dirs(path: Path) -> set[str]:
+    """The level directories a contest summary at ``path`` lists: the ones --force may replace."""
+    document = read_json(path / SUMMARY) or {}
+    levels = document.get("levels") if isinstance(document, dict) else None
+    names = set()
+    for level in levels if isinstance(levels, list) else []:
+        name = level.get("results_dir") if isinstance(level, dict) else None
+        if isinstance(name, str) and "/" not in name and name not in ("", ".", ".."):
+            names.add(name)
+    return names
+
+
 def prepare(path: Path, *, force: bool) -> Path:
-    """Make ``path`` ready for new results, refusing to overwrite old ones unless forced."""
+    """Make ``path`` ready for new results, refusing to overwrite old ones unless forced.
+
+    ``force`` replaces only what an evaluation writes there (its files, ``bk2/``, ``out/`` and,
+    for a contest run, the level directories its summary lists). Other runs inside (a parent
+    such as ``results/``) are never deleted: that is refused with the names found.
+    """
     path = Path(path).absolute()
     if path.exists() and not path.is_dir():
         raise UsageError(f"--results-dir {path} is a file; choose a directory.")
@@ -50,28 +72,65 @@ def prepare(path: Path, *, force: bool) -> Path:
             raise UsageError(
                 f"{path} already holds results; pass --force to replace them or choose another --results-dir."
             )
+        own = _own_level_dirs(path)
+        others = sorted(
+            child.name
+            for child in path.iterdir()
+            if child.is_dir() and child.name not in own and child.name not in _RESULT_DIRS and holds_results(child)
+        )
+        if others:
+            shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+            raise UsageError(
+                f"{path} holds other runs ({shown}), which --force does not delete; choose a fresh --results-dir."
+            )
         for name in _RESULT_FILES:
             (path / name).unlink(missing_ok=True)
-        shutil.rmtree(path / RECORDINGS, ignore_errors=True)
-        for child in path.iterdir():
-            if child.is_dir() and (child / SUMMARY).exists():
-                shutil.rmtree(child)
-    path.mkdir(parents=True, exist_ok=True)
+        for name in (*_RESULT_DIRS, *own):
+            target = path / name
+            if target.is_symlink():
+                target.unlink()
+            elif target.is_dir():
+                shutil.rmtree(target)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--results-dir {path} cannot be created ({exc.strerror}); choose another.") from None
     return path
 
 
+def discard_setup(path: Path) -> None:
+    """Remove what starting an evaluation wrote before it failed to start (empty logs, ``out/``)."""
+    for name in _RESULT_FILES:
+        (path / name).unlink(missing_ok=True)
+    for name in _RESULT_DIRS:
+        try:
+            (path / name).rmdir()  # only when empty: nothing of anyone's is lost
+        except OSError:
+            pass
+
+
 def default_results_dir(base: Path | None = None) -> Path:
-    """A fresh directory under ./results named by the time, so that runs never collide."""
+    """A fresh directory under ./results named by the time, created here so that runs never collide.
+
+    Two evaluations started in the same second each get their own directory: the name is taken
+    by creating it (``mkdir`` fails for the second one, which moves on to ``-2``).
+    """
     import datetime as _dt
 
     base = base or Path("results")
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    candidate = base / stamp
     n = 1
-    while candidate.exists():
-        n += 1
-        candidate = base / f"{stamp}-{n}"
-    return candidate
+    while True:
+        candidate = base / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            n += 1
+        except OSError as exc:
+            raise UsageError(
+                f"Cannot create a results directory under {base} ({exc.strerror}); pass --results-dir."
+            ) from None
 
 
 def write_json(path: Path, document: Any) -> None:

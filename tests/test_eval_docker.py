@@ -149,7 +149,11 @@ def test_failure_after_containers_exist_leaves_nothing(docker_api, make_image, t
                   "--results-dir", str(r), cwd=tmp_path)  # fmt: skip
     assert res.returncode != 0
     assert "memory" in res.stderr and "Traceback" not in res.stderr
-    assert json.loads((r / "summary.json").read_text())["ok"] is False
+    # Nothing ran: no summary claims a result, so the same command can simply be fixed and rerun.
+    assert not (r / "summary.json").exists() and not (r / "agent-stdout.txt").exists()
+    again = run_cli("eval", GAME, STATE, "--runtime", "docker", "--image", image, "--memory", "lots",
+                    "--results-dir", str(r), cwd=tmp_path)  # fmt: skip
+    assert "memory" in again.stderr and "already holds results" not in again.stderr
     assert _leftovers(docker_api) == ([], [])
 
 

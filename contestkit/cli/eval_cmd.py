@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from contestkit import evaluation, results
 from contestkit.cli.output import console, err_console, print_json
 from contestkit.config import find_project_file
 from contestkit.curves import sparkline, write_reward_svg
-from contestkit.errors import UsageError
+from contestkit.errors import ContestkitError, UsageError
 
 
 def _fmt(x: float | None, digits: int = 1) -> str:
@@ -105,7 +106,7 @@ def eval_command(
     ),
     levels: Path | None = typer.Option(None, "--levels", help="CSV of levels (header game,state)."),
     parallel: int = typer.Option(1, "--parallel", min=1, help="Levels evaluated at once."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of the sticky frame skip."),
+    seed: int | None = typer.Option(None, "--seed", min=0, help="Seed of the sticky frame skip."),
     record: bool = typer.Option(False, "--record", help="Record every episode as .bk2 under bk2/."),
     gpus: bool = typer.Option(False, "--gpus", help="Docker runtime: pass the GPUs to the agent."),
     cpus: float | None = typer.Option(
@@ -133,10 +134,11 @@ def eval_command(
         raise UsageError("Pass either GAME [STATE] or --levels FILE.csv, not both.")
     project_file = find_project_file()  # the agent project around here, found like git finds a repo
     project_dir = project_file.parent if project_file else None
+    fresh_dir = None if results_dir else results.default_results_dir(project_dir / "results" if project_dir else None)
     req = evaluation.EvalRequest(
         game=game or "",
         state=state,
-        results_dir=results_dir or results.default_results_dir(project_dir / "results" if project_dir else None),
+        results_dir=results_dir or fresh_dir,
         runtime=runtime,
         agent=agent,
         image=image,
@@ -170,6 +172,11 @@ def eval_command(
                 rows, score, root = [one], one.score, one.results_dir
         except KeyboardInterrupt:
             interrupted = True
+        except ContestkitError:
+            if fresh_dir is not None:  # the default directory made for this run, still empty
+                with contextlib.suppress(OSError):
+                    fresh_dir.rmdir()
+            raise
     finally:
         view.stop()
     if interrupted:

@@ -84,4 +84,8 @@ class Session(Protocol):
 class Launcher(Protocol):
     name: str
 
-    def start(self, spec: LaunchSpec) -> Session: ...
+    def check(self, spec: LaunchSpec) -> None:
+        """Raise a ContestkitError for what would stop ``start``; create and change nothing."""
+
+    def start(self, spec: LaunchSpec) -> Session:
+        """Start both halves of a spec that ``check`` passed."""

@@ -21,7 +21,7 @@ from typing import Any
 
 from contestkit import results
 from contestkit.cpuset import describe
-from contestkit.errors import ContestkitError, NotFoundError
+from contestkit.errors import ContestkitError, NotFoundError, UsageError
 from contestkit.games import rom_path
 from contestkit.runtime.base import LaunchSpec, remote_args
 
@@ -248,23 +248,30 @@ class DockerLauncher:
     def __init__(self, on_event: Callable[[str], None] | None = None) -> None:
         self.on_event = on_event
 
-    def start(self, spec: LaunchSpec) -> DockerSession:
+    def check(self, spec: LaunchSpec) -> None:
         from contestkit import dockerengine, images
 
         if not spec.image:
-            raise ContestkitError(
+            raise UsageError(
                 "The docker runtime needs an agent image: pass --image IMAGE, or run `contestkit build` in "
                 "your agent project first."
             )
         api = dockerengine.connect()
-        sweep_orphans(api)
-        if images.inspect_image(api, spec.image) is None:
-            if images.is_toolkit_image(spec.image):
-                images.ensure_image(spec.image, self._event, api=api)
-            else:
+        try:
+            if images.inspect_image(api, spec.image) is None and not images.is_toolkit_image(spec.image):
                 raise NotFoundError(
                     f"No image '{spec.image}' in the Docker engine: build it (`contestkit build`) or pull it first."
                 )
+        finally:
+            api.close()
+
+    def start(self, spec: LaunchSpec) -> DockerSession:
+        from contestkit import dockerengine, images
+
+        api = dockerengine.connect()
+        sweep_orphans(api)
+        if images.inspect_image(api, spec.image) is None:  # a toolkit image: built on first use
+            images.ensure_image(spec.image, self._event, api=api)
         remote = images.ensure_image("remote-env", self._event, api=api)
         return DockerSession(api, spec, remote)
 

@@ -116,7 +116,9 @@ class LocalSession:
 class LocalLauncher:
     name = "local"
 
-    def start(self, spec: LaunchSpec) -> LocalSession:
+    def check(self, spec: LaunchSpec) -> None:
         if spec.cpuset and not hasattr(os, "sched_setaffinity"):
             raise UsageError("--cpuset needs Linux for the local runtime; drop it, or use --runtime docker.")
+
+    def start(self, spec: LaunchSpec) -> LocalSession:
         return LocalSession(spec)

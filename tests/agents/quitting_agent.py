@@ -1,0 +1,3 @@
+"""Exits cleanly without ever opening the bridge (a forgotten main() call, say)."""
+
+print("bye", flush=True)
