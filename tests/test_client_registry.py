@@ -128,6 +128,13 @@ def test_push_submit_wait_and_leaderboard_end_to_end(stack, tmp_path: Path):
         other = Team(contest, tmp_path / "b")
         assert json.loads(other.run("registry", "list", "--json").stdout)["repositories"] == {}
         assert json.loads(other.run("leaderboard", "--json").stdout)["leaderboard"][0]["name"] == team.name
+
+        # --json: stdout is the one JSON document; push progress and notes go to stderr.
+        again = team.run("submit", local, "--wait", "--json")
+        assert again.returncode == 0, again.stdout + again.stderr
+        document = json.loads(again.stdout)
+        assert document["status"] == "finished" and document["score"] == 43.0
+        assert f"Pushed {target}" in again.stderr and "queued" in again.stderr
     finally:
         for reference in [local, f"{address}/{team.name}/e2e-{team.name}:score-42", *pulled]:
             try:

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
 from rich.table import Table
@@ -251,17 +252,18 @@ def _resolve_image(tag: str | None, credentials: RegistryCredentials, client: An
 class _PushDisplay:
     """A progress bar per layer on a terminal; one line per finished layer otherwise (CI logs)."""
 
-    def __init__(self, image: str) -> None:
+    def __init__(self, image: str, out: Console) -> None:
         self.image = image
-        self.live = console.is_terminal
+        self.out = out
+        self.live = out.is_terminal
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=out
         )
         self.tasks: dict[str, TaskID] = {}
         self.done: set[str] = set()
 
     def __enter__(self) -> _PushDisplay:
-        console.print(f"Pushing {self.image}", soft_wrap=True)
+        self.out.print(f"Pushing {self.image}", soft_wrap=True)
         if self.live:
             self.progress.start()
         return self
@@ -285,11 +287,11 @@ class _PushDisplay:
             self.progress.update(task, description=f"{event.layer} {event.status}")
         elif finished and event.layer not in self.done:
             self.done.add(event.layer)
-            console.print(f"  {event.layer}: {event.status}", soft_wrap=True)
+            self.out.print(f"  {event.layer}: {event.status}", soft_wrap=True)
 
 
-def _push(tag: str | None) -> tuple[Any, str, str]:
-    """Tag and push; returns (push result, target image, job tag)."""
+def _push(tag: str | None, out: Console = console) -> tuple[Any, str, str]:
+    """Tag and push; returns (push result, target image, job tag). Progress goes to ``out``."""
     from contestkit import registry
 
     client = _client()
@@ -298,10 +300,10 @@ def _push(tag: str | None) -> tuple[Any, str, str]:
     source, target, job_tag = _resolve_image(tag, credentials, docker)
     if source != target:
         registry.tag(source, target, client=docker)
-    with _PushDisplay(target) as display:
+    with _PushDisplay(target, out) as display:
         result = registry.push(target, credentials, on_event=display, client=docker)
     digest = f" ({result.digest})" if result.digest else ""
-    console.print(f"[green]Pushed[/] {target}{digest}", soft_wrap=True)
+    out.print(f"[green]Pushed[/] {target}{digest}", soft_wrap=True)
     return result, target, job_tag
 
 
@@ -313,15 +315,20 @@ def push(tag: str = typer.Argument(None, help="TAG of the project's image, or NA
 def submit(
     tag: str = typer.Argument(None, help="TAG of the project's image, or NAME:TAG of a local image."),
     wait: bool = typer.Option(False, "--wait", help="Follow the job to the end and print its levels and score."),
-    json_out: bool = typer.Option(False, "--json", help="With --wait: print the finished job as JSON."),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print the job as one JSON document (with --wait, the finished job); the rest to stderr."
+    ),
 ) -> None:
     """Push the agent image to the team registry and start an evaluation job for it."""
-    result, target, job_tag = _push(tag)
+    out = err_console if json_out else console  # stdout then holds only the JSON document
+    result, target, job_tag = _push(tag, out)
     client = _client()
     job = client.start_job(job_tag, result.digest)
-    console.print(f"[green]Job {job['id']} queued[/] for {target}.", soft_wrap=True)
+    out.print(f"[green]Job {job['id']} queued[/] for {target}.", soft_wrap=True)
     if not wait:
-        console.print(f"Follow it with `contestkit jobs {job['id']} --watch`.")
+        out.print(f"Follow it with `contestkit jobs {job['id']} --watch`.")
+        if json_out:
+            print_json(job)
         return
     final = _watch(client, int(job["id"]), json_out=json_out)
     if final.get("status") != "finished":
