@@ -208,7 +208,7 @@ def build_project(
         tags.insert(1, f"{name}:{tag}")
     notes = []
     if not project.registry:
-        notes.append(f"no registry configured: tagged {primary}; `contestkit push` will ask for the registry")
+        notes.append(f"no registry configured: tagged {primary}; `contestkit push` retags it for your team registry")
 
     text = dockerfile.read_text(encoding="utf-8", errors="replace")
     buildargs = build_args(text, config)

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import re
 
+from contestkit.errors import UsageError
+
 #: Docker's reference grammar for one path component of a repository name.
 COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 #: The longest name registries (and ``contestkit build``) accept for one repository name.
 MAX_NAME_LENGTH = 128
+#: One dot-separated part of a registry host name.
+_DOMAIN_COMPONENT = re.compile(r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])")
 
 
 def name_problem(name: str) -> str | None:
@@ -63,3 +67,30 @@ def sanitize_name(text: str) -> str:
     name = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("._-")
     name = re.sub(r"[._-]{2,}", "-", name)
     return name or "agent"
+
+
+def validate_registry(registry: str) -> str:
+    """A registry as ``HOST[:PORT][/ORG...]`` (no scheme, no trailing slash), normalised."""
+    value = registry.strip().rstrip("/")
+    if "://" in value:
+        scheme = value.split("://", 1)[0]
+        raise UsageError(
+            f"invalid registry {registry!r}: give HOST or HOST/ORG without {scheme}:// "
+            f"(for example {value.split('://', 1)[1] or 'registry.example.com/team'})."
+        )
+    if not value:
+        raise UsageError("invalid registry: it is empty; give HOST or HOST/ORG, for example registry.example.com/team.")
+    host, _, path = value.partition("/")
+    hostname, _, port = host.partition(":")
+    if not hostname or not all(_DOMAIN_COMPONENT.fullmatch(part) for part in hostname.split(".")):
+        raise UsageError(
+            f"invalid registry {registry!r}: {host!r} is not a host name "
+            "(letters, digits and '-', dot-separated, optionally :PORT)."
+        )
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise UsageError(f"invalid registry {registry!r}: port {port!r} must be a number from 1 to 65535.")
+    for component in path.split("/") if path else []:
+        problem = name_problem(component)
+        if problem:
+            raise UsageError(f"invalid registry {registry!r}: organisation part {problem}.")
+    return value

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contestkit.config import PROJECT_FILE, Config, find_project_file, load_config
-from contestkit.errors import ContestkitError
-from contestkit.naming import name_problem, sanitize_name
+from contestkit.errors import ContestkitError, UsageError
+from contestkit.naming import name_problem, sanitize_name, validate_registry
 
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
@@ -82,6 +82,11 @@ def find_project(start: Path | str | None = None) -> Project | None:
     project = Project(config_file.parent, config_file, config)
     if config.name:
         validate_name(config.name, f"{config_file} ({config.sources['name']})")
+    if config.registry:
+        try:
+            validate_registry(config.registry)
+        except UsageError as exc:  # say where the bad value came from: the file or the environment
+            raise ContestkitError(f"{config.sources['registry']}: {exc}") from None
     return project
 
 

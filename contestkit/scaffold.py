@@ -17,14 +17,13 @@ Rules kept here:
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from contestkit import __version__
 from contestkit.errors import ContestkitError, NotFoundError, UsageError
-from contestkit.naming import name_problem
+from contestkit.naming import name_problem, validate_registry
 
 #: Template choice on the command line -> directory under the templates root.
 TEMPLATES: dict[str, str] = {
@@ -46,7 +45,6 @@ _IGNORED = shutil.ignore_patterns(
     "__pycache__", "*.pyc", "*.pyo", ".pytest_cache", ".ruff_cache", "out", "results", "tmp", "*.egg-info"
 )
 
-_DOMAIN_COMPONENT = re.compile(r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])")
 
 
 @dataclass(frozen=True)
@@ -106,33 +104,6 @@ def validate_name(name: str) -> str:
     return name
 
 
-def validate_registry(registry: str) -> str:
-    """A registry as ``HOST[:PORT][/ORG...]`` (no scheme, no trailing slash), normalised."""
-    value = registry.strip().rstrip("/")
-    if "://" in value:
-        scheme = value.split("://", 1)[0]
-        raise UsageError(
-            f"invalid registry {registry!r}: give HOST or HOST/ORG without {scheme}:// "
-            f"(for example {value.split('://', 1)[1] or 'registry.example.com/team'})."
-        )
-    if not value:
-        raise UsageError("invalid registry: it is empty; give HOST or HOST/ORG, for example registry.example.com/team.")
-    host, _, path = value.partition("/")
-    hostname, _, port = host.partition(":")
-    if not hostname or not all(_DOMAIN_COMPONENT.fullmatch(part) for part in hostname.split(".")):
-        raise UsageError(
-            f"invalid registry {registry!r}: {host!r} is not a host name "
-            "(letters, digits and '-', dot-separated, optionally :PORT)."
-        )
-    if port and not (port.isdigit() and 0 < int(port) < 65536):
-        raise UsageError(f"invalid registry {registry!r}: port {port!r} must be a number from 1 to 65535.")
-    for component in path.split("/") if path else []:
-        problem = name_problem(component)
-        if problem:
-            raise UsageError(f"invalid registry {registry!r}: organisation part {problem}.")
-    return value
-
-
 def _render(text: str, values: dict[str, str]) -> str:
     for key, value in values.items():
         text = text.replace("{{" + key + "}}", value)
@@ -143,7 +114,7 @@ def substitutions(name: str, registry: str | None, template: str) -> dict[str, s
     """The ``{{key}}`` placeholders templates may use, and their values."""
     return {
         "name": name,
-        # A YAML scalar: quoted string, or null when the registry is chosen later (build asks).
+        # A YAML scalar: quoted string, or null when there is none (images are tagged NAME:TAG).
         "registry_yaml": json.dumps(registry) if registry else "null",
         "registry": registry or "<registry>",
         "image": f"{registry}/{name}" if registry else name,

@@ -112,6 +112,10 @@ def test_project_discovery_and_names(tmp_path: Path, isolated_user_config: None)
     (tmp_path / "contestkit.yaml").write_text("name: Bad Name\n")
     with pytest.raises(ContestkitError, match="not a valid image name"):
         find_project(tmp_path)
+    # The registry is held to the rules `contestkit new --registry` applies, naming its source.
+    (tmp_path / "contestkit.yaml").write_text("registry: https://Reg.io/Team/\n")
+    with pytest.raises(ContestkitError, match=r"contestkit.yaml.*invalid registry .*without https://"):
+        find_project(tmp_path)
 
 
 def test_git_state_and_default_tag(tmp_path: Path) -> None:

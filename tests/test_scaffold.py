@@ -208,7 +208,9 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_cli_creates_a_project_and_says_what_next(tmp_path: Path) -> None:
     proc = _cli("new", "cli-agent", "--template", "tf", "--registry", "reg.example.com/team", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "Created cli-agent/" in proc.stdout and "contestkit eval" in proc.stdout
+    assert "Created cli-agent/" in proc.stdout
+    # Pasteable: the command stays on one line even on a narrow terminal or a pipe.
+    assert "  contestkit eval Airstriker-Genesis Level1 --runtime local --timestep-limit 6000\n" in proc.stdout
     assert "reg.example.com/team/cli-agent" in proc.stdout
     assert (tmp_path / "cli-agent" / "agent" / "ppo.py").is_file()
 

@@ -55,12 +55,16 @@ def register(app: typer.Typer) -> None:
         where = escape(_shown(project.path))
         console.print(f"[bold green]Created[/] {where}/ from the [bold]{project.template}[/] template.")
         console.print("Next steps:")
-        console.print(f"  cd {where}")
-        console.print("  contestkit eval Airstriker-Genesis Level1 --runtime local --timestep-limit 6000")
-        console.print("  contestkit build            # image " + project.image + ":latest")
-        console.print("  contestkit submit")
+        # soft_wrap: commands must stay one line, whatever the terminal's width, to paste them.
+        for line in (
+            f"cd {where}",
+            "contestkit eval Airstriker-Genesis Level1 --runtime local --timestep-limit 6000",
+            f"contestkit build            # image {project.image}:latest",
+            "contestkit submit",
+        ):
+            console.print(f"  {line}", soft_wrap=True)
         if project.registry is None:
             console.print(
-                "[dim]No registry yet: `contestkit build` takes it from your user config or asks; "
-                "or set `registry:` in contestkit.yaml.[/]"
+                "[dim]No registry set: images are tagged NAME:TAG, and `contestkit push` retags them for "
+                "your contest server's team registry; set `registry:` in contestkit.yaml to tag for another.[/]"
             )
