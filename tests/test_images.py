@@ -281,3 +281,10 @@ def test_images_list_reports_state_size_and_version(docker_api: Any, toolkit_ima
     assert listed["contestkit/agent:cpu"]["state"] == "current"
     assert listed["contestkit/agent:cpu"]["toolkit_version"] == __version__
     assert listed[toolkit_images["remote-env"]]["size_mb"] > 100
+
+
+def test_build_names_and_all_together_is_one_sentence(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "contestkit", "images", "build", "cpu", "--all"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: Pass image names (cpu) or --all, not both."

@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from contestkit.cli.output import console, err_console, print_json
+from contestkit.errors import UsageError
 from contestkit.images import IMAGES, BuildEvent
 
 images_app = typer.Typer(
@@ -104,6 +105,8 @@ def build_cmd(
     """Build the toolkit images (skipping those already up to date)."""
     from contestkit.images import build_images, list_images
 
+    if all_images and names:
+        raise UsageError(f"Pass image names ({' '.join(names)}) or --all, not both.")
     selected = list(IMAGES) if all_images else (names or None)
     started = time.monotonic()
     with BuildRenderer(verbose=verbose) as render:
@@ -129,10 +132,13 @@ def list_cmd(
         print_json({"images": [row.to_json() for row in rows]})
         return
     table = Table(box=None, header_style="bold")
-    # Image ids are in --json; the table keeps to 80 columns so names never wrap.
+    # Image ids are in --json. Names never wrap; on a narrow terminal CREATED goes first, then the
+    # other columns fold rather than being cut to "curre…".
     table.add_column("IMAGE", no_wrap=True)
-    for column in ("STATE", "SIZE", "TOOLKIT", "CREATED"):
-        table.add_column(column, no_wrap=True)
+    for column in ("STATE", "SIZE", "TOOLKIT"):
+        table.add_column(column, overflow="fold")
+    if console.width >= 100:
+        table.add_column("CREATED", no_wrap=True)
     colors = {"current": "green", "stale": "yellow", "missing": "red", "built": "green", "unknown": "yellow"}
     for row in rows:
         state = f"[{colors.get(row.state, 'white')}]{row.state}[/]"
@@ -141,7 +147,7 @@ def list_cmd(
             state,
             _mb(row.size_bytes),
             row.version or "-",
-            row.created[:16].replace("T", " ") or "-",
+            *([row.created[:16].replace("T", " ") or "-"] if console.width >= 100 else []),
         )
     console.print(table)
     if any(row.state in ("missing", "stale") and row.key in IMAGES for row in rows):
