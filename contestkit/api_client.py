@@ -2,12 +2,15 @@
 
 Every failure becomes a ``ContestkitError`` whose message is one sentence with the HTTP status (when
 there is one) and what to do: a user never sees a traceback or "Error: None". The server's own
-``detail`` sentence is used when it sent one; otherwise the status decides the advice.
+``detail`` sentence is used when it sent one; otherwise the status decides the advice. A ``detail``
+that only repeats the status's reason phrase ("Not Found", what any FastAPI/Starlette app answers
+for an unknown path) says nothing, so it counts as none.
 """
 
 from __future__ import annotations
 
 import re
+from http import HTTPStatus
 from typing import Any
 
 import requests
@@ -61,10 +64,23 @@ def _detail(response: requests.Response) -> str | None:
     return None
 
 
+def _says_nothing(detail: str, response: requests.Response) -> bool:
+    """Whether ``detail`` is just the status's reason phrase, e.g. FastAPI's ``{"detail": "Not Found"}``."""
+    words = detail.rstrip(".!").strip().lower()
+    phrases = {(response.reason or "").strip().lower()}
+    try:
+        phrases.add(HTTPStatus(response.status_code).phrase.lower())
+    except ValueError:
+        pass
+    return words in phrases
+
+
 def error_for(response: requests.Response, action: str) -> ApiError:
     """One sentence for a failed response: what failed, the status, and the server's words or advice."""
     status = response.status_code
     detail = _detail(response)
+    if detail and _says_nothing(detail, response):
+        detail = None
     if detail:
         sentence = detail if detail.endswith((".", "!", "?")) else detail + "."
         message = f"{action} failed (HTTP {status}): {sentence}"

@@ -612,3 +612,116 @@ def postgres_url(postgres_cluster: str) -> str:
     with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres", autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return f"{postgres_cluster}/{name}"
+
+
+# -- the job functions in-process, for races made deterministic ----------------------------------
+
+
+@dataclass
+class OfflineContest:
+    """A contest data directory without a server: the library's functions called directly."""
+
+    data_dir: Path
+    config: Any
+    database: Any
+    team_id: int
+
+    def finished_job(self, score: float = 6.0) -> int:
+        """A job of the team that has finished (written as the queue would, without running it)."""
+        from sqlalchemy import update
+
+        from contestkit.server import jobs
+        from contestkit.server.db import Job, Worker, now
+
+        job = jobs.start_job(self.database, self.config, self.team_id, "score-5")
+        with self.database.session() as session:
+            session.execute(
+                update(Job).where(Job.id == job.id).values(status="finished", score=score, finished_at=now())
+            )
+            session.execute(update(Worker).where(Worker.job_id == job.id).values(status="finished", score=score))
+        return job.id
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        from contestkit.server import jobs
+
+        with self.database.session() as session:
+            return jobs.job_document(jobs.get_job(session, self.team_id, job_id))
+
+
+@pytest.fixture
+def offline_contest(tmp_path: Path) -> Iterator[OfflineContest]:
+    """A SQLite contest (two levels, one team) for in-process calls; see ``open_offline_contest``."""
+    contest = open_offline_contest(tmp_path)
+    yield contest
+    contest.database.dispose()
+
+
+def open_offline_contest(tmp: Path, database_url: str | None = None) -> OfflineContest:
+    from sqlalchemy import select
+
+    from contestkit.server.admin import add_team
+    from contestkit.server.config import load_config
+    from contestkit.server.db import Database, Team
+
+    data_dir = init_contest(tmp, [("Fake", "Level1"), ("Fake", "Level2")], database_url=database_url)
+    add_team(data_dir, name="alpha", email="alpha@example.org", password=PASSWORD)
+    config = load_config(data_dir)
+    database = Database(config.database())
+    with database.session() as session:
+        team_id = session.scalar(select(Team.id).where(Team.name == "alpha"))
+    return OfflineContest(data_dir, config, database, int(team_id))
+
+
+def interleave_before_write(monkeypatch: pytest.MonkeyPatch, other_request: Any) -> None:
+    """Make a race deterministic: ``restart_job`` has read the job and checked that its team has no
+    active job, and ``other_request()`` (another request, in its own transaction) commits right then,
+    before the restart writes anything."""
+    from contestkit.server import jobs
+
+    real = jobs._active_job
+
+    def racing(session: Any, team_id: int) -> Any:
+        found = real(session, team_id)
+        monkeypatch.setattr(jobs, "_active_job", real)  # once: the other request checks for real
+        other_request()
+        return found
+
+    monkeypatch.setattr(jobs, "_active_job", racing)
+
+
+def check_concurrent_restarts_start_the_job_once(contest: OfflineContest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two restarts of one job at the same moment: the second is a 409 and the job runs once."""
+    from contestkit.server import jobs
+
+    job_id = contest.finished_job()
+    interleave_before_write(
+        monkeypatch, lambda: jobs.restart_job(contest.database, contest.config, contest.team_id, job_id)
+    )
+    with pytest.raises(jobs.JobError) as refused:
+        jobs.restart_job(contest.database, contest.config, contest.team_id, job_id)
+    assert refused.value.status == 409, refused.value
+    assert "restarted by another request" in str(refused.value)
+    job = contest.job(job_id)
+    assert job["status"] == "queued" and job["attempt"] == 2, job
+    assert [(w["task"], w["state"]) for w in job["workers"]] == [("Fake/Level1", "pending"), ("Fake/Level2", "pending")]
+
+
+def check_restart_racing_a_submission_is_a_409(contest: OfflineContest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restart and a new submission of the same team at once: the loser gets a 409, never a 500."""
+    from contestkit.server import jobs
+
+    job_id = contest.finished_job(score=6.0)
+    submitted: list[int] = []
+    interleave_before_write(
+        monkeypatch,
+        lambda: submitted.append(jobs.start_job(contest.database, contest.config, contest.team_id, "v2").id),
+    )
+    with pytest.raises(jobs.JobError) as refused:
+        jobs.restart_job(contest.database, contest.config, contest.team_id, job_id)
+    assert refused.value.status == 409, refused.value
+    assert f"already has job {submitted[0]} queued" in str(refused.value)
+    # Nothing already done is lost: the finished job keeps its score, the submission stays queued.
+    job = contest.job(job_id)
+    assert job["status"] == "finished" and job["score"] == 6.0 and job["attempt"] == 1, job
+    assert [w["state"] for w in job["workers"]] == ["finished", "finished"]
+    assert contest.job(submitted[0])["status"] == "queued"

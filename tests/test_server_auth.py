@@ -7,7 +7,10 @@ import time
 
 import pytest
 import requests
-from server_support import PASSWORD, Contest, make_contest, make_module_contest, unique_team  # noqa: F401
+from server_support import PASSWORD, Contest, cli, make_contest, make_module_contest, unique_team  # noqa: F401
+
+from contestkit.api_client import ContestClient, error_for
+from contestkit.errors import ContestkitError
 
 LEVELS = [("Fake", "Level1")]
 
@@ -112,3 +115,80 @@ def test_repeated_wrong_passwords_are_throttled(contest):
     right = requests.post(contest.url + "/rest/login", json={"email": email, "password": PASSWORD})
     assert right.status_code == 429
     assert int(right.headers["retry-after"]) > 0
+
+
+def test_a_password_that_is_not_valid_text_is_a_failed_login_and_is_throttled(contest):
+    name, email = unique_team("alpha")
+    contest.add_team(name, email)
+    wrong = requests.post(contest.url + "/rest/login", json={"email": email, "password": "not it at all"}).json()
+    body = {"email": email, "password": "\ud800"}  # a lone surrogate: valid JSON, not valid Unicode
+    for _ in range(4):
+        refused = requests.post(contest.url + "/rest/login", json=body)
+        assert refused.status_code == 401 and refused.json() == wrong
+    minted = requests.post(contest.url + "/rest/token", json=body)
+    assert minted.status_code == 401 and minted.json() == wrong
+    odd_email = requests.post(contest.url + "/rest/login", json={"email": "\ud800@x.org", "password": PASSWORD})
+    assert odd_email.status_code == 401 and odd_email.json() == wrong
+    # They count as failed logins: 6 for this email above (1 + 4 + the token), 4 more and it is throttled.
+    codes = [requests.post(contest.url + "/rest/login", json=body).status_code for _ in range(5)]
+    assert codes == [401] * 4 + [429]
+    http = requests.Session()
+    assert http.post(contest.url + "/rest/login", json={"email": email, "password": PASSWORD}).status_code == 429
+
+
+def test_a_token_name_that_is_not_valid_text_is_refused(contest):
+    _, http = contest.team("alpha")
+    refused = http.post(contest.url + "/rest/token", json={"name": "ci \ud800"})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"].startswith("Invalid request (name:")
+
+
+@pytest.mark.parametrize("token_id", ["0", str(2**31), "99999999999999999999999"])
+def test_token_ids_no_token_can_have_are_not_found(contest, token_id):
+    _, http = contest.team("alpha")
+    answer = http.delete(f"{contest.url}/rest/token/{token_id}")
+    assert answer.status_code == 404, answer.text
+    assert answer.json()["detail"] == f"Your team has no API token {token_id}."
+
+
+def test_set_password_ends_sessions_and_revokes_api_tokens(contest):
+    name, email = unique_team("alpha")
+    contest.add_team(name, email)
+    url = contest.url
+    token = requests.post(url + "/rest/token", json={"email": email, "password": PASSWORD}).json()["token"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    session = contest.session(email)
+    assert requests.get(url + "/rest/user", headers=bearer).status_code == 200
+    result = cli(
+        "server", "set-password", email, "--password-stdin", "--data-dir", str(contest.data_dir),
+        input="a brand new password\n",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Whoever leaked the old password may have minted tokens with it: they stop working too.
+    assert requests.get(url + "/rest/user", headers=bearer).status_code == 401
+    assert session.get(url + "/rest/user").status_code == 401
+    assert contest.session(email, "a brand new password").get(url + "/rest/user").status_code == 200
+
+
+def test_the_client_gives_advice_when_the_server_url_is_not_a_contest_server(contest):
+    """FastAPI answers an unknown path with {"detail": "Not Found"}: that is no advice, the client's is."""
+    name, email = unique_team("alpha")
+    contest.add_team(name, email)
+    with pytest.raises(ContestkitError) as err:
+        ContestClient(contest.url + "/contest").login(email, PASSWORD)
+    assert str(err.value) == (
+        "Logging in failed (HTTP 404 Not Found): it does not exist, or the server URL is not a contest server "
+        "(check `contestkit login --server`)."
+    )
+    # A sentence of the server's own is still shown as it is.
+    with pytest.raises(ContestkitError, match=r"HTTP 404\): Your team has no job 7;"):
+        client = ContestClient(contest.url)
+        client.login(email, PASSWORD)
+        client.job(7)
+    not_allowed = requests.Response()
+    not_allowed.status_code, not_allowed.reason = 405, "Method Not Allowed"
+    not_allowed._content = b'{"detail": "Method Not Allowed"}'
+    assert str(error_for(not_allowed, "Logging in")) == (
+        "Logging in failed (HTTP 405 Method Not Allowed): the server URL is probably not a contest server; "
+        "check `contestkit login --server`."
+    )

@@ -12,7 +12,14 @@ import threading
 
 import pytest
 import requests
-from server_support import Contest, make_contest, make_module_contest  # noqa: F401 - fixtures
+from server_support import (  # noqa: F401 - fixtures
+    Contest,
+    check_concurrent_restarts_start_the_job_once,
+    check_restart_racing_a_submission_is_a_409,
+    make_contest,
+    make_module_contest,
+    offline_contest,
+)
 
 LEVELS = [("Fake", "Level1"), ("Fake", "Level2"), ("Fake", "Level3")]
 
@@ -249,3 +256,114 @@ def test_levels_get_cpu_sets_of_their_own(make_contest):  # noqa: F811
         running += delta
         peak = max(peak, running)
     assert peak == 2
+
+
+def test_parallel_restarts_of_one_job_start_it_once(contest):
+    """8 restarts of one finished job at once: one is accepted, the job runs once with its levels."""
+    _, http = contest.team("alpha")
+    job = http.post(contest.url + "/rest/job/start", json={"tag": "score-7"}).json()
+    contest.wait_job(http, job["id"])
+    cookies = dict(http.cookies)
+    barrier = threading.Barrier(8)
+    answers: list[requests.Response] = []
+
+    def restart() -> None:
+        barrier.wait()
+        answers.append(requests.post(f"{contest.url}/rest/job/restart/{job['id']}", cookies=cookies, timeout=30))
+
+    threads = [threading.Thread(target=restart) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(a.status_code for a in answers) == [200] + [409] * 7, [a.text for a in answers]
+    done = contest.wait_job(http, job["id"])
+    assert done["status"] == "finished" and done["attempt"] == 2, done
+    assert [w["task"] for w in done["workers"]] == ["Fake/Level1", "Fake/Level2", "Fake/Level3"]
+    assert done["score"] == pytest.approx(8.0)
+
+
+def test_a_restart_that_loses_a_race_is_a_409(offline_contest, monkeypatch):  # noqa: F811
+    check_concurrent_restarts_start_the_job_once(offline_contest, monkeypatch)
+
+
+def test_a_restart_racing_a_new_submission_is_a_409_not_a_500(offline_contest, monkeypatch):  # noqa: F811
+    check_restart_racing_a_submission_is_a_409(offline_contest, monkeypatch)
+
+
+def test_restarts_and_submissions_at_once_never_fail_with_500(make_contest):  # noqa: F811
+    contest = make_contest([("Fake", "Level1")])
+    _, http = contest.team("alpha")
+    job = http.post(contest.url + "/rest/job/start", json={"tag": "v1"}).json()
+    contest.wait_job(http, job["id"])
+    cookies = dict(http.cookies)
+
+    def call(barrier: threading.Barrier, codes: list[int], path: str, body: dict | None) -> None:
+        barrier.wait()
+        codes.append(requests.post(contest.url + path, json=body, cookies=cookies, timeout=30).status_code)
+
+    for _ in range(4):
+        barrier = threading.Barrier(6)
+        codes: list[int] = []
+        calls = [(f"/rest/job/restart/{job['id']}", None)] * 3 + [("/rest/job/start", {"tag": "v1-slow"})] * 3
+        threads = [threading.Thread(target=call, args=(barrier, codes, *c)) for c in calls]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(codes)[:1] in ([200], [201]) and sorted(codes)[1:] == [409] * 5, codes
+        active = http.post(contest.url + "/rest/job/kill").json()
+        contest.wait_job(http, active["id"])
+
+
+@pytest.mark.parametrize("job_id", ["0", "-1", str(2**31), "99999999999999999999999"])
+def test_job_ids_no_job_can_have_are_not_found(contest, job_id):
+    _, http = contest.team("alpha")
+    for method, path in (
+        ("GET", f"/rest/job/status/{job_id}"),
+        ("POST", f"/rest/job/kill/{job_id}"),
+        ("POST", f"/rest/job/restart/{job_id}"),
+    ):
+        answer = http.request(method, contest.url + path)
+        assert answer.status_code == 404, (path, answer.text)
+        assert answer.json()["detail"] == f"Your team has no job {job_id}; `contestkit jobs --all` lists yours."
+    assert http.get(contest.url + "/rest/job/status/abc").status_code == 422  # not a number at all
+
+
+def test_a_tag_longer_than_the_database_keeps_is_refused(contest):
+    _, http = contest.team("alpha")
+    tag = "a" * 200 + ":" + "v" * 100  # a valid REPOSITORY:TAG, but 301 characters
+    refused = http.post(contest.url + "/rest/job/start", json={"tag": tag})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"] == "The image tag is 301 characters long; use a tag of at most 256 characters."
+    assert http.get(contest.url + "/rest/job/status/all").json() == []
+    fits = http.post(contest.url + "/rest/job/start", json={"tag": "a" * 100 + ":" + "v" * 100})
+    assert fits.status_code == 201, fits.text
+    assert http.post(contest.url + "/rest/job/kill").status_code == 200
+
+
+def test_the_leaderboard_ranks_a_restarted_job_that_finished_last(contest):
+    team, http = contest.team("alpha")
+
+    def finish(response: requests.Response) -> None:
+        assert response.status_code in (200, 201), response.text
+        assert contest.wait_job(http, response.json()["id"])["status"] == "finished"
+
+    first = http.post(contest.url + "/rest/job/start", json={"tag": "score-50"})
+    finish(first)
+    finish(http.post(contest.url + "/rest/job/start", json={"tag": "score-80"}))
+    # The older job, run again, is now the team's latest finished job: its score counts.
+    finish(http.post(f"{contest.url}/rest/job/restart/{first.json()['id']}"))
+    board = requests.get(contest.url + "/rest/leaderboard").json()["leaderboard"]
+    row = next(r for r in board if r["name"] == team)
+    assert (row["job"], row["score"]) == (first.json()["id"], 51.0)
+
+
+def test_a_tag_that_is_not_valid_text_gets_a_sentence(contest):
+    _, http = contest.team("alpha")
+    refused = http.post(contest.url + "/rest/job/start", json={"tag": "v1\ud800"})  # a lone surrogate
+    assert refused.status_code == 422, refused.text
+    assert (
+        refused.json()["detail"] == "'v1\\ud800' is not an image tag: use TAG or REPOSITORY:TAG (lower-case "
+        "repository, tag of letters, digits, '_', '.', '-')."
+    )

@@ -11,12 +11,16 @@ import time
 import pytest
 import requests
 from server_support import (  # noqa: F401 - fixtures
+    PASSWORD,
     LevelsT,
     ServerProcess,
     base_env,
+    check_concurrent_restarts_start_the_job_once,
     check_one_active_job_per_team,
+    check_restart_racing_a_submission_is_a_409,
     check_schema,
     make_contest,
+    open_offline_contest,
     postgres_cluster,
     postgres_url,
 )
@@ -84,3 +88,58 @@ def test_a_killed_server_recovers_its_job_on_postgres(tmp_path, make_contest, po
     done = contest.wait_job(http, job["id"], timeout=60)
     assert done["status"] == "finished" and done["resumes"] == 1
     assert run_log.read_text().splitlines().count(f"{job['id']} 0 Level1") == 1
+
+
+@pytest.mark.parametrize(
+    "check", [check_concurrent_restarts_start_the_job_once, check_restart_racing_a_submission_is_a_409]
+)
+def test_restart_races_on_postgres(tmp_path, postgres_url, monkeypatch, check):  # noqa: F811
+    contest = open_offline_contest(tmp_path, database_url=postgres_url)
+    try:
+        check(contest, monkeypatch)
+    finally:
+        contest.database.dispose()
+
+
+def test_ids_beyond_integer_columns_and_overlong_tags_on_postgres(make_contest, postgres_url):  # noqa: F811
+    contest = make_contest([("Fake", "Level1")], database_url=postgres_url)
+    _, http = contest.team("alpha")
+    for big in (str(2**31), "99999999999999999999999"):
+        for method, path in (
+            ("GET", f"/rest/job/status/{big}"),
+            ("POST", f"/rest/job/kill/{big}"),
+            ("POST", f"/rest/job/restart/{big}"),
+            ("DELETE", f"/rest/token/{big}"),
+        ):
+            answer = http.request(method, contest.url + path)
+            assert answer.status_code == 404, (path, answer.text)
+    tag = "a" * 200 + ":" + "v" * 100
+    refused = http.post(contest.url + "/rest/job/start", json={"tag": tag})
+    assert refused.status_code == 422 and "at most 256 characters" in refused.json()["detail"], refused.text
+    wrong = http.post(contest.url + "/rest/login", json={"email": "x@example.org", "password": "\ud800"})
+    assert wrong.status_code == 401, wrong.text
+    assert "Traceback" not in contest.server.log()
+
+
+def test_a_refused_team_leaves_nothing_and_shows_no_secret_on_postgres(tmp_path, postgres_url, monkeypatch):  # noqa: F811
+    from sqlalchemy import select
+
+    from contestkit.server import admin
+    from contestkit.server.db import Team
+
+    contest = open_offline_contest(tmp_path, database_url=postgres_url)
+    contest.database.dispose()
+    monkeypatch.setattr(admin.secrets, "token_urlsafe", lambda _n: "registry-secret-1234")
+    # Past the up-front check, PostgreSQL itself refuses the 262-character email (varchar(254)).
+    monkeypatch.setattr(admin, "EMAIL_MAX", 1000, raising=False)
+    with pytest.raises(ContestkitError) as err:
+        admin.add_team(contest.data_dir, name="beta", email="b" * 250 + "@example.org", password=PASSWORD)
+    message = str(err.value)
+    assert message.startswith("The database refused the new team (StringDataRightTruncation), so nothing was added")
+    assert "registry-secret-1234" not in message and "argon2" not in message and PASSWORD not in message
+    htpasswd = (contest.data_dir / "registry" / "htpasswd").read_text()
+    assert "\nbeta:" not in htpasswd and not htpasswd.startswith("beta:")
+    database = Database(postgres_url)
+    with database.session() as session:
+        assert session.scalars(select(Team.name)).all() == ["alpha"]
+    database.dispose()

@@ -118,12 +118,12 @@ def set_password(
     password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the new password from stdin."),
     data_dir: Path = _DATA_DIR,
 ) -> None:
-    """Reset a team's password (its sessions end)."""
+    """Reset a team's password (its sessions end and its API tokens are revoked)."""
     _needs_server_extra()
     from contestkit.server.admin import set_password as do_set
 
     do_set(data_dir, email=email, password=_read_password(password_stdin))
-    console.print(f"[green]Password of {email} changed[/]; its sessions were ended.")
+    console.print(f"[green]Password of {email} changed[/]; its sessions were ended and its API tokens revoked.")
 
 
 @server_app.command("run")

@@ -12,17 +12,19 @@ who need registry-level isolation should put the registry behind token authentic
 from __future__ import annotations
 
 import fcntl
+import logging
 import re
 import secrets
 import shutil
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import bcrypt
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from contestkit.errors import ContestkitError, UsageError
 from contestkit.server import auth
@@ -37,11 +39,17 @@ from contestkit.server.config import (
     validate,
     write_private,
 )
-from contestkit.server.db import Database, Team
+from contestkit.server.db import AuthToken, Database, Team
 from contestkit.server.migrations import migrate
+
+log = logging.getLogger("contestkit.server.admin")
 
 _NAMESPACE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# The lengths of the teams table's columns: checked up front, so that no database refuses them later.
+NAME_MAX = 64
+EMAIL_MAX = 254
+NAMESPACE_MAX = 48  # the column holds 64; registry namespaces are kept shorter
 
 
 @dataclass
@@ -144,51 +152,84 @@ class NewTeam:
     registry_username: str
 
 
+def _check_text(value: str, what: str, limit: int) -> None:
+    """Refuse text the teams table cannot hold: too long, not valid Unicode, or control characters."""
+    if not auth.encodable(value) or any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise UsageError(f"The team {what} contains characters that cannot be stored; use printable text.")
+    if len(value) > limit:
+        raise UsageError(f"The team {what} has {len(value)} characters; use at most {limit}.")
+
+
+def _database_failure(exc: SQLAlchemyError) -> ContestkitError:
+    """One sentence for a failed write: the error's kind only, since its text quotes the row's values,
+    the team's password hash and registry password among them."""
+    kind = type(getattr(exc, "orig", None) or exc).__name__
+    return ContestkitError(
+        f"The database refused the new team ({kind}), so nothing was added; check that the database is "
+        "reachable and the team's details are valid, then run add-team again."
+    )
+
+
 def add_team(data_dir: Path, *, name: str, email: str, password: str, namespace: str | None = None) -> NewTeam:
-    """Create a team with its login, its registry namespace and its registry account."""
+    """Create a team with its login, its registry namespace and its registry account.
+
+    The team is committed first and its registry account written after: a refused commit leaves no
+    account behind, and an account that cannot be written removes the team again.
+    """
     config = load_config(data_dir)
     name = name.strip()
     email = email.strip().lower()
-    if not name or len(name) > 64:
-        raise UsageError("The team name must have 1 to 64 characters.")
+    if not name:
+        raise UsageError(f"The team name must have 1 to {NAME_MAX} characters.")
+    _check_text(name, "name", NAME_MAX)
+    _check_text(email, "email", EMAIL_MAX)
     if not _EMAIL.match(email):
         raise UsageError(f"'{email}' is not an email address.")
     auth.check_password_rules(password)
     namespace = namespace or namespace_for(name)
-    if not _NAMESPACE.match(namespace) or len(namespace) > 48:
+    if not _NAMESPACE.match(namespace) or len(namespace) > NAMESPACE_MAX:
         raise UsageError(
             f"The registry namespace '{namespace}' is not valid: use lower-case letters and digits, separated "
-            "by single '.', '_' or '-' (pass --namespace to choose one)."
+            f"by single '.', '_' or '-', at most {NAMESPACE_MAX} characters (pass --namespace to choose one)."
         )
     if namespace == EVALUATOR_USERNAME:
         raise UsageError(f"'{namespace}' is reserved for the server's own registry account; choose another name.")
     registry_password = secrets.token_urlsafe(24)
     database = Database(config.database())
     try:
-        migrate(database)
-        with database.session() as session:
-            for column, value, what in (
-                (Team.name, name, "name"),
-                (Team.email, email, "email"),
-                (Team.namespace, namespace, "registry namespace"),
-            ):
-                if session.scalar(select(Team.id).where(column == value)) is not None:
-                    raise UsageError(f"A team with the {what} '{value}' already exists.")
-            session.add(
-                Team(
-                    name=name,
-                    email=email,
-                    password_hash=auth.hash_password(password),
-                    namespace=namespace,
-                    registry_username=namespace,
-                    registry_password=registry_password,
+        try:
+            migrate(database)
+            with database.session() as session:
+                for column, value, what in (
+                    (Team.name, name, "name"),
+                    (Team.email, email, "email"),
+                    (Team.namespace, namespace, "registry namespace"),
+                ):
+                    if session.scalar(select(Team.id).where(column == value)) is not None:
+                        raise UsageError(f"A team with the {what} '{value}' already exists.")
+                session.add(
+                    Team(
+                        name=name,
+                        email=email,
+                        password_hash=auth.hash_password(password),
+                        namespace=namespace,
+                        registry_username=namespace,
+                        registry_password=registry_password,
+                    )
                 )
-            )
-            # The registry account goes in before the commit: if writing htpasswd fails, no team
-            # exists that could not push.
+        except IntegrityError:
+            raise UsageError(f"A team with the name '{name}' or email '{email}' already exists.") from None
+        except SQLAlchemyError as exc:
+            raise _database_failure(exc) from None
+        try:
             set_htpasswd(config, namespace, registry_password)
-    except IntegrityError:
-        raise UsageError(f"A team with the name '{name}' or email '{email}' already exists.") from None
+        except (OSError, ContestkitError) as exc:
+            _remove_team(database, namespace)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ContestkitError(
+                f"The registry account of team '{name}' could not be written to {config.htpasswd_path} "
+                f"({reason}), so the team was not added; fix that and run add-team again."
+            ) from None
     finally:
         database.dispose()
     return NewTeam(
@@ -200,20 +241,32 @@ def add_team(data_dir: Path, *, name: str, email: str, password: str, namespace:
     )
 
 
-def set_password(data_dir: Path, *, email: str, password: str) -> None:
-    """Replace a team's password and end its sessions (a reset is usually a response to a leak)."""
-    from contestkit.server.db import AuthToken
+def _remove_team(database: Database, namespace: str) -> None:
+    """Undo a team just committed whose registry account could not be written (best effort)."""
+    try:
+        with database.session() as session:
+            session.execute(delete(Team).where(Team.namespace == namespace))
+    except SQLAlchemyError as exc:
+        log.error("could not remove team %s after its registry account failed: %s", namespace, type(exc).__name__)
 
+
+def set_password(data_dir: Path, *, email: str, password: str) -> None:
+    """Replace a team's password, end its sessions and revoke its API tokens.
+
+    A reset is usually a response to a leak: whoever had the old password may have minted API tokens
+    with it, so those go too; the team logs in again and creates new tokens.
+    """
     config = load_config(data_dir)
     auth.check_password_rules(password)
     database = Database(config.database())
     try:
         with database.session() as session:
-            team = session.scalar(select(Team).where(Team.email == email.strip().lower()))
+            address = email.strip().lower()
+            team = session.scalar(select(Team).where(Team.email == address)) if auth.encodable(address) else None
             if team is None:
                 raise UsageError(f"No team has the email '{email}'.")
             team.password_hash = auth.hash_password(password)
-            session.query(AuthToken).filter(AuthToken.team_id == team.id, AuthToken.kind == "session").delete()
+            session.execute(delete(AuthToken).where(AuthToken.team_id == team.id))
     finally:
         database.dispose()
 

@@ -27,7 +27,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
 
 from contestkit import __version__
@@ -120,6 +120,13 @@ class TokenRequest(BaseModel):
     password: str | None = None
     expires_in_days: float | None = Field(default=None, gt=0, description="none: the token does not expire")
 
+    @field_validator("name")
+    @classmethod
+    def _storable_name(cls, value: str | None) -> str | None:
+        if value is not None and not auth.encodable(value):
+            raise ValueError("not valid text (an unpaired surrogate); choose another name")
+        return value
+
 
 class TokenResponse(BaseModel):
     id: int
@@ -139,6 +146,11 @@ class TokenInfo(BaseModel):
 class Message(BaseModel):
     ok: bool = True
     detail: str | None = None
+
+
+def _sendable(detail: str) -> str:
+    """An error sentence that can be sent as UTF-8 even when it quotes undecodable input."""
+    return detail.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class ApiError(Exception):
@@ -215,16 +227,16 @@ def create_app(
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+        return JSONResponse({"detail": _sendable(exc.detail)}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(jobs.JobError)
     async def _job_error(_request: Request, exc: jobs.JobError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+        return JSONResponse({"detail": _sendable(str(exc))}, status_code=exc.status)
 
     @app.exception_handler(ContestkitError)
     async def _server_error(_request: Request, exc: ContestkitError) -> JSONResponse:
         log.error("request failed: %s", exc)
-        return JSONResponse({"detail": f"The contest server is misconfigured: {exc}"}, status_code=503)
+        return JSONResponse({"detail": _sendable(f"The contest server is misconfigured: {exc}")}, status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -232,7 +244,7 @@ def create_app(
         for error in exc.errors():
             where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
             problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
-        return JSONResponse({"detail": "Invalid request (" + "; ".join(problems) + ")."}, status_code=422)
+        return JSONResponse({"detail": _sendable("Invalid request (" + "; ".join(problems) + ").")}, status_code=422)
 
     @contextmanager
     def session() -> Iterator[Any]:
@@ -279,7 +291,8 @@ def create_app(
                 {"Retry-After": str(int(wait) + 1)},
             )
         with session() as s:
-            team = s.scalar(select(Team).where(Team.email == email))
+            # An email that is not valid text (a lone surrogate) cannot be stored, so no team has it.
+            team = s.scalar(select(Team).where(Team.email == email)) if auth.encodable(email) else None
             if not auth.verify_password(team.password_hash if team else None, body.password) or team is None:
                 throttle.failed(email)
                 raise ApiError(401, "Wrong email or password; check both, or ask the organisers to reset it.")
@@ -322,7 +335,7 @@ def create_app(
             if throttle.retry_after(email) > 0:
                 raise ApiError(429, f"Too many failed logins for {email}; try again later.")
             with session() as s:
-                team = s.scalar(select(Team).where(Team.email == email))
+                team = s.scalar(select(Team).where(Team.email == email)) if auth.encodable(email) else None
                 if not auth.verify_password(team.password_hash if team else None, body.password or "") or not team:
                     throttle.failed(email)
                     raise ApiError(401, "Wrong email or password; check both, or ask the organisers to reset it.")
@@ -357,7 +370,8 @@ def create_app(
     def delete_token(token_id: int, who: Caller = Depends(caller)) -> Message:
         """Revoke one of the team's API tokens."""
         with session() as s:
-            row = s.get(AuthToken, token_id)
+            # An id beyond the integer column is "no such token", not a database error.
+            row = s.get(AuthToken, token_id) if 1 <= token_id <= jobs.MAX_ID else None
             if row is None or row.team_id != who.team_id or row.kind != "api":
                 raise ApiError(404, f"Your team has no API token {token_id}.")
             s.delete(row)

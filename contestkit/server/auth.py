@@ -45,8 +45,27 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
+def encodable(text: str) -> bool:
+    """Whether ``text`` is valid Unicode that UTF-8 (and so the database and the hasher) can store.
+
+    JSON allows a lone surrogate such as ``"\\ud800"``; Python keeps it in the ``str``, and it fails
+    only when encoded. Inputs are checked with this first, so that such text is an ordinary refusal.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def verify_password(password_hash: str | None, password: str) -> bool:
-    """Whether ``password`` matches; constant work whether or not the team exists."""
+    """Whether ``password`` matches; constant work whether or not the team exists.
+
+    A password that is not valid Unicode (a lone surrogate) matches nothing: it is checked against
+    the dummy hash, so that it costs as much as any wrong password, and then refused.
+    """
+    if not encodable(password):
+        password_hash, password = None, ""
     try:
         return _hasher.verify(password_hash or _dummy(), password) and password_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
@@ -77,6 +96,8 @@ def check_password_rules(password: str) -> None:
         raise UsageError("The team password must have at least 8 characters.")
     if len(password) > 1024:
         raise UsageError("The team password must have at most 1024 characters.")
+    if not encodable(password):
+        raise UsageError("The team password is not valid text (it has an unpaired surrogate); choose another one.")
 
 
 class LoginThrottle:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -61,6 +61,8 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _TAG_FORM = re.compile(rf"^(?:(?P<repo>{_COMPONENT}(?:/{_COMPONENT})*):)?(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 DEFAULT_REPOSITORY = "agent"
+TAG_MAX_LENGTH = 256  # the jobs.tag column
+MAX_ID = 2**31 - 1  # ids are 32-bit integer columns (PostgreSQL's integer); larger ones cannot exist
 
 
 class JobError(ContestkitError):
@@ -165,8 +167,11 @@ def latest_job(session: Session, team_id: int) -> Job:
 
 
 def get_job(session: Session, team_id: int, job_id: int) -> Job:
-    """A job of this team; another team's job is "not found", so ids do not leak what others run."""
-    job = session.scalars(_jobs_of(team_id).where(Job.id == job_id)).first()
+    """A job of this team; another team's job is "not found", so ids do not leak what others run.
+
+    An id no job can have (below 1, beyond a 32-bit integer) is "not found" too, without asking the
+    database, which would refuse to compare it (SQLite: OverflowError, PostgreSQL: out of range)."""
+    job = None if not 1 <= job_id <= MAX_ID else session.scalars(_jobs_of(team_id).where(Job.id == job_id)).first()
     if job is None:
         raise JobError(404, f"Your team has no job {job_id}; `contestkit jobs --all` lists yours.")
     return job
@@ -190,6 +195,10 @@ def _busy(job: Job) -> JobError:
 
 def start_job(database: Database, config: ServerConfig, team_id: int, tag: str, digest: str | None = None) -> Job:
     """Queue a job for ``tag`` with one worker per level; refused while the team has an active job."""
+    if len(tag) > TAG_MAX_LENGTH:
+        raise JobError(
+            422, f"The image tag is {len(tag)} characters long; use a tag of at most {TAG_MAX_LENGTH} characters."
+        )
     if digest is not None and not _DIGEST.match(digest):
         raise JobError(422, f"'{digest}' is not an image digest (sha256:<64 hex digits>).")
     levels = config.levels()
@@ -260,39 +269,63 @@ def restart_job(database: Database, config: ServerConfig, team_id: int, job_id: 
 
     The image is the one evaluated before (by digest when known), so a restart re-evaluates the same
     submission; its earlier results stay under ``attempt-<n>``.
+
+    The job is requeued by one UPDATE that is conditional on its status still being a terminal one, so
+    of two restarts racing for the same job exactly one wins (the other is a 409), and a restart racing
+    a new submission of the team ends in a 409 from the database's one-active-job index, not a 500.
     """
+    levels = config.levels()
     with database.session() as session:
         job = latest_job(session, team_id) if job_id is None else get_job(session, team_id, job_id)
+        job_id = job.id
         if job.status in ACTIVE:
             raise JobError(
-                409, f"Job {job.id} is still {job.status}; cancel it first (`contestkit jobs cancel {job.id}`)."
+                409, f"Job {job_id} is still {job.status}; cancel it first (`contestkit jobs cancel {job_id}`)."
             )
         active = _active_job(session, team_id)
         if active is not None:
             raise _busy(active)
-        levels = config.levels()
-        job.status = QUEUED
-        job.score = None
-        job.error = None
-        job.started_at = None
-        job.finished_at = None
-        job.queued_at = now()
-        job.attempt = (job.attempt or 1) + 1
-        job.resumes = 0
-        job.cancel_requested = 0
-        job.runner = None
-        job.heartbeat_at = None
-        job.timestep_limit = config.timestep_limit
-        job.wallclock_limit = config.wallclock_limit
-        job.workers.clear()
-        session.flush()
-        job.workers.extend(Worker(idx=i, game=lv.game, state=lv.state, status=PENDING) for i, lv in enumerate(levels))
+        # From here on only statements: nothing loaded above may be flushed over what they write.
+        session.expunge_all()
         try:
+            claimed = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status.in_(TERMINAL))
+                .values(
+                    status=QUEUED,
+                    score=None,
+                    error=None,
+                    started_at=None,
+                    finished_at=None,
+                    queued_at=now(),
+                    attempt=func.coalesce(Job.attempt, 1) + 1,
+                    resumes=0,
+                    cancel_requested=0,
+                    runner=None,
+                    heartbeat_at=None,
+                    timestep_limit=config.timestep_limit,
+                    wallclock_limit=config.wallclock_limit,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                # Another request restarted (or the queue claimed) this job since we read it.
+                raise JobError(
+                    409,
+                    f"Job {job_id} was restarted by another request at the same moment; "
+                    f"follow it with `contestkit jobs {job_id} --watch`.",
+                )
+            session.execute(delete(Worker).where(Worker.job_id == job_id).execution_options(synchronize_session=False))
+            session.add_all(
+                Worker(job_id=job_id, idx=i, game=lv.game, state=lv.state, status=PENDING)
+                for i, lv in enumerate(levels)
+            )
             session.flush()
         except IntegrityError:
+            # A submission of the same team won the race; the unique partial index refused us.
             session.rollback()
-            raise JobError(409, "Your team already has an active job.") from None
-        job_id = job.id
+            active = _active_job(session, team_id)
+            raise _busy(active) if active else JobError(409, "Your team already has an active job.") from None
     with database.session() as session:
         return get_job(session, team_id, job_id)
 
@@ -303,7 +336,8 @@ def leaderboard(session: Session) -> list[dict[str, Any]]:
         select(Team.name, Job.id, Job.score, Job.finished_at)
         .join(Job, Job.team_id == Team.id)
         .where(Job.status == FINISHED, Job.score.is_not(None))
-        .order_by(Team.id, Job.id.desc())
+        # Latest = finished last: a restarted job that finished after a newer one is the latest.
+        .order_by(Team.id, Job.finished_at.desc().nulls_last(), Job.id.desc())
     ).all()
     latest: dict[str, Any] = {}
     for name, job_id, score, finished in rows:
@@ -599,7 +633,9 @@ class JobRunner:
             self._finish_failed(control, message)
         finally:
             with self._controls_lock:
-                self._controls.pop(job_id, None)
+                # A restart may already have been claimed under the same id: leave its control alone.
+                if self._controls.get(job_id) is control:
+                    del self._controls[job_id]
             self._wake.set()
 
     def _attempt_dir(self, job: Job) -> Path:
