@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -334,9 +335,13 @@ def _check_private(path: Path, entries: Mapping[str, tuple[Any, int]]) -> None:
         raise ContestkitError(f"{path} holds credentials but has mode {mode:03o}: run `chmod 600 {path}`.")
 
 
+# A comma starts a new pair only when NAME= follows it, so values may hold commas (NO_PROXY=a,b).
+_PAIR_SPLIT = re.compile(r",(?=\s*[A-Za-z_][A-Za-z0-9_]*=)")
+
+
 def _parse_env_map(text: str, var: str) -> dict[str, str]:
     out = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
+    for part in filter(None, (p.strip() for p in _PAIR_SPLIT.split(text))):
         name, sep, value = part.partition("=")
         if not sep or not name:
             raise ContestkitError(f"${var}: expected NAME=value[,NAME=value...], got {part!r}.")

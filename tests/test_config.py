@@ -75,6 +75,11 @@ def test_build_args_merge_per_entry(tmp_path: Path, env: dict[str, str]) -> None
     env["CONTESTKIT_BUILD_ARGS"] = "C=env,D=x=y"
     cfg = load_config(tmp_path, env=env)
     assert cfg.build_args == {"A": "user", "B": "project", "C": "env", "D": "x=y"}
+    # A comma inside a value (proxy lists) stays in it: only ",NAME=" starts a new pair.
+    env["CONTESTKIT_BUILD_ARGS"] = "NO_PROXY=localhost,127.0.0.1,.corp,HTTP_PROXY=http://p:3128"
+    cfg = load_config(tmp_path, env=env)
+    assert cfg.build_args["NO_PROXY"] == "localhost,127.0.0.1,.corp"
+    assert cfg.build_args["HTTP_PROXY"] == "http://p:3128"
 
 
 def test_unknown_key_names_file_line_and_key(tmp_path: Path, env: dict[str, str]) -> None:
