@@ -176,7 +176,7 @@ def test_ctrl_c_stops_both_and_keeps_results(tmp_path):
     r = tmp_path / "r"
     proc = subprocess.Popen(
         [sys.executable, "-m", "contestkit", "eval", GAME, STATE, "--runtime", "local", "--agent",
-         str(AGENTS / "slow_agent.py"), "--results-dir", str(r), "--quiet"],
+         str(AGENTS / "slow_agent.py"), "--results-dir", str(r), "--json"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.time() + 120
@@ -195,5 +195,8 @@ def test_ctrl_c_stops_both_and_keeps_results(tmp_path):
     assert summary["end_reason"] == "interrupted"
     assert len(read_monitor(r / "monitor.csv")) >= 1
     assert "Traceback" not in err
+    # --json still prints the summary of what finished, and the reward curve is drawn.
+    assert json.loads(out)["episodes"] == summary["episodes"] >= 1
+    assert (r / "reward-curve.svg").read_text().startswith("<svg")
     time.sleep(0.5)
     assert _no_process_mentions(str(r)) and _no_process_mentions("slow_agent.py")

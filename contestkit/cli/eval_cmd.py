@@ -180,13 +180,20 @@ def eval_command(
     finally:
         view.stop()
     if interrupted:
+        # What finished is kept and shown the same way: curves, and the summary for --json.
+        root = Path(req.results_dir).absolute()
+        summary = results.read_json(root / results.SUMMARY) or {}
+        level_dirs = [root / lv["results_dir"] for lv in summary.get("levels", [])] or [root]
+        for level_dir in level_dirs:
+            _write_curve(level_dir)
+        if json_out and summary:
+            print_json({**summary, "results_dir": str(root)})
         err_console.print(
-            f"[bold red]interrupted[/]: both halves stopped; finished episodes kept in {escape(str(req.results_dir))}"
+            f"[bold red]interrupted[/]: both halves stopped; finished episodes kept in {escape(str(root))}"
         )
         raise typer.Exit(130)
     for r in rows:
-        rewards = [rew for rew, _, _ in results.read_monitor(r.results_dir / results.MONITOR)]
-        write_reward_svg(rewards, r.results_dir / "reward-curve.svg", title=f"{r.game} {r.state}")
+        _write_curve(r.results_dir)
     summary = results.read_json(root / results.SUMMARY) or {}
     if json_out:
         print_json({**summary, "results_dir": str(root)})
@@ -200,6 +207,14 @@ def eval_command(
                 err_console.print(f"[bold red]error[/] ({r.game} {r.state}): {escape(r.error)}", highlight=False)
     if not all(r.ok for r in rows):
         raise typer.Exit(1)
+
+
+def _write_curve(level_dir: Path) -> None:
+    """reward-curve.svg from the level's monitor.csv (the picture of its episodes)."""
+    doc = results.read_json(level_dir / results.SUMMARY) or {}
+    title = f"{doc.get('game', '')} {doc.get('state', '')}".strip() or level_dir.name
+    rewards = [rew for rew, _, _ in results.read_monitor(level_dir / results.MONITOR)]
+    write_reward_svg(rewards, level_dir / results.REWARD_CURVE, title=title)
 
 
 def register(app: typer.Typer) -> None:
