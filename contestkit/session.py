@@ -133,6 +133,11 @@ def load_session() -> ClientSession | None:
         if not server:
             raise ContestkitError("CONTESTKIT_TOKEN is set but no server is known; set CONTESTKIT_SERVER too.")
         return ClientSession(server=normalize_server(server), token=token)
+    return load_stored_session()
+
+
+def load_stored_session() -> ClientSession | None:
+    """The session ``contestkit login`` saved, whatever the environment says (logout ends it)."""
     document = _read_private(config_dir() / SESSION_FILE)
     if not document or not document.get("server"):
         return None

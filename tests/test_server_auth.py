@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 
 import pytest
 import requests
-from server_support import PASSWORD, Contest, cli, make_contest, make_module_contest, unique_team  # noqa: F401
+from server_support import (  # noqa: F401 - fixtures
+    PASSWORD,
+    Contest,
+    base_env,
+    cli,
+    make_contest,
+    make_module_contest,
+    unique_team,
+)
 
 from contestkit.api_client import ContestClient, error_for
 from contestkit.errors import ContestkitError
@@ -192,3 +201,69 @@ def test_the_client_gives_advice_when_the_server_url_is_not_a_contest_server(con
         "Logging in failed (HTTP 405 Method Not Allowed): the server URL is probably not a contest server; "
         "check `contestkit login --server`."
     )
+
+
+def test_the_login_throttle_forgets_expired_emails_and_stays_bounded(monkeypatch):
+    """A flood of failed logins for made-up emails (each one costs the server an Argon2 check, not
+    the attacker) must not grow the throttle's memory without bound, and must not reset the count of
+    an email that is being guessed at. Direct unit test of LoginThrottle, on a fake clock."""
+    from contestkit.server import auth
+
+    clock = [1000.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
+    throttle = auth.LoginThrottle(limit=10, window=300.0, max_entries=1000)
+    for _ in range(10):
+        throttle.failed("target@example.org")
+    assert throttle.retry_after("target@example.org") > 0
+    for i in range(5000):
+        assert throttle.retry_after(f"random{i}@example.org") == 0.0
+        throttle.failed(f"random{i}@example.org")
+        assert len(throttle._failures) <= 1000
+    # The guessed-at email is still throttled: the flood did not push it out.
+    assert throttle.retry_after("target@example.org") > 0
+    # Once the window has passed, nothing of the flood is kept.
+    clock[0] += 301.0
+    assert throttle.retry_after("target@example.org") == 0.0
+    throttle.failed("late@example.org")
+    assert list(throttle._failures) == ["late@example.org"]
+    # Asking about an email (every login does) stores nothing.
+    throttle.retry_after("never-failed@example.org")
+    assert "never-failed@example.org" not in throttle._failures
+
+
+def test_the_login_throttle_sweeps_expired_emails_with_the_default_size(monkeypatch):
+    """Without any cap being reached, expired emails are still dropped (at least once a window)."""
+    from contestkit.server import auth
+
+    clock = [1000.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
+    throttle = auth.LoginThrottle()
+    for i in range(2000):
+        throttle.failed(f"random{i}@example.org")
+    clock[0] += throttle.window + 1
+    throttle.failed("late@example.org")
+    assert len(throttle._failures) == 1
+
+
+def test_logout_ends_the_stored_session_even_with_a_token_in_the_environment(contest, tmp_path):
+    """`contestkit logout` with CONTESTKIT_TOKEN set (a CI shell, say) still ends the session that
+    `contestkit login` stored, on the server too; the environment's API token is not revoked."""
+    name, email = unique_team("alpha")
+    contest.add_team(name, email)
+    env = base_env(XDG_CONFIG_HOME=str(tmp_path / "xdg"), DOCKER_CONFIG=str(tmp_path / "docker"))
+    env.pop("CONTESTKIT_TOKEN", None)
+    env.pop("CONTESTKIT_SERVER", None)
+    logged_in = cli("login", "--server", contest.url, "--email", email, "--password-stdin", input=PASSWORD + "\n",
+                    env=env)  # fmt: skip
+    assert logged_in.returncode == 0, logged_in.stderr
+    session_file = tmp_path / "xdg" / "contestkit" / "session.json"
+    cookie = json.loads(session_file.read_text())["cookies"]
+    assert requests.get(contest.url + "/rest/user", cookies=cookie).status_code == 200
+    token = requests.post(contest.url + "/rest/token", json={"email": email, "password": PASSWORD}).json()["token"]
+
+    out = cli("logout", env={**env, "CONTESTKIT_TOKEN": token, "CONTESTKIT_SERVER": contest.url})
+    assert out.returncode == 0, out.stderr
+    assert not session_file.exists()
+    assert requests.get(contest.url + "/rest/user", cookies=cookie).status_code == 401  # ended on the server
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert requests.get(contest.url + "/rest/user", headers=bearer).status_code == 200

@@ -30,6 +30,7 @@ from contestkit.session import (
     known_server,
     load_registry_credentials,
     load_session,
+    load_stored_session,
     save_registry_credentials,
     save_session,
 )
@@ -124,9 +125,11 @@ def login(
 
 def logout() -> None:
     """End the session on the server and forget it (and the registry credentials) here."""
-    session = load_session()
+    # The stored session, not CONTESTKIT_TOKEN's: that is the one being forgotten here, so it must
+    # end on the server too. A token from the environment is left alone (scripts keep using it).
+    session = load_stored_session()
     credentials = load_registry_credentials()
-    if session is not None and not session.token:
+    if session is not None:
         try:
             ContestClient.from_session(session).logout()
         except ContestkitError as exc:

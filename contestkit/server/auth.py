@@ -17,7 +17,7 @@ import hashlib
 import secrets
 import threading
 import time
-from collections import defaultdict, deque
+from collections import deque
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -105,19 +105,44 @@ class LoginThrottle:
 
     In memory on purpose: it protects one server process against online guessing; it is not a
     security boundary that must survive restarts (the slow hash is).
+
+    Its memory is bounded: an email is kept only while it has failures inside the window (expired
+    ones are swept at least once a window), and never more than ``max_entries`` emails. When a flood
+    of made-up emails fills the table, the emails with the fewest failures are forgotten first, so
+    an email being guessed at (many failures, throttled or close to it) keeps its count.
     """
 
-    def __init__(self, limit: int = 10, window: float = 300.0) -> None:
+    def __init__(self, limit: int = 10, window: float = 300.0, max_entries: int = 100_000) -> None:
         self.limit = limit
         self.window = window
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self.max_entries = max(1, max_entries)
+        self._failures: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
+        self._next_sweep = time.monotonic() + window
 
     def _prune(self, key: str, at: float) -> deque[float]:
-        failures = self._failures[key]
+        """The failures of ``key`` inside the window; an email left with none is forgotten."""
+        failures = self._failures.get(key)
+        if failures is None:
+            return deque()
         while failures and failures[0] <= at - self.window:
             failures.popleft()
+        if not failures:
+            del self._failures[key]
         return failures
+
+    def _sweep(self, at: float) -> None:
+        """Forget emails whose failures all expired; then, over ``max_entries``, the least failed."""
+        self._next_sweep = at + self.window
+        cutoff = at - self.window
+        for key in [k for k, failures in self._failures.items() if failures[-1] <= cutoff]:
+            del self._failures[key]
+        if len(self._failures) > self.max_entries:
+            # Down to 90% so that a flood does not sort the table on every failed login.
+            keep = self.max_entries * 9 // 10
+            ranked = sorted(self._failures, key=lambda k: (len(self._failures[k]), self._failures[k][-1]))
+            for key in ranked[: len(self._failures) - keep]:
+                del self._failures[key]
 
     def retry_after(self, key: str) -> float:
         """Seconds until another attempt is allowed (0 when it is allowed now)."""
@@ -129,8 +154,12 @@ class LoginThrottle:
             return max(0.0, failures[0] + self.window - at)
 
     def failed(self, key: str) -> None:
+        at = time.monotonic()
         with self._lock:
-            self._prune(key, time.monotonic()).append(time.monotonic())
+            self._prune(key, at)
+            self._failures.setdefault(key, deque()).append(at)
+            if len(self._failures) > self.max_entries or at >= self._next_sweep:
+                self._sweep(at)
 
     def succeeded(self, key: str) -> None:
         with self._lock:

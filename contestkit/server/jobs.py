@@ -482,16 +482,26 @@ class JobRunner:
     # -- recovery --
 
     def recover(self, *, startup: bool = False) -> list[int]:
-        """Requeue (or fail) running jobs whose server is gone; returns their ids."""
+        """Requeue (or fail) running jobs whose server is gone; returns their ids.
+
+        Also this server's own orphans: a job whose thread here has ended without recording its end
+        (the database write failed) has no control any more and no heartbeat; it would otherwise stay
+        "running" until the next restart.
+        """
+        # Taken before the query: a job that ends after it is still seen as live here, never as an
+        # orphan; a job claimed after it has a fresh heartbeat.
+        with self._controls_lock:
+            live = set(self._controls)
         stale_before = now() - self.config.heartbeat_timeout
         recovered: list[int] = []
         with self.database.session() as session:
             query = select(Job).where(Job.status == RUNNING).options(selectinload(Job.workers))
             for job in session.scalars(query):
                 mine = job.runner == self.instance
-                if mine and not startup:
-                    continue  # running here right now
-                if not (mine or job.heartbeat_at is None or job.heartbeat_at < stale_before):
+                stale = job.heartbeat_at is None or job.heartbeat_at < stale_before
+                if mine and not startup and (job.id in live or not stale):
+                    continue  # running here right now (or claimed a moment ago)
+                if not (mine or stale):
                     continue  # another live server runs it
                 self._requeue(job, counts_as_resume=True)
                 recovered.append(job.id)
@@ -630,7 +640,10 @@ class JobRunner:
             message = str(exc) if isinstance(exc, ContestkitError) else f"internal error: {type(exc).__name__}: {exc}"
             if not isinstance(exc, ContestkitError):
                 log.error("job %s crashed:\n%s", job_id, traceback.format_exc())
-            self._finish_failed(control, message)
+            try:
+                self._finish_failed(control, message)
+            except Exception:  # noqa: BLE001 - e.g. the database is down; recover() picks the job up
+                log.exception("could not record the end of job %s; the monitor puts it back in the queue", job_id)
         finally:
             with self._controls_lock:
                 # A restart may already have been claimed under the same id: leave its control alone.
@@ -773,8 +786,9 @@ class JobRunner:
                 worker.episodes = int(episodes)
             if timesteps is not None:
                 worker.timesteps = int(timesteps)
-            if control.reason == "shutdown" and not watch.overran:
-                # The server is stopping: this level runs again after the restart.
+            if control.reason == "shutdown" and not watch.overran and not ok:
+                # The server is stopping and stopped this level: it runs again after the restart. A
+                # level whose runner had already finished (ok) when the shutdown came keeps its result.
                 worker.status = PENDING
                 worker.progress = None
                 worker.finished_at = None
@@ -831,7 +845,12 @@ class JobRunner:
                     first = next((w.error for w in job.workers if w.error), "no level finished an episode")
                     job.error = f"no level produced a score: {first}"
             document = job_document(job)
-        write_private(attempt_dir / "summary.json", _json(document))
+        try:
+            write_private(attempt_dir / "summary.json", _json(document))
+        except Exception:  # noqa: BLE001 - the result is committed; the file is a copy of it
+            # The job's result is in the database already: a file that cannot be written (a full
+            # disk) must not turn a finished job into a failed one.
+            log.exception("job %s ended, but its summary.json could not be written", control.job_id)
 
     def _finish_failed(self, control: _JobControl, message: str) -> None:
         with self.database.session() as session:
