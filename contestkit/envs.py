@@ -31,6 +31,10 @@ OBS_SHAPE = (224, 320, 3)
 NUM_BUTTONS = 12
 
 
+class InvalidActionError(ValueError):
+    """The agent's action is not one 0/1 value per button (its fault, not the emulator's)."""
+
+
 class ContestEnv(gym.Env):
     """A contest level with sticky frame skip and the episode limit (gymnasium API).
 
@@ -75,9 +79,17 @@ class ContestEnv(gym.Env):
         self._needs_reset = True
 
     # The contest's filtered action space turns a 12-button press into the buttons actually
-    # held (Up+Down and the start menu are dropped). Computed once per distinct action.
+    # held (Up+Down and the start menu are dropped).
     def _mask(self, action: Any) -> np.ndarray:
-        return self._retro.action_to_array(np.asarray(action, dtype=np.uint8).reshape(-1))[0]
+        flat = np.asarray(action).reshape(-1)
+        buttons = flat.astype(np.uint8)
+        # stable-retro reads each value as a bit to shift, so a 2 would press the next button:
+        # anything but one 0/1 per button is refused, not silently misread (-1 casts to 255).
+        if buttons.size != len(self.buttons) or buttons.tobytes().strip(b"\x00\x01"):
+            raise InvalidActionError(
+                f"an action is {len(self.buttons)} button values of 0 or 1, got {np.array2string(flat)}"
+            )
+        return self._retro.action_to_array(buttons)[0]
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         if seed is not None:

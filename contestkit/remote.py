@@ -113,36 +113,39 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_STOPPED
 
     log = EpisodeLog(results_dir, start=start_wall)
-    hello = protocol.Hello(
-        game=level.game,
-        state=level.state,
-        buttons=env.buttons,
-        obs_shape=list(env.observation_space.shape),
-        timestep_limit=args.timestep_limit,
-        wallclock_limit=args.wallclock_limit,
-    )
     progress_path = results_dir / results.PROGRESS
-    server = BridgeServer(
-        args.bridge_dir,
-        env,
-        hello,
-        log,
-        Budgets(args.timestep_limit, args.wallclock_limit),
-        connect_timeout=args.connect_timeout,
-        expose_info=args.expose_info,
-        on_progress=lambda prog: results.write_json(progress_path, prog),
-        start=start,
-    )
-    print(f"serving {level.game} {level.state} at {args.bridge_dir}", flush=True)
-    try:
+    server: BridgeServer | None = None
+    try:  # a stop can arrive at any line from here on, not only while serving
+        hello = protocol.Hello(
+            game=level.game,
+            state=level.state,
+            buttons=env.buttons,
+            obs_shape=list(env.observation_space.shape),
+            timestep_limit=args.timestep_limit,
+            wallclock_limit=args.wallclock_limit,
+        )
+        server = BridgeServer(
+            args.bridge_dir,
+            env,
+            hello,
+            log,
+            Budgets(args.timestep_limit, args.wallclock_limit),
+            connect_timeout=args.connect_timeout,
+            expose_info=args.expose_info,
+            on_progress=lambda prog: results.write_json(progress_path, prog),
+            start=start,
+        )
+        print(f"serving {level.game} {level.state} at {args.bridge_dir}", flush=True)
         outcome = server.serve()
     except Stopped:
-        outcome = Outcome("stopped", "evaluation stopped before the budget ran out", timesteps=server.timesteps)
+        served = server.timesteps if server is not None else 0
+        outcome = Outcome("stopped", "evaluation stopped before the budget ran out", timesteps=served)
     finally:
         # From here on the results are written whatever else arrives.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    results.write_json(progress_path, server.progress())
+    if server is not None:
+        results.write_json(progress_path, server.progress())
     log.close()
     env.close()
     results.write_json(results_dir / results.ENV_STATUS, _status(outcome, args, start_wall, len(log.episode_rewards)))

@@ -181,3 +181,79 @@ def test_agent_that_never_connects(tmp_path):
 def test_client_without_env_times_out(tmp_path):
     with pytest.raises(gre.EnvGoneError, match="no remote env answered"):
         RemoteEnv(tmp_path / "nothing", connect_timeout=0.3)
+
+
+def test_an_agent_thinking_past_the_wallclock_deadline_is_caught_within_a_slice(tmp_path):
+    # SO_RCVTIMEO bounds each receive, not the deadline: armed when 4 s were left, a receive that
+    # starts 3 s later must still end at the deadline (+ one slice), not 4 s after it started.
+    s = Served(tmp_path, wallclock=4.0)
+    env = RemoteEnv(s.bridge)
+    env.reset()
+    t0 = time.monotonic()
+    for _ in range(3):
+        env.step(np.zeros(12, np.uint8))
+    time.sleep(3.0)
+    env.step(np.zeros(12, np.uint8))  # still inside the budget
+    outcome = s.join(timeout=30)  # the agent now "thinks" forever
+    ended = time.monotonic() - t0
+    assert outcome.end_reason == "wallclock-budget"
+    assert ended < 4.0 + 1.0 + 1.0 + 0.5, ended  # budget, one slice, the 1 s grace, slack (was 8 s)
+
+
+def test_the_grace_after_a_budget_is_one_deadline_not_per_call(tmp_path):
+    s = Served(tmp_path, timesteps=5)
+    env = RemoteEnv(s.bridge)
+    env.reset()
+    for _ in range(5):
+        env.step(np.zeros(12, np.uint8))
+    t0 = time.monotonic()
+    errors = 0
+    while s.thread.is_alive() and time.monotonic() - t0 < 10:
+        try:  # an agent that swallows its budget exception and keeps calling
+            env.step(np.zeros(12, np.uint8))
+        except gre.GymRemoteError:
+            errors += 1
+    assert errors > 1 and s.join().end_reason == "timestep-budget"
+    assert time.monotonic() - t0 < 3.0  # the 1 s grace, not one per call
+
+
+def test_wallclock_spent_before_the_agent_connects(tmp_path):
+    s = Served(tmp_path, wallclock=0.01, connect_timeout=30)
+    outcome = s.join(timeout=10)
+    assert outcome.end_reason == "wallclock-budget" and "before the agent connected" in outcome.error
+
+
+def test_actions_other_than_0_or_1_are_refused_not_misread(tmp_path):
+    s = Served(tmp_path)
+    env = RemoteEnv(s.bridge)
+    env.reset()
+    with pytest.raises(ValueError, match="12 button values"):  # caught in the agent's own process
+        env.step(np.full(12, -1))
+    env._action[:] = 2  # a client that does not check: the env refuses it as the agent's fault
+    env._req[0] = protocol.OP_STEP
+    env._sock.sendall(env._req)
+    outcome = s.join()
+    assert outcome.end_reason == "bad-request" and "invalid action" in outcome.error
+
+
+def test_a_stop_inside_the_emulator_step_is_a_stop_not_an_emulator_error(tmp_path):
+    from contestkit.bridge.server import Stopped
+
+    s = Served(tmp_path)
+    real_step = s.env.step
+    calls = []
+
+    def step(action):  # the SIGTERM handler raising Stopped while the emulator runs
+        calls.append(1)
+        if len(calls) == 3:
+            raise Stopped
+        return real_step(action)
+
+    s.env.step = step
+    env = RemoteEnv(s.bridge)
+    env.reset()
+    env.step(np.zeros(12, np.uint8))
+    env.step(np.zeros(12, np.uint8))
+    with pytest.raises(gre.GymRemoteError):
+        env.step(np.zeros(12, np.uint8))
+    assert s.join().end_reason == "stopped"

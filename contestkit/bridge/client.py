@@ -206,7 +206,9 @@ class RemoteEnv:
         """
         try:
             self._action[:] = action
-        except (ValueError, TypeError):
+            if self._req[p.REQUEST_HEADER :].strip(b"\x00\x01"):  # a 2 or a -1 (255 once cast)
+                raise ValueError
+        except (ValueError, TypeError, OverflowError):
             raise ValueError(
                 f"an action is {len(self.buttons)} button values (0 or 1), got {np.asarray(action)!r}"
             ) from None

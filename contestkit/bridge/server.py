@@ -22,12 +22,15 @@ from typing import Any
 import numpy as np
 
 from contestkit.bridge import protocol as p
+from contestkit.envs import InvalidActionError
 from contestkit.monitor import EpisodeLog
 
 DEFAULT_CONNECT_TIMEOUT = 300.0
 # After a budget runs out the agent gets its exception on its next call; give it this long to
 # make that call and go away before the env process ends the session itself.
 AFTER_BUDGET_GRACE = 10.0
+# How late past the wall-clock deadline a thinking agent may be noticed (see _arm_timeout).
+WALLCLOCK_SLICE = 1.0
 
 
 @dataclass
@@ -53,8 +56,13 @@ class Outcome:
         return self.end_reason in {"bad-request", "agent-disconnected-mid-step", "no-connection"}
 
 
-class Stopped(Exception):
-    """Raised inside the serve loop when the env process is asked to stop (SIGTERM, Ctrl-C)."""
+class Stopped(BaseException):
+    """Raised inside the serve loop when the env process is asked to stop (SIGTERM, Ctrl-C).
+
+    A BaseException, like KeyboardInterrupt, because the signal can land anywhere, inside the
+    emulator step included: an ``except Exception`` there must not turn a stop into an
+    "emulator error".
+    """
 
 
 def _bind(bridge_dir: Path) -> socket.socket:
@@ -162,17 +170,22 @@ class BridgeServer:
             self.close()
 
     def _accept(self) -> socket.socket | None:
-        timeout = min(self.connect_timeout, max(self._remaining(), 0.0))
+        # Never 0: settimeout(0) would make the socket non-blocking (BlockingIOError, not a timeout).
+        timeout = max(min(self.connect_timeout, self._remaining()), 1e-3)
         self._listener.settimeout(timeout)
         try:
             conn, _ = self._listener.accept()
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):
             return None
         conn.settimeout(None)
         return conn
 
     def _serve(self) -> Outcome:
         conn = self._accept()
+        if conn is None and self._remaining() <= 0:
+            return self._outcome(
+                "wallclock-budget", "the wall-clock budget ran out before the agent connected to the bridge"
+            )
         if conn is None:
             return self._outcome(
                 "no-connection",
@@ -226,11 +239,21 @@ class BridgeServer:
         return None
 
     def _finish_after_budget(self, conn: socket.socket, reason: str) -> Outcome:
-        """Let the agent see its budget exception and leave, then end the session."""
-        conn.settimeout(self.after_budget_grace)
+        """Let the agent see its budget exception and leave, then end the session.
+
+        The grace is one deadline: an agent that catches the exception and keeps calling gets the
+        same answer each time, but not a session that never ends.
+        """
+        end = time.monotonic() + self.after_budget_grace
         buf = bytearray(64)
         try:
-            while conn.recv_into(buf):
+            while True:
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                conn.settimeout(left)
+                if not conn.recv_into(buf):
+                    break
                 # Any further call after the budget gets the same answer.
                 self._reply(
                     conn,
@@ -242,13 +265,14 @@ class BridgeServer:
         return self._outcome(reason)
 
     def _arm_timeout(self, conn: socket.socket) -> None:
-        """Let the kernel time out a receive at the wall-clock deadline (SO_RCVTIMEO).
+        """Let the kernel time out a receive near the wall-clock deadline (SO_RCVTIMEO).
 
-        A Python-level socket timeout would cost a poll() per step; this costs nothing per step
-        and is refreshed with the progress report, so the deadline is overshot by at most that
-        interval.
+        A Python-level socket timeout would cost a poll() per step; this costs nothing per step.
+        SO_RCVTIMEO bounds each receive, not a deadline, so it is armed with a slice of at most
+        WALLCLOCK_SLICE seconds and re-armed whenever a slice runs out before the deadline: an
+        agent thinking past the deadline is caught within a slice.
         """
-        remaining = max(self._remaining(), 0.001)
+        remaining = min(max(self._remaining(), 0.001), WALLCLOCK_SLICE)
         sec = int(remaining)
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", sec, int((remaining - sec) * 1e6)))
 
@@ -267,6 +291,7 @@ class BridgeServer:
         self._arm_timeout(conn)
         next_progress = monotonic() + self.progress_every
         while True:
+            got = 0
             try:
                 got = recv_into(req, size)
                 if got == 0:
@@ -274,6 +299,9 @@ class BridgeServer:
                 if got < size and not p.recv_exact(conn, view[got:]):
                     raise ConnectionError("short request")
             except (BlockingIOError, TimeoutError):
+                if got == 0 and monotonic() < deadline:
+                    self._arm_timeout(conn)  # a slice ran out, not the budget: keep waiting
+                    continue
                 # The agent is thinking past the wall-clock budget: answer its next call, if it
                 # comes within the grace period, with the wall-clock exception.
                 return self._finish_after_budget(conn, "wallclock-budget")
@@ -294,6 +322,9 @@ class BridgeServer:
                         env.reset()
                         needs_reset = False
                     obs, reward, terminated, truncated, info = env.step(action)
+                except InvalidActionError as exc:
+                    self._reply(conn, p.ERR_BAD_REQUEST, msg=str(exc))
+                    return self._outcome("bad-request", f"the agent sent an invalid action: {exc}")
                 except Exception as exc:  # the emulator itself failed: report, end the session
                     self._reply(conn, p.ERR_ENV, msg=f"emulator error: {exc}")
                     return self._outcome("env-error", f"the emulator failed: {exc}")
