@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -257,3 +258,63 @@ def test_a_stop_inside_the_emulator_step_is_a_stop_not_an_emulator_error(tmp_pat
     with pytest.raises(gre.GymRemoteError):
         env.step(np.zeros(12, np.uint8))
     assert s.join().end_reason == "stopped"
+
+
+def test_close_releases_the_shared_observation_mapping(tmp_path):
+    s = Served(tmp_path)
+    env = RemoteEnv(s.bridge)
+    env.reset()
+    env.step(np.zeros(12, np.uint8))
+    env.close()
+    assert env._map.closed  # one mapping per RemoteEnv would otherwise leak
+    with pytest.raises(gre.EnvGoneError):
+        env.render()
+    s.join()
+
+
+def test_an_emulator_failure_on_reset_is_reported_not_a_crash(tmp_path):
+    s = Served(tmp_path)
+
+    def broken_reset(**_kwargs):  # what a failing emulator does; a real one cannot fail on demand
+        raise RuntimeError("core dumped")
+
+    s.env.reset = broken_reset
+    env = RemoteEnv(s.bridge)
+    with pytest.raises(gre.EnvError, match="core dumped"):
+        env.reset()
+    outcome = s.join()
+    assert outcome.end_reason == "env-error" and "core dumped" in outcome.error
+
+
+def test_an_env_that_vanishes_mid_reply_is_env_gone(tmp_path):
+    """A hand-written env side (no emulator needed): it promises a payload, then disconnects."""
+    bridge = tmp_path / "sock"
+    bridge.mkdir()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(bridge / protocol.CTL_NAME))
+    listener.listen(1)
+    hello = protocol.Hello(GAME, STATE, ["B"] * 12, [224, 320, 3])
+    (bridge / protocol.OBS_NAME).write_bytes(bytes(224 * 320 * 3))
+
+    def fake_env():
+        conn, _ = listener.accept()
+        conn.recv(4)
+        payload = hello.encode()
+        conn.sendall(protocol.REPLY.pack(protocol.OK, 0, 0, len(payload), 0.0) + payload)
+        conn.recv(16)
+        conn.sendall(protocol.REPLY.pack(protocol.OK, 0, 0, 100, 0.0) + b"{")  # 1 of 100 bytes
+        conn.close()
+
+    thread = threading.Thread(target=fake_env, daemon=True)
+    thread.start()
+    env = RemoteEnv(bridge, connect_timeout=5)
+    with pytest.raises(gre.EnvGoneError):
+        env.step(np.zeros(12, np.uint8))
+    thread.join(5)
+    listener.close()
+
+
+def test_a_newer_env_hello_is_understood_by_an_older_client():
+    payload = protocol.Hello(GAME, STATE, ["B"] * 12, [224, 320, 3]).encode()
+    newer = json.dumps({**json.loads(payload), "frame_skip": 4}).encode()
+    assert protocol.Hello.decode(newer).game == GAME

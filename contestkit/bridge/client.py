@@ -155,14 +155,16 @@ class RemoteEnv:
             time.sleep(0.02)
 
     # -- wire ----------------------------------------------------------------------------------
-    def _call_raw(self) -> tuple[int, bool, bool, float, bytes]:
+    def _recv(self, view: memoryview) -> None:
+        """Fill ``view`` from the env; any way the env can vanish is an EnvGoneError (a GymRemoteError)."""
         try:
-            if not p.recv_exact(self._sock, self._reply_view):
+            if not p.recv_exact(self._sock, view):
                 raise e.EnvGoneError("the remote env closed the connection")
-        except (ConnectionError, OSError) as exc:
-            if isinstance(exc, e.GymRemoteError):
-                raise
+        except OSError as exc:  # ConnectionError included
             raise e.EnvGoneError(f"the remote env went away: {exc}") from None
+
+    def _call_raw(self) -> tuple[int, bool, bool, float, bytes]:
+        self._recv(self._reply_view)
         return self._decode_reply()
 
     def _decode_reply(self) -> tuple[int, bool, bool, float, bytes]:
@@ -171,8 +173,7 @@ class RemoteEnv:
         payload = b""
         if n:
             buf = bytearray(n)
-            if not p.recv_exact(self._sock, memoryview(buf)):
-                raise e.EnvGoneError("the remote env closed the connection mid-reply")
+            self._recv(memoryview(buf))
             payload = bytes(buf)
         return status, bool(terminated), bool(truncated), reward, payload
 
@@ -228,7 +229,7 @@ class RemoteEnv:
         elif got == 0:
             raise e.EnvGoneError("the remote env closed the connection")
         else:
-            p.recv_exact(self._sock, self._reply_view[got:])
+            self._recv(self._reply_view[got:])
         return self._finish_step()
 
     def _finish_step(self) -> tuple[np.ndarray, float, bool, bool, dict]:
@@ -248,8 +249,15 @@ class RemoteEnv:
             pass
         self._closed = True
         self._sock.close()
+        del self._obs  # the last reference of ours into the shared mapping
+        try:
+            self._map.close()
+        except BufferError:  # an observation view handed out (copy_obs=False) is still alive
+            pass
 
     def render(self) -> np.ndarray:
+        if self._closed:
+            raise e.EnvGoneError("the remote env connection is closed")
         return self._obs.copy()
 
     def __enter__(self) -> RemoteEnv:

@@ -26,7 +26,7 @@ import json
 import os
 import socket
 import struct
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 MAGIC = b"CKB1"
 CTL_NAME = "ctl"
@@ -67,7 +67,9 @@ class Hello:
 
     @classmethod
     def decode(cls, payload: bytes) -> Hello:
-        return cls(**json.loads(payload))
+        """Fields this client does not know are ignored: a newer env can talk to an older agent image."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(payload).items() if k in known})
 
 
 def memory_tmpdir() -> str | None:

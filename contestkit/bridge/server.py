@@ -361,7 +361,11 @@ class BridgeServer:
                     self._reply(conn, p.ERR_RESET, msg="reset() called before the episode was done")
                     continue
                 if needs_reset:
-                    obs, _ = env.reset()
+                    try:
+                        obs, _ = env.reset()
+                    except Exception as exc:  # the emulator failed: report, end the session
+                        self._reply(conn, p.ERR_ENV, msg=f"emulator error: {exc}")
+                        return self._outcome("env-error", f"the emulator failed: {exc}")
                     obs_buf[...] = obs
                     needs_reset = False
                 self._reply(conn, p.OK)
