@@ -27,6 +27,7 @@ POLL_SECONDS = 0.2
 # After one half ends, how long the other gets to finish on its own before it is stopped.
 AGENT_GRACE = 15.0
 ENV_GRACE = 15.0
+ENV_GRACE_UNCONNECTED = 2.0
 # The runtime's own guard above the env's wall-clock budget, in case the env process hangs.
 HARD_LIMIT_SLACK = 60.0
 
@@ -250,7 +251,10 @@ def _watch(
             elif env_ended_at is not None and agent_code is None and now - env_ended_at > AGENT_GRACE:
                 events["stopped_agent"] = True
                 session.stop_agent(5.0)
-            if agent_ended_at is not None and env_code is None and now - agent_ended_at > ENV_GRACE:
+            # An env that never served a step (no progress.json yet) is only waiting for a connection
+            # that cannot come any more: no need to give it the whole grace.
+            grace = ENV_GRACE if (spec.results_dir / results.PROGRESS).exists() else ENV_GRACE_UNCONNECTED
+            if agent_ended_at is not None and env_code is None and now - agent_ended_at > grace:
                 events["stopped_env"] = True
                 session.stop_env(10.0)
             if now > hard_deadline:
