@@ -603,6 +603,12 @@ def _client(api: APIClient | None) -> Iterator[APIClient]:
         own.close()
 
 
+def image_present(ref: str, api: APIClient | None = None) -> bool:
+    """Whether the engine holds ``ref`` (connecting for the call unless ``api`` is given)."""
+    with _client(api) as engine:
+        return inspect_image(engine, ref) is not None
+
+
 @dataclass
 class _Plan:
     spec: ImageSpec

@@ -249,21 +249,18 @@ class DockerLauncher:
         self.on_event = on_event
 
     def check(self, spec: LaunchSpec) -> None:
-        from contestkit import dockerengine, images
+        from contestkit import images
 
         if not spec.image:
             raise UsageError(
                 "The docker runtime needs an agent image: pass --image IMAGE, or run `contestkit build` in "
                 "your agent project first."
             )
-        api = dockerengine.connect()
-        try:
-            if images.inspect_image(api, spec.image) is None and not images.is_toolkit_image(spec.image):
-                raise NotFoundError(
-                    f"No image '{spec.image}' in the Docker engine: build it (`contestkit build`) or pull it first."
-                )
-        finally:
-            api.close()
+        # Asked even for a toolkit image (built on first use): no engine must fail here, not later.
+        if not images.image_present(spec.image) and not images.is_toolkit_image(spec.image):
+            raise NotFoundError(
+                f"No image '{spec.image}' in the Docker engine: build it (`contestkit build`) or pull it first."
+            )
 
     def start(self, spec: LaunchSpec) -> DockerSession:
         from contestkit import dockerengine, images
