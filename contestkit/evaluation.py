@@ -247,10 +247,7 @@ def _watch(
             elif env_ended_at is not None and agent_code is None and now - env_ended_at > AGENT_GRACE:
                 events["stopped_agent"] = True
                 session.stop_agent(5.0)
-            # An env that never served a step (no progress.json yet) is only waiting for a connection
-            # that cannot come any more: no need to give it the whole grace.
-            grace = ENV_GRACE if (spec.results_dir / results.PROGRESS).exists() else ENV_GRACE_UNCONNECTED
-            if agent_ended_at is not None and env_code is None and now - agent_ended_at > grace:
+            if agent_ended_at is not None and env_code is None and now - agent_ended_at > _env_grace(spec):
                 events["stopped_env"] = True
                 session.stop_env(10.0)
             if now > hard_deadline:
@@ -268,6 +265,15 @@ def _watch(
     events["env_exit"] = session.env_exit()
     events["agent_exit"] = session.agent_exit()
     return events
+
+
+def _env_grace(spec: LaunchSpec) -> float:
+    """How long the env may go on after the agent ended.
+
+    An env that never served a step (no progress.json yet) is only waiting for a connection that
+    cannot come any more: it does not need the whole grace.
+    """
+    return ENV_GRACE if (spec.results_dir / results.PROGRESS).exists() else ENV_GRACE_UNCONNECTED
 
 
 _BUDGET_ENDS = ("timestep-budget", "wallclock-budget")
