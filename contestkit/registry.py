@@ -15,6 +15,7 @@ from typing import Any
 
 import requests
 
+from contestkit import dockerengine
 from contestkit.errors import ContestkitError, NotFoundError
 from contestkit.session import RegistryCredentials
 
@@ -37,13 +38,6 @@ class PushResult:
     size: int | None
 
 
-def docker_client() -> Any:
-    """A Docker SDK client whose engine answers (see :func:`contestkit.dockerengine.client`)."""
-    from contestkit import dockerengine
-
-    return dockerengine.client()
-
-
 def _first_line(exc: BaseException) -> str:
     text = getattr(exc, "explanation", None) or str(exc)
     return str(text).strip().splitlines()[0][:300] if str(text).strip() else type(exc).__name__
@@ -53,7 +47,7 @@ def login(credentials: RegistryCredentials, *, client: Any = None) -> str:
     """Check the team's credentials against the registry through the engine (a real ``docker login``)."""
     from docker.errors import APIError
 
-    client = client or docker_client()
+    client = client or dockerengine.client()
     try:
         answer = client.login(
             username=credentials.username, password=credentials.password, registry=credentials.host, reauth=True
@@ -100,7 +94,7 @@ def docker_cli_logout(host: str) -> None:
 def image_exists(reference: str, *, client: Any = None) -> bool:
     from docker.errors import ImageNotFound
 
-    client = client or docker_client()
+    client = client or dockerengine.client()
     try:
         client.images.get(reference)
         return True
@@ -112,7 +106,7 @@ def tag(source: str, target: str, *, client: Any = None) -> None:
     """Tag a local image for the team registry."""
     from docker.errors import APIError, ImageNotFound
 
-    client = client or docker_client()
+    client = client or dockerengine.client()
     repository, tag_name = split_reference(target)
     try:
         client.api.tag(source, repository, tag_name, force=True)
@@ -141,7 +135,7 @@ def push(
     """Push ``reference`` with the team's credentials, reporting each layer's progress."""
     from docker.errors import APIError
 
-    client = client or docker_client()
+    client = client or dockerengine.client()
     repository, tag_name = split_reference(reference)
     auth = {"username": credentials.username, "password": credentials.password}
     digest: str | None = None

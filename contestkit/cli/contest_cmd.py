@@ -295,11 +295,11 @@ class _PushDisplay:
 
 def _push(tag: str | None, out: Console = console) -> tuple[Any, str, str]:
     """Tag and push; returns (push result, target image, job tag). Progress goes to ``out``."""
-    from contestkit import registry
+    from contestkit import dockerengine, registry
 
     client = _client()
     credentials = _fresh_credentials(client)
-    docker = registry.docker_client()
+    docker = dockerengine.client()
     source, target, job_tag = _resolve_image(tag, credentials, docker)
     if source != target:
         registry.tag(source, target, client=docker)
