@@ -45,8 +45,11 @@ def holds_results(path: Path) -> bool:
     return any((child / SUMMARY).exists() for child in path.iterdir() if child.is_dir())
 
 
-def _own_level_dirs(path: Path) -> set[str]:
-    """The level directories a contest summary at ``path`` lists: the ones --force may replace."""
+def contest_level_dirs(path: Path) -> set[str]:
+    """The level directories a contest summary at ``path`` lists (empty for a one-level run).
+
+    These are the ones --force may replace, and the ones the CLI draws curves for.
+    """
     document = read_json(path / SUMMARY) or {}
     levels = document.get("levels") if isinstance(document, dict) else None
     names = set()
@@ -72,7 +75,7 @@ def prepare(path: Path, *, force: bool) -> Path:
             raise UsageError(
                 f"{path} already holds results; pass --force to replace them or choose another --results-dir."
             )
-        own = _own_level_dirs(path)
+        own = contest_level_dirs(path)
         others = sorted(
             child.name
             for child in path.iterdir()

@@ -183,7 +183,7 @@ def eval_command(
         # What finished is kept and shown the same way: curves, and the summary for --json.
         root = Path(req.results_dir).absolute()
         summary = results.read_json(root / results.SUMMARY) or {}
-        level_dirs = [root / lv["results_dir"] for lv in summary.get("levels", [])] or [root]
+        level_dirs = [root / name for name in sorted(results.contest_level_dirs(root))] or [root]
         for level_dir in level_dirs:
             _write_curve(level_dir)
         if json_out and summary:
