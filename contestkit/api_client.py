@@ -15,8 +15,8 @@ from typing import Any
 
 import requests
 
+from contestkit.credentials import ServerLogin, normalize_server
 from contestkit.errors import ContestkitError, NotFoundError
-from contestkit.session import ClientSession, normalize_server
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -115,7 +115,7 @@ class ContestClient:
             self.http.headers["Authorization"] = f"Bearer {token}"
 
     @classmethod
-    def from_session(cls, session: ClientSession | None) -> ContestClient:
+    def from_login(cls, session: ServerLogin | None) -> ContestClient:
         """A client for the logged-in session; not logged in is an error that says how to log in."""
         if session is None:
             raise ContestkitError("Not logged in: run `contestkit login --server URL` first.")

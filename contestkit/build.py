@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from contestkit import __version__
 from contestkit.errors import ContestkitError
+from contestkit.imageref import DEFAULT_TAG, validate_tag
 from contestkit.images import (
     LABEL_VERSION,
     BuildEvent,
@@ -36,7 +37,7 @@ from contestkit.images import (
     is_toolkit_image,
     stream_build,
 )
-from contestkit.project import Project, validate_tag
+from contestkit.project import Project
 
 if TYPE_CHECKING:
     from docker import APIClient
@@ -198,7 +199,7 @@ def build_project(
     except ValueError:
         raise ContestkitError(f"{dockerfile} must be inside the project directory {project.root}.") from None
     git = git_state(project.root)
-    tag = validate_tag(tag or git.short or "latest")
+    tag = validate_tag(tag or git.short or DEFAULT_TAG)
     name = project.name
     primary = project.image_ref(tag)
     tags = [primary]
