@@ -106,17 +106,17 @@ def login(
     password = _read_secret(password_stdin, "Password")
     client = ContestClient(url)
     answer = client.login(email.strip(), password)
-    session = ServerLogin(
+    saved = ServerLogin(
         server=client.server,
         cookies=client.cookies(),
         email=email.strip(),
         team=answer.get("team"),
         expires=answer.get("expires"),
     )
-    path = save_login(session)
+    path = save_login(saved)
     clear_registry_credentials()  # they belong to the previous login
-    team = f" as team {session.team}" if session.team else ""
-    until = f" until {_when(session.expires)}" if session.expires else ""
+    team = f" as team {saved.team}" if saved.team else ""
+    until = f" until {_when(saved.expires)}" if saved.expires else ""
     console.print(f"[green]Logged in[/] to {client.server}{_t(team)}{until}.", soft_wrap=True)
     console.print(
         f"Session saved in {path}. Next: `contestkit registry login`, then `contestkit submit TAG`.", soft_wrap=True
@@ -127,11 +127,11 @@ def logout() -> None:
     """End the session on the server and forget it (and the registry credentials) here."""
     # The stored session, not CONTESTKIT_TOKEN's: that is the one being forgotten here, so it must
     # end on the server too. A token from the environment is left alone (scripts keep using it).
-    session = load_stored_login()
+    stored = load_stored_login()
     credentials = load_registry_credentials()
-    if session is not None:
+    if stored is not None:
         try:
-            ContestClient.from_login(session).logout()
+            ContestClient.from_login(stored).logout()
         except ContestkitError as exc:
             err_console.print(f"[yellow]warning:[/] {_t(exc)} The local session is forgotten anyway.")
     if credentials is not None and credentials.docker_config:
@@ -538,8 +538,8 @@ def leaderboard(
     url = known_server(server)
     if url is None:
         raise UsageError("Which contest server? Pass --server URL or log in first (`contestkit login`).")
-    session = load_login()
-    client = ContestClient(url) if session is None or session.server != url else ContestClient.from_login(session)
+    stored = load_login()
+    client = ContestClient(url) if stored is None or stored.server != url else ContestClient.from_login(stored)
     board = client.leaderboard()
     if json_out:
         print_json(board)
