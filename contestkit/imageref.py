@@ -74,10 +74,6 @@ class ImageRef:
         """
         return self.digest or self.tag_or_default
 
-    def with_tag(self, tag: str) -> ImageRef:
-        """The same repository under another tag (and no digest)."""
-        return ImageRef(self.registry, self.repository, validate_tag(tag), None)
-
     def __str__(self) -> str:
         text = self.name
         if self.tag:
