@@ -16,8 +16,9 @@ from docker_support import docker_api, remove_images, run_container, toolkit_ima
 from contestkit import __version__
 from contestkit.build import base_images, build_args, build_project, default_tag, dockerfile_args, git_state
 from contestkit.errors import ContestkitError
+from contestkit.imageref import sanitize_name, validate_name
 from contestkit.images import BuildEvent, BuildFailed, ensure_image
-from contestkit.project import find_project, require_project, sanitize_name, validate_name
+from contestkit.project import find_project, require_project
 
 DOCKERFILE = """\
 ARG BASE_IMAGE=contestkit/agent:cpu

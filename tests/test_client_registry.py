@@ -143,6 +143,33 @@ def test_push_submit_wait_and_leaderboard_end_to_end(stack, tmp_path: Path):
                 pass
 
 
+def _doctor_registry_check(team: Team, where: Path) -> dict[str, Any]:
+    done = team.run("doctor", "--json", "--dir", str(where), timeout=180)
+    checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+    return checks["registry login"]
+
+
+@pytest.mark.docker
+def test_doctor_after_registry_login_reports_the_team_registry(stack, tmp_path: Path):
+    """Issue 9 item 4: doctor reads the store `registry login` writes (it used to read the config)."""
+    docker_engine()
+    contest, address = stack
+    team = Team(contest, tmp_path / "a")
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "contestkit.yaml").write_text(f"name: agent\nregistry: {address}/{team.name}\n")
+    (project / "Dockerfile").write_text("FROM contestkit/agent:cpu\n")
+    before = _doctor_registry_check(team, project)
+    assert before["status"] == "fail" and "contestkit registry login" in before["fix"]
+
+    logged = team.run("registry", "login", "--no-docker-config")  # the engine's login only, not the CLI's
+    assert logged.returncode == 0, logged.stderr
+    for where in (project, tmp_path):  # in the project, and outside any project
+        after = _doctor_registry_check(team, where)
+        assert after["status"] == "ok", after
+        assert f"{address}/{team.name}" in after["summary"]
+
+
 @pytest.mark.docker
 def test_registry_failures_are_sentences(stack, tmp_path: Path):
     engine = docker_engine()

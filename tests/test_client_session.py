@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from server_support import free_port
 
-from contestkit import session as sessions
+from contestkit import credentials as sessions
 from contestkit.api_client import ContestClient
 from contestkit.errors import ContestkitError
 
@@ -31,7 +31,7 @@ def _mode(path: Path) -> int:
 
 
 def test_session_and_credentials_are_private_files_under_xdg_config_home(config_home: Path):
-    path = sessions.save_session(sessions.ClientSession(server="http://h:1", cookies={"contestkit_session": "s3cret"}))
+    path = sessions.save_login(sessions.ServerLogin(server="http://h:1", cookies={"contestkit_session": "s3cret"}))
     assert path == config_home / "contestkit" / "session.json"
     assert _mode(path.parent) == 0o700 and _mode(path) == 0o600
     creds = sessions.RegistryCredentials(url="h:5000/alpha", username="alpha", password="pw", scheme="http")
@@ -39,16 +39,16 @@ def test_session_and_credentials_are_private_files_under_xdg_config_home(config_
     assert _mode(cred_path) == 0o600
     assert sessions.load_registry_credentials() == creds
     assert creds.host == "h:5000" and creds.namespace == "alpha"
-    loaded = sessions.load_session()
+    loaded = sessions.load_login()
     assert loaded is not None and loaded.cookies == {"contestkit_session": "s3cret"}
     # Loosened by a copy or a backup restore: tightened again on the next read.
     path.chmod(0o644)
-    sessions.load_session()
+    sessions.load_login()
     assert _mode(path) == 0o600
     assert not list(path.parent.glob(".*.tmp"))  # atomic writes leave no temporary files
-    sessions.clear_session()
+    sessions.clear_login()
     sessions.clear_registry_credentials()
-    assert sessions.load_session() is None and sessions.load_registry_credentials() is None
+    assert sessions.load_login() is None and sessions.load_registry_credentials() is None
 
 
 def test_a_damaged_session_file_says_what_to_do(config_home: Path):
@@ -56,23 +56,23 @@ def test_a_damaged_session_file_says_what_to_do(config_home: Path):
     path.parent.mkdir(parents=True)
     path.write_text("{not json")
     with pytest.raises(ContestkitError, match="delete it and run `contestkit login` again"):
-        sessions.load_session()
+        sessions.load_login()
 
 
 def test_token_and_server_from_the_environment_for_scripts(config_home: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("CONTESTKIT_TOKEN", "ck_abc")
     with pytest.raises(ContestkitError, match="set CONTESTKIT_SERVER too"):
-        sessions.load_session()
+        sessions.load_login()
     monkeypatch.setenv("CONTESTKIT_SERVER", "contest.example.org:8000/")
-    loaded = sessions.load_session()
+    loaded = sessions.load_login()
     assert loaded is not None and loaded.token == "ck_abc" and loaded.server == "http://contest.example.org:8000"
-    client = ContestClient.from_session(loaded)
+    client = ContestClient.from_login(loaded)
     assert client.http.headers["Authorization"] == "Bearer ck_abc"
 
 
 def test_not_logged_in_is_a_sentence(config_home: Path):
     with pytest.raises(ContestkitError, match=r"Not logged in: run `contestkit login --server URL` first\."):
-        ContestClient.from_session(sessions.load_session())
+        ContestClient.from_login(sessions.load_login())
 
 
 # -- a real HTTP server that answers like a broken or foreign server ------------------------------

@@ -12,7 +12,7 @@ from contestkit.config import (
     load_config,
     read_config_file,
     save_user_config,
-    set_registry_credentials,
+    user_config_dir,
     user_config_path,
 )
 from contestkit.errors import ContestkitError
@@ -42,13 +42,12 @@ def test_defaults_outside_a_project(tmp_path: Path, env: dict[str, str]) -> None
     assert cfg.python_image == "python:3.11-slim"
     assert cfg.base_image == "contestkit/agent:cpu"
     assert cfg.registry is None
-    assert cfg.cpus == 6.0
     assert cfg.sources["registry"] == "default"
     assert not cfg.is_set("python_image")
 
 
 def test_precedence_env_over_project_over_user(tmp_path: Path, env: dict[str, str]) -> None:
-    user_file(env, "registry: user.example.com/me\npython_image: user-python:1\ncpus: 2\n")
+    user_file(env, "registry: user.example.com/me\npython_image: user-python:1\nbase_image: user-base:1\n")
     project = tmp_path / "proj"
     write(project / "contestkit.yaml", "name: agent\nregistry: team.example.com/team\n")
     sub = project / "deep" / "er"
@@ -59,14 +58,14 @@ def test_precedence_env_over_project_over_user(tmp_path: Path, env: dict[str, st
     assert cfg.registry == "team.example.com/team"  # project beats user
     assert cfg.sources["registry"].endswith("contestkit.yaml:2")
     assert cfg.python_image == "user-python:1"  # user beats default
-    assert cfg.cpus == 2.0
+    assert cfg.base_image == "user-base:1"
 
     env["CONTESTKIT_REGISTRY"] = "env.example.com/x"
-    env["CONTESTKIT_CPUS"] = "3.5"
+    env["CONTESTKIT_BASE_IMAGE"] = "env-base:2"
     cfg = load_config(sub, env=env)
     assert cfg.registry == "env.example.com/x"  # env beats project
     assert cfg.sources["registry"] == "$CONTESTKIT_REGISTRY"
-    assert cfg.cpus == 3.5
+    assert cfg.base_image == "env-base:2"
 
 
 def test_build_args_merge_per_entry(tmp_path: Path, env: dict[str, str]) -> None:
@@ -106,8 +105,8 @@ def test_wrong_type_names_line_and_key(tmp_path: Path, env: dict[str, str]) -> N
     write(tmp_path / "contestkit.yaml", "name: agent\nbuild_args: [1, 2]\n")
     with pytest.raises(ContestkitError, match=r"line 2: key 'build_args' must be a mapping"):
         load_config(tmp_path, env=env)
-    write(tmp_path / "contestkit.yaml", "cpus: many\n")
-    with pytest.raises(ContestkitError, match=r"line 1: key 'cpus' must be a number"):
+    write(tmp_path / "contestkit.yaml", "python_image: {a: 1}\n")
+    with pytest.raises(ContestkitError, match=r"line 1: key 'python_image' must be a string"):
         load_config(tmp_path, env=env)
 
 
@@ -123,12 +122,36 @@ def test_duplicate_key_is_an_error(tmp_path: Path, env: dict[str, str]) -> None:
         load_config(tmp_path, env=env)
 
 
-def test_credentials_never_allowed_in_project(tmp_path: Path, env: dict[str, str]) -> None:
-    write(tmp_path / "contestkit.yaml", "name: a\ncredentials:\n  r.example.com: {username: u, password: p}\n")
+@pytest.mark.parametrize("key", ["credentials", "token", "server", "cpus", "memory"])
+def test_retired_keys_are_one_sentence_saying_where_the_setting_lives(
+    tmp_path: Path, env: dict[str, str], key: str
+) -> None:
+    """Keys no command read are gone; a file still holding one is told so (not "unknown key")."""
+    path = user_file(env, f"python_image: p:1\n{key}: x\n")
     with pytest.raises(ContestkitError) as err:
         load_config(tmp_path, env=env)
-    assert "line 2" in str(err.value)
-    assert "secret" in str(err.value) and "never in the project" in str(err.value)
+    message = str(err.value)
+    assert message.startswith(f"{path}, line 2: key '{key}' is no longer read (")
+    assert message.endswith("remove that line.")
+    write(tmp_path / "contestkit.yaml", f"{key}: x\n")  # the same in a project file
+    with pytest.raises(ContestkitError, match=f"line 1: key '{key}' is no longer read"):
+        read_config_file(tmp_path / "contestkit.yaml", "project")
+
+
+def test_credentials_now_come_from_registry_login(tmp_path: Path, env: dict[str, str]) -> None:
+    user_file(env, "credentials:\n  r.example.com: {username: u, password: p}\n")
+    with pytest.raises(ContestkitError, match="contestkit registry login"):
+        load_config(tmp_path, env=env)
+
+
+def test_one_user_config_folder_for_the_config_and_the_stored_logins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contestkit import credentials
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    stored = credentials.save_registry_credentials(credentials.RegistryCredentials("h:5000/t", "u", "p"))
+    assert stored.parent == user_config_dir() == user_config_path().parent == tmp_path / "xdg" / "contestkit"
 
 
 def test_project_only_key_rejected_in_user_file(env: dict[str, str], tmp_path: Path) -> None:
@@ -137,33 +160,19 @@ def test_project_only_key_rejected_in_user_file(env: dict[str, str], tmp_path: P
         read_config_file(path, "user")
 
 
-def test_user_file_written_private_and_credentials_round_trip(env: dict[str, str], tmp_path: Path) -> None:
+def test_user_file_written_private(env: dict[str, str], tmp_path: Path) -> None:
     path = user_config_path(env)
-    set_registry_credentials("registry.example.com:5000/team", "alice", "s3cret", path=path)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     save_user_config({"python_image": "my/python:3.11"}, path=path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    save_user_config({"debian_mirror": "http://deb.example.org/debian"}, path=path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
     cfg = load_config(tmp_path, env=env)
-    assert cfg.credentials == {"registry.example.com:5000": {"username": "alice", "password": "s3cret"}}
     assert cfg.python_image == "my/python:3.11"
-    assert cfg.public()["credentials"] == "***"
+    assert cfg.debian_mirror == "http://deb.example.org/debian"
+    assert cfg.public()["python_image"] == "my/python:3.11"
     with pytest.raises(ContestkitError, match="unknown key 'pyhton_image'"):
         save_user_config({"pyhton_image": "x"}, path=path)
-
-
-def test_world_readable_secrets_are_refused(env: dict[str, str], tmp_path: Path) -> None:
-    path = user_file(env, "token: abc\n")
-    os.chmod(path, 0o644)
-    with pytest.raises(ContestkitError, match="chmod 600"):
-        load_config(tmp_path, env=env)
-    os.chmod(path, 0o600)
-    assert load_config(tmp_path, env=env).token == "abc"
-
-
-def test_secrets_are_not_read_from_env(env: dict[str, str], tmp_path: Path) -> None:
-    env["CONTESTKIT_TOKEN"] = "leaked"
-    assert load_config(tmp_path, env=env).token is None
 
 
 def test_ca_bundle_falls_back_to_pip_env(tmp_path: Path, env: dict[str, str]) -> None:

@@ -107,6 +107,23 @@ def test_registry_login_detection(clean_env: Path, monkeypatch: pytest.MonkeyPat
     assert by_name(run_checks(clean_env))["project"].status == OK
 
 
+def test_stored_registry_credentials_are_what_doctor_reads(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store `contestkit registry login` writes (contestkit.credentials) makes the check pass,
+    with or without a registry in the project; the docker CLI's config is left empty on purpose."""
+    from contestkit.credentials import RegistryCredentials, save_registry_credentials
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{clean_env}/no-docker.sock")
+    (clean_env / "contestkit.yaml").write_text("name: agent\nregistry: reg.example.com:5000/team\n")
+    (clean_env / "Dockerfile").write_text("FROM contestkit/agent:cpu\n")
+    assert by_name(run_checks(clean_env))["registry login"].status == FAIL
+    save_registry_credentials(RegistryCredentials("reg.example.com:5000/team", "team", "pw", scheme="http"))
+    login = by_name(run_checks(clean_env))["registry login"]
+    assert login.status == OK and "reg.example.com:5000/team" in login.summary, login
+    (clean_env / "contestkit.yaml").unlink()  # no project, no registry in any config
+    login = by_name(run_checks(clean_env))["registry login"]
+    assert login.status == OK and "reg.example.com:5000/team" in login.summary, login
+
+
 def test_no_registry_is_a_warning_not_a_failure(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{clean_env}/no-docker.sock")
     login = by_name(run_checks(clean_env))["registry login"]

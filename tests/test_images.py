@@ -85,6 +85,43 @@ def test_package_wheel_is_deterministic_and_complete() -> None:
     assert "contestkit/images.py,sha256=" in record
 
 
+def test_the_context_hash_depends_on_the_content_not_on_the_install_layout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 9 item 3: a checkout reaches ``contestkit/templates`` through a symlink, a regular
+    install holds the same files as a directory; both must give the same wheel and image hash."""
+    import shutil
+
+    from contestkit import images
+
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "templates")
+    layouts = {}
+    for layout in ("checkout", "installed"):
+        root = tmp_path / layout
+        shutil.copytree(REPO / "contestkit", root / "contestkit", ignore=ignore)
+        shutil.copytree(REPO / "gym_remote", root / "gym_remote", ignore=ignore)
+        layouts[layout] = [root / "contestkit", root / "gym_remote"]
+    shutil.copytree(REPO / "templates", tmp_path / "checkout" / "templates")
+    (tmp_path / "checkout" / "contestkit" / "templates").symlink_to("../templates")
+    shutil.copytree(REPO / "templates", tmp_path / "installed" / "contestkit" / "templates")
+    (tmp_path / "checkout" / "contestkit" / "data" / "loop").symlink_to("..")  # a link loop is walked once
+
+    wheels = {layout: package_wheel(package_dirs=dirs)[1] for layout, dirs in layouts.items()}
+    with zipfile.ZipFile(io.BytesIO(wheels["checkout"])) as zf:
+        assert "contestkit/templates/agent-random/Dockerfile" in zf.namelist()
+        assert not [n for n in zf.namelist() if "/loop/" in n]
+    (tmp_path / "checkout" / "contestkit" / "data" / "loop").unlink()
+    wheels["checkout"] = package_wheel(package_dirs=layouts["checkout"])[1]
+    assert wheels["checkout"] == wheels["installed"]
+
+    digests = {}
+    for layout, dirs in layouts.items():
+        monkeypatch.setattr(images, "_package_dirs", lambda dirs=dirs: dirs)  # the package as found there
+        context = build_context(IMAGES["remote-env"], cfg(tmp_path), "contestkit/python:bookworm")
+        digests[layout] = context.compute_digest("sha256:parent")
+    assert digests["checkout"] == digests["installed"]
+
+
 def test_ca_bundle_is_defaults_plus_extra(tmp_path: Path) -> None:
     extra = tmp_path / "corp.pem"
     extra.write_text("-----BEGIN CERTIFICATE-----\nCORPORATE-ROOT\n-----END CERTIFICATE-----\n")

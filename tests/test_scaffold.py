@@ -12,7 +12,8 @@ import yaml
 
 from contestkit import scaffold
 from contestkit.errors import ContestkitError, UsageError
-from contestkit.scaffold import create_project, name_problem, validate_name, validate_registry
+from contestkit.imageref import name_problem, validate_name, validate_registry
+from contestkit.scaffold import create_project
 
 ROOT = Path(__file__).resolve().parent.parent
 BASES = {
@@ -31,7 +32,7 @@ PROJECT_FILES = (
 @pytest.mark.parametrize("name", ["my-agent", "a", "0day", "ppo_v2", "agent.v1", "a__b", "a---b", "x" * 128])
 def test_valid_names_are_accepted(name: str) -> None:
     assert name_problem(name) is None
-    assert validate_name(name) == name
+    assert validate_name(name, "NAME") == name
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,14 @@
-"""The client's login session and team registry credentials, kept private on disk.
+"""What the client keeps to act for a team: its login to the contest server and the team's
+registry credentials, private on disk. The one store of both: ``contestkit login`` and
+``contestkit registry login`` write it, and every command that needs them (``push``, ``submit``,
+``jobs``, ``doctor``) reads it.
 
-Both live under ``$XDG_CONFIG_HOME/contestkit/`` (``~/.config/contestkit/`` by default): the
-directory is created with mode 0700 and the files with mode 0600, written atomically (a crash
-leaves the old file or the new one, never half of one). The session is what ``contestkit login``
-got from the server (its cookie); the registry credentials are the team's, from ``GET /rest/user``.
+Both live in the user configuration directory (:func:`contestkit.config.user_config_dir`,
+``~/.config/contestkit/`` by default): the directory is created with mode 0700 and the files
+with mode 0600, written atomically (a crash leaves the old file or the new one, never half of
+one). The login is what ``contestkit login`` got from the server (its session cookie; the file
+keeps its historical name ``session.json``); the registry credentials are the team's, from
+``GET /rest/user``.
 
 For scripts and CI, ``CONTESTKIT_SERVER`` and ``CONTESTKIT_TOKEN`` (an API token from
 ``POST /rest/token``) replace the session file entirely.
@@ -19,16 +24,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contestkit.config import user_config_dir
 from contestkit.errors import ContestkitError
 
-SESSION_FILE = "session.json"
+LOGIN_FILE = "session.json"
 CREDENTIALS_FILE = "registry-credentials.json"
-
-
-def config_dir() -> Path:
-    """``$XDG_CONFIG_HOME/contestkit``, as the XDG base directory spec places user configuration."""
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base).expanduser() / "contestkit"
 
 
 def normalize_server(url: str) -> str:
@@ -42,8 +42,8 @@ def normalize_server(url: str) -> str:
 
 
 @dataclass
-class ClientSession:
-    """Who the client is logged in as, and where."""
+class ServerLogin:
+    """Who the client is logged in as, and where (the server's session cookie or an API token)."""
 
     server: str
     cookies: dict[str, str] = field(default_factory=dict)
@@ -122,37 +122,37 @@ def _read_private(path: Path) -> dict[str, Any] | None:
     return document if isinstance(document, dict) else None
 
 
-def load_session() -> ClientSession | None:
-    """The session of ``contestkit login``, or one made of CONTESTKIT_SERVER + CONTESTKIT_TOKEN."""
+def load_login() -> ServerLogin | None:
+    """The login ``contestkit login`` saved, or one made of CONTESTKIT_SERVER + CONTESTKIT_TOKEN."""
     token = os.environ.get("CONTESTKIT_TOKEN")
     server = os.environ.get("CONTESTKIT_SERVER")
     if token:
         if not server:
-            stored = _read_private(config_dir() / SESSION_FILE) or {}
+            stored = _read_private(user_config_dir() / LOGIN_FILE) or {}
             server = stored.get("server")
         if not server:
             raise ContestkitError("CONTESTKIT_TOKEN is set but no server is known; set CONTESTKIT_SERVER too.")
-        return ClientSession(server=normalize_server(server), token=token)
-    return load_stored_session()
+        return ServerLogin(server=normalize_server(server), token=token)
+    return load_stored_login()
 
 
-def load_stored_session() -> ClientSession | None:
-    """The session ``contestkit login`` saved, whatever the environment says (logout ends it)."""
-    document = _read_private(config_dir() / SESSION_FILE)
+def load_stored_login() -> ServerLogin | None:
+    """The login ``contestkit login`` saved, whatever the environment says (logout ends it)."""
+    document = _read_private(user_config_dir() / LOGIN_FILE)
     if not document or not document.get("server"):
         return None
-    known = {k: v for k, v in document.items() if k in ClientSession.__dataclass_fields__}
-    return ClientSession(**known)
+    known = {k: v for k, v in document.items() if k in ServerLogin.__dataclass_fields__}
+    return ServerLogin(**known)
 
 
-def save_session(session: ClientSession) -> Path:
-    path = config_dir() / SESSION_FILE
-    _write_private(path, asdict(session))
+def save_login(login: ServerLogin) -> Path:
+    path = user_config_dir() / LOGIN_FILE
+    _write_private(path, asdict(login))
     return path
 
 
-def clear_session() -> None:
-    (config_dir() / SESSION_FILE).unlink(missing_ok=True)
+def clear_login() -> None:
+    (user_config_dir() / LOGIN_FILE).unlink(missing_ok=True)
 
 
 def known_server(explicit: str | None = None) -> str | None:
@@ -161,12 +161,12 @@ def known_server(explicit: str | None = None) -> str | None:
         return normalize_server(explicit)
     if os.environ.get("CONTESTKIT_SERVER"):
         return normalize_server(os.environ["CONTESTKIT_SERVER"])
-    document = _read_private(config_dir() / SESSION_FILE)
+    document = _read_private(user_config_dir() / LOGIN_FILE)
     return normalize_server(document["server"]) if document and document.get("server") else None
 
 
 def load_registry_credentials() -> RegistryCredentials | None:
-    document = _read_private(config_dir() / CREDENTIALS_FILE)
+    document = _read_private(user_config_dir() / CREDENTIALS_FILE)
     if not document:
         return None
     known = {k: v for k, v in document.items() if k in RegistryCredentials.__dataclass_fields__}
@@ -177,10 +177,10 @@ def load_registry_credentials() -> RegistryCredentials | None:
 
 
 def save_registry_credentials(credentials: RegistryCredentials) -> Path:
-    path = config_dir() / CREDENTIALS_FILE
+    path = user_config_dir() / CREDENTIALS_FILE
     _write_private(path, asdict(credentials))
     return path
 
 
 def clear_registry_credentials() -> None:
-    (config_dir() / CREDENTIALS_FILE).unlink(missing_ok=True)
+    (user_config_dir() / CREDENTIALS_FILE).unlink(missing_ok=True)
