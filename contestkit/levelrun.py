@@ -92,17 +92,20 @@ def fields_of(scope: Scope) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(LevelRunSpec) if f.metadata["scope"] is scope]
 
 
+def default_of(f: dataclasses.Field) -> Any:
+    """A field's default (``dataclasses.MISSING`` for ``game``, which has none)."""
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
 def docker_only_given(spec: LevelRunSpec) -> list[str]:
     """The flags of Docker-only options set away from their default (what the local runtime refuses)."""
-    return [
-        _flag(f.name)
-        for f in fields_of(Scope.DOCKER)
-        if getattr(spec, f.name) != (f.default_factory() if f.default is dataclasses.MISSING else f.default)  # type: ignore[misc]
-    ]
+    return [_flag(f.name) for f in fields_of(Scope.DOCKER) if getattr(spec, f.name) != default_of(f)]
 
 
 @dataclass(frozen=True)
