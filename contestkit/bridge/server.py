@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from contestkit.bridge import protocol as p
-from contestkit.bridge.protocol import EndReason, Fault
+from contestkit.bridge.protocol import EndReason
 from contestkit.envs import InvalidActionError
 from contestkit.levelrun import CONNECT_TIMEOUT, TIMESTEP_LIMIT, WALLCLOCK_LIMIT
 from contestkit.monitor import EpisodeLog
@@ -44,17 +44,16 @@ class Budgets:
 
 @dataclass
 class Outcome:
-    """How a session ended. ``error`` is a sentence for the results when the agent misbehaved."""
+    """How a session ended. ``error`` is a sentence for the results when the agent misbehaved.
+
+    Whose doing the end was (agent, budget, env) is the reason's own ``fault``.
+    """
 
     end_reason: EndReason
     error: str | None = None
     timesteps: int = 0
     wall_seconds: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def agent_fault(self) -> bool:
-        return self.end_reason.fault is Fault.AGENT
 
 
 class Stopped(BaseException):
