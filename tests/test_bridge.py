@@ -318,3 +318,23 @@ def test_a_newer_env_hello_is_understood_by_an_older_client():
     payload = protocol.Hello(GAME, STATE, ["B"] * 12, [224, 320, 3]).encode()
     newer = json.dumps({**json.loads(payload), "frame_skip": 4}).encode()
     assert protocol.Hello.decode(newer).game == GAME
+
+
+def test_end_reasons_keep_their_strings_and_say_whose_doing_they_were():
+    """The status files' strings are the enum's values; each reason carries its classification."""
+    from contestkit.bridge.protocol import EndReason
+
+    assert {reason.value: reason.fault.value for reason in EndReason} == {
+        "agent-closed": "none",
+        "stopped": "none",
+        "interrupted": "none",
+        "timestep-budget": "budget",
+        "wallclock-budget": "budget",
+        "bad-request": "agent",
+        "agent-disconnected-mid-step": "agent",
+        "no-connection": "agent",
+        "env-error": "env",
+        "setup-error": "env",
+    }
+    assert json.dumps({"end_reason": EndReason.TIMESTEP_BUDGET}) == '{"end_reason": "timestep-budget"}'
+    assert f"{EndReason.NO_CONNECTION}" == "no-connection" and EndReason.read("no-such-end") is None

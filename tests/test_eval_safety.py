@@ -15,7 +15,7 @@ import pytest
 
 from contestkit import results
 from contestkit.errors import UsageError
-from contestkit.evaluation import read_levels
+from contestkit.levellist import read_levels
 from tests.conftest import GAME, REPO, STATE, run_cli
 
 AGENTS = REPO / "tests" / "agents"

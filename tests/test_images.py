@@ -233,11 +233,11 @@ def test_agent_cpu_image_layout(docker_api: Any, toolkit_images: dict[str, str])
 def test_remote_env_image_runs_this_contestkit(docker_api: Any, toolkit_images: dict[str, str]) -> None:  # noqa: F811
     ref = toolkit_images["remote-env"]
     conf = docker_api.inspect_image(ref)["Config"]
-    assert conf["Entrypoint"] == ["python", "-m", "contestkit.remote"]
-    local = hashlib.sha256((Path(contestkit.__file__).parent / "remote.py").read_bytes()).hexdigest()
+    assert conf["Entrypoint"] == ["python", "-m", "contestkit.envprogram"]
+    local = hashlib.sha256((Path(contestkit.__file__).parent / "envprogram.py").read_bytes()).hexdigest()
     script = (
         "import hashlib, contestkit, pathlib, stable_retro; "
-        "code = (pathlib.Path(contestkit.__file__).parent / 'remote.py').read_bytes(); "
+        "code = (pathlib.Path(contestkit.__file__).parent / 'envprogram.py').read_bytes(); "
         "print(hashlib.sha256(code).hexdigest())"
     )
     status, output = run_container(docker_api, ref, ["-c", script], entrypoint=["python"])

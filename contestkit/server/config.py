@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from contestkit import cpuset
+from contestkit import cpuset, levelrun
 from contestkit.errors import ContestkitError, UsageError
 
 CONFIG_NAME = "server.yaml"
@@ -56,8 +56,8 @@ class ServerConfig:
     """Everything ``server.yaml`` holds; unknown keys are refused so typos cannot go unnoticed."""
 
     registry: str
-    timestep_limit: int = 1_000_000
-    wallclock_limit: float = 43_200.0
+    timestep_limit: int = levelrun.TIMESTEP_LIMIT
+    wallclock_limit: float = levelrun.WALLCLOCK_LIMIT
     registry_scheme: str = "http"
     evaluator_registry_password: str = ""
     database_url: str | None = None

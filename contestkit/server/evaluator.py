@@ -49,20 +49,19 @@ LevelRunner = Callable[[LevelTask, ProgressCallback, threading.Event], Any]
 def contestkit_level_runner(task: LevelTask, on_progress: ProgressCallback, cancel: threading.Event) -> Any:
     """Evaluate a level with ``contestkit.evaluation`` (the same code as ``contestkit eval``)."""
     from contestkit.evaluation import EvalRequest, evaluate_level  # deferred: the emulator loads late
+    from contestkit.levelrun import LevelRunSpec
 
-    request = EvalRequest(
+    run = LevelRunSpec(
         game=task.game,
         state=task.state,
-        runtime=task.runtime,
         image=task.image,
-        agent=None,
         timestep_limit=task.timestep_limit,
         wallclock_limit=task.wallclock_limit,
         seed=task.seed,
         record=task.record,
-        results_dir=task.results_dir,
         cpuset=task.cpuset,
     )
+    request = EvalRequest(run=run, runtime=task.runtime, results_dir=task.results_dir)
     return evaluate_level(request, on_progress=on_progress, cancel=cancel)
 
 
