@@ -3,7 +3,7 @@
 Images (Dockerfiles in ``contestkit/dockerfiles``, shipped as package data):
 
 * ``contestkit/remote-env:<version>``: stable-retro, gymnasium and this contestkit; entrypoint
-  ``python -m contestkit.remote``. The eval runtime runs it next to the agent.
+  ``python -m contestkit.envprogram``. The eval runtime runs it next to the agent.
 * ``contestkit/agent:cpu``: the agent base: numpy, gymnasium and contestkit's bridge client
   (``import gym_remote.client`` works), WORKDIR ``/root/compo``, bridge volume mount point
   ``/root/compo/tmp``, output dir ``/root/compo/out``, CMD ``python -u /root/compo/agent.py``.
