@@ -2,13 +2,12 @@
 
 Run them on their own with ``pytest -m postgres``; they skip, loudly, where PostgreSQL or psycopg
 is missing. The tests that hold on both databases take the ``database_url`` fixture (SQLite and
-PostgreSQL) and live with their area (``test_migrations.py``, ``test_jobs.py``, ``test_queue_faults.py``);
+PostgreSQL) and live with their area (``test_migrations.py``, ``test_jobs.py``, ``test_queue_faults.py``,
+``test_recovery.py``);
 these are the ones about the server on PostgreSQL only.
 """
 
 from __future__ import annotations
-
-import time
 
 import pytest
 import requests
@@ -47,25 +46,6 @@ def test_jobs_isolation_and_leaderboard_on_postgres(make_contest, postgres_url):
     assert done["score"] == pytest.approx((61 + 0 + 61) / 3)
     board = requests.get(contest.url + "/rest/leaderboard").json()
     assert [(r["name"], r["score"]) for r in board["leaderboard"]] == [(alpha_ns, pytest.approx(122 / 3))]
-
-
-def test_a_killed_server_recovers_its_job_on_postgres(tmp_path, make_contest, postgres_url, base_env, server_process):
-    run_log = tmp_path / "runs.log"
-    env = base_env(CK_FAKE_LEVEL_SECONDS="1.0", CK_FAKE_RUN_LOG=str(run_log))
-    contest = make_contest([("Fake", "Level1"), ("Fake", "Level2")], database_url=postgres_url, env=env)
-    _, http = contest.team()
-    job = http.post(contest.url + "/rest/job/start", json={"tag": "score-9"}).json()
-    deadline = time.monotonic() + 30
-    while http.get(f"{contest.url}/rest/job/status/{job['id']}").json()["workers"][1]["state"] != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    contest.server.kill()
-    restarted = server_process(contest.data_dir, env=env).start()
-    make_contest.servers.append(restarted)
-    contest.server = restarted
-    done = contest.wait_job(http, job["id"], timeout=60)
-    assert done["status"] == "finished" and done["resumes"] == 1
-    assert run_log.read_text().splitlines().count(f"{job['id']} 0 Level1") == 1
 
 
 def test_ids_beyond_integer_columns_and_overlong_tags_on_postgres(make_contest, postgres_url):

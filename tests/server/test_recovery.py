@@ -47,12 +47,24 @@ def _wait_for_second_level(contest: Contest, http, job_id: int) -> None:  # type
 
 
 def _db_status(data_dir: Path, job_id: int) -> str:
-    with sqlite3.connect(data_dir / "contest.db") as db:
-        return db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+    """The job's status as stored, read from whichever database the contest uses."""
+    from sqlalchemy import text
+
+    from contestkit.server.config import load_config
+    from contestkit.server.db import Database
+
+    database = Database(load_config(data_dir).database())
+    try:
+        with database.engine.connect() as conn:
+            return str(conn.execute(text("SELECT status FROM jobs WHERE id = :id"), {"id": job_id}).scalar_one())
+    finally:
+        database.dispose()
 
 
-def test_a_killed_server_resumes_the_job_and_keeps_finished_levels(tmp_path, start_contest, contest_of, server_process):
-    contest, run_log, env = start_contest(tmp_path)
+def test_a_killed_server_resumes_the_job_and_keeps_finished_levels(
+    tmp_path, start_contest, contest_of, server_process, database_url
+):
+    contest, run_log, env = start_contest(tmp_path, database_url=database_url)
     _, http = contest.team()
     job = http.post(contest.url + "/rest/job/start", json={"tag": "score-20"}).json()
     _wait_for_second_level(contest, http, job["id"])
