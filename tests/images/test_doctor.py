@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from docker_support import docker_api, toolkit_images  # noqa: F401
 
 from contestkit.doctor import FAIL, OK, SKIP, WARN, docker_logged_in, failed, run_checks
 
@@ -131,7 +130,7 @@ def test_no_registry_is_a_warning_not_a_failure(clean_env: Path, monkeypatch: py
 
 
 @pytest.mark.docker
-def test_doctor_with_engine(clean_env: Path, docker_api: Any, toolkit_images: dict[str, str]) -> None:  # noqa: F811
+def test_doctor_with_engine(clean_env: Path, docker_api: Any, toolkit_images: dict[str, str]) -> None:
     results = run_checks(clean_env)
     named = by_name(results)
     engine = named["docker engine"]
@@ -151,7 +150,7 @@ def test_doctor_with_engine(clean_env: Path, docker_api: Any, toolkit_images: di
 
 
 @pytest.mark.docker
-def test_doctor_cli_json(clean_env: Path, docker_api: Any) -> None:  # noqa: F811
+def test_doctor_cli_json(clean_env: Path, docker_api: Any) -> None:
     env = {**os.environ, "XDG_CONFIG_HOME": str(clean_env / "xdg"), "DOCKER_CONFIG": str(clean_env / "d")}
     proc = subprocess.run(
         [sys.executable, "-m", "contestkit", "doctor", "--json", "--dir", str(clean_env)],

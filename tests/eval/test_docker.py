@@ -16,7 +16,6 @@ import pytest
 from contestkit.results import read_monitor
 from contestkit.runtime.docker import SESSION_LABEL
 from tests.conftest import GAME, REPO, STATE, run_cli
-from tests.docker_support import docker_api, toolkit_images  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.docker
 AGENTS = REPO / "tests" / "agents"
@@ -41,7 +40,7 @@ def _agent_image(api, tmp_path: Path, script: Path) -> str:
 
 
 @pytest.fixture
-def make_image(docker_api, toolkit_images, tmp_path):  # noqa: F811
+def make_image(docker_api, toolkit_images, tmp_path):
     made = []
 
     def make(script: Path) -> str:
@@ -57,7 +56,7 @@ def make_image(docker_api, toolkit_images, tmp_path):  # noqa: F811
             pass
 
 
-def test_contest_agent_in_containers(docker_api, make_image, tmp_path):  # noqa: F811
+def test_contest_agent_in_containers(docker_api, make_image, tmp_path):
     image = make_image(AGENTS / "contest_doc_agent.py")
     r = tmp_path / "r"
     res = run_cli("eval", GAME, STATE, "--runtime", "docker", "--image", image, "--timestep-limit", "6000",
@@ -73,7 +72,7 @@ def test_contest_agent_in_containers(docker_api, make_image, tmp_path):  # noqa:
     assert _leftovers(docker_api) == ([], [])
 
 
-def test_cpuset_pins_both_containers(docker_api, make_image, tmp_path):  # noqa: F811
+def test_cpuset_pins_both_containers(docker_api, make_image, tmp_path):
     cpu = max(os.sched_getaffinity(0))
     image = make_image(AGENTS / "affinity_agent.py")
     r = tmp_path / "r"
@@ -85,7 +84,7 @@ def test_cpuset_pins_both_containers(docker_api, make_image, tmp_path):  # noqa:
     assert _leftovers(docker_api) == ([], [])
 
 
-def test_agent_has_no_network(docker_api, make_image, tmp_path):  # noqa: F811
+def test_agent_has_no_network(docker_api, make_image, tmp_path):
     image = make_image(AGENTS / "network_probe_agent.py")
     r = tmp_path / "r"
     res = run_cli("eval", GAME, STATE, "--runtime", "docker", "--image", image, "--timestep-limit", "300",
@@ -96,7 +95,7 @@ def test_agent_has_no_network(docker_api, make_image, tmp_path):  # noqa: F811
     assert _leftovers(docker_api) == ([], [])
 
 
-def test_crashing_agent_cleans_up(docker_api, make_image, tmp_path):  # noqa: F811
+def test_crashing_agent_cleans_up(docker_api, make_image, tmp_path):
     image = make_image(AGENTS / "crashing_agent.py")
     r = tmp_path / "r"
     res = run_cli("eval", GAME, STATE, "--runtime", "docker", "--image", image, "--timestep-limit", "20000",
@@ -107,7 +106,7 @@ def test_crashing_agent_cleans_up(docker_api, make_image, tmp_path):  # noqa: F8
     assert _leftovers(docker_api) == ([], [])
 
 
-def test_ctrl_c_cleans_up(docker_api, make_image, tmp_path):  # noqa: F811
+def test_ctrl_c_cleans_up(docker_api, make_image, tmp_path):
     image = make_image(AGENTS / "slow_agent.py")
     r = tmp_path / "r"
     proc = subprocess.Popen(
@@ -131,7 +130,7 @@ def test_ctrl_c_cleans_up(docker_api, make_image, tmp_path):  # noqa: F811
     assert _leftovers(docker_api) == ([], [])
 
 
-def test_failure_half_way_leaves_nothing(docker_api, toolkit_images, tmp_path):  # noqa: F811
+def test_failure_half_way_leaves_nothing(docker_api, toolkit_images, tmp_path):
     # The volume and the env container exist before the agent container fails to be created.
     r = tmp_path / "r"
     res = run_cli("eval", GAME, STATE, "--runtime", "docker", "--image", "contestkit-no-such-image:v0",
@@ -141,7 +140,7 @@ def test_failure_half_way_leaves_nothing(docker_api, toolkit_images, tmp_path): 
     assert _leftovers(docker_api) == ([], [])
 
 
-def test_failure_after_containers_exist_leaves_nothing(docker_api, make_image, tmp_path):  # noqa: F811
+def test_failure_after_containers_exist_leaves_nothing(docker_api, make_image, tmp_path):
     # A bad --memory fails when the agent container is made: the volume and env container exist.
     image = make_image(AGENTS / "contest_doc_agent.py")
     r = tmp_path / "r"
@@ -157,7 +156,7 @@ def test_failure_after_containers_exist_leaves_nothing(docker_api, make_image, t
     assert _leftovers(docker_api) == ([], [])
 
 
-def test_gpus_without_nvidia_runtime_says_so(docker_api, make_image, tmp_path):  # noqa: F811
+def test_gpus_without_nvidia_runtime_says_so(docker_api, make_image, tmp_path):
     image = make_image(AGENTS / "contest_doc_agent.py")
     info = docker_api.info()
     if "nvidia" in (info.get("Runtimes") or {}):

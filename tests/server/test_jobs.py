@@ -1,6 +1,6 @@
 """The job queue, isolation between teams, scores and the leaderboard (real server process).
 
-Levels are evaluated by the TEST DOUBLE ``server_support.fake_level_runner`` (see there); the queue,
+Levels are evaluated by the TEST DOUBLE ``tests/server/fake_level_runner.py`` (see there); the queue,
 workers, scoring and API around it are the real ones.
 """
 
@@ -9,23 +9,19 @@ from __future__ import annotations
 import json
 import os
 import threading
+from typing import TYPE_CHECKING
 
 import pytest
 import requests
-from server_support import (  # noqa: F401 - fixtures
-    Contest,
-    check_concurrent_restarts_start_the_job_once,
-    check_restart_racing_a_submission_is_a_409,
-    make_contest,
-    make_module_contest,
-    offline_contest,
-)
+
+if TYPE_CHECKING:
+    from tests.conftest import Contest
 
 LEVELS = [("Fake", "Level1"), ("Fake", "Level2"), ("Fake", "Level3")]
 
 
 @pytest.fixture(scope="module")
-def contest(make_module_contest) -> Contest:  # noqa: F811
+def contest(make_module_contest) -> Contest:
     """One server (three levels, two jobs at once) for the tests that need nothing special."""
     return make_module_contest(LEVELS, extra_config={"parallel_jobs": 2})
 
@@ -55,7 +51,7 @@ def test_a_job_evaluates_every_level_and_scores_like_the_contest(contest):
     assert summary["score"] == pytest.approx(101.0) and summary["status"] == "finished"
 
 
-def test_one_failing_level_does_not_sink_the_others(make_contest):  # noqa: F811
+def test_one_failing_level_does_not_sink_the_others(make_contest):
     contest = make_contest([("Fake", "Level1"), ("Fake", "Crash"), ("Fake", "NoEpisodes"), ("Fake", "Level4")])
     _, http = contest.team("alpha")
     job = http.post(contest.url + "/rest/job/start", json={"tag": "score-40"}).json()
@@ -71,7 +67,7 @@ def test_one_failing_level_does_not_sink_the_others(make_contest):  # noqa: F811
     assert "2 of 4 levels" in done["error"]
 
 
-def test_a_job_where_no_level_scores_fails_with_the_reason(make_contest):  # noqa: F811
+def test_a_job_where_no_level_scores_fails_with_the_reason(make_contest):
     contest = make_contest([("Fake", "Crash"), ("Fake", "NoEpisodes")])
     _, http = contest.team("alpha")
     job = http.post(contest.url + "/rest/job/start", json={"tag": "v1"}).json()
@@ -127,7 +123,7 @@ def test_a_team_cannot_see_or_control_another_teams_job(contest):
     assert contest.wait_job(alpha, job["id"])["status"] == "cancelled"
 
 
-def test_cancel_a_running_job_and_a_queued_one(make_contest):  # noqa: F811
+def test_cancel_a_running_job_and_a_queued_one(make_contest):
     contest = make_contest(LEVELS)
     _, alpha = contest.team("alpha")
     _, beta = contest.team("beta")
@@ -163,7 +159,7 @@ def test_restart_runs_the_job_again_as_a_new_attempt(contest):
     assert http.post(f"{contest.url}/rest/job/restart/999").status_code == 404
 
 
-def test_a_level_that_overruns_its_wall_clock_budget_is_stopped(make_contest):  # noqa: F811
+def test_a_level_that_overruns_its_wall_clock_budget_is_stopped(make_contest):
     contest = make_contest(
         [("Fake", "Slow"), ("Fake", "Level2")], wallclock_limit=1, extra_config={"budget_grace_seconds": 0.5}
     )
@@ -185,7 +181,7 @@ def test_bad_tags_get_a_sentence(contest):
     assert digest.status_code == 422
 
 
-def test_leaderboard_ranks_each_teams_latest_finished_job(make_contest):  # noqa: F811
+def test_leaderboard_ranks_each_teams_latest_finished_job(make_contest):
     contest = make_contest([("Fake", "Level1")])
     for name in ("Alpha", "Beta", "Gamma"):
         contest.add_team(name, f"{name.lower()}@example.org")
@@ -230,7 +226,7 @@ def test_openapi_description_is_served(contest):
     assert requests.get(contest.url + "/docs").status_code == 200
 
 
-def test_levels_get_cpu_sets_of_their_own(make_contest):  # noqa: F811
+def test_levels_get_cpu_sets_of_their_own(make_contest):
     """server.yaml cpusets: every running level holds one set, no two at once share it."""
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
@@ -283,15 +279,44 @@ def test_parallel_restarts_of_one_job_start_it_once(contest):
     assert done["score"] == pytest.approx(8.0)
 
 
-def test_a_restart_that_loses_a_race_is_a_409(offline_contest, monkeypatch):  # noqa: F811
-    check_concurrent_restarts_start_the_job_once(offline_contest, monkeypatch)
+def test_a_restart_that_loses_a_race_is_a_409(offline_contest, interleave_before_write):
+    """Two restarts of one job at the same moment: the second is a 409 and the job runs once."""
+    from contestkit.server import jobs
+
+    contest = offline_contest
+    job_id = contest.finished_job()
+    interleave_before_write(lambda: jobs.restart_job(contest.database, contest.config, contest.team_id, job_id))
+    with pytest.raises(jobs.JobError) as refused:
+        jobs.restart_job(contest.database, contest.config, contest.team_id, job_id)
+    assert refused.value.status == 409, refused.value
+    assert "restarted by another request" in str(refused.value)
+    job = contest.job(job_id)
+    assert job["status"] == "queued" and job["attempt"] == 2, job
+    assert [(w["task"], w["state"]) for w in job["workers"]] == [("Fake/Level1", "pending"), ("Fake/Level2", "pending")]
 
 
-def test_a_restart_racing_a_new_submission_is_a_409_not_a_500(offline_contest, monkeypatch):  # noqa: F811
-    check_restart_racing_a_submission_is_a_409(offline_contest, monkeypatch)
+def test_a_restart_racing_a_new_submission_is_a_409_not_a_500(offline_contest, interleave_before_write):
+    """A restart and a new submission of the same team at once: the loser gets a 409, never a 500."""
+    from contestkit.server import jobs
+
+    contest = offline_contest
+    job_id = contest.finished_job(score=6.0)
+    submitted: list[int] = []
+    interleave_before_write(
+        lambda: submitted.append(jobs.start_job(contest.database, contest.config, contest.team_id, "v2").id),
+    )
+    with pytest.raises(jobs.JobError) as refused:
+        jobs.restart_job(contest.database, contest.config, contest.team_id, job_id)
+    assert refused.value.status == 409, refused.value
+    assert f"already has job {submitted[0]} queued" in str(refused.value)
+    # Nothing already done is lost: the finished job keeps its score, the submission stays queued.
+    job = contest.job(job_id)
+    assert job["status"] == "finished" and job["score"] == 6.0 and job["attempt"] == 1, job
+    assert [w["state"] for w in job["workers"]] == ["finished", "finished"]
+    assert contest.job(submitted[0])["status"] == "queued"
 
 
-def test_restarts_and_submissions_at_once_never_fail_with_500(make_contest):  # noqa: F811
+def test_restarts_and_submissions_at_once_never_fail_with_500(make_contest):
     contest = make_contest([("Fake", "Level1")])
     _, http = contest.team("alpha")
     job = http.post(contest.url + "/rest/job/start", json={"tag": "v1"}).json()

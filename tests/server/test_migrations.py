@@ -1,4 +1,5 @@
-"""Schema migrations, the server configuration file and the organiser's commands (in-process, real SQLite)."""
+"""Schema migrations (on SQLite and PostgreSQL), the server configuration file and the organiser's commands
+(in-process, real SQLite)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-from server_support import check_one_active_job_per_team, check_schema, cli, write_levels
 from sqlalchemy import text
 
 import contestkit
@@ -17,8 +17,44 @@ from contestkit.server.db import Database
 from contestkit.server.migrations import LATEST, migrate
 
 
-def test_migrations_create_the_schema_once_and_record_it(tmp_path: Path):
-    database = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def check_schema(database: Database) -> None:
+    """Every column the ORM maps exists after the migrations ran: the two cannot drift apart."""
+    from sqlalchemy import inspect
+
+    from contestkit.server.db import Base
+
+    inspector = inspect(database.engine)
+    for table in Base.metadata.sorted_tables:
+        columns = {c["name"] for c in inspector.get_columns(table.name)}
+        assert {c.name for c in table.columns} <= columns, table.name
+
+
+def check_one_active_job_per_team(database: Database) -> None:
+    """The database itself refuses a second queued/running job for a team (no race can get past it)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    with database.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO teams (id, name, email, password_hash, namespace, registry_username, registry_password, "
+                "created_at) VALUES (1, 'a', 'a@x.org', 'h', 'a', 'a', 'p', 0)"
+            )
+        )
+        insert = text(
+            "INSERT INTO jobs (team_id, tag, image, status, created_at, queued_at, timestep_limit, wallclock_limit) "
+            "VALUES (1, 'v', 'i', :status, 0, 0, 1, 1)"
+        )
+        conn.execute(insert, {"status": "finished"})
+        conn.execute(insert, {"status": "finished"})
+        conn.execute(insert, {"status": "running"})
+    with pytest.raises(IntegrityError), database.engine.begin() as conn:
+        conn.execute(insert, {"status": "queued"})
+
+
+def test_migrations_create_the_schema_once_and_record_it(database_url: str):
+    database = Database(database_url)
+    assert database.engine.dialect.name in database_url  # really the database asked for
     assert migrate(database) == list(range(1, LATEST + 1))
     assert migrate(database) == []  # idempotent: a restart applies nothing
     with database.engine.connect() as conn:
@@ -28,8 +64,8 @@ def test_migrations_create_the_schema_once_and_record_it(tmp_path: Path):
     database.dispose()
 
 
-def test_a_database_newer_than_this_contestkit_is_refused(tmp_path: Path):
-    database = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def test_a_database_newer_than_this_contestkit_is_refused(database_url: str):
+    database = Database(database_url)
     migrate(database)
     with database.engine.begin() as conn:
         conn.execute(text("INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'future', 0)"))
@@ -47,13 +83,14 @@ def test_an_unreachable_database_is_one_sentence(tmp_path: Path):
 
 
 def _init(tmp_path: Path, **options) -> Path:  # type: ignore[no-untyped-def]
-    levels = write_levels(tmp_path / "levels.csv", [("Fake", "Level1")])
+    levels = tmp_path / "levels.csv"
+    levels.write_text("game,state\nFake,Level1\n")
     settings = {
         "registry": "127.0.0.1:5000",
         "levels_file": levels,
         "timestep_limit": 100,
         "wallclock_limit": 10.0,
-        "evaluator": "tests.server_support:fake_level_runner",
+        "evaluator": "tests.server.fake_level_runner:fake_level_runner",
     }
     settings.update(options)
     admin.init_contest(tmp_path / "data", **settings)
@@ -150,7 +187,7 @@ def test_add_team_refuses_bad_input_with_the_rule(tmp_path: Path):
     assert team.namespace == "team-rocket" and team.registry_url == "127.0.0.1:5000/team-rocket"
 
 
-def test_server_cli_says_what_to_do(tmp_path: Path):
+def test_server_cli_says_what_to_do(tmp_path: Path, cli, write_levels):
     levels = write_levels(tmp_path / "levels.csv", [("Fake", "Level1")])
     data_dir = tmp_path / "data"
     created = cli(

@@ -1,8 +1,8 @@
 """The job queue when something goes wrong at the worst moment: a shutdown just as a level ends, a
 database write that fails while a job is being finished, a results file that cannot be written.
 
-The queue (``JobRunner``) runs in-process here, on a real SQLite contest (``offline_contest``), with
-the TEST DOUBLE ``server_support.fake_level_runner`` evaluating the levels. The faults are injected
+The queue (``JobRunner``) runs in-process here, on a real database (``offline_contest``: SQLite and PostgreSQL),
+with the TEST DOUBLE ``tests/server/fake_level_runner.py`` evaluating the levels. The faults are injected
 (each test says how and why): a real database or disk cannot be made to fail on demand at the one
 write that matters.
 """
@@ -12,13 +12,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from server_support import OfflineContest, fake_level_runner, offline_contest  # noqa: F401 - fixture
 from sqlalchemy.exc import OperationalError
 
 from contestkit.server import jobs
+from tests.server.fake_level_runner import fake_level_runner
+
+if TYPE_CHECKING:
+    from tests.server.conftest import OfflineContest
 
 
 class Queue:
@@ -49,7 +52,7 @@ class Queue:
 
 
 @pytest.fixture
-def queue(offline_contest: OfflineContest) -> Iterator[Queue]:  # noqa: F811
+def queue(offline_contest: OfflineContest) -> Iterator[Queue]:
     made = Queue(offline_contest)
     yield made
     made.runner.stop(timeout=10)
@@ -114,7 +117,7 @@ def test_a_level_that_finished_just_before_a_shutdown_keeps_its_result(queue: Qu
 
 
 def test_a_job_whose_end_could_not_be_written_does_not_stay_running(
-    offline_contest: OfflineContest,  # noqa: F811
+    offline_contest: OfflineContest,
     monkeypatch: pytest.MonkeyPatch,
 ):
     """Injected: the database write that ends the job (``_finish``, then ``_finish_failed``) fails once

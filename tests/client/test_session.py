@@ -11,7 +11,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from server_support import free_port
 
 from contestkit import credentials as sessions
 from contestkit.api_client import ContestClient
@@ -140,7 +139,7 @@ def test_every_http_failure_is_one_sentence_with_the_status(odd_server: str, job
     assert "None" not in message and "Traceback" not in message and "\n" not in message
 
 
-def test_unreachable_and_slow_servers(odd_server: str):
+def test_unreachable_and_slow_servers(odd_server: str, free_port):
     with pytest.raises(ContestkitError) as err:
         ContestClient(f"127.0.0.1:{free_port()}").leaderboard()
     assert "could not reach the contest server" in str(err.value) and "Connection refused" in str(err.value)

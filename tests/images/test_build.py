@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from docker_support import docker_api, remove_images, run_container, toolkit_images  # noqa: F401
 
 from contestkit import __version__
 from contestkit.build import base_images, build_args, build_project, default_tag, dockerfile_args, git_state
@@ -62,7 +61,7 @@ def isolated_user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 @pytest.fixture
-def built_refs(docker_api: Any) -> Iterator[list[str]]:  # noqa: F811
+def built_refs(docker_api: Any, remove_images) -> Iterator[list[str]]:
     """Collects image tags a test makes, and removes them afterwards."""
     refs: list[str] = []
     yield refs
@@ -146,10 +145,11 @@ def test_missing_dockerfile_is_a_clear_error(tmp_path: Path, isolated_user_confi
 @pytest.mark.slow
 def test_build_tags_labels_dockerignore_and_fast_rebuild(
     tmp_path: Path,
-    docker_api: Any,  # noqa: F811
-    toolkit_images: dict[str, str],  # noqa: F811
+    docker_api: Any,
+    toolkit_images: dict[str, str],
     built_refs: list[str],
     isolated_user_config: None,
+    run_container,
 ) -> None:
     root = make_project(tmp_path / "agent", "ck-test-agent", "registry.example.com/team")
     project = require_project(root)
@@ -191,8 +191,8 @@ def test_build_tags_labels_dockerignore_and_fast_rebuild(
 @pytest.mark.docker
 def test_no_registry_tags_name_only_and_default_tag_is_sha(
     tmp_path: Path,
-    docker_api: Any,  # noqa: F811
-    toolkit_images: dict[str, str],  # noqa: F811
+    docker_api: Any,
+    toolkit_images: dict[str, str],
     built_refs: list[str],
     isolated_user_config: None,
 ) -> None:
@@ -208,8 +208,8 @@ def test_no_registry_tags_name_only_and_default_tag_is_sha(
 @pytest.mark.docker
 def test_failed_build_shows_step_and_output_not_traceback(
     tmp_path: Path,
-    docker_api: Any,  # noqa: F811
-    toolkit_images: dict[str, str],  # noqa: F811
+    docker_api: Any,
+    toolkit_images: dict[str, str],
     built_refs: list[str],
     isolated_user_config: None,
 ) -> None:
@@ -242,8 +242,8 @@ def test_failed_build_shows_step_and_output_not_traceback(
 @pytest.mark.docker
 def test_cli_build_json(
     tmp_path: Path,
-    docker_api: Any,  # noqa: F811
-    toolkit_images: dict[str, str],  # noqa: F811
+    docker_api: Any,
+    toolkit_images: dict[str, str],
     built_refs: list[str],
 ) -> None:
     import json

@@ -1,7 +1,7 @@
 """Crash safety: a server killed mid-job loses nothing finished and never leaves a job "running".
 
 The server is a real process killed with SIGKILL (a crash) or SIGTERM (a stop); levels are run by
-the TEST DOUBLE ``server_support.fake_level_runner``, which logs every level it starts so the
+the TEST DOUBLE ``tests/server/fake_level_runner.py``, which logs every level it starts so the
 tests can tell which levels ran again.
 """
 
@@ -10,21 +10,30 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from server_support import Contest, ServerProcess, base_env, init_contest
+
+if TYPE_CHECKING:
+    from tests.conftest import Contest
 
 LEVELS = [("Fake", "Level1"), ("Fake", "Level2"), ("Fake", "Level3")]
 
 pytestmark = pytest.mark.slow
 
 
-def _setup(tmp_path: Path, **options) -> tuple[Contest, Path, dict[str, str]]:
-    run_log = tmp_path / "runs.log"
-    env = base_env(CK_FAKE_LEVEL_SECONDS="1.0", CK_FAKE_RUN_LOG=str(run_log))
-    data_dir = init_contest(tmp_path, LEVELS, **options)
-    server = ServerProcess(data_dir, env=env).start()
-    return Contest(data_dir, server, LEVELS), run_log, env
+@pytest.fixture
+def start_contest(tmp_path: Path, base_env, init_contest, server_process, contest_of):  # type: ignore[no-untyped-def]
+    """``start_contest(tmp_path, **init_options)`` -> (contest, the test double's run log, the server's env)."""
+
+    def start(tmp_path: Path, **options) -> tuple[Contest, Path, dict[str, str]]:  # type: ignore[no-untyped-def]
+        run_log = tmp_path / "runs.log"
+        env = base_env(CK_FAKE_LEVEL_SECONDS="1.0", CK_FAKE_RUN_LOG=str(run_log))
+        data_dir = init_contest(tmp_path, LEVELS, **options)
+        server = server_process(data_dir, env=env).start()
+        return contest_of(data_dir, server, LEVELS), run_log, env
+
+    return start
 
 
 def _wait_for_second_level(contest: Contest, http, job_id: int) -> None:  # type: ignore[no-untyped-def]
@@ -38,12 +47,24 @@ def _wait_for_second_level(contest: Contest, http, job_id: int) -> None:  # type
 
 
 def _db_status(data_dir: Path, job_id: int) -> str:
-    with sqlite3.connect(data_dir / "contest.db") as db:
-        return db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+    """The job's status as stored, read from whichever database the contest uses."""
+    from sqlalchemy import text
+
+    from contestkit.server.config import load_config
+    from contestkit.server.db import Database
+
+    database = Database(load_config(data_dir).database())
+    try:
+        with database.engine.connect() as conn:
+            return str(conn.execute(text("SELECT status FROM jobs WHERE id = :id"), {"id": job_id}).scalar_one())
+    finally:
+        database.dispose()
 
 
-def test_a_killed_server_resumes_the_job_and_keeps_finished_levels(tmp_path):
-    contest, run_log, env = _setup(tmp_path)
+def test_a_killed_server_resumes_the_job_and_keeps_finished_levels(
+    tmp_path, start_contest, contest_of, server_process, database_url
+):
+    contest, run_log, env = start_contest(tmp_path, database_url=database_url)
     _, http = contest.team()
     job = http.post(contest.url + "/rest/job/start", json={"tag": "score-20"}).json()
     _wait_for_second_level(contest, http, job["id"])
@@ -52,7 +73,7 @@ def test_a_killed_server_resumes_the_job_and_keeps_finished_levels(tmp_path):
     contest.server.kill()  # SIGKILL: no chance to clean up
     assert _db_status(contest.data_dir, job["id"]) == "running"
 
-    restarted = Contest(contest.data_dir, ServerProcess(contest.data_dir, env=env).start(), LEVELS)
+    restarted = contest_of(contest.data_dir, server_process(contest.data_dir, env=env).start(), LEVELS)
     done = restarted.wait_job(http, job["id"], timeout=60)  # the session survived the restart too
     assert done["status"] == "finished", done
     assert done["resumes"] == 1
@@ -69,14 +90,14 @@ def test_a_killed_server_resumes_the_job_and_keeps_finished_levels(tmp_path):
     restarted.server.kill()
 
 
-def test_a_job_interrupted_too_often_fails_with_the_reason(tmp_path):
-    contest, _, env = _setup(tmp_path, extra_config={"max_resumes": 0})
+def test_a_job_interrupted_too_often_fails_with_the_reason(tmp_path, start_contest, contest_of, server_process):
+    contest, _, env = start_contest(tmp_path, extra_config={"max_resumes": 0})
     _, http = contest.team()
     job = http.post(contest.url + "/rest/job/start", json={"tag": "score-20"}).json()
     _wait_for_second_level(contest, http, job["id"])
     contest.server.kill()
 
-    restarted = Contest(contest.data_dir, ServerProcess(contest.data_dir, env=env).start(), LEVELS)
+    restarted = contest_of(contest.data_dir, server_process(contest.data_dir, env=env).start(), LEVELS)
     done = http.get(f"{restarted.url}/rest/job/status/{job['id']}").json()
     assert done["status"] == "failed"
     assert "interrupted by a server restart once" in done["error"]
@@ -90,8 +111,10 @@ def test_a_job_interrupted_too_often_fails_with_the_reason(tmp_path):
     restarted.server.kill()
 
 
-def test_a_stopped_server_requeues_its_job_without_counting_a_resume(tmp_path):
-    contest, run_log, env = _setup(tmp_path)
+def test_a_stopped_server_requeues_its_job_without_counting_a_resume(
+    tmp_path, start_contest, contest_of, server_process
+):
+    contest, run_log, env = start_contest(tmp_path)
     _, http = contest.team()
     job = http.post(contest.url + "/rest/job/start", json={"tag": "score-5"}).json()
     _wait_for_second_level(contest, http, job["id"])
@@ -99,15 +122,17 @@ def test_a_stopped_server_requeues_its_job_without_counting_a_resume(tmp_path):
     assert contest.server.stop(timeout=30) in (0, -15)
     assert _db_status(contest.data_dir, job["id"]) == "queued"
 
-    restarted = Contest(contest.data_dir, ServerProcess(contest.data_dir, env=env).start(), LEVELS)
+    restarted = contest_of(contest.data_dir, server_process(contest.data_dir, env=env).start(), LEVELS)
     done = restarted.wait_job(http, job["id"], timeout=60)
     assert done["status"] == "finished" and "resumes" not in done
     assert run_log.read_text().splitlines().count(f"{job['id']} 0 Level1") == 1
     restarted.server.kill()
 
 
-def test_a_job_left_by_another_server_is_taken_over_when_its_heartbeat_stops(tmp_path):
-    contest, _, env = _setup(tmp_path, extra_config={"heartbeat_timeout": 2.0, "heartbeat_seconds": 0.5})
+def test_a_job_left_by_another_server_is_taken_over_when_its_heartbeat_stops(
+    tmp_path, start_contest, contest_of, server_process
+):
+    contest, _, env = start_contest(tmp_path, extra_config={"heartbeat_timeout": 2.0, "heartbeat_seconds": 0.5})
     _, http = contest.team()
     job = http.post(contest.url + "/rest/job/start", json={"tag": "score-5"}).json()
     _wait_for_second_level(contest, http, job["id"])
@@ -118,7 +143,7 @@ def test_a_job_left_by_another_server_is_taken_over_when_its_heartbeat_stops(tmp
             "UPDATE jobs SET runner = 'elsewhere:/srv/contest', heartbeat_at = ? WHERE id = ?",
             (time.time() + 3, job["id"]),
         )
-    restarted = Contest(contest.data_dir, ServerProcess(contest.data_dir, env=env).start(), LEVELS)
+    restarted = contest_of(contest.data_dir, server_process(contest.data_dir, env=env).start(), LEVELS)
     with sqlite3.connect(contest.data_dir / "contest.db") as db:
         runner = db.execute("SELECT runner FROM jobs WHERE id = ?", (job["id"],)).fetchone()[0]
     assert runner == "elsewhere:/srv/contest"  # a live server's job is left alone...
@@ -127,9 +152,9 @@ def test_a_job_left_by_another_server_is_taken_over_when_its_heartbeat_stops(tmp
     restarted.server.kill()
 
 
-def test_two_servers_cannot_share_a_data_directory(tmp_path):
-    contest, _, env = _setup(tmp_path)
-    second = ServerProcess(contest.data_dir, env=env)
+def test_two_servers_cannot_share_a_data_directory(tmp_path, start_contest, server_process):
+    contest, _, env = start_contest(tmp_path)
+    second = server_process(contest.data_dir, env=env)
     with pytest.raises(RuntimeError, match="Another contest server is already running"):
         second.start(timeout=20)
     contest.server.kill()

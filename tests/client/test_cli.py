@@ -9,25 +9,28 @@ import json
 import stat
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
-from server_support import PASSWORD, Contest, base_env, cli, free_port, make_module_contest, unique_team  # noqa: F401
+
+if TYPE_CHECKING:
+    from tests.conftest import Contest
 
 LEVELS = [("Fake", "Level1"), ("Fake", "Level2")]
 
 
 @pytest.fixture(scope="module")
-def contest(make_module_contest) -> Contest:  # noqa: F811
+def contest(make_module_contest) -> Contest:
     return make_module_contest(LEVELS, extra_config={"parallel_jobs": 4})
 
 
 class User:
     """A contestant with their own config directory, typing commands."""
 
-    def __init__(self, contest: Contest, home: Path) -> None:
+    def __init__(self, contest: Contest, home: Path, cli: Any, base_env: Any, unique_team: Any) -> None:
         self.contest = contest
+        self.cli = cli
         self.name, self.email = unique_team("cli")
         contest.add_team(self.name, self.email)
         self.env = base_env(
@@ -36,16 +39,23 @@ class User:
         self.config = home / "xdg" / "contestkit"
 
     def run(self, *args: str, input: str | None = None) -> Any:
-        return cli(*args, env=self.env, input=input)
+        return self.cli(*args, env=self.env, input=input)
 
     def login(self) -> None:
         result = self.run(
-            "login", "--server", self.contest.url, "--email", self.email, "--password-stdin", input=PASSWORD + "\n"
-        )
+            "login", "--server", self.contest.url, "--email", self.email, "--password-stdin",
+            input=self.contest.password + "\n",
+        )  # fmt: skip
         assert result.returncode == 0, result.stderr
 
     def http(self) -> requests.Session:
         return self.contest.session(self.email)
+
+
+@pytest.fixture
+def make_user(contest, cli, base_env, unique_team):  # type: ignore[no-untyped-def]
+    """``make_user(home)``: a contestant of ``contest`` whose config lives under ``home``."""
+    return lambda home: User(contest, home, cli, base_env, unique_team)
 
 
 def _is_sentence(stderr: str) -> None:
@@ -53,8 +63,8 @@ def _is_sentence(stderr: str) -> None:
     assert "Traceback" not in stderr and "None" not in stderr
 
 
-def test_login_refuses_a_wrong_password_and_keeps_the_session_private(contest, tmp_path):
-    user = User(contest, tmp_path)
+def test_login_refuses_a_wrong_password_and_keeps_the_session_private(contest, tmp_path, make_user):
+    user = make_user(tmp_path)
     wrong = user.run("login", "--server", contest.url, "--email", user.email, "--password-stdin", input="nope nope\n")
     assert wrong.returncode == 1
     _is_sentence(wrong.stderr)
@@ -78,8 +88,8 @@ def test_login_refuses_a_wrong_password_and_keeps_the_session_private(contest, t
     assert after.returncode == 1 and "Not logged in" in after.stderr
 
 
-def test_jobs_commands(contest, tmp_path):
-    user = User(contest, tmp_path)
+def test_jobs_commands(contest, tmp_path, make_user):
+    user = make_user(tmp_path)
     user.login()
     none_yet = user.run("jobs")
     assert none_yet.returncode == 2 and "no job yet" in none_yet.stderr
@@ -112,9 +122,9 @@ def test_jobs_commands(contest, tmp_path):
     assert "cancel" in help_text and "restart" in help_text
 
 
-def test_another_team_cannot_read_or_cancel_a_job_from_the_cli(contest, tmp_path):
-    owner = User(contest, tmp_path / "owner")
-    other = User(contest, tmp_path / "other")
+def test_another_team_cannot_read_or_cancel_a_job_from_the_cli(contest, tmp_path, make_user):
+    owner = make_user(tmp_path / "owner")
+    other = make_user(tmp_path / "other")
     owner.login()
     other.login()
     job = owner.http().post(contest.url + "/rest/job/start", json={"tag": "v1-slow"}).json()
@@ -127,8 +137,8 @@ def test_another_team_cannot_read_or_cancel_a_job_from_the_cli(contest, tmp_path
     assert owner.run("jobs", "cancel", str(job["id"]), "--yes").returncode == 0
 
 
-def test_leaderboard_command(contest, tmp_path):
-    user = User(contest, tmp_path)
+def test_leaderboard_command(contest, tmp_path, free_port, make_user):
+    user = make_user(tmp_path)
     job = user.http().post(contest.url + "/rest/job/start", json={"tag": "score-5000"}).json()
     contest.wait_job(user.http(), job["id"])
     board = json.loads(user.run("leaderboard", "--server", contest.url, "--json").stdout)
@@ -147,12 +157,12 @@ def test_leaderboard_command(contest, tmp_path):
     assert nowhere.returncode == 2 and "--server" in nowhere.stderr
 
 
-def test_the_2018_client_works_unchanged(contest):
+def test_the_2018_client_works_unchanged(contest, unique_team, password):
     """The calls of retro_contest/rest.py (2018), made the way it made them."""
     name, email = unique_team("retro")
     contest.add_team(name, email)
     server = contest.url
-    r = requests.post(server + "/rest/login", json={"email": email, "password": PASSWORD})
+    r = requests.post(server + "/rest/login", json={"email": email, "password": password})
     assert r.status_code // 100 == 2
     cookies = dict(r.cookies)  # what it saved in ~/.config/retro-contest.yml
     r = requests.get(server + "/rest/user", cookies=cookies)

@@ -9,57 +9,40 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
-from server_support import (
-    PASSWORD,
-    Contest,
-    RegistryProcess,
-    ServerProcess,
-    base_env,
-    cli,
-    docker_engine,
-    free_port,
-    init_contest,
-    tiny_image,
-    unique_team,
-)
 
 from contestkit.server.admin import set_htpasswd
 from contestkit.server.config import load_config
 
-try:  # the toolkit images (agent base, remote-env), built once by the Docker runtime's test support
-    from docker_support import docker_api, toolkit_images  # noqa: F401 - fixtures
-except ImportError:  # pragma: no cover - that support module ships with the Docker runtime
-
-    @pytest.fixture
-    def toolkit_images() -> dict[str, str]:
-        pytest.skip("DOCKER TESTS NOT RUN: tests/docker_support.py (toolkit images) is missing")
-
+if TYPE_CHECKING:
+    from tests.conftest import Contest
 
 LEVELS = [("Fake", "Level1"), ("Fake", "Level2")]
 
 
 @pytest.fixture
-def stack(tmp_path: Path):  # type: ignore[no-untyped-def]
+def stack(tmp_path: Path, free_port, init_contest, server_process, registry_process, contest_of):  # type: ignore[no-untyped-def]
     """A contest whose server pulls each job's image from a real registry."""
     address = f"127.0.0.1:{free_port()}"
     data_dir = init_contest(tmp_path, LEVELS, registry=address, pull=True)
-    registry = RegistryProcess(data_dir / "registry" / "config.yml", address).start()
-    server = ServerProcess(data_dir).start()
-    yield Contest(data_dir, server, LEVELS), address
+    registry = registry_process(data_dir / "registry" / "config.yml", address).start()
+    server = server_process(data_dir).start()
+    yield contest_of(data_dir, server, LEVELS), address
     server.kill()
     registry.stop()
 
 
-def test_each_team_has_its_own_registry_login(tmp_path: Path):
+def test_each_team_has_its_own_registry_login(
+    tmp_path: Path, free_port, init_contest, server_process, registry_process, contest_of
+):
     address = f"127.0.0.1:{free_port()}"
     data_dir = init_contest(tmp_path, LEVELS, registry=address)
-    registry = RegistryProcess(data_dir / "registry" / "config.yml", address).start()
+    registry = registry_process(data_dir / "registry" / "config.yml", address).start()
     try:
-        contest = Contest(data_dir, ServerProcess(data_dir).start(), LEVELS)
+        contest = contest_of(data_dir, server_process(data_dir).start(), LEVELS)
         _, http = contest.team("reg")  # added while the registry runs: it re-reads htpasswd
         cr = http.get(contest.url + "/rest/user").json()["cr"]
         assert cr["url"].startswith(address + "/") and cr["scheme"] == "http"
@@ -75,8 +58,9 @@ def test_each_team_has_its_own_registry_login(tmp_path: Path):
 
 
 class Team:
-    def __init__(self, contest: Contest, home: Path) -> None:
+    def __init__(self, contest: Contest, home: Path, cli: Any, base_env: Any, unique_team: Any) -> None:
         self.contest = contest
+        self.cli = cli
         self.name, self.email = unique_team("dock")
         contest.add_team(self.name, self.email)
         self.env = base_env(
@@ -84,19 +68,25 @@ class Team:
         )
         self.home = home
         login = self.run(
-            "login", "--server", contest.url, "--email", self.email, "--password-stdin", input=PASSWORD + "\n"
-        )
+            "login", "--server", contest.url, "--email", self.email, "--password-stdin", input=contest.password + "\n",
+        )  # fmt: skip
         assert login.returncode == 0, login.stderr
 
     def run(self, *args: str, input: str | None = None, cwd: Path | None = None, timeout: float = 120) -> Any:
-        return cli(*args, env=self.env, input=input, cwd=cwd, timeout=timeout)
+        return self.cli(*args, env=self.env, input=input, cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture
+def make_team(cli, base_env, unique_team):  # type: ignore[no-untyped-def]
+    """``make_team(contest, home)``: a team of ``contest``, logged in, whose config lives under ``home``."""
+    return lambda contest, home: Team(contest, home, cli, base_env, unique_team)
 
 
 @pytest.mark.docker
-def test_push_submit_wait_and_leaderboard_end_to_end(stack, tmp_path: Path):
-    engine = docker_engine()
+def test_push_submit_wait_and_leaderboard_end_to_end(stack, tmp_path: Path, make_team, tiny_image, docker_client):
+    engine = docker_client
     contest, address = stack
-    team = Team(contest, tmp_path / "a")
+    team = make_team(contest, tmp_path / "a")
     local = tiny_image(engine, tmp_path, f"e2e-{team.name}:score-42")
     pulled: list[str] = []
     try:
@@ -125,7 +115,7 @@ def test_push_submit_wait_and_leaderboard_end_to_end(stack, tmp_path: Path):
         assert [(r["name"], r["score"]) for r in board["leaderboard"]] == [(team.name, 43.0)]
 
         # A second team sees none of it in its own namespace.
-        other = Team(contest, tmp_path / "b")
+        other = make_team(contest, tmp_path / "b")
         assert json.loads(other.run("registry", "list", "--json").stdout)["repositories"] == {}
         assert json.loads(other.run("leaderboard", "--json").stdout)["leaderboard"][0]["name"] == team.name
 
@@ -171,10 +161,10 @@ def test_doctor_after_registry_login_reports_the_team_registry(stack, tmp_path: 
 
 
 @pytest.mark.docker
-def test_registry_failures_are_sentences(stack, tmp_path: Path):
-    engine = docker_engine()
+def test_registry_failures_are_sentences(stack, tmp_path: Path, make_team, tiny_image, docker_client):
+    engine = docker_client
     contest, address = stack
-    team = Team(contest, tmp_path / "a")
+    team = make_team(contest, tmp_path / "a")
     missing = team.run("push", "not-built-here:v1")
     assert missing.returncode == 2
     assert "No local image to push" in missing.stderr and "contestkit build" in missing.stderr
@@ -199,8 +189,7 @@ def test_registry_failures_are_sentences(stack, tmp_path: Path):
 
 
 @pytest.mark.docker
-def test_a_job_for_an_image_that_was_never_pushed_fails_with_the_reason(stack, tmp_path: Path):
-    docker_engine()
+def test_a_job_for_an_image_that_was_never_pushed_fails_with_the_reason(stack, tmp_path: Path, docker_client):
     contest, _ = stack
     _, http = contest.team("nopush")
     job = http.post(contest.url + "/rest/job/start", json={"tag": "ghost:v1"}).json()
@@ -211,12 +200,22 @@ def test_a_job_for_an_image_that_was_never_pushed_fails_with_the_reason(stack, t
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_submit_wait_with_the_real_docker_evaluation(tmp_path: Path, toolkit_images):  # noqa: F811
+def test_submit_wait_with_the_real_docker_evaluation(
+    tmp_path: Path,
+    toolkit_images,
+    free_port,
+    init_contest,
+    make_team,
+    server_process,
+    registry_process,
+    contest_of,
+    docker_client,
+):
     """The whole loop with no test double: a project made by `contestkit new`, built by
     `contestkit build`, pushed to the team registry by `contestkit submit --wait`, pulled by the
     server and evaluated by contestkit.evaluation in remote-env + agent containers; its score
     reaches the leaderboard."""
-    engine = docker_engine()
+    engine = docker_client
     address = f"127.0.0.1:{free_port()}"
     data_dir = init_contest(
         tmp_path,
@@ -227,10 +226,10 @@ def test_submit_wait_with_the_real_docker_evaluation(tmp_path: Path, toolkit_ima
         timestep_limit=4500,
         wallclock_limit=300,
     )  # 4,500: one full episode
-    registry = RegistryProcess(data_dir / "registry" / "config.yml", address).start()
-    server = ServerProcess(data_dir).start()
-    contest = Contest(data_dir, server, [("Airstriker-Genesis", "Level1")])
-    team = Team(contest, tmp_path / "team")
+    registry = registry_process(data_dir / "registry" / "config.yml", address).start()
+    server = server_process(data_dir).start()
+    contest = contest_of(data_dir, server, [("Airstriker-Genesis", "Level1")])
+    team = make_team(contest, tmp_path / "team")
     # As a contestant does it: scaffold, build, submit and wait.
     made = team.run("new", "rand-agent", "--template", "random", "--dir", str(tmp_path))
     assert made.returncode == 0, made.stdout + made.stderr

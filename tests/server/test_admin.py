@@ -10,7 +10,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from server_support import PASSWORD, cli, init_contest
 
 from contestkit.errors import ContestkitError
 from contestkit.server import admin
@@ -20,7 +19,7 @@ LEVELS = [("Fake", "Level1")]
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
+def data_dir(tmp_path: Path, init_contest) -> Path:
     return init_contest(tmp_path, LEVELS)
 
 
@@ -34,11 +33,15 @@ def _teams(data_dir: Path) -> list[str]:
         return [row[0] for row in db.execute("SELECT name FROM teams")]
 
 
-def _add_team_cli(data_dir: Path, name: str, email: str, password: str = PASSWORD):  # type: ignore[no-untyped-def]
-    return cli(
-        "server", "add-team", name, "--email", email, "--password-stdin", "--data-dir", str(data_dir),
-        input=password + "\n",
-    )  # fmt: skip
+@pytest.fixture
+def add_team_cli(cli, password):  # type: ignore[no-untyped-def]
+    def add(data_dir: Path, name: str, email: str, password: str = password):  # type: ignore[no-untyped-def]
+        return cli(
+            "server", "add-team", name, "--email", email, "--password-stdin", "--data-dir", str(data_dir),
+            input=password + "\n",
+        )  # fmt: skip
+
+    return add
 
 
 @pytest.mark.parametrize(
@@ -49,13 +52,13 @@ def _add_team_cli(data_dir: Path, name: str, email: str, password: str = PASSWOR
         ("alpha", "al\x01pha@example.org", "The team email contains characters that cannot be stored"),
     ],
 )
-def test_overlong_or_unstorable_fields_are_refused_up_front(data_dir, name, email, expected):
-    result = _add_team_cli(data_dir, name, email)
+def test_overlong_or_unstorable_fields_are_refused_up_front(data_dir, add_team_cli, password, name, email, expected):
+    result = add_team_cli(data_dir, name, email)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.startswith("error: " + expected), result.stderr
-    assert "Traceback" not in result.stderr and PASSWORD not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and password not in result.stdout + result.stderr
     assert _teams(data_dir) == [] and _htpasswd_users(data_dir) == [EVALUATOR]
-    ok = _add_team_cli(data_dir, "alpha", "alpha@example.org")
+    ok = add_team_cli(data_dir, "alpha", "alpha@example.org")
     assert ok.returncode == 0, ok.stderr
     assert _teams(data_dir) == ["alpha"] and _htpasswd_users(data_dir) == [EVALUATOR, "alpha"]
 
@@ -67,27 +70,28 @@ def test_overlong_or_unstorable_fields_are_refused_up_front(data_dir, name, emai
         ("INSERT INTO missing VALUES (1)", 1, "The database refused the new team (OperationalError), so nothing"),
     ],
 )
-def test_a_commit_the_database_refuses_leaves_no_registry_account(data_dir, trigger, code, expected):
+def test_a_commit_the_database_refuses_leaves_no_registry_account(data_dir, add_team_cli, password, trigger, code,
+                                                                 expected):  # fmt: skip
     with sqlite3.connect(data_dir / "contest.db") as db:
         db.execute(f"CREATE TRIGGER refuse BEFORE INSERT ON teams BEGIN {trigger}; END")
-    result = _add_team_cli(data_dir, "alpha", "alpha@example.org")
+    result = add_team_cli(data_dir, "alpha", "alpha@example.org")
     assert result.returncode == code, result.stdout + result.stderr
     assert result.stderr.startswith("error: " + expected), result.stderr
-    assert "Traceback" not in result.stderr and "argon2" not in result.stderr and PASSWORD not in result.stderr
+    assert "Traceback" not in result.stderr and "argon2" not in result.stderr and password not in result.stderr
     assert len(result.stderr.strip().splitlines()) <= 2  # one sentence (wrapped at most once)
     assert _htpasswd_users(data_dir) == [EVALUATOR]
 
 
-def test_a_registry_account_that_cannot_be_written_removes_the_team(data_dir, monkeypatch):
+def test_a_registry_account_that_cannot_be_written_removes_the_team(data_dir, password, monkeypatch):
     def broken(*_args: object) -> None:
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(admin, "set_htpasswd", broken)
     with pytest.raises(ContestkitError, match=r"^The registry account of team 'alpha' could not be written to "):
-        admin.add_team(data_dir, name="alpha", email="alpha@example.org", password=PASSWORD)
+        admin.add_team(data_dir, name="alpha", email="alpha@example.org", password=password)
     assert _teams(data_dir) == []
     monkeypatch.undo()
-    admin.add_team(data_dir, name="alpha", email="alpha@example.org", password=PASSWORD)
+    admin.add_team(data_dir, name="alpha", email="alpha@example.org", password=password)
     assert _teams(data_dir) == ["alpha"] and _htpasswd_users(data_dir) == [EVALUATOR, "alpha"]
 
 

@@ -15,7 +15,7 @@ from contestkit.errors import ContestkitError, UsageError
 from contestkit.imageref import name_problem, validate_name, validate_registry
 from contestkit.scaffold import create_project
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BASES = {
     "pytorch": "contestkit/agent:pytorch",
     "tf": "contestkit/agent:tensorflow",
@@ -241,7 +241,7 @@ def test_templates_ship_inside_the_wheel(tmp_path: Path) -> None:
     """A pip-installed contestkit (no source checkout) still has every template."""
     import zipfile
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(root)],
         capture_output=True,

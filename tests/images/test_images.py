@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from docker_support import docker_api, run_container, toolkit_images  # noqa: F401
 
 import contestkit
 from contestkit import __version__
@@ -45,7 +44,7 @@ from contestkit.images import (
     stream_build,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def cfg(tmp_path: Path, **env: str) -> Any:
@@ -196,7 +195,7 @@ def test_framework_context_pins_local_cpu_wheel(tmp_path: Path) -> None:
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_ensure_image_builds_once_then_reuses(docker_api: Any, toolkit_images: dict[str, str]) -> None:  # noqa: F811
+def test_ensure_image_builds_once_then_reuses(docker_api: Any, toolkit_images: dict[str, str]) -> None:
     assert toolkit_images["cpu"] == "contestkit/agent:cpu"
     events: list[BuildEvent] = []
     started = time.monotonic()
@@ -209,7 +208,7 @@ def test_ensure_image_builds_once_then_reuses(docker_api: Any, toolkit_images: d
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_agent_cpu_image_layout(docker_api: Any, toolkit_images: dict[str, str]) -> None:  # noqa: F811
+def test_agent_cpu_image_layout(docker_api: Any, toolkit_images: dict[str, str], run_container) -> None:
     attrs = docker_api.inspect_image("contestkit/agent:cpu")
     conf = attrs["Config"]
     assert conf["WorkingDir"] == "/root/compo"
@@ -230,7 +229,7 @@ def test_agent_cpu_image_layout(docker_api: Any, toolkit_images: dict[str, str])
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_remote_env_image_runs_this_contestkit(docker_api: Any, toolkit_images: dict[str, str]) -> None:  # noqa: F811
+def test_remote_env_image_runs_this_contestkit(docker_api: Any, toolkit_images: dict[str, str], run_container) -> None:
     ref = toolkit_images["remote-env"]
     conf = docker_api.inspect_image(ref)["Config"]
     assert conf["Entrypoint"] == ["python", "-m", "contestkit.envprogram"]
@@ -248,7 +247,7 @@ def test_remote_env_image_runs_this_contestkit(docker_api: Any, toolkit_images: 
 
 
 @pytest.mark.docker
-def test_stale_when_context_changes(docker_api: Any, toolkit_images: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
+def test_stale_when_context_changes(docker_api: Any, toolkit_images: dict[str, str], tmp_path: Path) -> None:
     config = load_config(tmp_path)
     parent = resolve_python_image_quiet(docker_api, config)
     assert parent is not None
@@ -264,7 +263,7 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.docker
-def test_failed_step_is_reported_with_its_output(docker_api: Any, toolkit_images: dict[str, str]) -> None:  # noqa: F811
+def test_failed_step_is_reported_with_its_output(docker_api: Any, toolkit_images: dict[str, str]) -> None:
     dockerfile = b"FROM contestkit/agent:cpu\nRUN echo first-ok\nRUN echo marker-output-123 && exit 3\n"
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
@@ -292,7 +291,7 @@ def test_failed_step_is_reported_with_its_output(docker_api: Any, toolkit_images
 
 
 @pytest.mark.docker
-def test_missing_python_image_says_to_bootstrap(docker_api: Any, tmp_path: Path) -> None:  # noqa: F811
+def test_missing_python_image_says_to_bootstrap(docker_api: Any, tmp_path: Path) -> None:
     config = load_config(tmp_path, env={**_env(), "CONTESTKIT_PYTHON_IMAGE": "contestkit-test/no-such-python:0"})
     with pytest.raises(ContestkitError) as err:
         resolve_python_image(docker_api, config)
@@ -302,7 +301,7 @@ def test_missing_python_image_says_to_bootstrap(docker_api: Any, tmp_path: Path)
 
 
 @pytest.mark.docker
-def test_images_list_reports_state_size_and_version(docker_api: Any, toolkit_images: dict[str, str]) -> None:  # noqa: F811
+def test_images_list_reports_state_size_and_version(docker_api: Any, toolkit_images: dict[str, str]) -> None:
     rows = {row.ref: row for row in list_images(docker_api)}
     cpu = rows["contestkit/agent:cpu"]
     assert cpu.state == "current" and cpu.version == __version__ and cpu.size_bytes > 50e6

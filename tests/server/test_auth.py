@@ -5,32 +5,27 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from typing import TYPE_CHECKING
 
 import pytest
 import requests
-from server_support import (  # noqa: F401 - fixtures
-    PASSWORD,
-    Contest,
-    base_env,
-    cli,
-    make_contest,
-    make_module_contest,
-    unique_team,
-)
 
 from contestkit.api_client import ContestClient, error_for
 from contestkit.errors import ContestkitError
+
+if TYPE_CHECKING:
+    from tests.conftest import Contest
 
 LEVELS = [("Fake", "Level1")]
 
 
 @pytest.fixture(scope="module")
-def contest(make_module_contest) -> Contest:  # noqa: F811
+def contest(make_module_contest) -> Contest:
     """One server for the tests that need no special configuration; each test has its own teams."""
     return make_module_contest(LEVELS)
 
 
-def test_wrong_password_and_unknown_email_are_refused(contest):
+def test_wrong_password_and_unknown_email_are_refused(contest, unique_team, password):
     name, email = unique_team("alpha")
     contest.add_team(name, email, via_cli=True)
     url = contest.url
@@ -38,13 +33,13 @@ def test_wrong_password_and_unknown_email_are_refused(contest):
     assert wrong.status_code == 401
     assert "Wrong email or password" in wrong.json()["detail"]
     assert "contestkit_session" not in wrong.cookies
-    unknown = requests.post(url + "/rest/login", json={"email": "nobody@example.org", "password": PASSWORD})
+    unknown = requests.post(url + "/rest/login", json={"email": "nobody@example.org", "password": password})
     assert unknown.status_code == 401
     # Same answer for both: the API does not tell which emails exist.
     assert unknown.json() == wrong.json()
     assert requests.get(url + "/rest/user").status_code == 401
 
-    ok = requests.post(url + "/rest/login", json={"email": email.upper() + " ", "password": PASSWORD})
+    ok = requests.post(url + "/rest/login", json={"email": email.upper() + " ", "password": password})
     assert ok.status_code == 200, ok.text
     assert ok.json()["team"] == name
     cookie = ok.cookies.get("contestkit_session")
@@ -56,12 +51,12 @@ def test_wrong_password_and_unknown_email_are_refused(contest):
     assert user["cr"]["username"] == name and len(user["cr"]["password"]) >= 24
 
 
-def test_passwords_are_stored_as_argon2_and_registry_passwords_as_bcrypt(contest):
+def test_passwords_are_stored_as_argon2_and_registry_passwords_as_bcrypt(contest, unique_team, password):
     name, email = unique_team("alpha")
     contest.add_team(name, email)
     with sqlite3.connect(contest.data_dir / "contest.db") as db:
         (stored,) = db.execute("SELECT password_hash FROM teams WHERE email = ?", (email,)).fetchone()
-    assert stored.startswith("$argon2id$") and PASSWORD not in stored
+    assert stored.startswith("$argon2id$") and password not in stored
     htpasswd = (contest.data_dir / "registry" / "htpasswd").read_text().splitlines()
     entry = next(line for line in htpasswd if line.startswith(f"{name}:"))
     assert entry.split(":", 1)[1].startswith("$2b$")
@@ -80,7 +75,7 @@ def test_logout_ends_the_session_on_the_server(contest):
     assert "contestkit login" in again.json()["detail"]
 
 
-def test_sessions_expire(make_contest):  # noqa: F811
+def test_sessions_expire(make_contest):
     contest = make_contest(LEVELS, extra_config={"session_ttl_hours": 1.5 / 3600})
     contest.add_team("Alpha", "alpha@example.org")
     http = contest.session("alpha@example.org")
@@ -92,13 +87,13 @@ def test_sessions_expire(make_contest):  # noqa: F811
     assert "expired" in expired.json()["detail"]
 
 
-def test_bearer_tokens_for_scripts(contest):
+def test_bearer_tokens_for_scripts(contest, unique_team, password):
     name, email = unique_team("alpha")
     contest.add_team(name, email)
     url = contest.url
     refused = requests.post(url + "/rest/token", json={"email": email, "password": "wrong password"})
     assert refused.status_code == 401
-    minted = requests.post(url + "/rest/token", json={"email": email, "password": PASSWORD, "name": "ci"})
+    minted = requests.post(url + "/rest/token", json={"email": email, "password": password, "name": "ci"})
     assert minted.status_code == 201, minted.text
     token = minted.json()["token"]
     assert token.startswith("ck_")
@@ -113,7 +108,7 @@ def test_bearer_tokens_for_scripts(contest):
     assert requests.get(url + "/rest/user", headers={"Authorization": "Bearer ck_made_up"}).status_code == 401
 
 
-def test_repeated_wrong_passwords_are_throttled(contest):
+def test_repeated_wrong_passwords_are_throttled(contest, unique_team, password):
     name, email = unique_team("alpha")
     contest.add_team(name, email)
     body = {"email": email, "password": "guess guess"}
@@ -121,12 +116,12 @@ def test_repeated_wrong_passwords_are_throttled(contest):
     assert codes[:10] == [401] * 10
     assert codes[10] == 429
     # Even the right password waits now: the guesser cannot tell it found it.
-    right = requests.post(contest.url + "/rest/login", json={"email": email, "password": PASSWORD})
+    right = requests.post(contest.url + "/rest/login", json={"email": email, "password": password})
     assert right.status_code == 429
     assert int(right.headers["retry-after"]) > 0
 
 
-def test_a_password_that_is_not_valid_text_is_a_failed_login_and_is_throttled(contest):
+def test_a_password_that_is_not_valid_text_is_a_failed_login_and_is_throttled(contest, unique_team, password):
     name, email = unique_team("alpha")
     contest.add_team(name, email)
     wrong = requests.post(contest.url + "/rest/login", json={"email": email, "password": "not it at all"}).json()
@@ -136,13 +131,13 @@ def test_a_password_that_is_not_valid_text_is_a_failed_login_and_is_throttled(co
         assert refused.status_code == 401 and refused.json() == wrong
     minted = requests.post(contest.url + "/rest/token", json=body)
     assert minted.status_code == 401 and minted.json() == wrong
-    odd_email = requests.post(contest.url + "/rest/login", json={"email": "\ud800@x.org", "password": PASSWORD})
+    odd_email = requests.post(contest.url + "/rest/login", json={"email": "\ud800@x.org", "password": password})
     assert odd_email.status_code == 401 and odd_email.json() == wrong
     # They count as failed logins: 6 for this email above (1 + 4 + the token), 4 more and it is throttled.
     codes = [requests.post(contest.url + "/rest/login", json=body).status_code for _ in range(5)]
     assert codes == [401] * 4 + [429]
     http = requests.Session()
-    assert http.post(contest.url + "/rest/login", json={"email": email, "password": PASSWORD}).status_code == 429
+    assert http.post(contest.url + "/rest/login", json={"email": email, "password": password}).status_code == 429
 
 
 def test_a_token_name_that_is_not_valid_text_is_refused(contest):
@@ -160,11 +155,11 @@ def test_token_ids_no_token_can_have_are_not_found(contest, token_id):
     assert answer.json()["detail"] == f"Your team has no API token {token_id}."
 
 
-def test_set_password_ends_sessions_and_revokes_api_tokens(contest):
+def test_set_password_ends_sessions_and_revokes_api_tokens(contest, cli, unique_team, password):
     name, email = unique_team("alpha")
     contest.add_team(name, email)
     url = contest.url
-    token = requests.post(url + "/rest/token", json={"email": email, "password": PASSWORD}).json()["token"]
+    token = requests.post(url + "/rest/token", json={"email": email, "password": password}).json()["token"]
     bearer = {"Authorization": f"Bearer {token}"}
     session = contest.session(email)
     assert requests.get(url + "/rest/user", headers=bearer).status_code == 200
@@ -179,12 +174,12 @@ def test_set_password_ends_sessions_and_revokes_api_tokens(contest):
     assert contest.session(email, "a brand new password").get(url + "/rest/user").status_code == 200
 
 
-def test_the_client_gives_advice_when_the_server_url_is_not_a_contest_server(contest):
+def test_the_client_gives_advice_when_the_server_url_is_not_a_contest_server(contest, unique_team, password):
     """FastAPI answers an unknown path with {"detail": "Not Found"}: that is no advice, the client's is."""
     name, email = unique_team("alpha")
     contest.add_team(name, email)
     with pytest.raises(ContestkitError) as err:
-        ContestClient(contest.url + "/contest").login(email, PASSWORD)
+        ContestClient(contest.url + "/contest").login(email, password)
     assert str(err.value) == (
         "Logging in failed (HTTP 404 Not Found): it does not exist, or the server URL is not a contest server "
         "(check `contestkit login --server`)."
@@ -192,7 +187,7 @@ def test_the_client_gives_advice_when_the_server_url_is_not_a_contest_server(con
     # A sentence of the server's own is still shown as it is.
     with pytest.raises(ContestkitError, match=r"HTTP 404\): Your team has no job 7;"):
         client = ContestClient(contest.url)
-        client.login(email, PASSWORD)
+        client.login(email, password)
         client.job(7)
     not_allowed = requests.Response()
     not_allowed.status_code, not_allowed.reason = 405, "Method Not Allowed"
@@ -245,7 +240,9 @@ def test_the_login_throttle_sweeps_expired_emails_with_the_default_size(monkeypa
     assert len(throttle._failures) == 1
 
 
-def test_logout_ends_the_stored_session_even_with_a_token_in_the_environment(contest, tmp_path):
+def test_logout_ends_the_stored_session_even_with_a_token_in_the_environment(
+    contest, tmp_path, cli, base_env, unique_team, password
+):
     """`contestkit logout` with CONTESTKIT_TOKEN set (a CI shell, say) still ends the session that
     `contestkit login` stored, on the server too; the environment's API token is not revoked."""
     name, email = unique_team("alpha")
@@ -253,13 +250,13 @@ def test_logout_ends_the_stored_session_even_with_a_token_in_the_environment(con
     env = base_env(XDG_CONFIG_HOME=str(tmp_path / "xdg"), DOCKER_CONFIG=str(tmp_path / "docker"))
     env.pop("CONTESTKIT_TOKEN", None)
     env.pop("CONTESTKIT_SERVER", None)
-    logged_in = cli("login", "--server", contest.url, "--email", email, "--password-stdin", input=PASSWORD + "\n",
+    logged_in = cli("login", "--server", contest.url, "--email", email, "--password-stdin", input=password + "\n",
                     env=env)  # fmt: skip
     assert logged_in.returncode == 0, logged_in.stderr
     session_file = tmp_path / "xdg" / "contestkit" / "session.json"
     cookie = json.loads(session_file.read_text())["cookies"]
     assert requests.get(contest.url + "/rest/user", cookies=cookie).status_code == 200
-    token = requests.post(contest.url + "/rest/token", json={"email": email, "password": PASSWORD}).json()["token"]
+    token = requests.post(contest.url + "/rest/token", json={"email": email, "password": password}).json()["token"]
 
     out = cli("logout", env={**env, "CONTESTKIT_TOKEN": token, "CONTESTKIT_SERVER": contest.url})
     assert out.returncode == 0, out.stderr

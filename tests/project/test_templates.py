@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FRAMEWORK = {
     "pytorch": ("torch", "pip install torch==2.13.0"),
     "tf": ("tensorflow", "pip install tensorflow-cpu==2.21.0"),
