@@ -133,18 +133,17 @@ def test_push_submit_wait_and_leaderboard_end_to_end(stack, tmp_path: Path, make
                 pass
 
 
-def _doctor_registry_check(team: Team, where: Path) -> dict[str, Any]:
+def _doctor_registry_check(team: Any, where: Path) -> dict[str, Any]:
     done = team.run("doctor", "--json", "--dir", str(where), timeout=180)
     checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
     return checks["registry login"]
 
 
 @pytest.mark.docker
-def test_doctor_after_registry_login_reports_the_team_registry(stack, tmp_path: Path):
+def test_doctor_after_registry_login_reports_the_team_registry(stack, tmp_path: Path, make_team, docker_client):
     """Issue 9 item 4: doctor reads the store `registry login` writes (it used to read the config)."""
-    docker_engine()
     contest, address = stack
-    team = Team(contest, tmp_path / "a")
+    team = make_team(contest, tmp_path / "a")
     project = tmp_path / "proj"
     project.mkdir()
     (project / "contestkit.yaml").write_text(f"name: agent\nregistry: {address}/{team.name}\n")

@@ -26,7 +26,6 @@ from contestkit.levelrun import (
     to_argv,
 )
 from tests.conftest import GAME, REPO, STATE
-from tests.docker_support import docker_api, toolkit_images  # noqa: F401 (fixtures)
 
 AGENT = REPO / "tests" / "agents" / "contest_doc_agent.py"
 
@@ -111,7 +110,7 @@ def test_the_local_runtime_passes_every_env_field(unusual_run, tmp_path):
 
 
 @pytest.mark.docker
-def test_the_docker_runtime_passes_every_env_field(unusual_run, docker_api, toolkit_images, tmp_path):  # noqa: F811
+def test_the_docker_runtime_passes_every_env_field(unusual_run, docker_api, toolkit_images, tmp_path):
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "agent.py").write_text(AGENT.read_text())
