@@ -630,10 +630,10 @@ class OfflineContest:
         """A job of the team that has finished (written as the queue would, without running it)."""
         from sqlalchemy import update
 
-        from contestkit.server import jobs
+        from contestkit.server import operations
         from contestkit.server.db import Job, Worker, now
 
-        job = jobs.start_job(self.database, self.config, self.team_id, "score-5")
+        job = operations.start_job(self.database, self.config, self.team_id, "score-5")
         with self.database.session() as session:
             session.execute(
                 update(Job).where(Job.id == job.id).values(status="finished", score=score, finished_at=now())
@@ -642,10 +642,11 @@ class OfflineContest:
         return job.id
 
     def job(self, job_id: int) -> dict[str, Any]:
-        from contestkit.server import jobs
+        from contestkit.server import operations
+        from contestkit.server.documents import job_document
 
-        with self.database.session() as session:
-            return jobs.job_document(jobs.get_job(session, self.team_id, job_id))
+        with self.database.session() as db:
+            return job_document(operations.get_job(db, self.team_id, job_id))
 
 
 @pytest.fixture
@@ -676,30 +677,31 @@ def interleave_before_write(monkeypatch: pytest.MonkeyPatch, other_request: Any)
     """Make a race deterministic: ``restart_job`` has read the job and checked that its team has no
     active job, and ``other_request()`` (another request, in its own transaction) commits right then,
     before the restart writes anything."""
-    from contestkit.server import jobs
+    from contestkit.server import operations
 
-    real = jobs._active_job
+    real = operations._active_job
 
     def racing(session: Any, team_id: int) -> Any:
         found = real(session, team_id)
-        monkeypatch.setattr(jobs, "_active_job", real)  # once: the other request checks for real
+        monkeypatch.setattr(operations, "_active_job", real)  # once: the other request checks for real
         other_request()
         return found
 
-    monkeypatch.setattr(jobs, "_active_job", racing)
+    monkeypatch.setattr(operations, "_active_job", racing)
 
 
 def check_concurrent_restarts_start_the_job_once(contest: OfflineContest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two restarts of one job at the same moment: the second is a 409 and the job runs once."""
-    from contestkit.server import jobs
+    from contestkit.server import operations
+    from contestkit.server.errors import Conflict
 
     job_id = contest.finished_job()
     interleave_before_write(
-        monkeypatch, lambda: jobs.restart_job(contest.database, contest.config, contest.team_id, job_id)
+        monkeypatch, lambda: operations.restart_job(contest.database, contest.config, contest.team_id, job_id)
     )
-    with pytest.raises(jobs.JobError) as refused:
-        jobs.restart_job(contest.database, contest.config, contest.team_id, job_id)
-    assert refused.value.status == 409, refused.value
+    with pytest.raises(Conflict) as refused:
+        operations.restart_job(contest.database, contest.config, contest.team_id, job_id)
+    assert type(refused.value) is Conflict, refused.value  # the API answers it with 409
     assert "restarted by another request" in str(refused.value)
     job = contest.job(job_id)
     assert job["status"] == "queued" and job["attempt"] == 2, job
@@ -708,17 +710,18 @@ def check_concurrent_restarts_start_the_job_once(contest: OfflineContest, monkey
 
 def check_restart_racing_a_submission_is_a_409(contest: OfflineContest, monkeypatch: pytest.MonkeyPatch) -> None:
     """A restart and a new submission of the same team at once: the loser gets a 409, never a 500."""
-    from contestkit.server import jobs
+    from contestkit.server import operations
+    from contestkit.server.errors import Conflict
 
     job_id = contest.finished_job(score=6.0)
     submitted: list[int] = []
     interleave_before_write(
         monkeypatch,
-        lambda: submitted.append(jobs.start_job(contest.database, contest.config, contest.team_id, "v2").id),
+        lambda: submitted.append(operations.start_job(contest.database, contest.config, contest.team_id, "v2").id),
     )
-    with pytest.raises(jobs.JobError) as refused:
-        jobs.restart_job(contest.database, contest.config, contest.team_id, job_id)
-    assert refused.value.status == 409, refused.value
+    with pytest.raises(Conflict) as refused:
+        operations.restart_job(contest.database, contest.config, contest.team_id, job_id)
+    assert type(refused.value) is Conflict, refused.value  # the API answers it with 409
     assert f"already has job {submitted[0]} queued" in str(refused.value)
     # Nothing already done is lost: the finished job keeps its score, the submission stays queued.
     job = contest.job(job_id)
