@@ -85,17 +85,22 @@ def _scheduler(contest: OfflineContest, executor: Executor) -> Scheduler:
     return Scheduler(contest.database, contest.config, executor, poll_seconds=0.05)
 
 
-def test_the_scheduler_hands_each_level_to_the_executor_as_one_task(offline_contest: OfflineContest):  # noqa: F811
-    executor = RecordingExecutor()
-    scheduler = _scheduler(offline_contest, executor)
+def _run_one_job(contest: OfflineContest, executor: Executor) -> dict[str, Any]:
+    """Submit a job, let a scheduler with ``executor`` run it to its end; its document."""
+    scheduler = _scheduler(contest, executor)
     scheduler.start()
-    contest = offline_contest
     try:
         job_id = operations.start_job(contest.database, contest.config, contest.team_id, "v1").id
         scheduler.wake()
-        done = _wait(contest, job_id, ("finished", "failed", "cancelled"))
+        return _wait(contest, job_id, ("finished", "failed", "cancelled"))
     finally:
         scheduler.stop(timeout=10)
+
+
+def test_the_scheduler_hands_each_level_to_the_executor_as_one_task(offline_contest: OfflineContest):  # noqa: F811
+    executor = RecordingExecutor()
+    done = _run_one_job(offline_contest, executor)
+    job_id = done["id"]
     assert done["status"] == "finished", done
     config = offline_contest.config
     tasks = sorted((run.task for run in executor.started), key=lambda t: t.index)
@@ -140,15 +145,7 @@ def test_a_cancel_reaches_the_running_level_run(offline_contest: OfflineContest)
 
 def test_a_level_the_engine_still_runs_is_adopted_not_started_again(offline_contest: OfflineContest):  # noqa: F811
     executor = RecordingExecutor(adoptable={0})
-    scheduler = _scheduler(offline_contest, executor)
-    scheduler.start()
-    try:
-        contest = offline_contest
-        job_id = operations.start_job(contest.database, contest.config, contest.team_id, "v1").id
-        scheduler.wake()
-        done = _wait(contest, job_id, ("finished", "failed", "cancelled"))
-    finally:
-        scheduler.stop(timeout=10)
+    done = _run_one_job(offline_contest, executor)
     assert done["status"] == "finished", done
     assert [run.task.index for run in executor.started] == [1]  # level 0 was adopted
 
