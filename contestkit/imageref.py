@@ -83,7 +83,7 @@ class ImageRef:
         return text
 
 
-def _is_registry(first: str) -> bool:
+def is_registry(first: str) -> bool:
     """Docker's rule for whether the first component of a name is a registry host."""
     return "." in first or ":" in first or first == "localhost" or first != first.lower()
 
@@ -102,7 +102,7 @@ def parse(reference: str) -> ImageRef:
         raise UsageError(f"{reference!r} has the digest {digest!r}: a digest is sha256: and 64 lowercase hex digits.")
     registry: str | None = None
     first, slash, remainder = rest.partition("/")
-    if slash and _is_registry(first):
+    if slash and is_registry(first):
         registry, rest = first, remainder
     repository, colon, tag = rest.rpartition(":") if ":" in rest else (rest, "", "")
     if colon and not TAG.fullmatch(tag):

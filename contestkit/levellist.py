@@ -8,10 +8,10 @@ other accepts too. The rules:
 * blank lines (and lines of only commas or spaces) are skipped anywhere;
 * every other line needs a game and a state; a bad one is refused with its line number (the line
   in the file, blank lines counted, so an editor's line number matches);
-* duplicates are kept: a row is one level-run, so a level listed twice is evaluated twice (eval
-  gives each its own results directory). Each :class:`LevelRow` carries its line number, and
-  :func:`duplicates` names the lines that repeat an earlier one for a caller (such as a contest
-  job, which scores each level once) that must refuse them.
+* duplicates: for ``contestkit eval`` a row is one level-run, so a level listed twice is evaluated
+  twice (each gets its own results directory: repeated runs of one level are how a contestant
+  measures variance). A contest's level set (:func:`read_level_set`) scores each level once per
+  job and shows it by name, so there a repeat is refused, naming both lines.
 """
 
 from __future__ import annotations
@@ -65,6 +65,19 @@ def read_rows(path: Path) -> list[LevelRow]:
 def read_levels(path: Path) -> list[tuple[str, str]]:
     """``(game, state)`` of every row of a level list (see the module's rules)."""
     return [row.level for row in read_rows(path)]
+
+
+def read_level_set(path: Path) -> list[tuple[str, str]]:
+    """A contest's level set: the same rules, and each level once (a repeat names both its lines)."""
+    rows = read_rows(path)
+    repeats = duplicates(rows)
+    if repeats:
+        repeat, first = repeats[0]
+        raise UsageError(
+            f"{path}, line {repeat.line}: {repeat.game},{repeat.state} is listed twice (first on line {first.line}); "
+            "a contest scores each level once per job, so remove one."
+        )
+    return [row.level for row in rows]
 
 
 def duplicates(rows: list[LevelRow]) -> list[tuple[LevelRow, LevelRow]]:

@@ -52,3 +52,22 @@ def test_the_contests_own_lists_read():
     for name in ("sonic-train.csv", "sonic-validation.csv"):
         rows = read_rows(REPO / "examples" / name)
         assert len(rows) >= 5 and not duplicates(rows)
+
+
+def test_the_server_and_eval_read_a_bom_file_alike(tmp_path):
+    """Issue 10: the server's level-set reader refused a BOM file eval accepted ("must start with the header")."""
+    from contestkit.server.config import read_levels as server_read
+
+    f = tmp_path / "l.csv"
+    f.write_bytes(b"\xef\xbb\xbfgame,state\r\nA,B\r\n\r\nC,D\r\n")
+    assert [(lv.game, lv.state) for lv in server_read(f)] == read_levels(f) == [("A", "B"), ("C", "D")]
+
+
+def test_a_contest_level_set_refuses_a_repeat_naming_both_lines(tmp_path):
+    from contestkit.levellist import read_level_set
+
+    f = tmp_path / "l.csv"
+    f.write_text("game,state\nA,B\nC,D\nA,B\n")
+    with pytest.raises(UsageError, match=r"line 4: A,B is listed twice \(first on line 2\)"):
+        read_level_set(f)
+    assert read_levels(f) == [("A", "B"), ("C", "D"), ("A", "B")]  # eval: a row is one level-run

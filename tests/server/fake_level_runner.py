@@ -61,12 +61,12 @@ def fake_level_runner(task: Any, on_progress: Any, cancel: threading.Event) -> F
     """
     if os.environ.get("CK_FAKE_RUN_LOG"):
         with open(os.environ["CK_FAKE_RUN_LOG"], "a", encoding="utf-8") as fh:
-            fh.write(f"{task.job_id} {task.index} {task.state}\n")
-    if task.state == "Crash":
+            fh.write(f"{task.job_id} {task.index} {task.run.state}\n")
+    if task.run.state == "Crash":
         raise RuntimeError("the fake agent crashed on purpose")
-    base, slow = _score_of(task.image)
+    base, slow = _score_of(task.run.image)
     seconds = float(os.environ.get("CK_FAKE_SLOW_SECONDS" if slow else "CK_FAKE_LEVEL_SECONDS", "5" if slow else "0.3"))
-    limit = task.timestep_limit
+    limit = task.run.timestep_limit
     step_sleep = seconds / max(1, limit)
     results = Path(task.results_dir)
     results.mkdir(parents=True, exist_ok=True)
@@ -78,11 +78,11 @@ def fake_level_runner(task: Any, on_progress: Any, cancel: threading.Event) -> F
         writer = csv.writer(fh)
         writer.writerow(["r", "l", "t"])
         while not cancel.is_set():
-            if task.state != "Slow" and timesteps >= limit:
+            if task.run.state != "Slow" and timesteps >= limit:
                 break
-            time.sleep(step_sleep if task.state != "Slow" else 0.05)
+            time.sleep(step_sleep if task.run.state != "Slow" else 0.05)
             timesteps += 1
-            if timesteps % EPISODE_LENGTH == 0 and task.state != "NoEpisodes":
+            if timesteps % EPISODE_LENGTH == 0 and task.run.state != "NoEpisodes":
                 reward = base + len(rewards) % 3
                 rewards.append(reward)
                 writer.writerow([reward, EPISODE_LENGTH, round(time.monotonic() - start, 3)])
@@ -92,8 +92,9 @@ def fake_level_runner(task: Any, on_progress: Any, cancel: threading.Event) -> F
             eta = (limit - timesteps) / rate if rate and timesteps < limit else None
             on_progress(FakeProgress(timesteps, limit, len(rewards), elapsed, eta))
     score = sum(rewards) / len(rewards) if rewards else None
-    summary = {"game": task.game, "state": task.state, "episodes": len(rewards), "timesteps": timesteps, "score": score,
-               "cpuset": getattr(task, "cpuset", None), "started_at": started_at, "ended_at": time.time()}  # fmt: skip
+    run = task.run
+    summary = {"game": run.game, "state": run.state, "episodes": len(rewards), "timesteps": timesteps, "score": score,
+               "cpuset": run.cpuset, "started_at": started_at, "ended_at": time.time()}  # fmt: skip
     (results / "summary.json").write_text(json.dumps(summary))
     if cancel.is_set():
         return FakeResult(score, len(rewards), timesteps, False, "cancelled", summary)

@@ -1,9 +1,10 @@
 """The job queue when something goes wrong at the worst moment: a shutdown just as a level ends, a
 database write that fails while a job is being finished, a results file that cannot be written.
 
-The queue (``JobRunner``) runs in-process here, on a real database (``offline_contest``: SQLite and PostgreSQL),
-with the TEST DOUBLE ``tests/server/fake_level_runner.py`` evaluating the levels. The faults are injected
-(each test says how and why): a real database or disk cannot be made to fail on demand at the one
+The scheduler and its queue (``Scheduler``) run in-process here, on a real database (``offline_contest``:
+SQLite and PostgreSQL), with the TEST DOUBLE ``tests/server/fake_level_runner.py`` evaluating the levels.
+The faults are injected (each test says how and why): a real database or disk cannot be made to fail on demand at
+the one
 write that matters.
 """
 
@@ -17,7 +18,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from contestkit.server import jobs
+from contestkit.server import operations
+from contestkit.server import queue as job_queue
+from contestkit.server.executors.function import FunctionExecutor
+from contestkit.server.scheduling import Scheduler
 from tests.server.fake_level_runner import fake_level_runner
 
 if TYPE_CHECKING:
@@ -25,18 +29,18 @@ if TYPE_CHECKING:
 
 
 class Queue:
-    """A JobRunner of the offline contest, stopped when the test ends."""
+    """A Scheduler of the offline contest, stopped when the test ends."""
 
     def __init__(self, contest: OfflineContest, level_runner: Any = fake_level_runner) -> None:
         self.contest = contest
-        self.runner = jobs.JobRunner(contest.database, contest.config, level_runner, poll_seconds=0.05)
+        self.runner = Scheduler(contest.database, contest.config, FunctionExecutor(level_runner), poll_seconds=0.05)
 
-    def start(self) -> jobs.JobRunner:
+    def start(self) -> Scheduler:
         self.runner.start()
         return self.runner
 
     def submit(self, tag: str = "score-5") -> int:
-        job_id = jobs.start_job(self.contest.database, self.contest.config, self.contest.team_id, tag).id
+        job_id = operations.start_job(self.contest.database, self.contest.config, self.contest.team_id, tag).id
         self.runner.wake()
         return job_id
 
@@ -58,8 +62,8 @@ def queue(offline_contest: OfflineContest) -> Iterator[Queue]:
     made.runner.stop(timeout=10)
 
 
-def _fail_once(monkeypatch: pytest.MonkeyPatch, runner: jobs.JobRunner, name: str, calls: list[str]) -> None:
-    """The runner's ``name`` step raises a database error the first time, as a failed commit would
+def _fail_once(monkeypatch: pytest.MonkeyPatch, runner: job_queue.JobQueue, name: str, calls: list[str]) -> None:
+    """The queue's ``name`` step raises a database error the first time, as a failed commit would
     (``Database.session`` rolls the transaction back, so nothing of that step is written)."""
     real = getattr(runner, name)
 
@@ -73,7 +77,7 @@ def _fail_once(monkeypatch: pytest.MonkeyPatch, runner: jobs.JobRunner, name: st
 
 
 def test_a_level_that_finished_just_before_a_shutdown_keeps_its_result(queue: Queue):
-    """Injected: the shutdown (``JobRunner.stop``, as on SIGTERM) lands after the level runner has its
+    """Injected: the shutdown (``Scheduler.stop``, as on SIGTERM) lands after the level runner has its
     ok result and before the queue records it. Real timing cannot hit that gap on demand, so the
     runner starts the shutdown itself and returns its finished result once the shutdown reached it."""
     runs: list[int] = []
@@ -88,7 +92,7 @@ def test_a_level_that_finished_just_before_a_shutdown_keeps_its_result(queue: Qu
         assert cancel.wait(10)  # the shutdown has reached this level
         return result
 
-    queue.runner.level_runner = finishes_then_shutdown
+    queue.runner.executor = FunctionExecutor(finishes_then_shutdown)
     queue.start()
     job_id = queue.submit()
     deadline = time.monotonic() + 20
@@ -120,22 +124,22 @@ def test_a_job_whose_end_could_not_be_written_does_not_stay_running(
     offline_contest: OfflineContest,
     monkeypatch: pytest.MonkeyPatch,
 ):
-    """Injected: the database write that ends the job (``_finish``, then ``_finish_failed``) fails once
+    """Injected: the database write that ends the job (``JobQueue.finish``, then ``finish_failed``) fails once
     each, as a transient error (a locked SQLite file, a PostgreSQL fail-over) would; such an error
     cannot be produced on demand at that one commit. The monitor must pick the job up again."""
     config = offline_contest.config
     config.heartbeat_seconds, config.heartbeat_timeout = 0.2, 1.0
     queue = Queue(offline_contest)
     calls: list[str] = []
-    _fail_once(monkeypatch, queue.runner, "_finish", calls)
-    _fail_once(monkeypatch, queue.runner, "_finish_failed", calls)
+    _fail_once(monkeypatch, queue.runner.queue, "finish", calls)
+    _fail_once(monkeypatch, queue.runner.queue, "finish_failed", calls)
     queue.start()
     try:
         job_id = queue.submit()
         done = queue.wait(job_id, ("finished", "failed", "cancelled"), timeout=15)
     finally:
         queue.runner.stop(timeout=10)
-    assert calls == ["_finish", "_finish_failed"]
+    assert calls == ["finish", "finish_failed"]
     # Its levels had finished: they are kept, and the job ends with their score.
     assert done["status"] == "finished" and done["score"] == 6.0, done
     assert [w["state"] for w in done["workers"]] == ["finished", "finished"]
@@ -150,7 +154,7 @@ def test_a_live_job_of_this_server_is_not_taken_for_an_orphan(queue: Queue):
         release.wait(10)
         return fake_level_runner(task, on_progress, cancel)
 
-    queue.runner.level_runner = waits
+    queue.runner.executor = FunctionExecutor(waits)
     queue.start()
     job_id = queue.submit()
     queue.wait(job_id, ("running",))
@@ -171,14 +175,14 @@ def test_a_finished_job_stays_finished_when_its_summary_cannot_be_written(
 ):
     """Injected: writing ``summary.json`` raises OSError (a full disk), after the job's result is
     committed; a disk cannot be filled on demand at that one write."""
-    real = jobs.write_private
+    real = job_queue.write_private
 
     def disk_full(path: Any, text: str) -> None:
         if path.name == "summary.json":
             raise OSError(28, "No space left on device (injected)")
         real(path, text)
 
-    monkeypatch.setattr(jobs, "write_private", disk_full)
+    monkeypatch.setattr(job_queue, "write_private", disk_full)
     queue.start()
     job_id = queue.submit()
     done = queue.wait(job_id, ("finished", "failed", "cancelled"))
