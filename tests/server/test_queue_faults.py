@@ -3,9 +3,8 @@ database write that fails while a job is being finished, a results file that can
 
 The scheduler and its queue (``Scheduler``) run in-process here, on a real database (``offline_contest``:
 SQLite and PostgreSQL), with the TEST DOUBLE ``tests/server/fake_level_runner.py`` evaluating the levels.
-The faults are injected (each test says how and why): a real database or disk cannot be made to fail on demand at
-the one
-write that matters.
+The faults are injected (each test says how and why): a real database or disk cannot be made to fail on
+demand at the one write that matters.
 """
 
 from __future__ import annotations
