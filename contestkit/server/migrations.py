@@ -124,10 +124,18 @@ def _m001_initial(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _m002_derived_registry_passwords(conn: Connection) -> None:
+    """Registry passwords are derived (HMAC of a key in the data directory and a per-team counter),
+    so the clear-text column goes: the teams get their new password from /rest/user as before."""
+    conn.execute(text("ALTER TABLE teams ADD COLUMN registry_generation INTEGER NOT NULL DEFAULT 0"))
+    conn.execute(text("ALTER TABLE teams DROP COLUMN registry_password"))
+
+
 Migration = tuple[int, str, Callable[[Connection], None]]
 
 MIGRATIONS: list[Migration] = [
     (1, "initial schema", _m001_initial),
+    (2, "derived registry passwords", _m002_derived_registry_passwords),
 ]
 
 LATEST = MIGRATIONS[-1][0]
