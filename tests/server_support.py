@@ -181,9 +181,9 @@ def _score_of(image: str) -> tuple[float, bool]:
 class ServerProcess:
     """``contestkit server run`` on a free port; ``kill()`` is SIGKILL (a crash), ``stop()`` SIGTERM."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None) -> None:
         self.data_dir = data_dir
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = env or base_env()
         self.log_path = data_dir.parent / f"server-{self.port}.log"
@@ -320,7 +320,9 @@ def init_contest(
     timestep_limit: int = 300,
     wallclock_limit: float = 60,
     extra_config: dict[str, Any] | None = None,
+    server_url: str | None = None,
 ) -> Path:
+    """``contestkit server init``; ``server_url`` is where the registry sends clients for tokens."""
     data_dir = tmp / "contest"
     args = [
         "server",
@@ -341,6 +343,8 @@ def init_contest(
         args += ["--evaluator", evaluator]
     if database_url:
         args += ["--database-url", database_url]
+    if server_url:
+        args += ["--server-url", server_url]
     result = cli(*args)
     assert result.returncode == 0, result.stdout + result.stderr
     if extra_config:
@@ -494,8 +498,8 @@ def check_one_active_job_per_team(database: Any) -> None:
     with database.engine.begin() as conn:
         conn.execute(
             text(
-                "INSERT INTO teams (id, name, email, password_hash, namespace, registry_username, registry_password, "
-                "created_at) VALUES (1, 'a', 'a@x.org', 'h', 'a', 'a', 'p', 0)"
+                "INSERT INTO teams (id, name, email, password_hash, namespace, registry_username, created_at) "
+                "VALUES (1, 'a', 'a@x.org', 'h', 'a', 'a', 0)"
             )
         )
         insert = text(

@@ -147,10 +147,17 @@ def router(realm: Realm, caller: Callable[..., Any]) -> APIRouter:
             assert team is not None
             namespace = team.namespace
         base = config.registry_api()
-        catalog = _registry_json(f"{base}/v2/_catalog?n=10000", realm.admin_token(["registry:catalog:*"]), config)
-        names = sorted(
-            r for r in catalog.get("repositories") or [] if isinstance(r, str) and r.startswith(namespace + "/")
-        )
+        catalog_token = realm.admin_token(["registry:catalog:*"])
+        names: list[str] = []
+        last = ""
+        while True:  # the registry pages its catalog (1000 names at most per page)
+            page = _registry_json(f"{base}/v2/_catalog?n=1000&last={last}", catalog_token, config)
+            found = [r for r in page.get("repositories") or [] if isinstance(r, str)]
+            names += [r for r in found if r.startswith(namespace + "/")]
+            if len(found) < 1000:
+                break
+            last = found[-1]
+        names.sort()
         listing: dict[str, list[str]] = {}
         for name in names:
             tags = _registry_json(f"{base}/v2/{name}/tags/list", realm.admin_token([f"repository:{name}:pull"]), config)
