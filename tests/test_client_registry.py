@@ -215,7 +215,7 @@ def test_submit_wait_with_the_real_docker_evaluation(tmp_path: Path, toolkit_ima
     server and evaluated by contestkit.evaluation in remote-env + agent containers; its score
     reaches the leaderboard."""
     engine = docker_engine()
-    address = f"127.0.0.1:{free_port()}"
+    address, port = f"127.0.0.1:{free_port()}", free_port()
     data_dir = init_contest(
         tmp_path,
         [("Airstriker-Genesis", "Level1")],
@@ -224,9 +224,10 @@ def test_submit_wait_with_the_real_docker_evaluation(tmp_path: Path, toolkit_ima
         evaluator=None,
         timestep_limit=4500,
         wallclock_limit=300,
+        server_url=f"http://127.0.0.1:{port}",
     )  # 4,500: one full episode
     registry = RegistryProcess(data_dir / "registry" / "config.yml", address).start()
-    server = ServerProcess(data_dir).start()
+    server = ServerProcess(data_dir, port=port).start()
     contest = Contest(data_dir, server, [("Airstriker-Genesis", "Level1")])
     team = Team(contest, tmp_path / "team")
     # As a contestant does it: scaffold, build, submit and wait.
