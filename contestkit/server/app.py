@@ -29,10 +29,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from contestkit import __version__
 from contestkit.errors import ContestkitError
-from contestkit.server import auth, jobs
+from contestkit.server import auth, jobs, metrics, pages
 from contestkit.server.config import ServerConfig, load_config
 from contestkit.server.db import AuthToken, Database, Team, now
 from contestkit.server.evaluator import LevelRunner, load_level_runner
@@ -224,6 +225,9 @@ def create_app(
     app.state.config = config
     app.state.database = database
     app.state.runner = runner
+    executor = pages.where_levels_run(config)
+    app.state.metrics = server_metrics = metrics.Metrics(database, executor, config.heartbeat_timeout)
+    app.add_middleware(metrics.LatencyMiddleware)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -295,6 +299,7 @@ def create_app(
             team = s.scalar(select(Team).where(Team.email == email)) if auth.encodable(email) else None
             if not auth.verify_password(team.password_hash if team else None, body.password) or team is None:
                 throttle.failed(email)
+                metrics.login_failed()
                 raise ApiError(401, "Wrong email or password; check both, or ask the organisers to reset it.")
             throttle.succeeded(email)
             if auth.needs_rehash(team.password_hash):
@@ -466,12 +471,44 @@ def create_app(
             return {"leaderboard": jobs.leaderboard(s), "start": 1}
 
     @app.get("/rest/health", tags=["contest"])
-    def health() -> dict[str, Any]:
-        """For load balancers and the tests: the server is up and its database answers."""
-        with session() as s:
-            s.scalar(select(Team.id).limit(1))
-        return {"ok": True, "version": __version__}
+    def health() -> JSONResponse:
+        """For load balancers and the tests: the server is up, its database answers (else 503), and
+        whether the engine that runs level-runs answers (reported; the API works without it)."""
+        try:
+            with session() as s:
+                s.scalar(select(Team.id).limit(1))
+            database_ok, database_detail = True, "the database answers"
+        except SQLAlchemyError as exc:
+            database_ok, database_detail = False, f"the database does not answer ({type(exc).__name__})"
+        executor_ok, executor_detail = server_metrics.probe.check()
+        document = {
+            "ok": database_ok,
+            "version": __version__,
+            "database": {"ok": database_ok, "detail": database_detail},
+            "executor": {"name": executor, "ok": executor_ok, "detail": executor_detail},
+        }
+        return JSONResponse(document, status_code=200 if database_ok else 503)
 
+    @app.get("/metrics", tags=["contest"], include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        """Prometheus' text format: the queue, running level-runs, their speed, latency, failed logins."""
+        body, content_type = server_metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    pages.install(
+        app,
+        database=database,
+        config=config,
+        api=pages.ApiFunctions(
+            caller=caller,
+            login=login,
+            login_body=lambda email, password: LoginRequest(email=email, password=password),
+            logout=logout,
+            cancel=lambda job_id, who: _kill(who, job_id),
+            restart=restart_one,
+            refused=(ApiError, jobs.JobError),
+        ),
+    )
     return app
 
 

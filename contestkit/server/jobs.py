@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from contestkit.errors import ContestkitError
 from contestkit.scoring import contest_score
+from contestkit.server import metrics
 from contestkit.server.config import ServerConfig, write_private
 from contestkit.server.db import (
     ACTIVE,
@@ -751,6 +752,7 @@ class JobRunner:
             with control.lock:
                 control.levels.pop(worker_id, None)
         self._record_level(control, worker_id, watch, result, error)
+        metrics.level_ended(time.monotonic() - started, result, reason=control.reason, overran=watch.overran)
 
     def _write_progress(self, worker_id: int, task: LevelTask, progress: Any, elapsed: float) -> None:
         timesteps = int(getattr(progress, "timesteps", 0) or 0)
