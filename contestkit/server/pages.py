@@ -126,14 +126,22 @@ def where_levels_run(config: ServerConfig) -> str:
 # -- formatting ---------------------------------------------------------------------------------
 
 
-def fmt_time(stamp: float | None) -> str:
-    if not stamp:
+# The formatters take whatever a template hands them: the API's documents leave out unknown keys
+# (the 2018 client tests ``'score' in job``), which a template sees as undefined, shown as a dash.
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def fmt_time(stamp: Any) -> str:
+    if not _number(stamp) or not stamp:
         return "–"
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(stamp))
 
 
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
+def fmt_duration(seconds: Any) -> str:
+    if not _number(seconds) or not math.isfinite(seconds):
         return "–"
     seconds = max(0, int(seconds))
     if seconds < 60:
@@ -144,12 +152,12 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{minutes // 60} h {minutes % 60} min"
 
 
-def fmt_score(score: float | None) -> str:
-    return "–" if score is None else f"{score:,.1f}"
+def fmt_score(score: Any) -> str:
+    return f"{score:,.1f}" if _number(score) else "–"
 
 
-def fmt_int(value: int | None) -> str:
-    return "–" if value is None else f"{value:,}"
+def fmt_int(value: Any) -> str:
+    return f"{value:,}" if _number(value) else "–"
 
 
 def _environment() -> Environment:
