@@ -16,10 +16,8 @@ Forms: every POST made with the session cookie carries a CSRF token, an HMAC of 
 "same-site" for the cookie's ``SameSite=Lax``). The sign-in form, made before there is a session,
 uses a double-submit cookie instead.
 
-The leaderboard is rebuilt only when the jobs change: a fingerprint of the jobs table (count, last
-finish, last queueing: one indexed aggregate) is compared on each request, and the rendered table
-is kept until it moves. So the page costs the same on a seeded database as on an empty one, and it
-is right across server processes sharing one database.
+The leaderboard is rebuilt only when the jobs change (see ``Leaderboard``), and its rendered table
+is kept until then: the page costs the same on a seeded database as on an empty one.
 """
 
 from __future__ import annotations
@@ -33,6 +31,7 @@ import secrets
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,8 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session
 
 from contestkit import results
 from contestkit.curves import histogram_svg, reward_svg
@@ -240,15 +240,55 @@ class BoardData:
     html: dict[int, Markup] = field(default_factory=dict)
 
 
+# Every commit in this process that wrote the jobs table bumps this counter (SQLAlchemy session
+# events, so the code that writes jobs needs no hook): the leaderboard notices its own server's
+# changes at once. Other processes' changes (several servers on one PostgreSQL) show within
+# ``Leaderboard.RECHECK`` seconds, through the table's fingerprint.
+_jobs_version = [0]
+
+
+@event.listens_for(Session, "after_flush")
+def _note_job_rows(session: Session, _context: Any) -> None:
+    if any(isinstance(row, Job) for row in (*session.new, *session.dirty, *session.deleted)):
+        session.info["contestkit_jobs_written"] = True
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _note_job_statements(state: Any) -> None:
+    if (state.is_update or state.is_insert or state.is_delete) and getattr(state.statement, "table", None) is (
+        Job.__table__
+    ):
+        state.session.info["contestkit_jobs_written"] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _bump_jobs_version(session: Session) -> None:
+    if session.info.pop("contestkit_jobs_written", False):
+        _jobs_version[0] += 1
+
+
 class Leaderboard:
-    """The leaderboard's rows and rendered pages, rebuilt only when the jobs table changes."""
+    """The leaderboard's rows and rendered pages, rebuilt only when the jobs that rank change.
+
+    A request costs nothing from the database while nothing changed. When this process wrote jobs
+    (or every ``RECHECK`` seconds), a fingerprint of the jobs table is read (count, last finish,
+    last queueing) and the rows are rebuilt only if it moved: a heartbeat or a progress write,
+    which change no rank, cost one small query and no rebuild.
+    """
+
+    RECHECK = 2.0
 
     def __init__(self, database: Database, config: ServerConfig) -> None:
         self.database = database
         self.config = config
-        self._key: Any = None
+        self._fingerprint_seen: Any = None
+        self._version = -1
+        self._recheck_at = 0.0
         self._data: BoardData | None = None
         self._lock = threading.Lock()
+
+    def _fresh(self, version: int) -> bool:
+        return self._data is not None and self._version == version and time.monotonic() < self._recheck_at
 
     def _fingerprint(self, session: Any) -> tuple[Any, ...]:
         count, finished, queued = session.execute(
@@ -261,17 +301,20 @@ class Leaderboard:
         return (count, finished, queued, levels_mtime)
 
     def get(self) -> BoardData:
-        with self.database.session() as session:
-            key = self._fingerprint(session)
-            data = self._data
-            if data is not None and key == self._key:
-                return data
-            with self._lock:  # one thread rebuilds; the others wait for its result
-                if self._data is not None and key == self._key:
-                    return self._data
-                data = self._build(session)
-                self._key, self._data = key, data
-                return data
+        version = _jobs_version[0]
+        if self._fresh(version):
+            return self._data  # type: ignore[return-value]
+        with self._lock:  # one thread looks (and rebuilds); the others wait for its result
+            if self._fresh(version):
+                return self._data  # type: ignore[return-value]
+            with self.database.session() as session:
+                fingerprint = self._fingerprint(session)
+                if self._data is None or fingerprint != self._fingerprint_seen:
+                    self._data = self._build(session)
+                    self._fingerprint_seen = fingerprint
+            self._version = version
+            self._recheck_at = time.monotonic() + self.RECHECK
+            return self._data
 
     def _build(self, session: Any) -> BoardData:
         levels = [level.task for level in self.config.levels()]
@@ -322,32 +365,76 @@ def _level_dir(worker: Worker) -> Path | None:
     return Path(worker.results_dir) if worker.results_dir else None
 
 
+class FileCache:
+    """What a page derives from a results file (a log's tail, a curve), kept while the file is unchanged.
+
+    A finished level's files never change, so its job page reads and draws them once; a running
+    level's monitor.csv grows, and its curve is drawn again when it has.
+    """
+
+    def __init__(self, size: int = 2048) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: Path, kind: str, compute: Callable[[Path], Any]) -> Any:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return None
+        key = (str(path), kind, stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = compute(path)
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+
+_files = FileCache()
+_LOGS = (
+    ("agent stdout", results.AGENT_STDOUT),
+    ("agent stderr", results.AGENT_STDERR),
+    ("env stdout", results.REMOTE_STDOUT),
+    ("env stderr", results.REMOTE_STDERR),
+)
+
+
+def _curve(title: str) -> Callable[[Path], Markup | None]:
+    def draw(path: Path) -> Markup | None:
+        svg = reward_svg([r for r, _length, _t in results.read_monitor(path)], title=title)
+        return Markup(svg) if svg else None  # noqa: S704 - built by curves.py, which escapes its one text
+
+    return draw
+
+
 def level_view(worker: Worker, doc: dict[str, Any]) -> LevelView:
     directory = _level_dir(worker)
     files: list[str] = []
     recordings: list[str] = []
     logs: list[tuple[str, str]] = []
     curve = None
-    has_curve = False
-    if directory is not None and directory.is_dir():
-        files = [name for name in DOWNLOADS if (directory / name).is_file()]
-        bk2 = directory / results.RECORDINGS
-        if bk2.is_dir():
+    try:
+        entries = {entry.name: entry for entry in os.scandir(directory)} if directory is not None else {}
+    except OSError:
+        entries = {}
+    if directory is not None and entries:
+        files = [name for name in DOWNLOADS if name in entries and entries[name].is_file()]
+        if results.RECORDINGS in entries and entries[results.RECORDINGS].is_dir():
+            bk2 = directory / results.RECORDINGS
             recordings = sorted(p.name for p in bk2.iterdir() if _RECORDING.match(p.name) and p.is_file())[:200]
-        for label, name in (
-            ("agent stdout", results.AGENT_STDOUT),
-            ("agent stderr", results.AGENT_STDERR),
-            ("env stdout", results.REMOTE_STDOUT),
-            ("env stderr", results.REMOTE_STDERR),
-        ):
-            text = results.tail(directory / name, LOG_TAIL_LINES)
-            if text.strip():
-                logs.append((label, text))
-        rewards = [r for r, _length, _t in results.read_monitor(directory / results.MONITOR)]
-        svg = reward_svg(rewards, title=worker.task)
-        curve = Markup(svg) if svg else None  # noqa: S704 - built by curves.py, which escapes its one text
-        has_curve = results.REWARD_CURVE in files
-    return LevelView(worker.idx, doc, files, recordings, logs, curve, has_curve)
+        for label, name in _LOGS:
+            if name in files:
+                text = _files.get(directory / name, "tail", lambda path: results.tail(path, LOG_TAIL_LINES))
+                if text and text.strip():
+                    logs.append((label, text))
+        if results.MONITOR in files:
+            curve = _files.get(directory / results.MONITOR, "curve", _curve(worker.task))
+    return LevelView(worker.idx, doc, files, recordings, logs, curve, results.REWARD_CURVE in files)
 
 
 # -- the routes ---------------------------------------------------------------------------------
