@@ -166,11 +166,15 @@ def make_contest(root: Path, *, seeded: bool) -> tuple[Path, list[Client]]:
 
 
 def _level_results(path: Path, rng: random.Random) -> str:
+    """A finished level's results as ``contestkit eval`` writes them (the files a job page reads)."""
+    from contestkit.curves import write_reward_svg
+
     path.mkdir(parents=True, exist_ok=True)
     rows = ["r,l,t"] + [
         f"{rng.gauss(1000 + 20 * i, 300):.1f},4500,{i * 150.0:.1f}" for i in range(EPISODES_PER_LEVEL)
     ]
     (path / "monitor.csv").write_text("\n".join(rows) + "\n")
+    write_reward_svg([float(row.split(",")[0]) for row in rows[1:]], path / "reward-curve.svg", title=path.name)
     (path / "agent-stdout.txt").write_text("".join(f"update {i}: loss {rng.random():.4f}\n" for i in range(2000)))
     (path / "agent-stderr.txt").write_text("")
     (path / "remote-stderr.txt").write_text("env: budget of 1000000 timesteps used\n")

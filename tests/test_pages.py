@@ -294,3 +294,21 @@ def _emails(data_dir: Path) -> set[str]:
             return set(session.scalars(select(Team.email)))
     finally:
         database.dispose()
+
+
+def test_the_evaluations_reward_curve_is_served_to_its_team_only(contest):
+    from contestkit.curves import write_reward_svg
+
+    _a, _ea, alice = _team(contest, "curve")
+    _b, _eb, bob = _team(contest, "nocurve")
+    job = _finished_job(contest, alice)
+    level_dir = contest.data_dir / "jobs" / str(job["id"]) / "attempt-1" / "01-Fake-Level2"
+    write_reward_svg([1.0, 5.0, 3.0], level_dir / "reward-curve.svg", title="<Fake/Level2>")
+    page = alice.get(f"{contest.url}/jobs/{job['id']}").text
+    url = f"/jobs/{job['id']}/levels/1/reward-curve.svg"
+    assert f'<img src="{url}"' in page
+    assert page.count("<svg") == 1  # level 1 (no file) is drawn inline from monitor.csv; level 2 is the <img>
+    curve = alice.get(contest.url + url)
+    assert curve.status_code == 200 and curve.headers["content-type"] == "image/svg+xml"
+    assert "&lt;Fake/Level2&gt;" in curve.text and "sandbox" in curve.headers["content-security-policy"]
+    assert bob.get(contest.url + url).status_code == 404

@@ -432,7 +432,9 @@ def level_view(worker: Worker, doc: dict[str, Any]) -> LevelView:
                 text = _files.get(directory / name, "tail", lambda path: results.tail(path, LOG_TAIL_LINES))
                 if text and text.strip():
                     logs.append((label, text))
-        if results.MONITOR in files:
+        # The evaluation's own reward-curve.svg once it wrote it (at the level's end): an <img>, which
+        # the browser caches; until then the curve is drawn here from monitor.csv as it grows.
+        if results.MONITOR in files and results.REWARD_CURVE not in files:
             curve = _files.get(directory / results.MONITOR, "curve", _curve(worker.task))
     return LevelView(worker.idx, doc, files, recordings, logs, curve, results.REWARD_CURVE in files)
 
