@@ -33,6 +33,7 @@ LEVELS = [("Fake", "Level1"), ("Fake", "Level2"), ("Fake", "Level3")]
 SHOTS = REPO / "results" / "screenshots"
 DESKTOP = (1280, 900)
 PHONE = (390, 844)
+ADMIN = "host@example.org"
 
 
 def _chromium() -> tuple[str, str]:
@@ -66,7 +67,7 @@ def browser() -> Iterator[webdriver.Chrome]:
 @pytest.fixture(scope="module")
 def contest(make_module_contest) -> Contest:  # noqa: F811
     env = base_env(CK_FAKE_SLOW_SECONDS="40")
-    return make_module_contest(LEVELS, env=env, extra_config={"parallel_jobs": 8})
+    return make_module_contest(LEVELS, env=env, extra_config={"parallel_jobs": 8, "admins": [ADMIN]})
 
 
 def _sign_in(browser: webdriver.Chrome, contest: Contest, email: str, password: str = "correct horse battery") -> None:
@@ -254,6 +255,24 @@ def test_a_log_line_holding_a_script_is_shown_as_text(browser, contest):
     assert not browser.find_elements(By.CSS_SELECTOR, "pre.log script")
     _screenshot(browser, "job")
     _screenshot(browser, "job-phone", PHONE)
+
+
+def test_the_host_sees_the_queue_running_levels_and_failures(browser, contest):
+    name, email = unique_team("hosted")
+    contest.add_team(name, email)
+    http = contest.session(email)
+    job = http.post(contest.url + "/rest/job/start", json={"tag": "v1-slow"}).json()
+    contest.wait_job(http, job["id"], statuses=("running",))
+    contest.add_team("The hosts", ADMIN)
+    _sign_in(browser, contest, ADMIN)
+    _wait(browser, lambda: browser.current_url.endswith("/jobs"))
+    browser.find_element(By.LINK_TEXT, "Host").click()
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Host"
+    running = browser.find_elements(By.XPATH, "//h2[starts-with(., 'Running')]/following-sibling::div[1]//tbody/tr")
+    assert any(name in row.text and "Fake/Level1" in row.text for row in running)
+    _screenshot(browser, "host")
+    http.post(f"{contest.url}/rest/job/kill/{job['id']}")
+    contest.wait_job(http, job["id"])
 
 
 def test_the_pages_read_without_javascript(contest):
