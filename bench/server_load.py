@@ -14,8 +14,9 @@ Load: N closed-loop clients on 127.0.0.1 (N = 1, 20, 100, 200), each sending one
 the whole answer, waiting ``--think`` seconds (a person, or a polling page), and again, for
 ``--seconds``; keep-alive connections over a small asyncio HTTP/1.1 client, so that the load
 generator costs little of the machine's CPU. Then one saturation phase per route (20 clients, no
-think time) gives the most req/s the route can answer. Reported per route and phase: req/s and
-p50/p95/p99 latency (ms), and 5xx answers.
+think time) gives the most req/s the route can answer. Before a route's phases, each path its
+clients will ask for is requested once (the steady state is measured, not the first minute after
+a start). Reported per route and phase: req/s and p50/p95/p99 latency (ms), and 5xx answers.
 
 Routes: the leaderboard page ``/``, a job page ``/jobs/<id>``, the metrics scrape ``/metrics``, the
 API's ``/rest/leaderboard``, ``/rest/job/status/all``, ``/rest/job/status/<id>`` and
@@ -332,11 +333,23 @@ async def run_phase(port: int, route: Route, clients: list[Client], phase: Phase
     await asyncio.gather(*(one(i) for i in range(phase.clients)))
 
 
+async def warm_up(port: int, route: Route, clients: list[Client]) -> None:
+    """One request for each path the clients will ask for, so that phases measure the steady state
+    (the leaderboard built once, each job's files read once), not the server's first minute."""
+    connection = Connection(port)
+    try:
+        for path, cookie in {(route.path.format(job=c.job), c.cookie if route.signed_in else None) for c in clients}:
+            await connection.get(path, cookie)
+    finally:
+        connection.close()
+
+
 def measure(port: int, database: str, clients: list[Client], args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for route in ROUTES:
         if args.routes and route.name not in args.routes:
             continue
+        asyncio.run(warm_up(port, route, clients))
         plan = [(n, args.think) for n in args.clients] + ([(20, 0.0)] if args.saturation else [])
         for count, think in plan:
             phase = Phase(route.name, database, count, think, args.seconds)

@@ -507,6 +507,7 @@ def create_app(
             cancel=lambda job_id, who: _kill(who, job_id),
             restart=restart_one,
             refused=(ApiError, jobs.JobError),
+            status_of=lambda exc: int(getattr(exc, "status", 500)),
         ),
     )
     return app

@@ -97,7 +97,9 @@ class ApiFunctions:
     ``caller(request)`` -> who is asking (raises ``not_logged_in`` when nobody);
     ``login(LoginRequest, response)`` sets the session cookie on ``response`` (raises with a
     ``status`` and a ``detail`` when refused); ``logout(request, response)``;
-    ``cancel(job_id, who)`` and ``restart(job_id, who)`` as ``POST /rest/job/kill|restart/{id}``.
+    ``cancel(job_id, who)`` and ``restart(job_id, who)`` as ``POST /rest/job/kill|restart/{id}``;
+    ``refused``: the exceptions these raise to refuse a request, and ``status_of(exc)`` the HTTP
+    status the API answers one with (its message is ``str(exc)``), so a page answers the same.
     """
 
     caller: Callable[[Request], Any]
@@ -107,6 +109,7 @@ class ApiFunctions:
     cancel: Callable[[int, Any], Any]
     restart: Callable[[int, Any], Any]
     refused: tuple[type[BaseException], ...]
+    status_of: Callable[[BaseException], int]
 
 
 def where_levels_run(config: ServerConfig) -> str:
@@ -462,7 +465,7 @@ def install(app: FastAPI, *, database: Database, config: ServerConfig, api: ApiF
         try:
             return api.caller(request)
         except api.refused as exc:
-            if getattr(exc, "status", 401) == 401:
+            if api.status_of(exc) == 401:
                 return None
             raise
 
@@ -592,9 +595,9 @@ def install(app: FastAPI, *, database: Database, config: ServerConfig, api: ApiF
         try:
             api.login(api.login_body(form.get("email", ""), form.get("password", "")), response)
         except api.refused as exc:
-            status = int(getattr(exc, "status", 401))
-            retry = (getattr(exc, "headers", None) or {}).get("Retry-After")
-            error = str(getattr(exc, "detail", exc))
+            status = api.status_of(exc)
+            retry = _retry_after(exc)
+            error = str(exc)
             refused = page(request, "signin.html", None, status=status, form_token=cookie, next=target, error=error)
             if retry:
                 refused.headers["Retry-After"] = retry
@@ -655,9 +658,9 @@ def install(app: FastAPI, *, database: Database, config: ServerConfig, api: ApiF
         try:
             function(job_id, team)
         except api.refused as exc:
-            status = int(getattr(exc, "status", 409))
+            status = api.status_of(exc)
             title = "No such job" if status == 404 else f"Could not {action} job {job_id}"
-            return message(request, team, status, title, str(getattr(exc, "detail", exc)))
+            return message(request, team, status, title, str(exc))
         return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
     @router.post("/jobs/{job_id}/cancel")
@@ -719,6 +722,12 @@ def install(app: FastAPI, *, database: Database, config: ServerConfig, api: ApiF
     app.include_router(router)
     app.add_middleware(SecurityHeaders)
     return board
+
+
+def _retry_after(exc: BaseException) -> str | None:
+    """The seconds a throttled login must wait, as the API sends them in ``Retry-After``."""
+    value = (getattr(exc, "headers", None) or {}).get("Retry-After") or getattr(exc, "retry_after", None)
+    return None if value is None else str(value)
 
 
 def _job_id(text: str, low: int = 1) -> int | None:
