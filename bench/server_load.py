@@ -122,11 +122,12 @@ def make_contest(root: Path, *, seeded: bool) -> tuple[Path, list[Client]]:
          "created_at": start}  # fmt: skip
         for i in range(1, team_count + 1)
     ]
-    # The first SESSIONS teams sign in; every team gets a job, the rest go to teams at random
-    # (as in 2018, a few teams submitted far more often than most).
-    owners = list(range(1, team_count + 1)) + [
-        int(rng.paretovariate(1.2)) % team_count + 1 for _ in range(job_count - team_count)
-    ]
+    # The first SESSIONS teams sign in; every team gets a job, and the rest go to teams with weights
+    # 1/sqrt(n), so a few teams submit far more often than most (seeded: the busiest has about 60).
+    weights = [1 / (n**0.5) for n in range(1, team_count + 1)]
+    owners = list(range(1, team_count + 1)) + rng.choices(
+        range(1, team_count + 1), weights=weights, k=job_count - team_count
+    )
     jobs, workers = [], []
     for job_id, team_id in enumerate(owners, start=1):
         finished = start + rng.uniform(0, 20 * 86400)

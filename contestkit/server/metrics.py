@@ -135,7 +135,14 @@ class DatabaseCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self.database.session() as session:
             by_state = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
-            running_levels = session.scalar(select(func.count()).select_from(Worker).where(Worker.status == RUNNING))
+            # Through the running jobs (the jobs' status index, then workers by job): the workers
+            # table grows by a row per level of every job, and has no index on its status.
+            running_jobs = select(Job.id).where(Job.status == RUNNING)
+            running_levels = session.scalar(
+                select(func.count())
+                .select_from(Worker)
+                .where(Worker.job_id.in_(running_jobs), Worker.status == RUNNING)
+            )
             oldest_beat = session.scalar(select(func.min(Job.heartbeat_at)).where(Job.status == RUNNING))
             stale = session.scalar(
                 select(func.count())

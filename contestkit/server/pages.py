@@ -531,7 +531,7 @@ def install(app: FastAPI, *, database: Database, config: ServerConfig, api: ApiF
         team = who(request)
         data = board.get()
         pages = max(1, math.ceil(len(data.rows) / BOARD_PAGE_SIZE))
-        number = min(_job_id(page_number) or 1, pages)
+        number = min(_url_number(page_number) or 1, pages)
         table = data.html.get(number)
         if table is None:
             rows = data.rows[(number - 1) * BOARD_PAGE_SIZE : number * BOARD_PAGE_SIZE]
@@ -554,7 +554,7 @@ def install(app: FastAPI, *, database: Database, config: ServerConfig, api: ApiF
     def level_page(request: Request, level: str) -> HTMLResponse:
         team = who(request)
         data = board.get()
-        index = _job_id(level, low=0)
+        index = _url_number(level, low=0)
         if index is None or index >= len(data.levels):
             return message(request, team, 404, "No such level", f"The level set has {len(data.levels)} levels.")
         scored = sorted(
@@ -641,7 +641,7 @@ def install(app: FastAPI, *, database: Database, config: ServerConfig, api: ApiF
         team = who(request)
         if team is None:
             return signin_redirect(request)
-        found = load_job(team, _job_id(job_id))
+        found = load_job(team, _url_number(job_id))
         if found is None:
             return message(request, team, 404, "No such job", f"Your team has no job {job_id}.")
         doc, views = found
@@ -651,7 +651,7 @@ def install(app: FastAPI, *, database: Database, config: ServerConfig, api: ApiF
         team, refused = checked_post(request, form)
         if refused is not None:
             return refused
-        job_id = _job_id(job_text)
+        job_id = _url_number(job_text)
         if job_id is None:
             return message(request, team, 404, "No such job", f"Your team has no job {job_text}.")
         function = api.cancel if action == "cancel" else api.restart
@@ -677,7 +677,7 @@ def install(app: FastAPI, *, database: Database, config: ServerConfig, api: ApiF
         if team is None:
             return signin_redirect(request)
         not_found = message(request, team, 404, "No such file", "This job has no such file.")
-        number, level = _job_id(job_id), _job_id(index, low=0)
+        number, level = _url_number(job_id), _url_number(index, low=0)
         if number is None or level is None:
             return not_found
         with database.session() as session:
@@ -730,7 +730,7 @@ def _retry_after(exc: BaseException) -> str | None:
     return None if value is None else str(value)
 
 
-def _job_id(text: str, low: int = 1) -> int | None:
+def _url_number(text: str, low: int = 1) -> int | None:
     """An id from a URL, or None for anything no row can have (the page is then a 404, as in the API)."""
     if not text.isascii() or not text.isdigit() or len(text) > 10:
         return None
