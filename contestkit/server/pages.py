@@ -185,13 +185,14 @@ def csrf_token(session_secret: str) -> str:
 def same_origin(request: Request) -> bool:
     """Whether a browser says the request comes from a page of this very origin.
 
-    ``Sec-Fetch-Site`` (sent by current browsers) must be ``same-origin`` (or ``none``: typed or
-    bookmarked); otherwise ``Origin``, when sent, must name this host and port. A request with
-    neither is not from a browser form, and the CSRF token alone decides.
+    ``Sec-Fetch-Site`` (sent by current browsers, and not settable by a page's script) must be
+    ``same-origin`` (or ``none``: typed or bookmarked); it decides alone, so a proxy that rewrites
+    ``Host`` does not matter. Older browsers send only ``Origin``, which must then name this host and
+    port. A request with neither is not from a browser form, and the CSRF token alone decides.
     """
     site = request.headers.get("sec-fetch-site")
-    if site is not None and site not in ("same-origin", "none"):
-        return False
+    if site is not None:
+        return site in ("same-origin", "none")
     origin = request.headers.get("origin")
     if origin is None:
         return True
