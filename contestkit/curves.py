@@ -66,7 +66,16 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
 
 
 def write_reward_svg(rewards: Sequence[float], path: Path, *, title: str = "") -> Path | None:
-    """Episode reward and its moving average, as a small standalone SVG; None with no episodes.
+    """Episode reward and its moving average, as a small standalone SVG; None with no episodes."""
+    svg = reward_svg(rewards, title=title)
+    if svg is None:
+        return None
+    path.write_text(svg)
+    return path
+
+
+def reward_svg(rewards: Sequence[float], *, title: str = "") -> str | None:
+    """The SVG text of ``write_reward_svg``; the contest server's job page also draws it inline, live.
 
     Hand-drawn axes with round tick values and a legend naming both lines and the averaging window,
     since the picture is read without the table that produced it.
@@ -107,7 +116,8 @@ def write_reward_svg(rewards: Sequence[float], path: Path, *, title: str = "") -
             f'<text x="{left + 175}" y="38">moving average ({window} episodes)</text>'
         )
     body = "\n".join(grid)
-    svg = f"""<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+    return f"""<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" \
+font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>
 <text x="{left}" y="18" font-size="14">{escape(title)} — episode reward ({n} episodes)</text>
 <line x1="{left}" y1="34" x2="{left + 20}" y2="34" stroke="#9ab" stroke-width="1.5"/>
@@ -121,5 +131,51 @@ def write_reward_svg(rewards: Sequence[float], path: Path, *, title: str = "") -
 {average}
 </svg>
 """
-    path.write_text(svg)
-    return path
+
+
+def histogram_svg(values: Sequence[float], *, title: str = "", bins: int = 20, mark: float | None = None) -> str | None:
+    """How ``values`` (e.g. the teams' scores on one level) are spread, as bars; None with no values.
+
+    ``mark`` draws a line at one value (a team's own score), so a reader sees where it stands.
+    """
+    if not values:
+        return None
+    w, h, pad = 640, 260, 40
+    lo, hi = min(values), max(values)
+    if hi == lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    bins = max(1, min(bins, len(values)))
+    width = (hi - lo) / bins
+    counts = [0] * bins
+    for v in values:
+        counts[min(bins - 1, int((v - lo) / width))] += 1
+    top = max(counts)
+    bar = (w - 2 * pad) / bins
+    bars = []
+    for i, count in enumerate(counts):
+        if not count:
+            continue
+        bh = (h - 2 * pad) * count / top
+        bars.append(
+            f'<rect x="{pad + i * bar + 1:.1f}" y="{h - pad - bh:.1f}" width="{max(bar - 2, 1):.1f}" '
+            f'height="{bh:.1f}" fill="#36a"><title>{lo + i * width:g} to {lo + (i + 1) * width:g}: '
+            f"{count} team{'s' if count != 1 else ''}</title></rect>"
+        )
+    marker = ""
+    if mark is not None and lo <= mark <= hi:
+        mx = pad + (w - 2 * pad) * (mark - lo) / (hi - lo)
+        marker = f'<line x1="{mx:.1f}" y1="{pad - 8}" x2="{mx:.1f}" y2="{h - pad}" stroke="#c33" stroke-width="2"/>'
+    n = len(values)
+    return f"""<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" \
+font-family="sans-serif" font-size="12" role="img">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{pad}" y="20" font-size="14">{escape(title)} ({n} team{"s" if n != 1 else ""})</text>
+<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#888"/>
+{"".join(bars)}
+{marker}
+<text x="{pad}" y="{h - pad + 16}">{lo:g}</text>
+<text x="{w - pad}" y="{h - pad + 16}" text-anchor="end">{hi:g}</text>
+<text x="{pad - 4}" y="{pad + 4}" text-anchor="end">{top}</text>
+<text x="{pad - 4}" y="{h - pad}" text-anchor="end">0</text>
+</svg>
+"""

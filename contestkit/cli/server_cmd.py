@@ -30,7 +30,7 @@ def _needs_server_extra() -> None:
     """Say which package to install instead of failing on an import deep inside the server."""
     from importlib.util import find_spec
 
-    for module in ("fastapi", "uvicorn", "sqlalchemy", "argon2", "jwt", "cryptography"):
+    for module in ("fastapi", "uvicorn", "sqlalchemy", "argon2", "jwt", "cryptography", "jinja2", "prometheus_client"):
         if find_spec(module) is None:
             raise ContestkitError(
                 f"Hosting a contest needs the server extra ({module} is missing): pip install 'contestkit[server]'."

@@ -29,10 +29,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from contestkit import __version__
 from contestkit.errors import ContestkitError
-from contestkit.server import auth, operations, registry_api, registry_auth
+from contestkit.server import auth, metrics, operations, pages, registry_api, registry_auth
 from contestkit.server.config import ServerConfig, load_config
 from contestkit.server.db import AuthToken, Database, Team, now
 from contestkit.server.documents import job_document
@@ -179,6 +180,11 @@ MISCONFIGURED = 503  # any other ContestkitError: the server's own setup is wron
 INVALID_REQUEST = 422  # a body or path that does not fit the request's shape (FastAPI's validation)
 
 
+def status_of(exc: Refused) -> int:
+    """The HTTP status of a refusal (the API's and the pages' answers alike)."""
+    return next(code for kind, code in STATUS_OF.items() if isinstance(exc, kind))
+
+
 def error_answer(exc: Exception) -> JSONResponse:
     """The API's answer to a refusal or a failure: its status, ``{"detail": sentence}`` and headers."""
     headers: dict[str, str] = {}
@@ -189,7 +195,7 @@ def error_answer(exc: Exception) -> JSONResponse:
             problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
         status, detail = INVALID_REQUEST, "Invalid request (" + "; ".join(problems) + ")."
     elif isinstance(exc, Refused):
-        status = next(code for kind, code in STATUS_OF.items() if isinstance(exc, kind))
+        status = status_of(exc)
         detail = str(exc)
         if isinstance(exc, NotLoggedIn):
             headers["WWW-Authenticate"] = "Bearer"
@@ -264,6 +270,8 @@ def create_app(
     app.state.config = config
     app.state.database = database
     app.state.scheduler = scheduler
+    app.state.metrics = server_metrics = metrics.Metrics(database, scheduler.executor, config.heartbeat_timeout)
+    app.add_middleware(metrics.LatencyMiddleware)
 
     async def _answer(_request: Request, exc: Exception) -> JSONResponse:
         return error_answer(exc)
@@ -309,6 +317,7 @@ def create_app(
             team = db.scalar(select(Team).where(Team.email == email)) if auth.encodable(email) else None
             if not auth.verify_password(team.password_hash if team else None, body.password) or team is None:
                 throttle.failed(email)
+                metrics.login_failed()
                 raise WrongCredentials("Wrong email or password; check both, or ask the organisers to reset it.")
             throttle.succeeded(email)
             if auth.needs_rehash(team.password_hash):
@@ -479,12 +488,46 @@ def create_app(
             return {"leaderboard": operations.leaderboard(db), "start": 1}
 
     @app.get("/rest/health", tags=["contest"])
-    def health() -> dict[str, Any]:
-        """For load balancers and the tests: the server is up and its database answers."""
-        with database.session() as db:
-            db.scalar(select(Team.id).limit(1))
-        return {"ok": True, "version": __version__}
+    def health() -> JSONResponse:
+        """For load balancers and the tests: the server is up, its database answers (else 503), and
+        whether the engine that runs level-runs answers (reported; the API works without it)."""
+        try:
+            with database.session() as db:
+                db.scalar(select(Team.id).limit(1))
+            database_ok, database_detail = True, "the database answers"
+        except SQLAlchemyError as exc:
+            database_ok, database_detail = False, f"the database does not answer ({type(exc).__name__})"
+        executor_ok, executor_detail = server_metrics.probe.check()
+        document = {
+            "ok": database_ok,
+            "version": __version__,
+            "database": {"ok": database_ok, "detail": database_detail},
+            "executor": {"name": scheduler.executor.name, "ok": executor_ok, "detail": executor_detail},
+        }
+        return JSONResponse(document, status_code=200 if database_ok else 503)
 
+    @app.get("/metrics", tags=["contest"], include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        """Prometheus' text format: the queue, running level-runs, their speed, latency, failed logins."""
+        body, content_type = server_metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    pages.install(
+        app,
+        database=database,
+        config=config,
+        executor=scheduler.executor.name,
+        api=pages.ApiFunctions(
+            caller=caller,
+            login=login,
+            login_body=lambda email, password: LoginRequest(email=email, password=password),
+            logout=logout,
+            cancel=lambda job_id, who: _kill(who, job_id),
+            restart=restart_one,
+            refused=(Refused,),
+            status_of=status_of,
+        ),
+    )
     return app
 
 

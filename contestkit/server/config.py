@@ -92,6 +92,8 @@ class ServerConfig:
     max_resumes: int = 2
     budget_grace_seconds: float = 120.0
     cookie_secure: bool = False
+    # Team emails whose accounts may open the host pages (/host): teams, queue, running levels, failures.
+    admins: list[str] = field(default_factory=list)
     data_dir: Path = field(default=Path("."), repr=False)
 
     # -- derived -------------------------------------------------------------------------------

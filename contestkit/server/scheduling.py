@@ -31,6 +31,7 @@ from typing import Any
 
 from contestkit.errors import ContestkitError
 from contestkit.levelrun import LevelRunSpec
+from contestkit.server import metrics
 from contestkit.server.config import ServerConfig
 from contestkit.server.db import Database
 from contestkit.server.executors import Executor, LevelRun, LevelTask
@@ -344,6 +345,7 @@ class Scheduler:
             with control.lock:
                 control.levels.pop(level.worker_id, None)
         self.queue.level_ended(level.worker_id, control.reason, watch.overran, result, error)
+        metrics.level_ended(time.monotonic() - started, result, reason=control.reason, overran=watch.overran)
 
 
 def _level_dir_name(idx: int, game: str, state: str) -> str:

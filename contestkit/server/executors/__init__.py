@@ -104,6 +104,13 @@ class Executor(ABC):
         """
         return reference
 
+    def reachable(self) -> tuple[bool, str]:
+        """Whether the engine answers now, and a sentence saying so (``/rest/health``, ``/metrics``).
+
+        True by default: an executor that runs in the server's own process is there when the server is.
+        """
+        return True, f"{self.name} runs level-runs in the server's process"
+
     @abstractmethod
     def start(self, task: LevelTask) -> LevelRun:
         """Hand over one level-run; the scheduler then follows it (and may cancel it)."""

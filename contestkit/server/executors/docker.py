@@ -36,3 +36,10 @@ class DockerExecutor(FunctionExecutor):
 
     def __init__(self, *, pull_with: RegistryAccount | None = None) -> None:
         super().__init__(run_level_in_docker, pull_with=pull_with)
+
+    def reachable(self) -> tuple[bool, str]:
+        from contestkit import dockerengine
+
+        if dockerengine.engine_available(timeout=1.0):
+            return True, "the Docker engine answers"
+        return False, f"no Docker engine answers at {dockerengine.engine_url()}"

@@ -1,0 +1,435 @@
+"""The contest server under load, at the 2018 contest's scale: req/s and latency per route.
+
+Two databases are measured in the same run, each behind its own ``contestkit server run`` process
+(SQLite, as ``server init`` makes it):
+
+- **seeded**: the 2018 scale, 923 teams, 4,448 finished jobs of 5 levels (each with its per-level
+  scores), 200 signed-in sessions; written straight through the server's models (seconds);
+- **empty**: only what the routes need to answer: the 200 signed-in teams, one finished job each.
+
+The jobs of the signed-in teams have results directories like a real evaluation's (a monitor.csv of
+222 episodes, log files), so a job page reads what it would read in a contest.
+
+Load: N closed-loop clients on 127.0.0.1 (N = 1, 20, 100, 200), each sending one request, reading
+the whole answer, waiting ``--think`` seconds (a person, or a polling page), and again, for
+``--seconds``; keep-alive connections over a small asyncio HTTP/1.1 client, so that the load
+generator costs little of the machine's CPU. Then one saturation phase per route (20 clients, no
+think time) gives the most req/s the route can answer. Before a route's phases, each path its
+clients will ask for is requested once (the steady state is measured, not the first minute after
+a start). Reported per route and phase: req/s and p50/p95/p99 latency (ms), and 5xx answers.
+
+Routes: the leaderboard page ``/``, a job page ``/jobs/<id>``, the metrics scrape ``/metrics``, the
+API's ``/rest/leaderboard``, ``/rest/job/status/all``, ``/rest/job/status/<id>`` and
+``/rest/health``. The hardening issue extends this (PostgreSQL, a burst of logins) rather than
+rewriting it: add a route to ``ROUTES``, a database to ``--database-url``.
+
+Goals (leaderboard page, 200 clients, seeded): p99 < 100 ms, seeded p99 <= 1.5x empty, no 5xx.
+
+    python bench/server_load.py [--seconds 8] [--think 1.0] [--clients 1,20,100,200] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+TEAMS, JOBS, SESSIONS = 923, 4448, 200
+LEVELS_CSV = "game,state\n" + "".join(
+    f"{game},{state}\n"
+    for game, state in (
+        ("SonicTheHedgehog-Genesis", "SpringYardZone.Act1"),
+        ("SonicTheHedgehog-Genesis", "GreenHillZone.Act2"),
+        ("SonicTheHedgehog-Genesis", "StarLightZone.Act3"),
+        ("SonicTheHedgehog2-Genesis", "MetropolisZone.Act3"),
+        ("SonicAndKnuckles3-Genesis", "LavaReefZone.Act1"),
+    )
+)
+PASSWORD = "a long bench password"
+EPISODES_PER_LEVEL = 222  # 1,000,000 timesteps of 4,500-step episodes
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    signed_in: bool
+    path: str  # {job} is one of the client's team's jobs
+
+
+ROUTES = [
+    Route("page /", False, "/"),
+    Route("page /jobs/<id>", True, "/jobs/{job}"),
+    Route("/metrics", False, "/metrics"),
+    Route("/rest/leaderboard", False, "/rest/leaderboard"),
+    Route("/rest/job/status/all", True, "/rest/job/status/all"),
+    Route("/rest/job/status/<id>", True, "/rest/job/status/{job}"),
+    Route("/rest/health", False, "/rest/health"),
+]
+
+
+@dataclass
+class Client:
+    """What a load client sends: its team's session cookie and one of its jobs."""
+
+    cookie: str
+    job: int
+
+
+# -- seeding --------------------------------------------------------------------------------------
+
+
+def make_contest(root: Path, *, seeded: bool) -> tuple[Path, list[Client]]:
+    """A contest data directory with its database filled through the server's models."""
+    from sqlalchemy import insert
+
+    from contestkit.server import auth
+    from contestkit.server.admin import init_contest
+    from contestkit.server.config import load_config
+    from contestkit.server.db import AuthToken, Database, Job, Team, Worker
+
+    root.mkdir(parents=True, exist_ok=True)
+    levels = root / "levels.csv"
+    levels.write_text(LEVELS_CSV)
+    data_dir = root / "contest"
+    init_contest(data_dir, registry="127.0.0.1:5000", levels_file=levels, timestep_limit=1_000_000,
+                 wallclock_limit=43_200, pull_images=False)  # fmt: skip
+    config = load_config(data_dir)
+    tasks = [level for level in config.levels()]
+    rng = random.Random(2018)
+    password_hash = auth.hash_password(PASSWORD)  # one hash for all: hashing 923 would take a minute
+    team_count = TEAMS if seeded else SESSIONS
+    job_count = JOBS if seeded else SESSIONS
+    start = time.time() - 21 * 86400
+    teams = [
+        {"id": i, "name": f"team {i:04d}", "email": f"team{i}@example.org", "password_hash": password_hash,
+         "namespace": f"team-{i}", "registry_username": f"team-{i}", "registry_password": "x" * 32,
+         "created_at": start}  # fmt: skip
+        for i in range(1, team_count + 1)
+    ]
+    # The first SESSIONS teams sign in; every team gets a job, and the rest go to teams with weights
+    # 1/sqrt(n), so a few teams submit far more often than most (seeded: the busiest has about 60).
+    weights = [1 / (n**0.5) for n in range(1, team_count + 1)]
+    owners = list(range(1, team_count + 1)) + rng.choices(
+        range(1, team_count + 1), weights=weights, k=job_count - team_count
+    )
+    jobs, workers = [], []
+    for job_id, team_id in enumerate(owners, start=1):
+        finished = start + rng.uniform(0, 20 * 86400)
+        scores = [rng.gauss(3000, 1200) for _ in tasks]
+        jobs.append(
+            {"id": job_id, "team_id": team_id, "tag": f"v{job_id}", "image": f"127.0.0.1:5000/team-{team_id}/agent:v1",
+             "status": "finished", "score": sum(scores) / len(scores), "created_at": finished - 40000,
+             "queued_at": finished - 40000, "started_at": finished - 39000, "finished_at": finished, "attempt": 1,
+             "resumes": 0, "cancel_requested": 0, "timestep_limit": 1_000_000, "wallclock_limit": 43_200.0}  # fmt: skip
+        )
+        for idx, (level, score) in enumerate(zip(tasks, scores, strict=True)):
+            results_dir = None
+            if team_id <= SESSIONS and job_id == team_id:  # the signed-in teams' first jobs: real files
+                level_dir = config.jobs_dir / str(job_id) / "attempt-1" / f"{idx:02d}-{level.state}"
+                results_dir = _level_results(level_dir, rng)
+            workers.append(
+                {"job_id": job_id, "idx": idx, "game": level.game, "state": level.state, "status": "finished",
+                 "score": score, "progress": 1.0, "timesteps": 1_000_000, "episodes": EPISODES_PER_LEVEL,
+                 "started_at": finished - 39000, "finished_at": finished, "results_dir": results_dir}  # fmt: skip
+            )
+    clients, tokens = [], []
+    for team_id in range(1, SESSIONS + 1):
+        secret = auth.new_secret()
+        tokens.append({"team_id": team_id, "kind": "session", "token_hash": auth.token_digest(secret),
+                       "created_at": time.time(), "expires_at": time.time() + 86400})  # fmt: skip
+        clients.append(Client(cookie=f"{auth.SESSION_COOKIE}={secret}", job=team_id))
+    database = Database(config.database())
+    try:
+        with database.session() as session:
+            session.execute(insert(Team), teams)
+            session.execute(insert(Job), jobs)
+            for chunk in range(0, len(workers), 5000):
+                session.execute(insert(Worker), workers[chunk : chunk + 5000])
+            session.execute(insert(AuthToken), tokens)
+    finally:
+        database.dispose()
+    return data_dir, clients
+
+
+def _level_results(path: Path, rng: random.Random) -> str:
+    """A finished level's results as ``contestkit eval`` writes them (the files a job page reads)."""
+    from contestkit.curves import write_reward_svg
+
+    path.mkdir(parents=True, exist_ok=True)
+    rows = ["r,l,t"] + [
+        f"{rng.gauss(1000 + 20 * i, 300):.1f},4500,{i * 150.0:.1f}" for i in range(EPISODES_PER_LEVEL)
+    ]
+    (path / "monitor.csv").write_text("\n".join(rows) + "\n")
+    write_reward_svg([float(row.split(",")[0]) for row in rows[1:]], path / "reward-curve.svg", title=path.name)
+    (path / "agent-stdout.txt").write_text("".join(f"update {i}: loss {rng.random():.4f}\n" for i in range(2000)))
+    (path / "agent-stderr.txt").write_text("")
+    (path / "remote-stderr.txt").write_text("env: budget of 1000000 timesteps used\n")
+    (path / "summary.json").write_text("{}")
+    return str(path)
+
+
+# -- the server -----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    log = (data_dir.parent / "server.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "contestkit", "server", "run", "--data-dir", str(data_dir), "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning"],  # fmt: skip
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,  # fmt: skip
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited: {(data_dir.parent / 'server.log').read_text()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc, port
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("the server did not start within 60 s")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+# -- the load -------------------------------------------------------------------------------------
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection: the least client work per request Python allows."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, path: str, cookie: str | None) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        head = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nAccept: */*\r\n"
+        if cookie:
+            head += f"Cookie: {cookie}\r\n"
+        self.writer.write((head + "\r\n").encode())
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise ConnectionError("closed")
+        status = int(status_line.split()[1])
+        length, chunked, close = 0, False, False
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            name = name.strip().lower()
+            if name == "content-length":
+                length = int(value)
+            elif name == "transfer-encoding" and "chunked" in value.lower():
+                chunked = True
+            elif name == "connection" and "close" in value.lower():
+                close = True
+        if chunked:
+            while True:
+                size = int((await self.reader.readline()).split(b";")[0], 16)
+                await self.reader.readexactly(size + 2)
+                if size == 0:
+                    break
+        else:
+            await self.reader.readexactly(length)
+        if close:
+            self.close()
+        return status
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+@dataclass
+class Phase:
+    route: str
+    database: str
+    clients: int
+    think: float
+    seconds: float
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    errors: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        lat = sorted(self.latencies)
+
+        def pct(q: float) -> float | None:
+            return round(lat[min(len(lat) - 1, int(q * len(lat)))] * 1000, 2) if lat else None
+
+        return {
+            "route": self.route, "database": self.database, "clients": self.clients, "think_s": self.think,
+            "requests": len(lat), "req_per_s": round(len(lat) / self.seconds, 1), "p50_ms": pct(0.50),
+            "p95_ms": pct(0.95), "p99_ms": pct(0.99),
+            "status_5xx": sum(n for s, n in self.statuses.items() if s >= 500),
+            "non_2xx": sum(n for s, n in self.statuses.items() if not 200 <= s < 300), "errors": self.errors,
+        }  # fmt: skip
+
+
+async def run_phase(port: int, route: Route, clients: list[Client], phase: Phase) -> None:
+    deadline = time.monotonic() + phase.seconds
+    rng = random.Random(phase.clients)
+
+    async def one(index: int) -> None:
+        client = clients[index % len(clients)]
+        connection = Connection(port)
+        path = route.path.format(job=client.job)
+        cookie = client.cookie if route.signed_in else None
+        await asyncio.sleep(rng.uniform(0, min(phase.think, 1.0)))  # spread the clients' first requests
+        try:
+            while time.monotonic() < deadline:
+                started = time.perf_counter()
+                try:
+                    status = await connection.get(path, cookie)
+                except (OSError, ConnectionError, ValueError, asyncio.IncompleteReadError):
+                    phase.errors += 1
+                    connection.close()
+                    await asyncio.sleep(0.05)
+                    continue
+                phase.latencies.append(time.perf_counter() - started)
+                phase.statuses[status] = phase.statuses.get(status, 0) + 1
+                if phase.think:
+                    await asyncio.sleep(phase.think)
+        finally:
+            connection.close()
+
+    await asyncio.gather(*(one(i) for i in range(phase.clients)))
+
+
+async def warm_up(port: int, route: Route, clients: list[Client]) -> None:
+    """One request for each path the clients will ask for, so that phases measure the steady state
+    (the leaderboard built once, each job's files read once), not the server's first minute."""
+    connection = Connection(port)
+    try:
+        for path, cookie in {(route.path.format(job=c.job), c.cookie if route.signed_in else None) for c in clients}:
+            await connection.get(path, cookie)
+    finally:
+        connection.close()
+
+
+def measure(port: int, database: str, clients: list[Client], args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = []
+    for route in ROUTES:
+        if args.routes and route.name not in args.routes:
+            continue
+        asyncio.run(warm_up(port, route, clients))
+        plan = [(n, args.think) for n in args.clients] + ([(20, 0.0)] if args.saturation else [])
+        for count, think in plan:
+            phase = Phase(route.name, database, count, think, args.seconds)
+            asyncio.run(run_phase(port, route, clients, phase))
+            row = phase.summary()
+            rows.append(row)
+            print(
+                f"{database:7} {route.name:24} {count:4} clients think {think:3.1f}s: {row['req_per_s']:8.1f} req/s  "
+                f"p50 {row['p50_ms']} p95 {row['p95_ms']} p99 {row['p99_ms']} ms  5xx {row['status_5xx']}  "
+                f"non-2xx {row['non_2xx']}  errors {row['errors']}",
+                flush=True,
+            )
+    return rows
+
+
+def verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The goals, for the leaderboard page at 200 clients (with think time)."""
+
+    def find(database: str) -> dict[str, Any] | None:
+        return next(
+            (r for r in rows if r["route"] == "page /" and r["database"] == database and r["clients"] == 200
+             and r["think_s"] > 0), None)  # fmt: skip
+
+    seeded, empty = find("seeded"), find("empty")
+    if seeded is None or empty is None:
+        return {}
+    ratio = seeded["p99_ms"] / empty["p99_ms"] if empty["p99_ms"] else None
+    return {
+        "page / p99 seeded ms": seeded["p99_ms"],
+        "p99 < 100 ms": seeded["p99_ms"] < 100,
+        "seeded / empty p99": round(ratio, 2) if ratio else None,
+        "seeded <= 1.5x empty": ratio is not None and ratio <= 1.5,
+        "no 5xx (all routes)": all(r["status_5xx"] == 0 for r in rows),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each phase")
+    parser.add_argument("--think", type=float, default=1.0, help="seconds each client waits between requests")
+    parser.add_argument("--clients", default="1,20,100,200", help="client counts, comma-separated")
+    parser.add_argument("--routes", nargs="*", help="only these routes (names as printed)")
+    parser.add_argument(
+        "--no-saturation", dest="saturation", action="store_false", help="skip the 20-client, no-think phase"
+    )
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--keep", action="store_true", help="keep the data directories")
+    args = parser.parse_args()
+    args.clients = [int(n) for n in args.clients.split(",")]
+    root = Path(tempfile.mkdtemp(prefix="contestkit-load-"))
+    rows: list[dict[str, Any]] = []
+    seeding: dict[str, float] = {}
+    try:
+        for database in ("empty", "seeded"):
+            started = time.monotonic()
+            data_dir, clients = make_contest(root / database, seeded=database == "seeded")
+            seeding[database] = round(time.monotonic() - started, 1)
+            print(f"{database}: database written in {seeding[database]} s", flush=True)
+            proc, port = start_server(data_dir)
+            try:
+                rows += measure(port, database, clients, args)
+            finally:
+                stop_server(proc)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "scale": {"teams": TEAMS, "jobs": JOBS, "levels": 5, "sessions": SESSIONS},
+        "seconds_per_phase": args.seconds,
+        "seeding_s": seeding,
+        "rows": rows,
+        "goals": verdict(rows),
+    }
+    print(json.dumps(report["goals"], indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,859 @@
+"""The contest in a browser: the public leaderboard, a team's jobs, a job's page, the host's pages.
+
+Server-rendered HTML (Jinja2, autoescaped: an agent can print anything and team names are free
+text) and plain CSS; one small script updates a running job's progress by polling the JSON API, and
+every page reads fine without it.
+
+Why the pages call the API's own functions (handed over by ``install``) for logging in, cancelling
+and restarting, and the library's for reading jobs: a page must allow exactly what the API allows,
+and one place deciding it cannot drift from another. A team sees only its own jobs and files (a
+guessed id is a 404, as in the API); file downloads are a fixed list of names inside the level's
+results directory, resolved and checked to stay inside it.
+
+Forms: every POST made with the session cookie carries a CSRF token, an HMAC of the session secret
+(so it needs no storage and dies with the session), and is refused when ``Origin`` or
+``Sec-Fetch-Site`` shows another origin (the same host on another port included: that is
+"same-site" for the cookie's ``SameSite=Lax``). The sign-in form, made before there is a session,
+uses a double-submit cookie instead.
+
+The leaderboard is rebuilt only when the jobs change (see ``Leaderboard``), and its rendered table
+is kept until then: the page costs the same on a seeded database as on an empty one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import os
+import re
+import secrets
+import socket
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session
+
+from contestkit import results
+from contestkit.curves import histogram_svg, reward_svg
+
+# After the split of ``jobs`` (operations / documents / queue), these two names are re-pointed:
+# ``operations`` to ``contestkit.server.operations`` and ``documents`` to ``contestkit.server.documents``.
+from contestkit.server import auth, documents, operations
+from contestkit.server.config import ServerConfig
+from contestkit.server.db import ACTIVE, FAILED, QUEUED, RUNNING, TERMINAL, Database, Job, Team, Worker
+
+WEB = Path(__file__).parent / "web"
+CSRF_COOKIE = "contestkit_csrf"
+CSRF_FIELD = "csrf"
+FORM_LIMIT = 16 * 1024  # bytes: the largest form here is an email and a password
+BOARD_PAGE_SIZE = 100
+LOG_TAIL_LINES = 40
+RECENT_FAILURES = 30
+
+# The files of a level a team may download, by the names ``contestkit eval`` writes (nothing else,
+# in particular not the agent's ``out/``, which it can fill with anything).
+DOWNLOADS = (
+    results.MONITOR,
+    results.LOG,
+    results.SUMMARY,
+    results.AGENT_STDOUT,
+    results.AGENT_STDERR,
+    results.REMOTE_STDOUT,
+    results.REMOTE_STDERR,
+    results.REWARD_CURVE,
+)
+_RECORDING = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.bk2$")
+
+# Pages allow only this server's own styles and script; no inline script, no frames, no plugins.
+PAGE_CSP = (
+    "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+# A downloaded file (an SVG opened on its own included) may do nothing at all.
+FILE_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; sandbox"
+
+
+# -- what the API lends the pages ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApiFunctions:
+    """The API's own route functions, so that the pages decide nothing the API does not.
+
+    ``caller(request)`` -> who is asking (raises ``not_logged_in`` when nobody);
+    ``login(LoginRequest, response)`` sets the session cookie on ``response`` (raises with a
+    ``status`` and a ``detail`` when refused); ``logout(request, response)``;
+    ``cancel(job_id, who)`` and ``restart(job_id, who)`` as ``POST /rest/job/kill|restart/{id}``;
+    ``refused``: the exceptions these raise to refuse a request, and ``status_of(exc)`` the HTTP
+    status the API answers one with (its message is ``str(exc)``), so a page answers the same.
+    """
+
+    caller: Callable[[Request], Any]
+    login: Callable[[Any, Response], Any]
+    login_body: Callable[[str, str], Any]
+    logout: Callable[[Request, Response], Any]
+    cancel: Callable[[int, Any], Any]
+    restart: Callable[[int, Any], Any]
+    refused: tuple[type[BaseException], ...]
+    status_of: Callable[[BaseException], int]
+
+
+# -- formatting ---------------------------------------------------------------------------------
+
+
+# The formatters take whatever a template hands them: the API's documents leave out unknown keys
+# (the 2018 client tests ``'score' in job``), which a template sees as undefined, shown as a dash.
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def fmt_time(stamp: Any) -> str:
+    if not _number(stamp) or not stamp:
+        return "–"
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(stamp))
+
+
+def fmt_duration(seconds: Any) -> str:
+    if not _number(seconds) or not math.isfinite(seconds):
+        return "–"
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min {seconds % 60} s"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
+def fmt_score(score: Any) -> str:
+    return f"{score:,.1f}" if _number(score) else "–"
+
+
+def fmt_int(value: Any) -> str:
+    return f"{value:,}" if _number(value) else "–"
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(WEB / "templates")),
+        autoescape=select_autoescape(["html"], default_for_string=True, default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(when=fmt_time, duration=fmt_duration, score=fmt_score, count=fmt_int)
+    return env
+
+
+# -- CSRF and origins ---------------------------------------------------------------------------
+
+
+def csrf_token(session_secret: str) -> str:
+    """The form token of a session: an HMAC of its secret, so it needs no storage and dies with it."""
+    return hmac.new(session_secret.encode("utf-8"), b"contestkit-csrf-v1", hashlib.sha256).hexdigest()
+
+
+def same_origin(request: Request) -> bool:
+    """Whether a browser says the request comes from a page of this very origin.
+
+    ``Sec-Fetch-Site`` (sent by current browsers, and not settable by a page's script) must be
+    ``same-origin`` (or ``none``: typed or bookmarked); it decides alone, so a proxy that rewrites
+    ``Host`` does not matter. Older browsers send only ``Origin``, which must then name this host and
+    port. A request with neither is not from a browser form, and the CSRF token alone decides.
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    if origin == "null":
+        return False
+    host = request.headers.get("host", "")
+    return urlsplit(origin).netloc.lower() == host.lower()
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """A small urlencoded form (the pages' only kind); a larger body is not read past the limit."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > FORM_LIMIT:
+            return {}
+    try:
+        parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    return {key: values[0] for key, values in parsed.items()}
+
+
+def _safe_next(target: str | None) -> str:
+    """A path on this site to go to after signing in; anything else (``//evil``, a URL) is ``/jobs``."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/jobs"
+
+
+# -- the leaderboard, kept until the jobs change -------------------------------------------------
+
+
+@dataclass
+class BoardRow:
+    rank: int
+    name: str
+    score: float
+    levels: list[float | None]
+    finished: float | None
+    submissions: int
+
+
+@dataclass
+class BoardData:
+    levels: list[str]
+    rows: list[BoardRow]
+    built: float
+    html: dict[int, Markup] = field(default_factory=dict)
+
+
+# Every commit in this process that wrote the jobs table bumps this counter (SQLAlchemy session
+# events, so the code that writes jobs needs no hook): the leaderboard notices its own server's
+# changes at once. Other processes' changes (several servers on one PostgreSQL) show within
+# ``Leaderboard.RECHECK`` seconds, through the table's fingerprint.
+_jobs_version = [0]
+
+
+@event.listens_for(Session, "after_flush")
+def _note_job_rows(session: Session, _context: Any) -> None:
+    if any(isinstance(row, Job) for row in (*session.new, *session.dirty, *session.deleted)):
+        session.info["contestkit_jobs_written"] = True
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _note_job_statements(state: Any) -> None:
+    if (state.is_update or state.is_insert or state.is_delete) and getattr(state.statement, "table", None) is (
+        Job.__table__
+    ):
+        state.session.info["contestkit_jobs_written"] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _bump_jobs_version(session: Session) -> None:
+    if session.info.pop("contestkit_jobs_written", False):
+        _jobs_version[0] += 1
+
+
+class Leaderboard:
+    """The leaderboard's rows and rendered pages, rebuilt only when the jobs that rank change.
+
+    A request costs nothing from the database while nothing changed. When this process wrote jobs
+    (or every ``RECHECK`` seconds), a fingerprint of the jobs table is read (count, last finish,
+    last queueing) and the rows are rebuilt only if it moved: a heartbeat or a progress write,
+    which change no rank, cost one small query and no rebuild.
+    """
+
+    RECHECK = 2.0
+
+    def __init__(self, database: Database, config: ServerConfig) -> None:
+        self.database = database
+        self.config = config
+        self._fingerprint_seen: Any = None
+        self._version = -1
+        self._recheck_at = 0.0
+        self._data: BoardData | None = None
+        self._lock = threading.Lock()
+
+    def _fresh(self, version: int) -> bool:
+        return self._data is not None and self._version == version and time.monotonic() < self._recheck_at
+
+    def _fingerprint(self, session: Any) -> tuple[Any, ...]:
+        count, finished, queued = session.execute(
+            select(func.count(Job.id), func.max(Job.finished_at), func.max(Job.queued_at))
+        ).one()
+        try:
+            levels_mtime = os.stat(self.config.levels_path).st_mtime_ns
+        except OSError:
+            levels_mtime = None
+        return (count, finished, queued, levels_mtime)
+
+    def get(self) -> BoardData:
+        version = _jobs_version[0]
+        if self._fresh(version):
+            return self._data  # type: ignore[return-value]
+        with self._lock:  # one thread looks (and rebuilds); the others wait for its result
+            if self._fresh(version):
+                return self._data  # type: ignore[return-value]
+            with self.database.session() as session:
+                fingerprint = self._fingerprint(session)
+                if self._data is None or fingerprint != self._fingerprint_seen:
+                    self._data = self._build(session)
+                    self._fingerprint_seen = fingerprint
+            self._version = version
+            self._recheck_at = time.monotonic() + self.RECHECK
+            return self._data
+
+    def _build(self, session: Any) -> BoardData:
+        levels = [level.task for level in self.config.levels()]
+        top = operations.leaderboard(session)
+        ids = [row["job"] for row in top if row.get("job") is not None]
+        per_job: dict[int, dict[str, float | None]] = {}
+        for start in range(0, len(ids), 500):
+            for job_id, game, state, score in session.execute(
+                select(Worker.job_id, Worker.game, Worker.state, Worker.score).where(
+                    Worker.job_id.in_(ids[start : start + 500])
+                )
+            ):
+                per_job.setdefault(job_id, {})[f"{game}/{state}"] = score
+        submissions = dict(session.execute(select(Team.name, func.count(Job.id)).join(Job).group_by(Team.name)).all())
+        rows = [
+            BoardRow(
+                rank=rank,
+                name=row["name"],
+                score=row["score"],
+                levels=[per_job.get(row.get("job") or -1, {}).get(task) for task in levels],
+                finished=row.get("finished"),
+                submissions=int(submissions.get(row["name"], 0)),
+            )
+            for rank, row in enumerate(top, start=1)
+        ]
+        return BoardData(levels=levels, rows=rows, built=time.time())
+
+
+# -- reading a job for its page ------------------------------------------------------------------
+
+
+@dataclass
+class LevelView:
+    index: int
+    doc: dict[str, Any]
+    files: list[str]
+    recordings: list[str]
+    logs: list[tuple[str, str]]
+    curve: Markup | None
+    has_curve_file: bool
+
+    @property
+    def eta(self) -> str:
+        return fmt_duration(self.doc.get("eta"))
+
+
+def _level_dir(worker: Worker) -> Path | None:
+    return Path(worker.results_dir) if worker.results_dir else None
+
+
+class FileCache:
+    """What a page derives from a results file (a log's tail, a curve), kept while the file is unchanged.
+
+    A finished level's files never change, so its job page reads and draws them once; a running
+    level's monitor.csv grows, and its curve is drawn again when it has.
+    """
+
+    def __init__(self, size: int = 2048) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: Path, kind: str, compute: Callable[[Path], Any]) -> Any:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return None
+        key = (str(path), kind, stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = compute(path)
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+
+_files = FileCache()
+_LOGS = (
+    ("agent stdout", results.AGENT_STDOUT),
+    ("agent stderr", results.AGENT_STDERR),
+    ("env stdout", results.REMOTE_STDOUT),
+    ("env stderr", results.REMOTE_STDERR),
+)
+
+
+def _curve(title: str) -> Callable[[Path], Markup | None]:
+    def draw(path: Path) -> Markup | None:
+        svg = reward_svg([r for r, _length, _t in results.read_monitor(path)], title=title)
+        return Markup(svg) if svg else None  # noqa: S704 - built by curves.py, which escapes its one text
+
+    return draw
+
+
+def level_view(worker: Worker, doc: dict[str, Any]) -> LevelView:
+    directory = _level_dir(worker)
+    files: list[str] = []
+    recordings: list[str] = []
+    logs: list[tuple[str, str]] = []
+    curve = None
+    try:
+        entries = {entry.name: entry for entry in os.scandir(directory)} if directory is not None else {}
+    except OSError:
+        entries = {}
+    if directory is not None and entries:
+        files = [name for name in DOWNLOADS if name in entries and entries[name].is_file()]
+        if results.RECORDINGS in entries and entries[results.RECORDINGS].is_dir():
+            bk2 = directory / results.RECORDINGS
+            recordings = sorted(p.name for p in bk2.iterdir() if _RECORDING.match(p.name) and p.is_file())[:200]
+        for label, name in _LOGS:
+            if name in files:
+                text = _files.get(directory / name, "tail", lambda path: results.tail(path, LOG_TAIL_LINES))
+                if text and text.strip():
+                    logs.append((label, text))
+        # The evaluation's own reward-curve.svg once it wrote it (at the level's end): an <img>, which
+        # the browser caches; until then the curve is drawn here from monitor.csv as it grows.
+        if results.MONITOR in files and results.REWARD_CURVE not in files:
+            curve = _files.get(directory / results.MONITOR, "curve", _curve(worker.task))
+    return LevelView(worker.idx, doc, files, recordings, logs, curve, results.REWARD_CURVE in files)
+
+
+# -- the routes ---------------------------------------------------------------------------------
+
+
+def install(
+    app: FastAPI, *, database: Database, config: ServerConfig, api: ApiFunctions, executor: str
+) -> Leaderboard:
+    """Add the pages, their static files and the security headers to ``app``; ``executor`` names where levels run."""
+    env = _environment()
+    board = Leaderboard(database, config)
+    router = APIRouter(include_in_schema=False)
+    static = {
+        "style.css": ((WEB / "static" / "style.css").read_bytes(), "text/css; charset=utf-8"),
+        "job.js": ((WEB / "static" / "job.js").read_bytes(), "text/javascript; charset=utf-8"),
+    }
+    admins = {email.strip().lower() for email in config.admins}
+    levels_run_on = executor
+    hostname = socket.gethostname()
+
+    def who(request: Request) -> Any | None:
+        """The signed-in team, or None (pages are read by visitors too)."""
+        if auth.SESSION_COOKIE not in request.cookies and "authorization" not in request.headers:
+            return None
+        try:
+            return api.caller(request)
+        except api.refused as exc:
+            if api.status_of(exc) == 401:
+                return None
+            raise
+
+    def is_admin(team: Any | None) -> bool:
+        if team is None or not admins:
+            return False
+        with database.session() as session:
+            email = session.scalar(select(Team.email).where(Team.id == team.team_id))
+        return email is not None and email.lower() in admins
+
+    def page(
+        request: Request, template: str, team: Any | None, status: int = 200, admin: bool | None = None, **context: Any
+    ) -> HTMLResponse:
+        secret = request.cookies.get(auth.SESSION_COOKIE)
+        html = env.get_template(template).render(
+            team=team,
+            admin=is_admin(team) if admin is None else admin,
+            csrf=csrf_token(secret) if (team is not None and secret) else "",
+            path=request.url.path,
+            **context,
+        )
+        headers = {"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-store" if team else "no-cache"}
+        return HTMLResponse(html, status_code=status, headers=headers)
+
+    def message(request: Request, team: Any | None, status: int, title: str, text: str) -> HTMLResponse:
+        return page(request, "message.html", team, status=status, title=title, text=text)
+
+    def signin_redirect(request: Request) -> RedirectResponse:
+        return RedirectResponse("/signin?next=" + quote(request.url.path, safe="/"), status_code=303)
+
+    def checked_post(request: Request, form: dict[str, str]) -> tuple[Any | None, HTMLResponse | None]:
+        """The team behind a cookie POST whose origin and token are right; else the refusal page."""
+        team = who(request)
+        secret = request.cookies.get(auth.SESSION_COOKIE)
+        if team is None or not secret:
+            return None, message(request, None, 401, "Not signed in", "Sign in first, then try again.")
+        expected = csrf_token(secret)
+        if not same_origin(request) or not hmac.compare_digest(form.get(CSRF_FIELD, ""), expected):
+            return team, message(
+                request,
+                team,
+                403,
+                "Refused",
+                "This form did not come from this site's own page (a missing or wrong token, or another "
+                "origin); open the page again and use its button.",
+            )
+        return team, None
+
+    # -- static files --
+
+    @router.get("/static/{name}")
+    def static_file(name: str) -> Response:
+        found = static.get(name)
+        if found is None:
+            return Response("not found", status_code=404, media_type="text/plain")
+        body, media = found
+        return Response(body, media_type=media, headers={"Cache-Control": "public, max-age=3600"})
+
+    # -- the public leaderboard --
+
+    @router.get("/", response_class=HTMLResponse)
+    def leaderboard_page(request: Request, page_number: str = Query("1", alias="page")) -> HTMLResponse:
+        team = who(request)
+        data = board.get()
+        pages = max(1, math.ceil(len(data.rows) / BOARD_PAGE_SIZE))
+        number = min(_url_number(page_number) or 1, pages)
+        table = data.html.get(number)
+        if table is None:
+            rows = data.rows[(number - 1) * BOARD_PAGE_SIZE : number * BOARD_PAGE_SIZE]
+            table = Markup(env.get_template("board_table.html").render(levels=data.levels, rows=rows))  # noqa: S704
+            data.html[number] = table
+        return page(
+            request,
+            "leaderboard.html",
+            team,
+            table=table,
+            levels=data.levels,
+            teams=len(data.rows),
+            number=number,
+            pages=pages,
+            built=data.built,
+            mine=team.team_name if team else None,
+        )
+
+    @router.get("/levels/{level}", response_class=HTMLResponse)
+    def level_page(request: Request, level: str) -> HTMLResponse:
+        team = who(request)
+        data = board.get()
+        index = _url_number(level, low=0)
+        if index is None or index >= len(data.levels):
+            return message(request, team, 404, "No such level", f"The level set has {len(data.levels)} levels.")
+        scored = sorted(
+            ((row.name, row.levels[index]) for row in data.rows if row.levels[index] is not None),
+            key=lambda item: -(item[1] or 0.0),
+        )
+        mine = next((score for name, score in scored if team and name == team.team_name), None)
+        svg = histogram_svg([s for _n, s in scored if s is not None], title=data.levels[index], mark=mine)
+        return page(
+            request,
+            "level.html",
+            team,
+            index=index,
+            task=data.levels[index],
+            levels=data.levels,
+            svg=Markup(svg) if svg else None,  # noqa: S704 - curves.py escapes the level's name
+            scored=scored[:BOARD_PAGE_SIZE],
+            count=len(scored),
+            mine=mine,
+        )
+
+    # -- signing in and out --
+
+    @router.get("/signin", response_class=HTMLResponse)
+    def signin_page(request: Request, next: str | None = None) -> HTMLResponse:
+        token = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
+        response = page(request, "signin.html", who(request), form_token=token, next=_safe_next(next), error=None)
+        response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict", secure=config.cookie_secure)
+        return response
+
+    @router.post("/signin", response_class=HTMLResponse)
+    def signin(request: Request, form: dict[str, str] = Depends(read_form)) -> Response:
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        target = _safe_next(form.get("next"))
+        if not same_origin(request) or not cookie or not hmac.compare_digest(form.get(CSRF_FIELD, ""), cookie):
+            return message(request, None, 403, "Refused", "Open the sign-in page again and sign in from it.")
+        response = RedirectResponse(target, status_code=303)
+        try:
+            api.login(api.login_body(form.get("email", ""), form.get("password", "")), response)
+        except api.refused as exc:
+            status = api.status_of(exc)
+            retry = _retry_after(exc)
+            error = str(exc)
+            refused = page(request, "signin.html", None, status=status, form_token=cookie, next=target, error=error)
+            if retry:
+                refused.headers["Retry-After"] = retry
+            return refused
+        return response
+
+    @router.post("/signout")
+    def signout(request: Request, form: dict[str, str] = Depends(read_form)) -> Response:
+        _team, refused = checked_post(request, form)
+        if refused is not None:
+            return refused
+        response = RedirectResponse("/", status_code=303)
+        api.logout(request, response)
+        return response
+
+    # -- a team's jobs --
+
+    @router.get("/jobs", response_class=HTMLResponse)
+    def jobs_page(request: Request) -> Response:
+        team = who(request)
+        if team is None:
+            return signin_redirect(request)
+        with database.session() as session:
+            docs = [documents.job_document(job) for job in operations.all_jobs(session, team.team_id)]
+        return page(request, "jobs.html", team, jobs=docs)
+
+    def load_job(team: Any, job_id: int | None) -> tuple[dict[str, Any], list[LevelView]] | None:
+        if job_id is None:
+            return None
+        with database.session() as session:
+            try:
+                job = operations.get_job(session, team.team_id, job_id)
+            except api.refused:
+                return None
+            doc = documents.job_document(job)
+            views = [level_view(worker, wdoc) for worker, wdoc in zip(job.workers, doc["workers"], strict=True)]
+        return doc, views
+
+    @router.get("/jobs/{job_id}", response_class=HTMLResponse)
+    def job_page(request: Request, job_id: str) -> Response:
+        team = who(request)
+        if team is None:
+            return signin_redirect(request)
+        found = load_job(team, _url_number(job_id))
+        if found is None:
+            return message(request, team, 404, "No such job", f"Your team has no job {job_id}.")
+        doc, views = found
+        return page(request, "job.html", team, job=doc, levels=views, active=doc["status"] in ACTIVE)
+
+    def job_action(request: Request, job_text: str, form: dict[str, str], action: str) -> Response:
+        team, refused = checked_post(request, form)
+        if refused is not None:
+            return refused
+        job_id = _url_number(job_text)
+        if job_id is None:
+            return message(request, team, 404, "No such job", f"Your team has no job {job_text}.")
+        function = api.cancel if action == "cancel" else api.restart
+        try:
+            function(job_id, team)
+        except api.refused as exc:
+            status = api.status_of(exc)
+            title = "No such job" if status == 404 else f"Could not {action} job {job_id}"
+            return message(request, team, status, title, str(exc))
+        return RedirectResponse(f"/jobs/{job_id}", status_code=303)
+
+    @router.post("/jobs/{job_id}/cancel")
+    def cancel(request: Request, job_id: str, form: dict[str, str] = Depends(read_form)) -> Response:
+        return job_action(request, job_id, form, "cancel")
+
+    @router.post("/jobs/{job_id}/restart")
+    def restart(request: Request, job_id: str, form: dict[str, str] = Depends(read_form)) -> Response:
+        return job_action(request, job_id, form, "restart")
+
+    @router.get("/jobs/{job_id}/levels/{index}/{name:path}")
+    def level_file(request: Request, job_id: str, index: str, name: str) -> Response:
+        team = who(request)
+        if team is None:
+            return signin_redirect(request)
+        not_found = message(request, team, 404, "No such file", "This job has no such file.")
+        number, level = _url_number(job_id), _url_number(index, low=0)
+        if number is None or level is None:
+            return not_found
+        with database.session() as session:
+            try:
+                job = operations.get_job(session, team.team_id, number)
+            except api.refused:
+                return not_found
+            worker = next((w for w in job.workers if w.idx == level), None)
+            directory = _level_dir(worker) if worker is not None else None
+        path = _download_path(directory, name)
+        if path is None:
+            return not_found
+        inline = name == results.REWARD_CURVE
+        media = {
+            results.REWARD_CURVE: "image/svg+xml",
+            results.MONITOR: "text/csv; charset=utf-8",
+            results.LOG: "text/csv; charset=utf-8",
+            results.SUMMARY: "application/json",
+        }.get(name, "application/octet-stream" if name.endswith(".bk2") else "text/plain; charset=utf-8")
+        return FileResponse(
+            path,
+            media_type=media,
+            filename=None if inline else f"job{number}-{level:02d}-{path.name}",
+            content_disposition_type="inline" if inline else "attachment",
+            headers={"Content-Security-Policy": FILE_CSP, "Cache-Control": "private, no-cache"},
+        )
+
+    # -- the host's pages --
+
+    @router.get("/host", response_class=HTMLResponse)
+    def host_page(request: Request) -> Response:
+        team = who(request)
+        if team is None:
+            return signin_redirect(request)
+        if not is_admin(team):
+            return message(request, team, 404, "Not found", "There is no such page.")
+        overview = host_overview(database, config)
+        return page(
+            request, "host.html", team, admin=True, where=levels_run_on, hostname=hostname, **overview
+        )
+
+    app.include_router(router)
+    app.add_middleware(SecurityHeaders)
+    return board
+
+
+def _retry_after(exc: BaseException) -> str | None:
+    """The seconds a throttled login must wait, as the API sends them in ``Retry-After``."""
+    value = (getattr(exc, "headers", None) or {}).get("Retry-After") or getattr(exc, "retry_after", None)
+    return None if value is None else str(value)
+
+
+def _url_number(text: str, low: int = 1) -> int | None:
+    """An id from a URL, or None for anything no row can have (the page is then a 404, as in the API)."""
+    if not text.isascii() or not text.isdigit() or len(text) > 10:
+        return None
+    number = int(text)
+    return number if low <= number <= operations.MAX_ID else None
+
+
+def _download_path(directory: Path | None, name: str) -> Path | None:
+    """The file ``name`` of a level's results, or None: only the listed names, never outside the directory."""
+    if directory is None:
+        return None
+    if name in DOWNLOADS:
+        relative = Path(name)
+    else:
+        parts = name.split("/")
+        if len(parts) != 2 or parts[0] != results.RECORDINGS or not _RECORDING.match(parts[1]):
+            return None
+        relative = Path(*parts)
+    try:
+        root = directory.resolve(strict=True)
+        path = (root / relative).resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    if not path.is_relative_to(root) or not path.is_file():
+        return None
+    return path
+
+
+def host_overview(database: Database, config: ServerConfig) -> dict[str, Any]:
+    """What the host page shows: teams, the queue, running level-runs, recent failures with reasons."""
+    with database.session() as session:
+        counts = dict(session.execute(select(Job.team_id, func.count(Job.id)).group_by(Job.team_id)).all())
+        active = {
+            team_id: (job_id, status)
+            for team_id, job_id, status in session.execute(
+                select(Job.team_id, Job.id, Job.status).where(Job.status.in_(ACTIVE))
+            )
+        }
+        teams = [
+            {
+                "name": t.name,
+                "email": t.email,
+                "namespace": t.namespace,
+                "jobs": counts.get(t.id, 0),
+                "active": active.get(t.id),
+                "created": t.created_at,
+            }
+            for t in session.scalars(select(Team).order_by(Team.name))
+        ]
+        queue = [
+            {"id": job.id, "team": name, "tag": job.tag, "queued": job.queued_at, "attempt": job.attempt}
+            for job, name in session.execute(
+                select(Job, Team.name).join(Team).where(Job.status == QUEUED).order_by(Job.queued_at, Job.id)
+            )
+        ]
+        running = [
+            {
+                "job": job.id,
+                "team": name,
+                "task": worker.task,
+                "started": worker.started_at,
+                "progress": worker.progress,
+                "timesteps": worker.timesteps,
+                "eta": worker.eta,
+                "runner": job.runner,
+                "heartbeat_age": (time.time() - job.heartbeat_at) if job.heartbeat_at else None,
+            }
+            for worker, job, name in session.execute(
+                select(Worker, Job, Team.name)
+                .join(Job, Worker.job_id == Job.id)
+                .join(Team, Job.team_id == Team.id)
+                .where(Worker.status == RUNNING)
+                .order_by(Job.id, Worker.idx)
+            )
+        ]
+        failed_jobs = [
+            {"job": job.id, "team": name, "when": job.finished_at, "what": "job", "error": job.error}
+            for job, name in session.execute(
+                select(Job, Team.name)
+                .join(Team)
+                .where(Job.status == FAILED)
+                .order_by(Job.finished_at.desc().nulls_last())
+                .limit(RECENT_FAILURES)
+            )
+        ]
+        failed_levels = [
+            {"job": job.id, "team": name, "when": worker.finished_at, "what": worker.task, "error": worker.error}
+            for worker, job, name in session.execute(
+                select(Worker, Job, Team.name)
+                .join(Job, Worker.job_id == Job.id)
+                .join(Team, Job.team_id == Team.id)
+                .where(Worker.status == FAILED)
+                .order_by(Worker.finished_at.desc().nulls_last())
+                .limit(RECENT_FAILURES)
+            )
+        ]
+    failures = sorted(failed_jobs + failed_levels, key=lambda f: -(f["when"] or 0.0))[:RECENT_FAILURES]
+    return {
+        "teams": teams,
+        "queue": queue,
+        "running": running,
+        "failures": failures,
+        "stale_after": config.heartbeat_timeout,
+        "terminal": TERMINAL,
+    }
+
+
+class SecurityHeaders:
+    """Headers a careful site sends on every answer; pages add their own content security policy.
+
+    The API's answers get ``frame-ancestors 'none'`` as their policy (the ``/docs`` page loads its
+    scripts from a CDN, so a stricter default here would break it).
+    """
+
+    HEADERS = (
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"same-origin"),
+    )
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _value in headers}
+                headers.extend(h for h in self.HEADERS if h[0] not in present)
+                if b"content-security-policy" not in present:
+                    headers.append((b"content-security-policy", b"frame-ancestors 'none'"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
