@@ -109,7 +109,8 @@ def test_health_reports_the_database_and_the_executor(contest):
     health = requests.get(contest.url + "/rest/health").json()
     assert health["ok"] is True
     assert health["database"]["ok"] is True
-    assert health["executor"] == {"name": EXECUTOR, "ok": True, "detail": "function runs level-runs in the server's process"}
+    detail = "function runs level-runs in the server's process"
+    assert health["executor"] == {"name": EXECUTOR, "ok": True, "detail": detail}
 
 
 def test_health_says_when_no_docker_engine_answers(make_contest, tmp_path):
