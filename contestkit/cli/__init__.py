@@ -2,7 +2,7 @@
 
 Each command group lives in its own module and registers itself on the one Typer app here; the
 modules only parse, call the library and print. Library errors (``ContestkitError``) become one
-red sentence and a non-zero exit instead of a traceback.
+red sentence and the exit status of its kind (see :mod:`contestkit.errors`) instead of a traceback.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from rich.markup import escape
 
 from contestkit import __version__
 from contestkit.cli.output import err_console
-from contestkit.errors import ContestkitError
+from contestkit.errors import EXIT_INTERRUPTED, EXIT_STATUS_RULE, ContestkitError
 
 app = typer.Typer(
     name="contestkit",
     help="Scaffold, build, evaluate, submit and host retro-game RL contest agents.",
+    epilog=EXIT_STATUS_RULE,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -71,4 +72,4 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)

@@ -15,7 +15,7 @@ from contestkit import evaluation, levelrun, results
 from contestkit.cli.output import console, err_console, print_json
 from contestkit.config import find_project_file
 from contestkit.curves import sparkline, write_reward_svg
-from contestkit.errors import ContestkitError, UsageError
+from contestkit.errors import EXIT_FAILURE, EXIT_INTERRUPTED, ContestkitError, UsageError
 from contestkit.levellist import read_levels
 
 
@@ -197,7 +197,7 @@ def eval_command(
         err_console.print(
             f"[bold red]interrupted[/]: both halves stopped; finished episodes kept in {escape(str(root))}"
         )
-        raise typer.Exit(130)
+        raise typer.Exit(EXIT_INTERRUPTED)
     for r in rows:
         _write_curve(r.results_dir)
     summary = results.read_json(root / results.SUMMARY) or {}
@@ -212,7 +212,7 @@ def eval_command(
             if r.error:
                 err_console.print(f"[bold red]error[/] ({r.game} {r.state}): {escape(r.error)}", highlight=False)
     if not all(r.ok for r in rows):
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILURE)
 
 
 def _write_curve(level_dir: Path) -> None:
