@@ -14,6 +14,7 @@ import ast
 import importlib.metadata
 import os
 import re
+import shlex
 import shutil
 import sys
 from dataclasses import dataclass
@@ -79,25 +80,24 @@ def missing_requirements(requirements: list[Requirement]) -> list[Requirement]:
     return missing
 
 
-def _pip() -> str:
-    """``pip`` when the one on PATH is this Python's, else this interpreter's ``-m pip``."""
-    on_path = shutil.which("pip")
-    if on_path and Path(on_path).parent == Path(sys.executable).parent:
-        return "pip"
-    return f"{sys.executable} -m pip"
+def install_argvs(requirements: list[Requirement]) -> list[list[str]]:
+    """The pip runs that install ``requirements`` into this Python, CPU-only builds from their index."""
+    pip = [sys.executable, "-m", "pip", "install"]
+    special = [r for r in requirements if _normalize(r.name) in CPU_INDEX]
+    plain = [r.line for r in requirements if r not in special]
+    argvs = [[*pip, r.line, "--index-url", CPU_INDEX[_normalize(r.name)]] for r in special]
+    return argvs + ([[*pip, *plain]] if plain else [])
 
 
 def install_command(requirements: list[Requirement]) -> str:
-    """One shell line installing ``requirements`` into this Python, CPU-only builds from their index."""
-    plain = [r.line for r in requirements if _normalize(r.name) not in CPU_INDEX]
-    parts = [
-        f"{_pip()} install {r.line} --index-url {CPU_INDEX[_normalize(r.name)]}"
-        for r in requirements
-        if _normalize(r.name) in CPU_INDEX
-    ]
-    if plain:
-        parts.append(f"{_pip()} install {' '.join(plain)}")
-    return " && ".join(parts)
+    """:func:`install_argvs` as one shell line to paste (``pip`` when the one on PATH is this Python's)."""
+    on_path = shutil.which("pip")
+    short = bool(on_path) and Path(on_path).parent == Path(sys.executable).parent  # type: ignore[arg-type]
+    lines = []
+    for argv in install_argvs(requirements):
+        words = ["pip", *argv[3:]] if short else argv
+        lines.append(" ".join(shlex.quote(w) for w in words))
+    return " && ".join(lines)
 
 
 # -- the imports of an agent ----------------------------------------------------------------------

@@ -16,6 +16,7 @@ from contestkit.cli.output import console, err_console, print_json
 from contestkit.config import find_project_file
 from contestkit.curves import sparkline, write_reward_svg
 from contestkit.errors import EXIT_FAILURE, EXIT_INTERRUPTED, ContestkitError, UsageError
+from contestkit.games import short_level
 from contestkit.levellist import read_levels
 
 
@@ -23,18 +24,43 @@ def _fmt(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{x:,.{digits}f}"
 
 
+#: Below this many columns the progress line takes its compact form (short names, short numbers).
+WIDE_COLUMNS = 110
+
+
+def _short_count(n: float) -> str:
+    """1,000,000 -> 1M, 20,000 -> 20k, 837 -> 837: budgets in a few characters."""
+    for size, unit in ((1_000_000, "M"), (1_000, "k")):
+        if n >= size:
+            value = n / size
+            return f"{value:.{0 if value >= 100 or value == int(value) else 1}f}{unit}"
+    return f"{n:,.0f}"
+
+
 class _LiveView:
-    """One progress row per level: timesteps of the budget, episodes, rewards, speed, ETA."""
+    """One progress row per level: timesteps of the budget, episodes, rewards, speed, elapsed time.
+
+    At 80 columns the full row would be cut at the terminal's edge (the elapsed time first), so a
+    narrow terminal gets the compact row: ``Sonic2 EmeraldHill.Act1 ━━━━ 837/20k ep 2 mean 70.0 61/s``.
+    """
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
+        self.narrow = err_console.width < WIDE_COLUMNS
+        if self.narrow:
+            text = (
+                "{task.fields[done]}/{task.fields[budget]} ep {task.fields[episodes]} mean {task.fields[mean]} "
+                "{task.fields[tps]}/s {task.fields[status]}"
+            )
+        else:
+            text = (
+                "{task.fields[done]}/{task.fields[budget]} steps  ep {task.fields[episodes]}  last {task.fields[last]}"
+                "  mean {task.fields[mean]}  {task.fields[tps]}/s  {task.fields[status]}"
+            )
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(bar_width=16),
-            TextColumn(
-                "{task.completed:,.0f}/{task.total:,.0f} steps  ep {task.fields[episodes]}  "
-                "last {task.fields[last]}  mean {task.fields[mean]}  {task.fields[tps]}/s  {task.fields[status]}"
-            ),
+            BarColumn(bar_width=8 if self.narrow else 16),
+            TextColumn(text),
             TimeElapsedColumn(),
             console=err_console,
             disable=not enabled,
@@ -60,14 +86,18 @@ class _LiveView:
                 if self.notice:
                     self.progress.console.print(self.notice)
             if index not in self.tasks:
+                name = short_level(prog.game, prog.state) if self.narrow else f"{prog.game} {prog.state}"
                 self.tasks[index] = self.progress.add_task(
-                    f"{prog.game} {prog.state}", total=prog.timestep_limit or 1,
+                    name, total=prog.timestep_limit or 1, done="0", budget="-",
                     episodes=0, last="-", mean="-", tps="0", status="starting",
                 )  # fmt: skip
+            count = _short_count if self.narrow else (lambda n: f"{n:,.0f}")
             self.progress.update(
                 self.tasks[index],
                 completed=prog.timesteps,
                 total=prog.timestep_limit or None,
+                done=count(prog.timesteps),
+                budget=count(prog.timestep_limit) if prog.timestep_limit else "-",
                 episodes=prog.episodes,
                 last=_fmt(prog.last_episode_reward),
                 mean=_fmt(prog.mean_episode_reward),
@@ -80,16 +110,32 @@ class _LiveView:
             self.progress.console.print(f"[dim]agent |[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
-def _level_table(rows: list[evaluation.LevelResult]) -> Table:
+def _status_cell(result: evaluation.LevelResult) -> str:
+    """ok, or what went wrong in a few lines: the first sentence and the last line of the log tail
+    (for a crash, the exception itself), not the "Last lines of ..." heading that introduces it."""
+    if result.ok:
+        return "[green]ok[/]"
+    first, _, tail = (result.error or "failed").partition("\n")
+    first = first.split(" Last lines of ")[0]
+    last = next((line.strip() for line in reversed(tail.splitlines()) if line.strip()), "")
+    return "[red]" + escape(first + (f"\n{last}" if last else "")) + "[/]"
+
+
+def _level_table(rows: list[evaluation.LevelResult], width: int) -> Table:
+    """The summary table. Below ``WIDE_COLUMNS`` it drops the sparkline and shortens the headings,
+    and it always folds (game over state, long words wrapped) rather than cutting at the edge."""
+    narrow = width < WIDE_COLUMNS
     table = Table(title="Evaluation", title_justify="left")
-    for col, just in (("level", "left"), ("episodes", "right"), ("timesteps", "right"),
-                      ("score", "right"), ("rewards", "left"), ("status", "left")):  # fmt: skip
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    table.add_column("level", overflow="fold")  # no min_width: rich applies it after fitting, and overflows
+    for col in ("eps", "steps", "score") if narrow else ("episodes", "timesteps", "score"):
+        table.add_column(col, justify="right", no_wrap=True)
+    if not narrow:
+        table.add_column("rewards", no_wrap=True)
+    table.add_column("status", overflow="fold")
     for r in rows:
         rewards = [rew for rew, _, _ in results.read_monitor(r.results_dir / results.MONITOR)]
-        status = "[green]ok[/]" if r.ok else f"[red]{escape((r.error or 'failed').splitlines()[0])}[/]"
-        table.add_row(f"{r.game} {r.state}", str(r.episodes), f"{r.timesteps:,}", _fmt(r.score, 2),
-                      sparkline(rewards), status)  # fmt: skip
+        cells = [f"{r.game}\n{r.state}", str(r.episodes), f"{r.timesteps:,}", _fmt(r.score, 2)]
+        table.add_row(*cells, *([] if narrow else [sparkline(rewards)]), _status_cell(r))
     return table
 
 
@@ -139,9 +185,17 @@ def eval_command(
         raise UsageError("Name a GAME (and STATE), or pass --levels FILE.csv; `contestkit roms list` shows the games.")
     if levels is not None and game is not None:
         raise UsageError("Pass either GAME [STATE] or --levels FILE.csv, not both.")
+    if parallel != 1 and levels is None:
+        raise UsageError(
+            f"--parallel {parallel} evaluates the levels of a --levels FILE.csv at once; one level runs alone, "
+            "so drop --parallel or pass --levels."
+        )
+    level_list = read_levels(levels) if levels is not None else None  # a bad row: its line number, nothing made
     project_file = find_project_file()  # the agent project around here, found like git finds a repo
     project_dir = project_file.parent if project_file else None
-    fresh_dir = None if results_dir else results.default_results_dir(project_dir / "results" if project_dir else None)
+    results_base = project_dir / "results" if project_dir else Path("results")
+    made_base = not results_base.exists()
+    fresh_dir = None if results_dir else results.default_results_dir(results_base)
     run = levelrun.LevelRunSpec(
         game=game or "",
         state=state,
@@ -166,9 +220,9 @@ def eval_command(
     interrupted = False
     try:
         try:
-            if levels is not None:
+            if level_list is not None:
                 contest = evaluation.evaluate_levels(
-                    req, read_levels(levels), parallel=parallel, force=force, on_progress=view.update
+                    req, level_list, parallel=parallel, force=force, on_progress=view.update
                 )
                 rows, score, root = contest.levels, contest.score, contest.results_dir
             else:
@@ -182,6 +236,8 @@ def eval_command(
             if fresh_dir is not None:  # the default directory made for this run, still empty
                 with contextlib.suppress(OSError):
                     fresh_dir.rmdir()
+                    if made_base:  # and results/ itself, when this run made it: a failed check leaves nothing
+                        results_base.rmdir()
             raise
     finally:
         view.stop()
@@ -204,7 +260,7 @@ def eval_command(
     if json_out:
         print_json({**summary, "results_dir": str(root)})
     else:
-        console.print(_level_table(rows))
+        console.print(_level_table(rows, console.width))
         if levels is not None:
             console.print(f"Contest score (mean of the levels' mean episode reward): [bold]{_fmt(score, 2)}[/]")
         console.print(f"Results in {escape(str(root))}")
