@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from contestkit import evaluation, levelrun, results
+from contestkit.cli.completion import complete_game, complete_state
 from contestkit.cli.output import console, err_console, print_json
 from contestkit.config import find_project_file
 from contestkit.curves import sparkline, write_reward_svg
@@ -140,13 +141,27 @@ def _level_table(rows: list[evaluation.LevelResult], width: int) -> Table:
 
 
 def eval_command(
-    game: str | None = typer.Argument(None, help="Contest game, e.g. Airstriker-Genesis or SonicTheHedgehog-Genesis."),
-    state: str | None = typer.Argument(None, help="Level (save state), e.g. Level1 or GreenHillZone.Act1."),
-    runtime: str = typer.Option(
-        "auto", "--runtime", help="auto: docker when an engine answers and there is an image, else local processes."
+    game: str | None = typer.Argument(
+        None,
+        metavar="GAME",
+        autocompletion=complete_game,
+        help="Contest game, e.g. Airstriker-Genesis or SonicTheHedgehog-Genesis.",
     ),
-    agent: str | None = typer.Option(None, "--agent", help="Local runtime: the agent, PATH.py or MODULE:FUNC."),
-    image: str | None = typer.Option(None, "--image", help="Docker runtime: the agent image."),
+    state: str | None = typer.Argument(
+        None,
+        metavar="STATE",
+        autocompletion=complete_state,
+        help="Level (save state), e.g. Level1 or GreenHillZone.Act1 (default: the game's first).",
+    ),
+    runtime: evaluation.Runtime = typer.Option(
+        evaluation.Runtime.AUTO,
+        "--runtime",
+        help="auto: docker when an engine answers and there is an image, else local processes.",
+    ),
+    agent: str | None = typer.Option(
+        None, "--agent", metavar="PATH.py|MODULE:FUNC", help="Local runtime: the agent (a script, or a function)."
+    ),
+    image: str | None = typer.Option(None, "--image", metavar="IMAGE", help="Docker runtime: the agent image."),
     timestep_limit: int = typer.Option(
         levelrun.TIMESTEP_LIMIT, "--timestep-limit", min=1, help="Timestep budget per level."
     ),
@@ -214,7 +229,8 @@ def eval_command(
     )
     req = evaluation.EvalRequest(run=run, results_dir=results_dir or fresh_dir, runtime=runtime)
     view = _LiveView(enabled=not json_out)
-    if agent is None and project_dir is None and image is None and runtime != "docker" and not json_out:
+    bundled = agent is None and project_dir is None and image is None and runtime is not evaluation.Runtime.DOCKER
+    if bundled and not json_out:
         view.notice = "[dim]No --agent and no agent project here: running the bundled contest random agent.[/]"
     on_output = None if (quiet or json_out) else view.agent_line
     interrupted = False

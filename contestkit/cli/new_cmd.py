@@ -16,6 +16,7 @@ from contestkit.agentdeps import (
     missing_requirements,
     read_requirements,
 )
+from contestkit.cli.completion import complete_template
 from contestkit.cli.output import console
 from contestkit.errors import ContestkitError
 from contestkit.scaffold import DEFAULT_TEMPLATE, TEMPLATES, create_project
@@ -41,12 +42,15 @@ def register(app: typer.Typer) -> None:
     @app.command("new")
     def new(
         name: str = typer.Argument(
-            ..., help="Project directory and image name: lowercase letters, digits and . _ - (e.g. my-agent)."
+            ...,
+            metavar="NAME",
+            help="Project directory and image name: lowercase letters, digits and . _ - (e.g. my-agent).",
         ),
         template: str = typer.Option(
             DEFAULT_TEMPLATE,
             "--template",
             "-t",
+            autocompletion=complete_template,
             help="Agent template: " + "; ".join(f"{k}: {_TEMPLATE_HELP[k]}" for k in TEMPLATES) + ".",
         ),
         registry: str | None = typer.Option(
