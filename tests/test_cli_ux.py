@@ -160,3 +160,45 @@ def test_progress_line_fits_80_columns_with_its_elapsed_time(monkeypatch) -> Non
     line = next(line for line in text.splitlines() if "Sonic2" in line)
     assert "Sonic2 EmeraldHill.Act1" in line and "837/1M" in line and "running" in line
     assert "0:00:0" in line and "…" not in line
+
+
+# -- help and completion ----------------------------------------------------------------------------
+
+
+def _all_help() -> str:
+    """Every command's --help, rendered in this process (one subprocess each would take minutes)."""
+    import typer.main
+    from typer.testing import CliRunner
+
+    from contestkit.cli import app
+    from tests.test_cli_docs import _commands
+
+    runner = CliRunner(env={"COLUMNS": "200"})
+    paths = [path for path, _ in _commands(typer.main.get_command(app))]
+    return "\n".join(runner.invoke(app, [*path, "--help"], prog_name="contestkit").output for path in [(), *paths])
+
+
+def test_help_has_no_type_placeholders_and_lists_the_runtimes(cli) -> None:
+    text = _all_help()
+    for placeholder in ("<bool>", "<str>", "<int", "<float", "<path>", "<list"):
+        assert placeholder not in text, placeholder
+    assert "auto|docker|local" in text  # --runtime's choices
+    assert "Usage: contestkit eval [OPTIONS] [GAME] [STATE]" in text
+    assert "asks" not in cli("new", "--help").stdout
+
+
+def _complete(cli, base_env, words: str) -> list[str]:
+    env = base_env(_CONTESTKIT_COMPLETE="complete_bash", COMP_WORDS=words, COMP_CWORD=str(len(words.split()) - 1))
+    proc = cli(env=env)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split()
+
+
+def test_shell_completion_offers_contest_games_first_states_and_templates(cli, base_env) -> None:
+    assert "--install-completion" in cli("--help").stdout
+    sonic = _complete(cli, base_env, "contestkit eval Son")
+    assert sonic[:3] == ["SonicTheHedgehog-Genesis", "SonicTheHedgehog2-Genesis", "SonicAndKnuckles3-Genesis"]
+    assert len(sonic) > 3  # the emulator's other games follow
+    assert _complete(cli, base_env, "contestkit eval Airs") == ["Airstriker-Genesis"]
+    assert "Level1" in _complete(cli, base_env, "contestkit eval Airstriker-Genesis L")
+    assert _complete(cli, base_env, "contestkit new x --template t") == ["tf"]
