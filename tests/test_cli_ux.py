@@ -127,6 +127,10 @@ def test_new_names_what_this_python_lacks(cli, tmp_path: Path, base_env) -> None
     said = " ".join(proc.stdout.split())
     assert "lacks ck-missing-dist-xyz" in said and "install ck-missing-dist-xyz==1.0" in said
     assert "numpy" not in said.split("lacks")[1].split("install")[0]  # installed: not named
+    # --install runs that pip for real; no index holds this package, so it fails and says what to run.
+    proc = cli("new", "proj2", "--template", "random", "--install", cwd=tmp_path, env=env, timeout=600)
+    assert proc.returncode == 1 and "pip could not install ck-missing-dist-xyz==1.0" in " ".join(proc.stderr.split())
+    assert (tmp_path / "proj2" / "contestkit.yaml").is_file()  # the project is kept
 
 
 # -- narrow terminals -------------------------------------------------------------------------------
