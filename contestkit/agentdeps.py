@@ -115,7 +115,8 @@ def _guarded(node: ast.Try) -> bool:
 
 
 def _module_level_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
-    """Imports that run when the module is imported: not in functions, classes or guarded ``try``s."""
+    """Imports that surely run when the module is imported: not in functions, classes, guarded
+    ``try``s or ``if``s (one branch of an ``if`` may well be the one that never runs here)."""
     found: list[ast.Import | ast.ImportFrom] = []
     pending: list[ast.stmt] = list(tree.body)
     while pending:
@@ -124,8 +125,6 @@ def _module_level_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]
             found.append(node)
         elif isinstance(node, ast.Try) and not _guarded(node):
             pending += node.body + node.orelse + node.finalbody
-        elif isinstance(node, ast.If) and not (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"):
-            pending += node.body + node.orelse
         elif isinstance(node, ast.With):
             pending += node.body
     return found
