@@ -169,7 +169,7 @@ def eval_command(
         levelrun.WALLCLOCK_LIMIT, "--wallclock-limit", min=1, help="Wall-clock budget per level, seconds."
     ),
     levels: Path | None = typer.Option(None, "--levels", help="CSV of levels (header game,state)."),
-    parallel: int = typer.Option(1, "--parallel", min=1, help="Levels evaluated at once."),
+    parallel: int = typer.Option(1, "--parallel", min=1, help="With --levels: how many levels are evaluated at once."),
     seed: int | None = typer.Option(None, "--seed", min=0, help="Seed of the sticky frame skip."),
     record: bool = typer.Option(False, "--record", help="Record every episode as .bk2 under bk2/."),
     gpus: bool = typer.Option(False, "--gpus", help="Docker runtime: pass the GPUs to the agent."),
