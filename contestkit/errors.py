@@ -1,16 +1,36 @@
-"""Errors users can act on.
+"""Errors users can act on, and the exit status each kind of ending gives.
 
 Library code raises these with one sentence that says what was wrong and what to do; the CLI
-prints that sentence and exits non-zero, so users never see a traceback for their own mistakes.
+prints that sentence and exits with the error's ``exit_code``, so users never see a traceback for
+their own mistakes. One rule for every command, so scripts can tell "I typed it wrong" from "it
+ran and failed":
+
+* :data:`EXIT_USAGE` (2): the command cannot run as typed: a bad or missing argument or option, an
+  unknown name, a malformed file named on the command line (``--levels``), a target that already
+  exists, or run outside an agent project. Nothing was changed. Click's own parse errors give the
+  same status.
+* :data:`EXIT_FAILURE` (1): it ran and failed (an evaluation, a build, an engine or server that
+  refused or did not answer, a broken configuration file).
+* :data:`EXIT_INTERRUPTED` (130): stopped with Ctrl-C, as shells report SIGINT.
 """
 
 from __future__ import annotations
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+#: The rule above in one line, for ``contestkit --help`` and the README.
+EXIT_STATUS_RULE = (
+    f"Exit status: 0 success, {EXIT_USAGE} usage error (nothing changed), {EXIT_FAILURE} failure, "
+    f"{EXIT_INTERRUPTED} interrupted (Ctrl-C)."
+)
 
 
 class ContestkitError(Exception):
     """A problem the user can fix; ``str(err)`` is the whole message shown to them."""
 
-    exit_code: int = 1
+    exit_code: int = EXIT_FAILURE
 
     def __init__(self, message: str) -> None:
         if not message:
@@ -19,12 +39,12 @@ class ContestkitError(Exception):
 
 
 class UsageError(ContestkitError):
-    """Bad input on the command line or in a file (exit status 2, like a usage error)."""
+    """The command cannot run as typed: bad input on the command line or in a file it names."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class NotFoundError(ContestkitError):
     """A named thing (game, state, image, job) does not exist."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE

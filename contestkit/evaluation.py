@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,14 @@ HARD_LIMIT_SLACK = 60.0
 BUNDLED_AGENT = Path(__file__).parent / "data" / "random_agent.py"
 
 
+class Runtime(str, Enum):
+    """Where an evaluation's two halves run (``--runtime``)."""
+
+    AUTO = "auto"  # docker when an engine answers and there is an image to run, else local
+    DOCKER = "docker"
+    LOCAL = "local"
+
+
 @dataclass(frozen=True)
 class EvalRequest:
     """A level-run to evaluate, and what only an evaluation decides: the runtime and where results go.
@@ -46,7 +55,7 @@ class EvalRequest:
 
     run: LevelRunSpec
     results_dir: Path
-    runtime: str = "auto"  # auto | docker | local
+    runtime: Runtime | str = Runtime.AUTO
 
 
 @dataclass
@@ -131,7 +140,7 @@ def choose_launcher(req: EvalRequest) -> Launcher:
         from contestkit.runtime.docker import DockerLauncher
 
         return DockerLauncher()
-    raise UsageError(f"Unknown runtime '{req.runtime}': choose auto, docker or local.")
+    raise UsageError(f"Unknown runtime '{req.runtime}': choose {', '.join(r.value for r in Runtime)}.")
 
 
 def _read_progress(spec: LevelRunSpec, results_dir: Path, start: float, status: str) -> Progress:

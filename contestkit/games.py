@@ -33,6 +33,13 @@ ROM_SOURCES: dict[str, str] = {
 
 _EMULATOR_SUFFIX = "-v0"
 
+# Names short enough for an 80-column progress line, for the games whose names are long.
+SHORT_NAMES: dict[str, str] = {
+    "SonicTheHedgehog-Genesis": "Sonic1",
+    "SonicTheHedgehog2-Genesis": "Sonic2",
+    "SonicAndKnuckles3-Genesis": "Sonic3&K",
+}
+
 
 class RomMissingError(ContestkitError):
     """The game exists but its ROM has not been imported."""
@@ -52,6 +59,16 @@ def contest_name(emulator_name: str) -> str:
     if emulator_name.endswith(_EMULATOR_SUFFIX):
         return emulator_name[: -len(_EMULATOR_SUFFIX)]
     return emulator_name
+
+
+def short_level(game: str, state: str) -> str:
+    """A level's name abbreviated for narrow terminals: ``Sonic2 EmeraldHill.Act1``, ``Airstriker Level1``.
+
+    Games lose their platform suffix (or take a short name), states the word "Zone"; both stay
+    recognisable, which cutting them at the terminal's edge does not.
+    """
+    short = SHORT_NAMES.get(game) or game.rsplit("-", 1)[0]
+    return f"{short} {state.replace('Zone.', '.').replace('Zone', '')}".strip()
 
 
 def emulator_name(name: str) -> str:

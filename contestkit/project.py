@@ -78,7 +78,7 @@ def require_project(start: Path | str | None = None) -> Project:
     project = find_project(start)
     if project is None:
         where = Path(start or Path.cwd()).resolve()
-        raise ContestkitError(
+        raise UsageError(  # run where it cannot run: a usage error (exit 2)
             f"No {PROJECT_FILE} in {where} or its parents: cd into an agent project, or create one "
             "with `contestkit new NAME`."
         )

@@ -138,17 +138,17 @@ def create_project(
     target = parent / name
     if target.exists() or target.is_symlink():
         kind = "directory" if target.is_dir() else "file"
-        raise ContestkitError(
+        raise UsageError(
             f"{target} already exists ({kind}); contestkit never overwrites it: "
             "choose another NAME, or another parent with --dir PATH."
         )
     if parent.exists() and not parent.is_dir():
-        raise ContestkitError(f"{parent} is not a directory; give --dir a directory to create the project in.")
+        raise UsageError(f"{parent} is not a directory; give --dir a directory to create the project in.")
     try:
         parent.mkdir(parents=True, exist_ok=True)
         target.mkdir()  # exclusive: fails if someone created it since the check above
     except FileExistsError:
-        raise ContestkitError(
+        raise UsageError(
             f"{target} already exists; contestkit never overwrites it: choose another NAME or --dir."
         ) from None
     except OSError as exc:

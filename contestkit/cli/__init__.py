@@ -2,26 +2,55 @@
 
 Each command group lives in its own module and registers itself on the one Typer app here; the
 modules only parse, call the library and print. Library errors (``ContestkitError``) become one
-red sentence and a non-zero exit instead of a traceback.
+red sentence and the exit status of its kind (see :mod:`contestkit.errors`) instead of a traceback.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+import typing
 
 import typer
+import typer.core
 from rich.markup import escape
 
 from contestkit import __version__
 from contestkit.cli.output import err_console
-from contestkit.errors import ContestkitError
+from contestkit.errors import EXIT_INTERRUPTED, EXIT_STATUS_RULE, ContestkitError
+
+
+def _value_label(param: typer.core.TyperOption | typer.core.TyperArgument, ctx: object) -> str | None:
+    """What a parameter's value looks like in ``--help``: nothing for a flag, the choices for an
+    enum (``auto|docker|local``), else a plain word (N, NUMBER, PATH, TEXT) instead of Typer's
+    ``<bool>``/``<str>``/``<int range>``; nothing for an argument, whose name column says it. Set
+    here once for every command; an option's ``metavar`` wins."""
+    if isinstance(param, typer.core.TyperArgument):
+        return None  # its name column already says it (GAME, NAME)
+    if param.metavar is not None:
+        return param.metavar
+    if getattr(param, "is_flag", False):
+        return None
+    desc = param.type_descriptor
+    if desc.is_choice:
+        return "|".join(str(getattr(c, "value", c)) for c in desc.choices or ())
+    if desc.is_path:
+        word = "PATH"
+    else:
+        item = typing.get_args(desc.annotation)[0] if desc.is_list else desc.annotation
+        word = {int: "N", float: "NUMBER"}.get(item, "TEXT")  # type: ignore[call-overload]
+    return f"{word}..." if desc.is_list else word
+
+
+typer.core.TyperOption.display_type_rich = _value_label  # type: ignore[method-assign,assignment]
+typer.core.TyperArgument.display_type_rich = _value_label  # type: ignore[method-assign,assignment]
 
 app = typer.Typer(
     name="contestkit",
     help="Scaffold, build, evaluate, submit and host retro-game RL contest agents.",
+    epilog=EXIT_STATUS_RULE,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -65,10 +94,10 @@ _register_all()
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: user errors print one sentence, never a traceback."""
     try:
-        app(args=argv, standalone_mode=True)
+        app(args=argv, prog_name="contestkit", standalone_mode=True)
     except ContestkitError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)

@@ -8,6 +8,7 @@ import typer
 from rich.markup import escape
 
 from contestkit.cli.output import console, print_json
+from contestkit.errors import EXIT_FAILURE
 
 _MARKS = {"ok": "[green]ok  [/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]", "skip": "[dim]skip[/]"}
 
@@ -33,7 +34,7 @@ def doctor(
         if bad:
             console.print("[red]Some checks failed; fix them as shown above.[/]")
     if bad:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILURE)
 
 
 def register(app: typer.Typer) -> None:

@@ -12,10 +12,12 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from contestkit import evaluation, levelrun, results
+from contestkit.cli.completion import complete_game, complete_state
 from contestkit.cli.output import console, err_console, print_json
 from contestkit.config import find_project_file
 from contestkit.curves import sparkline, write_reward_svg
-from contestkit.errors import ContestkitError, UsageError
+from contestkit.errors import EXIT_FAILURE, EXIT_INTERRUPTED, ContestkitError, UsageError
+from contestkit.games import short_level
 from contestkit.levellist import read_levels
 
 
@@ -23,18 +25,43 @@ def _fmt(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{x:,.{digits}f}"
 
 
+#: Below this many columns the progress line takes its compact form (short names, short numbers).
+WIDE_COLUMNS = 110
+
+
+def _short_count(n: float) -> str:
+    """1,000,000 -> 1M, 20,000 -> 20k, 837 -> 837: budgets in a few characters."""
+    for size, unit in ((1_000_000, "M"), (1_000, "k")):
+        if n >= size:
+            value = n / size
+            return f"{value:.{0 if value >= 100 or value == int(value) else 1}f}{unit}"
+    return f"{n:,.0f}"
+
+
 class _LiveView:
-    """One progress row per level: timesteps of the budget, episodes, rewards, speed, ETA."""
+    """One progress row per level: timesteps of the budget, episodes, rewards, speed, elapsed time.
+
+    At 80 columns the full row would be cut at the terminal's edge (the elapsed time first), so a
+    narrow terminal gets the compact row: ``Sonic2 EmeraldHill.Act1 ━━━━ 837/20k ep 2 mean 70.0 61/s``.
+    """
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
+        self.narrow = err_console.width < WIDE_COLUMNS
+        if self.narrow:
+            text = (
+                "{task.fields[done]}/{task.fields[budget]} ep {task.fields[episodes]} mean {task.fields[mean]} "
+                "{task.fields[tps]}/s {task.fields[status]}"
+            )
+        else:
+            text = (
+                "{task.fields[done]}/{task.fields[budget]} steps  ep {task.fields[episodes]}  last {task.fields[last]}"
+                "  mean {task.fields[mean]}  {task.fields[tps]}/s  {task.fields[status]}"
+            )
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(bar_width=16),
-            TextColumn(
-                "{task.completed:,.0f}/{task.total:,.0f} steps  ep {task.fields[episodes]}  "
-                "last {task.fields[last]}  mean {task.fields[mean]}  {task.fields[tps]}/s  {task.fields[status]}"
-            ),
+            BarColumn(bar_width=8 if self.narrow else 16),
+            TextColumn(text),
             TimeElapsedColumn(),
             console=err_console,
             disable=not enabled,
@@ -60,14 +87,18 @@ class _LiveView:
                 if self.notice:
                     self.progress.console.print(self.notice)
             if index not in self.tasks:
+                name = short_level(prog.game, prog.state) if self.narrow else f"{prog.game} {prog.state}"
                 self.tasks[index] = self.progress.add_task(
-                    f"{prog.game} {prog.state}", total=prog.timestep_limit or 1,
+                    name, total=prog.timestep_limit or 1, done="0", budget="-",
                     episodes=0, last="-", mean="-", tps="0", status="starting",
                 )  # fmt: skip
+            count = _short_count if self.narrow else (lambda n: f"{n:,.0f}")
             self.progress.update(
                 self.tasks[index],
                 completed=prog.timesteps,
                 total=prog.timestep_limit or None,
+                done=count(prog.timesteps),
+                budget=count(prog.timestep_limit) if prog.timestep_limit else "-",
                 episodes=prog.episodes,
                 last=_fmt(prog.last_episode_reward),
                 mean=_fmt(prog.mean_episode_reward),
@@ -80,27 +111,57 @@ class _LiveView:
             self.progress.console.print(f"[dim]agent |[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
-def _level_table(rows: list[evaluation.LevelResult]) -> Table:
+def _status_cell(result: evaluation.LevelResult) -> str:
+    """ok, or what went wrong in a few lines: the first sentence and the last line of the log tail
+    (for a crash, the exception itself), not the "Last lines of ..." heading that introduces it."""
+    if result.ok:
+        return "[green]ok[/]"
+    first, _, tail = (result.error or "failed").partition("\n")
+    first = first.split(" Last lines of ")[0]
+    last = next((line.strip() for line in reversed(tail.splitlines()) if line.strip()), "")
+    return "[red]" + escape(first + (f"\n{last}" if last else "")) + "[/]"
+
+
+def _level_table(rows: list[evaluation.LevelResult], width: int) -> Table:
+    """The summary table. Below ``WIDE_COLUMNS`` it drops the sparkline and shortens the headings,
+    and it always folds (game over state, long words wrapped) rather than cutting at the edge."""
+    narrow = width < WIDE_COLUMNS
     table = Table(title="Evaluation", title_justify="left")
-    for col, just in (("level", "left"), ("episodes", "right"), ("timesteps", "right"),
-                      ("score", "right"), ("rewards", "left"), ("status", "left")):  # fmt: skip
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    table.add_column("level", overflow="fold")  # no min_width: rich applies it after fitting, and overflows
+    for col in ("eps", "steps", "score") if narrow else ("episodes", "timesteps", "score"):
+        table.add_column(col, justify="right", no_wrap=True)
+    if not narrow:
+        table.add_column("rewards", no_wrap=True)
+    table.add_column("status", overflow="fold")
     for r in rows:
         rewards = [rew for rew, _, _ in results.read_monitor(r.results_dir / results.MONITOR)]
-        status = "[green]ok[/]" if r.ok else f"[red]{escape((r.error or 'failed').splitlines()[0])}[/]"
-        table.add_row(f"{r.game} {r.state}", str(r.episodes), f"{r.timesteps:,}", _fmt(r.score, 2),
-                      sparkline(rewards), status)  # fmt: skip
+        cells = [f"{r.game}\n{r.state}", str(r.episodes), f"{r.timesteps:,}", _fmt(r.score, 2)]
+        table.add_row(*cells, *([] if narrow else [sparkline(rewards)]), _status_cell(r))
     return table
 
 
 def eval_command(
-    game: str | None = typer.Argument(None, help="Contest game, e.g. Airstriker-Genesis or SonicTheHedgehog-Genesis."),
-    state: str | None = typer.Argument(None, help="Level (save state), e.g. Level1 or GreenHillZone.Act1."),
-    runtime: str = typer.Option(
-        "auto", "--runtime", help="auto: docker when an engine answers and there is an image, else local processes."
+    game: str | None = typer.Argument(
+        None,
+        metavar="GAME",
+        autocompletion=complete_game,
+        help="Contest game, e.g. Airstriker-Genesis or SonicTheHedgehog-Genesis.",
     ),
-    agent: str | None = typer.Option(None, "--agent", help="Local runtime: the agent, PATH.py or MODULE:FUNC."),
-    image: str | None = typer.Option(None, "--image", help="Docker runtime: the agent image."),
+    state: str | None = typer.Argument(
+        None,
+        metavar="STATE",
+        autocompletion=complete_state,
+        help="Level (save state), e.g. Level1 or GreenHillZone.Act1 (default: the game's first).",
+    ),
+    runtime: evaluation.Runtime = typer.Option(
+        evaluation.Runtime.AUTO,
+        "--runtime",
+        help="auto: docker when an engine answers and there is an image, else local processes.",
+    ),
+    agent: str | None = typer.Option(
+        None, "--agent", metavar="PATH.py|MODULE:FUNC", help="Local runtime: the agent (a script, or a function)."
+    ),
+    image: str | None = typer.Option(None, "--image", metavar="IMAGE", help="Docker runtime: the agent image."),
     timestep_limit: int = typer.Option(
         levelrun.TIMESTEP_LIMIT, "--timestep-limit", min=1, help="Timestep budget per level."
     ),
@@ -108,7 +169,7 @@ def eval_command(
         levelrun.WALLCLOCK_LIMIT, "--wallclock-limit", min=1, help="Wall-clock budget per level, seconds."
     ),
     levels: Path | None = typer.Option(None, "--levels", help="CSV of levels (header game,state)."),
-    parallel: int = typer.Option(1, "--parallel", min=1, help="Levels evaluated at once."),
+    parallel: int = typer.Option(1, "--parallel", min=1, help="With --levels: how many levels are evaluated at once."),
     seed: int | None = typer.Option(None, "--seed", min=0, help="Seed of the sticky frame skip."),
     record: bool = typer.Option(False, "--record", help="Record every episode as .bk2 under bk2/."),
     gpus: bool = typer.Option(False, "--gpus", help="Docker runtime: pass the GPUs to the agent."),
@@ -139,9 +200,17 @@ def eval_command(
         raise UsageError("Name a GAME (and STATE), or pass --levels FILE.csv; `contestkit roms list` shows the games.")
     if levels is not None and game is not None:
         raise UsageError("Pass either GAME [STATE] or --levels FILE.csv, not both.")
+    if parallel != 1 and levels is None:
+        raise UsageError(
+            f"--parallel {parallel} evaluates the levels of a --levels FILE.csv at once; one level runs alone, "
+            "so drop --parallel or pass --levels."
+        )
+    level_list = read_levels(levels) if levels is not None else None  # a bad row: its line number, nothing made
     project_file = find_project_file()  # the agent project around here, found like git finds a repo
     project_dir = project_file.parent if project_file else None
-    fresh_dir = None if results_dir else results.default_results_dir(project_dir / "results" if project_dir else None)
+    results_base = project_dir / "results" if project_dir else Path("results")
+    made_base = not results_base.exists()
+    fresh_dir = None if results_dir else results.default_results_dir(results_base)
     run = levelrun.LevelRunSpec(
         game=game or "",
         state=state,
@@ -160,15 +229,16 @@ def eval_command(
     )
     req = evaluation.EvalRequest(run=run, results_dir=results_dir or fresh_dir, runtime=runtime)
     view = _LiveView(enabled=not json_out)
-    if agent is None and project_dir is None and image is None and runtime != "docker" and not json_out:
+    bundled = agent is None and project_dir is None and image is None and runtime is not evaluation.Runtime.DOCKER
+    if bundled and not json_out:
         view.notice = "[dim]No --agent and no agent project here: running the bundled contest random agent.[/]"
     on_output = None if (quiet or json_out) else view.agent_line
     interrupted = False
     try:
         try:
-            if levels is not None:
+            if level_list is not None:
                 contest = evaluation.evaluate_levels(
-                    req, read_levels(levels), parallel=parallel, force=force, on_progress=view.update
+                    req, level_list, parallel=parallel, force=force, on_progress=view.update
                 )
                 rows, score, root = contest.levels, contest.score, contest.results_dir
             else:
@@ -182,6 +252,8 @@ def eval_command(
             if fresh_dir is not None:  # the default directory made for this run, still empty
                 with contextlib.suppress(OSError):
                     fresh_dir.rmdir()
+                    if made_base:  # and results/ itself, when this run made it: a failed check leaves nothing
+                        results_base.rmdir()
             raise
     finally:
         view.stop()
@@ -197,14 +269,14 @@ def eval_command(
         err_console.print(
             f"[bold red]interrupted[/]: both halves stopped; finished episodes kept in {escape(str(root))}"
         )
-        raise typer.Exit(130)
+        raise typer.Exit(EXIT_INTERRUPTED)
     for r in rows:
         _write_curve(r.results_dir)
     summary = results.read_json(root / results.SUMMARY) or {}
     if json_out:
         print_json({**summary, "results_dir": str(root)})
     else:
-        console.print(_level_table(rows))
+        console.print(_level_table(rows, console.width))
         if levels is not None:
             console.print(f"Contest score (mean of the levels' mean episode reward): [bold]{_fmt(score, 2)}[/]")
         console.print(f"Results in {escape(str(root))}")
@@ -212,7 +284,7 @@ def eval_command(
             if r.error:
                 err_console.print(f"[bold red]error[/] ({r.game} {r.state}): {escape(r.error)}", highlight=False)
     if not all(r.ok for r in rows):
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILURE)
 
 
 def _write_curve(level_dir: Path) -> None:

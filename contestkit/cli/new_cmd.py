@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import shlex
+import subprocess
 from pathlib import Path
 
 import typer
 from rich.markup import escape
 
+from contestkit.agentdeps import (
+    REQUIREMENTS_FILE,
+    install_argvs,
+    install_command,
+    missing_requirements,
+    read_requirements,
+)
+from contestkit.cli.completion import complete_template
 from contestkit.cli.output import console
+from contestkit.errors import ContestkitError
 from contestkit.scaffold import DEFAULT_TEMPLATE, TEMPLATES, create_project
 
 _TEMPLATE_HELP = {
@@ -31,27 +42,47 @@ def register(app: typer.Typer) -> None:
     @app.command("new")
     def new(
         name: str = typer.Argument(
-            ..., help="Project directory and image name: lowercase letters, digits and . _ - (e.g. my-agent)."
+            ...,
+            metavar="NAME",
+            help="Project directory and image name: lowercase letters, digits and . _ - (e.g. my-agent).",
         ),
         template: str = typer.Option(
             DEFAULT_TEMPLATE,
             "--template",
             "-t",
+            autocompletion=complete_template,
             help="Agent template: " + "; ".join(f"{k}: {_TEMPLATE_HELP[k]}" for k in TEMPLATES) + ".",
         ),
         registry: str | None = typer.Option(
             None,
             "--registry",
-            help="Registry HOST or HOST/ORG to push to; if omitted, build takes it from the user config or asks.",
+            help="Registry HOST or HOST/ORG that build tags the image for; if omitted, it is tagged NAME:TAG "
+            "and `contestkit push` retags it for the contest's team registry.",
         ),
         directory: Path | None = typer.Option(
             None,
             "--dir",
             help="Parent directory in which NAME/ is created (default: the current directory).",
         ),
+        install: bool = typer.Option(
+            False,
+            "--install",
+            help="Install what the template's requirements.txt lists and this Python lacks (CPU builds), "
+            "so `eval --runtime local` runs at once.",
+        ),
     ) -> None:
         """Create NAME/ from an agent template, ready to evaluate, build and submit."""
         project = create_project(name, template=template, registry=registry, directory=directory)
+        missing = missing_requirements(read_requirements(project.path / REQUIREMENTS_FILE))
+        if missing and install:
+            for argv in install_argvs(missing):
+                console.print(f"[dim]$ {escape(shlex.join(argv))}[/]", soft_wrap=True)
+                if subprocess.run(argv).returncode != 0:
+                    raise ContestkitError(
+                        f"pip could not install {', '.join(r.line for r in missing)}; the project is made, "
+                        f"install them by hand: {install_command(missing)}"
+                    )
+            missing = []
         where = escape(_shown(project.path))
         console.print(f"[bold green]Created[/] {where}/ from the [bold]{project.template}[/] template.")
         console.print("Next steps:")
@@ -63,6 +94,13 @@ def register(app: typer.Typer) -> None:
             "contestkit submit",
         ):
             console.print(f"  {line}", soft_wrap=True)
+        if missing:
+            names = " and ".join(r.name for r in missing)
+            console.print(
+                f"[yellow]note:[/] this Python lacks {escape(names)}, which the agent imports; before "
+                "`eval --runtime local`, install it (or pass --install to `contestkit new`):"
+            )
+            console.print(f"  {escape(install_command(missing))}", soft_wrap=True)
         if project.registry is None:
             console.print(
                 "[dim]No registry set: images are tagged NAME:TAG, and `contestkit push` retags them for "

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from contestkit.cli.output import console, print_json
+from contestkit.errors import EXIT_FAILURE
 from contestkit.roms import import_roms, list_roms
 
 roms_app = typer.Typer(help="Contest ROMs: which are present, and importing the ones you own.", no_args_is_help=True)
@@ -41,7 +42,7 @@ def roms_import(
     games = import_roms(path)
     if not games:
         console.print(f"No known ROM found under {path}. The Sonic ROMs come from the SEGA Genesis Classics on Steam.")
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILURE)
     for game in games:
         console.print(f"imported [bold]{game}[/]")
 

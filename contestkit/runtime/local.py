@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from contestkit import cpuset, results
+from contestkit.agentdeps import check_agent_imports
 from contestkit.bridge.protocol import memory_tmpdir
 from contestkit.errors import UsageError
 from contestkit.levelrun import EnvPlacement, LevelRunSpec, to_argv
@@ -120,6 +121,9 @@ class LocalLauncher:
     def check(self, spec: LevelRunSpec) -> None:
         if spec.cpuset and not hasattr(os, "sched_setaffinity"):
             raise UsageError("--cpuset needs Linux for the local runtime; drop it, or use --runtime docker.")
+        # Before anything starts: a missing module is one sentence with the install command, not
+        # a traceback in agent-stderr.txt after the env has loaded the game.
+        check_agent_imports(spec.agent or "", spec.project_dir)
 
     def start(self, spec: LevelRunSpec, results_dir: Path) -> LocalSession:
         return LocalSession(spec, results_dir)

@@ -258,7 +258,7 @@ def test_cli_build_json(
         timeout=300,
         env=env,
     )
-    assert proc.returncode == 1 and "No contestkit.yaml" in proc.stderr  # not in the project
+    assert proc.returncode == 2 and "No contestkit.yaml" in proc.stderr  # not in the project: a usage error
     proc = subprocess.run(
         [sys.executable, "-m", "contestkit", "build", "t1", "--json", "--dir", str(root)],
         capture_output=True,

@@ -222,7 +222,7 @@ def test_cli_refuses_bad_names_and_existing_dirs_with_one_sentence(tmp_path: Pat
     assert "uppercase" in proc.stderr and "Traceback" not in proc.stderr
     (tmp_path / "taken").mkdir()
     proc = _cli("new", "taken", "--dir", str(tmp_path), cwd=ROOT)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a usage error: the command cannot run as typed (contestkit.errors)
     assert "already exists" in proc.stderr and "Traceback" not in proc.stderr
 
 

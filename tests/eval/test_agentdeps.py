@@ -1,0 +1,59 @@
+"""Which imports of an agent must resolve before a local eval starts (contestkit.agentdeps).
+
+Real files in a temporary project, resolved against this Python's real packages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from contestkit.agentdeps import agent_start_file, read_requirements, unresolved_imports
+from contestkit.errors import UsageError
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def test_imports_are_followed_through_the_projects_own_modules(tmp_path: Path) -> None:
+    _write(tmp_path, {
+        "agent/__init__.py": "",
+        "agent/main.py": "import os\nimport numpy\nfrom agent.model import Net\nfrom . import util\n",
+        "agent/model.py": "import ck_missing_model_dep\nclass Net: ...\n",
+        "agent/util.py": "from ck_missing_util_dep import thing\n",
+    })  # fmt: skip
+    missing = unresolved_imports(tmp_path / "agent" / "main.py", [tmp_path])
+    assert missing == ["ck_missing_model_dep", "ck_missing_util_dep"]
+
+
+def test_optional_imports_are_not_required(tmp_path: Path) -> None:
+    _write(tmp_path, {"agent.py": (
+        "try:\n    import ck_opt_a\nexcept ImportError:\n    ck_opt_a = None\n"
+        "if False:\n    import ck_opt_b\n"
+        "def run():\n    import ck_opt_c\n"
+        "import ck_needed\n"
+    )})  # fmt: skip
+    assert unresolved_imports(tmp_path / "agent.py", [tmp_path]) == ["ck_needed"]
+
+
+def test_module_function_is_checked_without_importing(tmp_path: Path) -> None:
+    _write(tmp_path, {"pkg/__init__.py": "", "pkg/run.py": "import ck_never_imported\ndef main():\n    pass\n"})
+    assert agent_start_file("pkg.run:main", tmp_path) == tmp_path / "pkg" / "run.py"
+    with pytest.raises(UsageError, match="defines no start"):
+        agent_start_file("pkg.run:start", tmp_path)
+    with pytest.raises(UsageError, match="no module pkg.nope"):
+        agent_start_file("pkg.nope:main", tmp_path)
+
+
+def test_requirements_follow_includes_and_skip_options(tmp_path: Path) -> None:
+    _write(tmp_path, {
+        "requirements.txt": "# pinned\nnumpy==2.4.6\n--index-url https://example.org\ntensorflow-cpu==2.21.0  # cpu\n",
+        "requirements-dev.txt": "-r requirements.txt\npytest==9.0.3\n",
+    })  # fmt: skip
+    reqs = read_requirements(tmp_path / "requirements-dev.txt")
+    assert [r.line for r in reqs] == ["numpy==2.4.6", "tensorflow-cpu==2.21.0", "pytest==9.0.3"]
+    assert [r.module for r in reqs] == ["numpy", "tensorflow", "pytest"]
