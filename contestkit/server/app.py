@@ -95,6 +95,8 @@ class WorkerStatus(BaseModel):
     level: str | None = None
     timesteps: int | None = None
     episodes: int | None = None
+    mean_episode_reward: float | None = Field(default=None, description="of the episodes so far (running mean)")
+    seed: int | None = Field(default=None, description="the level's seed: the attempt's seed + the level's index")
 
 
 class JobStatus(BaseModel):
@@ -110,6 +112,7 @@ class JobStatus(BaseModel):
     finished: float | None = None
     attempt: int | None = None
     resumes: int | None = None
+    seed: int | None = Field(default=None, description="the attempt's seed, drawn when it first starts")
     cancel_requested: bool | None = None
     workers: list[WorkerStatus]
 

@@ -29,6 +29,7 @@ from contestkit.scoring import contest_score
 from contestkit.server.config import ServerConfig, write_private
 from contestkit.server.db import CANCELLED, FAILED, FINISHED, PENDING, QUEUED, RUNNING, Database, Job, Worker, now
 from contestkit.server.documents import job_document, summary_json
+from contestkit.server.seeds import draw_attempt_seed
 
 log = logging.getLogger("contestkit.server.queue")
 
@@ -60,6 +61,7 @@ class ClaimedJob:
     attempt_dir: Path
     timestep_limit: int
     wallclock_limit: float
+    seed: int  # the attempt's (server.seeds)
     pending: list[PendingLevel]
 
 
@@ -89,6 +91,9 @@ class JobQueue:
                 if result.rowcount == 1:  # type: ignore[attr-defined]
                     job = db.get(Job, job_id)
                     assert job is not None
+                    if job.started_at is None or job.seed is None:
+                        # The attempt's first start (a resume keeps its seed; see server.seeds).
+                        job.seed = draw_attempt_seed(self.config.seed)
                     if job.started_at is None:
                         job.started_at = stamp
                     return job_id
@@ -107,6 +112,7 @@ class JobQueue:
                 attempt_dir=self.config.jobs_dir / str(job.id) / f"attempt-{job.attempt}",
                 timestep_limit=job.timestep_limit,
                 wallclock_limit=job.wallclock_limit,
+                seed=job.seed if job.seed is not None else draw_attempt_seed(self.config.seed),
                 pending=[PendingLevel(w.id, w.idx, w.game, w.state) for w in job.workers if w.status == PENDING],
             )
 
@@ -140,6 +146,7 @@ class JobQueue:
             worker.started_at = now()
             worker.error = None
             worker.progress = 0.0
+            worker.mean_episode_reward = None
             worker.results_dir = str(results_dir)
 
     def level_progress(
@@ -151,6 +158,7 @@ class JobQueue:
         # Either budget ends the level, so progress is whichever is further along.
         fraction = max(timesteps / limit if limit else 0.0, wall / wallclock_limit)
         eta = getattr(progress, "eta_seconds", None)
+        mean = getattr(progress, "mean_episode_reward", None)
         with self.database.session() as db:
             worker = db.get(Worker, worker_id)
             if worker is None or worker.status != RUNNING:
@@ -159,6 +167,7 @@ class JobQueue:
             worker.episodes = int(getattr(progress, "episodes", 0) or 0)
             worker.progress = round(min(1.0, max(0.0, fraction)), 4)
             worker.eta = None if eta is None else max(0.0, float(eta))
+            worker.mean_episode_reward = None if mean is None else float(mean)
 
     def level_ended(
         self, worker_id: int, reason: StopReason | None, overran: bool, result: Any, error: str | None
@@ -200,6 +209,7 @@ class JobQueue:
                 worker.error = "cancelled by the team"
                 return
             worker.score = None if score is None else float(score)
+            worker.mean_episode_reward = worker.score
             worker.progress = 1.0 if ok else worker.progress
             worker.status = FINISHED if ok else FAILED
             worker.error = None if ok else (error or "the evaluation failed")
@@ -222,21 +232,7 @@ class JobQueue:
                     if worker.status in (PENDING, RUNNING):
                         worker.status = CANCELLED
             else:
-                scores = [w.score for w in job.workers]
-                if any(s is not None for s in scores):
-                    job.status = FINISHED
-                    job.score = contest_score(scores)
-                    failed = [w for w in job.workers if w.status != FINISHED]
-                    job.error = (
-                        f"{len(failed)} of {len(job.workers)} levels did not finish cleanly; they count with "
-                        "the episodes they finished (0 when none)"
-                        if failed
-                        else None
-                    )
-                else:
-                    job.status = FAILED
-                    first = next((w.error for w in job.workers if w.error), "no level finished an episode")
-                    job.error = f"no level produced a score: {first}"
+                self._score(job)
             document = job_document(job)
         try:
             write_private(attempt_dir / "summary.json", summary_json(document))
@@ -244,6 +240,32 @@ class JobQueue:
             # The job's result is in the database already: a file that cannot be written (a full
             # disk) must not turn a finished job into a failed one.
             log.exception("job %s ended, but its summary.json could not be written", job_id)
+
+    @staticmethod
+    def _score(job: Job) -> None:
+        """The contest's rule for a job whose levels all ended: ranked only when every level finished.
+
+        A level that failed (the agent crashed, overran its budget, the evaluator broke) fails the
+        job: it is not ranked, so the leaderboard keeps the team's last job that finished every
+        level rather than a lower score caused by one crash, possibly the server's own fault (the
+        team restarts it, or submits a fix). The levels keep their scores, for the team to see.
+        """
+        failed = [w for w in job.workers if w.status != FINISHED]
+        if all(w.score is None for w in job.workers):
+            job.status, job.score = FAILED, None
+            first = next((f"{w.task}: {w.error}" for w in failed if w.error), "no level finished an episode")
+            job.error = f"no level produced a score: {first}"
+        elif failed:
+            job.status, job.score = FAILED, None
+            first = failed[0]
+            job.error = (
+                f"{len(failed)} of {len(job.workers)} levels failed (first {first.task}: "
+                f"{first.error or first.status}); the job is not ranked, the leaderboard keeps your last job "
+                "that finished every level"
+            )
+        else:
+            job.status, job.error = FINISHED, None
+            job.score = contest_score([w.score for w in job.workers])
 
     def finish_failed(self, job_id: int, reason: StopReason | None, message: str) -> None:
         """The job could not be run (its image could not be pulled, an internal error)."""

@@ -35,6 +35,7 @@ from contestkit.server.config import ServerConfig
 from contestkit.server.db import Database
 from contestkit.server.executors import Executor, LevelRun, LevelTask
 from contestkit.server.queue import ClaimedJob, JobQueue, PendingLevel, StopReason
+from contestkit.server.seeds import level_seed
 
 log = logging.getLogger("contestkit.server.scheduling")
 
@@ -293,7 +294,7 @@ class Scheduler:
             image=image,
             timestep_limit=job.timestep_limit,
             wallclock_limit=job.wallclock_limit,
-            seed=self.config.seed + level.index,
+            seed=level_seed(job.seed, level.index),
             record=self.config.record,
             cpuset=cpus,
         )

@@ -32,6 +32,7 @@ class FakeProgress:
     episodes: int
     elapsed: float
     eta_seconds: float | None
+    mean_episode_reward: float | None = None
 
 
 @dataclass
@@ -90,11 +91,12 @@ def fake_level_runner(task: Any, on_progress: Any, cancel: threading.Event) -> F
             elapsed = time.monotonic() - start
             rate = timesteps / elapsed if elapsed > 0 else 0.0
             eta = (limit - timesteps) / rate if rate and timesteps < limit else None
-            on_progress(FakeProgress(timesteps, limit, len(rewards), elapsed, eta))
+            mean = sum(rewards) / len(rewards) if rewards else None
+            on_progress(FakeProgress(timesteps, limit, len(rewards), elapsed, eta, mean))
     score = sum(rewards) / len(rewards) if rewards else None
     run = task.run
     summary = {"game": run.game, "state": run.state, "episodes": len(rewards), "timesteps": timesteps, "score": score,
-               "cpuset": run.cpuset, "started_at": started_at, "ended_at": time.time()}  # fmt: skip
+               "cpuset": run.cpuset, "seed": run.seed, "started_at": started_at, "ended_at": time.time()}  # fmt: skip
     (results / "summary.json").write_text(json.dumps(summary))
     if cancel.is_set():
         return FakeResult(score, len(rewards), timesteps, False, "cancelled", summary)
