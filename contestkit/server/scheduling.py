@@ -133,6 +133,12 @@ class Scheduler:
 
     def start(self) -> None:
         """Recover what a previous run of this server left running, then start claiming jobs."""
+        if self.config.seed is not None:
+            log.warning(
+                "server.yaml fixes seed: %s, so every job is evaluated with the same frame-skip randomness; "
+                "set `seed: null` to draw a fresh seed for each job attempt",
+                self.config.seed,
+            )
         self.recover(startup=True)
         for target, name in ((self._claim_loop, "contestkit-claim"), (self._monitor_loop, "contestkit-monitor")):
             thread = threading.Thread(target=target, name=name, daemon=True)

@@ -5,6 +5,8 @@ evaluating the levels (it records the seed it was given in its summary.json)."""
 from __future__ import annotations
 
 import json
+import logging
+import shlex
 import time
 from typing import TYPE_CHECKING
 
@@ -103,3 +105,48 @@ def test_a_running_level_reports_its_running_mean(queue: Queue, monkeypatch: pyt
     assert "score" not in worker
     operations.kill_job(queue.contest.database, queue.contest.team_id, job_id)
     queue.wait(job_id, ENDED)
+
+
+def _events(caplog: pytest.LogCaptureFixture, job_id: int) -> list[dict[str, str]]:
+    """The server log's event lines of one job, parsed as logfmt (shell-style quoting)."""
+    parsed = []
+    for record in caplog.records:
+        if record.name != "contestkit.server.events":
+            continue
+        fields = dict(part.split("=", 1) for part in shlex.split(record.getMessage()))
+        if fields.get("job") == str(job_id):
+            parsed.append(fields)
+    return parsed
+
+
+def test_job_and_level_events_are_logged_as_structured_lines(
+    offline_contest: OfflineContest, queue: Queue, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.INFO, logger="contestkit.server.events")
+    (offline_contest.data_dir / "levels.csv").write_text("game,state\nFake,Level1\nFake,Crash\n")
+    queue.start()
+    job_id = queue.submit("score-7")
+    done = queue.wait(job_id, ENDED)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not any(e["event"] == "job.failed" for e in _events(caplog, job_id)):
+        time.sleep(0.05)
+    events = _events(caplog, job_id)
+    names = [e["event"] for e in events]
+    assert names[:2] == ["job.queued", "job.started"] and names[-1] == "job.failed", names
+    assert sorted(names[2:-1]) == ["level.failed", "level.finished", "level.started", "level.started"]
+    started = events[1]
+    assert started["seed"] == str(done["seed"]) and started["attempt"] == "1" and started["team"]
+    finished = next(e for e in events if e["event"] == "level.finished")
+    assert (finished["task"], float(finished["score"]), finished["episodes"]) == ("Fake/Level1", 8.0, "30")
+    failed = next(e for e in events if e["event"] == "level.failed")
+    assert failed["task"] == "Fake/Crash" and "crashed on purpose" in failed["reason"]
+    assert events[-1]["reason"] == done["error"]
+
+    # A job whose server died is recovered: one line says so.
+    jobs = JobQueue(offline_contest.database, offline_contest.config, "host-b")
+    queue.runner.stop(timeout=10)
+    (offline_contest.data_dir / "levels.csv").write_text("game,state\nFake,Level1\n")
+    other = operations.start_job(offline_contest.database, offline_contest.config, offline_contest.team_id, "v2").id
+    assert jobs.claim() == other and jobs.recover(set(), startup=True) == [other]
+    assert [e["event"] for e in _events(caplog, other)] == ["job.queued", "job.started", "job.recovered"]
+    assert all(r.getMessage().startswith("event=") for r in caplog.records if r.name == "contestkit.server.events")
