@@ -32,7 +32,7 @@ from sqlalchemy import select
 
 from contestkit import __version__
 from contestkit.errors import ContestkitError
-from contestkit.server import auth, operations, registry_api, registry_auth
+from contestkit.server import auth, operations, registry_api, registry_auth, results_api
 from contestkit.server.config import ServerConfig, load_config
 from contestkit.server.db import AuthToken, Database, Team, now
 from contestkit.server.documents import job_document
@@ -412,6 +412,7 @@ def create_app(
             )
 
     app.include_router(registry_api.router(realm, caller))
+    app.include_router(results_api.router(config, database, caller))
 
     # -- jobs --
 

@@ -35,6 +35,11 @@ from contestkit.server.seeds import draw_attempt_seed
 log = logging.getLogger("contestkit.server.queue")
 
 
+def attempt_dir(config: ServerConfig, job_id: int, attempt: int) -> Path:
+    """Where an attempt's results live: ``jobs/<id>/attempt-<n>/`` under the data directory."""
+    return config.jobs_dir / str(job_id) / f"attempt-{attempt}"
+
+
 class StopReason(str, Enum):
     """Why a running job was stopped before its levels ended."""
 
@@ -117,7 +122,7 @@ class JobQueue:
                 team=job.team.namespace,
                 image=job.image,
                 digest=job.digest,
-                attempt_dir=self.config.jobs_dir / str(job.id) / f"attempt-{job.attempt}",
+                attempt_dir=attempt_dir(self.config, job.id, job.attempt),
                 timestep_limit=job.timestep_limit,
                 wallclock_limit=job.wallclock_limit,
                 seed=job.seed if job.seed is not None else draw_attempt_seed(self.config.seed),

@@ -311,7 +311,7 @@ class Scheduler:
             team=job.team,
             run=run,
             runtime=self.config.runtime,
-            results_dir=_fresh_dir(job.attempt_dir / _level_dir_name(level.index, level.game, level.state)),
+            results_dir=_fresh_dir(job.attempt_dir / level_dir_name(level.index, level.game, level.state)),
         )
 
     def _run_level(self, control: _JobControl, level: PendingLevel, task: LevelTask) -> None:
@@ -350,10 +350,24 @@ class Scheduler:
         finally:
             with control.lock:
                 control.levels.pop(level.worker_id, None)
+        _write_reward_curve(task)
         self.queue.level_ended(level.worker_id, control.reason, watch.overran, result, error)
 
 
-def _level_dir_name(idx: int, game: str, state: str) -> str:
+def _write_reward_curve(task: LevelTask) -> None:
+    """reward-curve.svg beside the level's monitor.csv, as `contestkit eval` writes it (best effort)."""
+    from contestkit import results
+    from contestkit.curves import write_reward_svg
+
+    try:
+        rewards = [reward for reward, _, _ in results.read_monitor(task.results_dir / results.MONITOR)]
+        write_reward_svg(rewards, task.results_dir / results.REWARD_CURVE, title=f"{task.run.game} {task.run.state}")
+    except Exception:  # noqa: BLE001 - a picture must not fail the level
+        log.exception("could not draw the reward curve of %s", task.results_dir)
+
+
+def level_dir_name(idx: int, game: str, state: str) -> str:
+    """A level's results directory under its attempt's: ``NN-Game-State`` (the results API lists them so)."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{game}-{state}")
     return f"{idx:02d}-{safe}"
 

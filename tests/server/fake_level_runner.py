@@ -58,7 +58,8 @@ def fake_level_runner(task: Any, on_progress: Any, cancel: threading.Event) -> F
     - state ``Crash`` raises, ``NoEpisodes`` ends with no finished episode, ``Slow`` ignores the
       wall-clock budget until cancelled (for the server's watchdog);
     - each call appends "job idx state" to ``CK_FAKE_RUN_LOG`` when set, so tests can count re-runs;
-    - summary.json also records the CPU set the server lent the level and when it ran.
+    - summary.json also records the CPU set and the seed the server gave the level and when it ran;
+      agent-stdout.txt says which level the fake agent played.
     """
     if os.environ.get("CK_FAKE_RUN_LOG"):
         with open(os.environ["CK_FAKE_RUN_LOG"], "a", encoding="utf-8") as fh:
@@ -71,6 +72,7 @@ def fake_level_runner(task: Any, on_progress: Any, cancel: threading.Event) -> F
     step_sleep = seconds / max(1, limit)
     results = Path(task.results_dir)
     results.mkdir(parents=True, exist_ok=True)
+    (results / "agent-stdout.txt").write_text(f"fake agent playing {task.run.game} {task.run.state}\n")
     rewards: list[float] = []
     start = time.monotonic()
     started_at = time.time()
