@@ -221,9 +221,13 @@ class ContestClient:
         """The team's latest job, or None when it has none yet (not an error: nothing was submitted)."""
         try:
             return self.job(None)
-        except NotFoundErrorApi:
+        except NotFoundErrorApi as missing:
             # A 404 also means "not a contest server"; only an empty job list means "no job yet".
-            if self.jobs() == []:
+            try:
+                listing = self.jobs()
+            except ContestkitError:
+                raise missing from None
+            if listing == []:
                 return None
             raise
 

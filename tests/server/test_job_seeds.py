@@ -43,8 +43,11 @@ def test_every_attempt_draws_a_fresh_seed_and_records_it(queue: Queue):
             index = [w["task"] for w in job["workers"]].index(worker["task"])
             assert worker["seed"] == job["seed"] + index
             assert _level_summary(contest, job["id"], 1, index)["seed"] == worker["seed"]  # what the level ran with
-        summary = json.loads((contest.config.jobs_dir / str(job["id"]) / "attempt-1" / "summary.json").read_text())
-        assert summary["seed"] == job["seed"]
+        summary_path = contest.config.jobs_dir / str(job["id"]) / "attempt-1" / "summary.json"
+        deadline = time.monotonic() + 10
+        while not summary_path.exists() and time.monotonic() < deadline:  # written just after the end is committed
+            time.sleep(0.05)
+        assert json.loads(summary_path.read_text())["seed"] == job["seed"]
 
     operations.restart_job(contest.database, contest.config, contest.team_id, first["id"])
     queue.runner.wake()
