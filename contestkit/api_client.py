@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -209,6 +210,39 @@ class ContestClient:
         return self._json(
             "POST", "/rest/token", "Creating an API token", json={"name": name, "expires_in_days": expires_in_days}
         )
+
+    def tokens(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/rest/tokens", "Listing your API tokens")
+
+    def revoke_token(self, token_id: int) -> None:
+        self._request("DELETE", f"/rest/token/{token_id}", f"Revoking API token {token_id}")
+
+    def latest_job(self) -> dict[str, Any] | None:
+        """The team's latest job, or None when it has none yet (not an error: nothing was submitted)."""
+        try:
+            return self.job(None)
+        except NotFoundErrorApi as missing:
+            # A 404 also means "not a contest server"; only an empty job list means "no job yet".
+            try:
+                listing = self.jobs()
+            except ContestkitError:
+                raise missing from None
+            if listing == []:
+                return None
+            raise
+
+    def results(self, job_id: int, attempt: int | None = None) -> dict[str, Any]:
+        """The result files of a job attempt (default: its latest) and its levels' directories."""
+        params = {"attempt": attempt} if attempt is not None else None
+        return self._json("GET", f"/rest/job/{job_id}/results", f"Listing the results of job {job_id}", params=params)
+
+    def result_file(self, job_id: int, path: str, attempt: int | None = None) -> requests.Response:
+        """One result file, streamed: read it with ``iter_content`` (the caller closes the response)."""
+        params = {"attempt": attempt} if attempt is not None else None
+        return self._request(
+            "GET", f"/rest/job/{job_id}/results/{quote(path)}", f"Getting {path} of job {job_id}",
+            params=params, stream=True,
+        )  # fmt: skip
 
 
 def _short(exc: BaseException) -> str:

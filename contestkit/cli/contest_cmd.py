@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from datetime import datetime
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import typer
@@ -36,6 +37,8 @@ from contestkit.credentials import (
 from contestkit.errors import ContestkitError, NotFoundError, UsageError
 
 TERMINAL_STATES = ("finished", "failed", "cancelled")
+ACTIVE_STATES = ("queued", "running")
+NO_JOBS_YET = "No jobs yet; `contestkit submit TAG` starts one."
 
 
 def _poll_seconds() -> float:
@@ -325,8 +328,16 @@ def submit(
 ) -> None:
     """Push the agent image to the team registry and start an evaluation job for it."""
     out = err_console if json_out else console  # stdout then holds only the JSON document
-    result, target, job_tag = _push(tag, out)
     client = _client()
+    # Before pushing: a push of minutes that ends in "already has a job running" helps nobody.
+    active = client.latest_job()
+    if active is not None and active.get("status") in ACTIVE_STATES:
+        raise ContestkitError(
+            f"Your team already has job {active.get('id')} {active.get('status')}; one job runs at a time, so "
+            f"nothing was pushed. Wait for it (`contestkit jobs {active.get('id')} --watch`) or cancel it "
+            f"(`contestkit jobs cancel {active.get('id')}`), then submit again."
+        )
+    result, target, job_tag = _push(tag, out)
     job = client.start_job(job_tag, result.digest)
     out.print(f"[green]Job {job['id']} queued[/] for {target}.", soft_wrap=True)
     if not wait:
@@ -335,9 +346,28 @@ def submit(
             print_json(job)
         return
     final = _watch(client, int(job["id"]), json_out=json_out)
-    if final.get("status") != "finished":
+    failure = job_failure(final)
+    if failure is None and final.get("status") != "finished":
         reason = f": {final['error']}" if final.get("error") else ""
-        raise ContestkitError(f"Job {final['id']} {final.get('status')}{reason}.")
+        failure = f"Job {final['id']} {final.get('status')}{reason}."
+    if failure:
+        raise ContestkitError(failure)
+
+
+def job_failure(job: dict[str, Any]) -> str | None:
+    """The sentence for a job that failed or has a failed level (``submit --wait`` and ``jobs`` then
+    exit non-zero); None for a job that is fine so far, or was cancelled by the team."""
+    failed = [w for w in job.get("workers") or [] if w.get("state") == "failed"]
+    if job.get("status") != "failed" and not failed:
+        return None
+    if job.get("error"):
+        why = str(job["error"])
+    elif failed:
+        why = f"level {failed[0].get('task', '?')} failed: {failed[0].get('error') or 'no reason given'}"
+    else:
+        why = "no reason given"
+    why = why if why.endswith((".", "!", "?")) else why + "."
+    return f"Job {job.get('id')} failed: {why} `contestkit jobs logs {job.get('id')}` shows the levels' logs."
 
 
 # -- jobs ----------------------------------------------------------------------------------------
@@ -357,7 +387,10 @@ class _JobsGroup(TyperGroup):
 jobs_app = typer.Typer(
     name="jobs",
     cls=_JobsGroup,
-    help="Your team's evaluation jobs: `jobs [ID] [--all] [--watch] [--json]`, `jobs cancel`, `jobs restart`.",
+    help=(
+        "Your team's evaluation jobs: `jobs [ID] [--all] [--watch] [--json]`, `jobs cancel`, `jobs restart`, "
+        "`jobs logs ID [LEVEL]`, `jobs download ID`."
+    ),
 )
 
 
@@ -368,6 +401,7 @@ def job_table(job: dict[str, Any]) -> Table:
         title += f", score {_score(job.get('score'))}"
     workers = job.get("workers") or []
     errors = any(worker.get("error") for worker in workers)
+    running_means = False
     table = Table(title=title)
     table.add_column("Level", overflow="fold")
     for name in ("State", "Progress", "ETA", "Episodes", "Score"):
@@ -382,12 +416,23 @@ def job_table(job: dict[str, Any]) -> Table:
             f"{progress * 100:.0f}%" if isinstance(progress, (int, float)) else "-",
             _duration(worker.get("eta")),
             str(worker.get("episodes", "-")),
-            _score(worker.get("score")),
+            _level_score(worker),
         ]
+        running_means = running_means or ("score" not in worker and "mean_episode_reward" in worker)
         if errors:
             row.append(_t(worker.get("error") or ""))
         table.add_row(*row)
+    if running_means:
+        table.caption = "~ running mean of the episodes so far"
     return table
+
+
+def _level_score(worker: dict[str, Any]) -> str:
+    """The level's score, or while it runs the mean reward of its episodes so far (marked ``~``)."""
+    if worker.get("score") is not None:
+        return _score(worker["score"])
+    mean = worker.get("mean_episode_reward")
+    return f"~{_score(mean)}" if isinstance(mean, (int, float)) else "-"
 
 
 def _print_job(job: dict[str, Any]) -> None:
@@ -413,20 +458,15 @@ def _watch(client: ContestClient, job_id: int | None, *, json_out: bool = False)
                     job = client.job(int(job["id"]))
                     live.update(job_table(job))
         else:
-            last = None
+            # Not a terminal (CI logs, pipes): one line per change, not one per poll: the job's
+            # status, and each level's state, progress (in 10% steps) and finished episodes.
+            seen: dict[str, str] = {}
             while True:
-                # Not a terminal (CI logs, pipes): one line whenever the status, the number of levels
-                # done or the overall progress (in 10% steps) changes, not one per poll.
-                workers = job.get("workers", [])
-                done = sum(1 for w in workers if w.get("state") in TERMINAL_STATES)
-                fractions = [1.0 if w.get("state") in TERMINAL_STATES else (w.get("progress") or 0.0) for w in workers]
-                percent = int(100 * sum(fractions) / len(fractions)) if fractions else 0
-                line = (job.get("status"), done, percent // 10)
-                if line != last and not json_out:
-                    err_console.print(
-                        f"job {job['id']}: {job.get('status')}, {done}/{len(workers)} levels done, {percent}%"
-                    )
-                    last = line
+                if not json_out:
+                    for key, line in watch_lines(job):
+                        if seen.get(key) != line:
+                            err_console.print(line, soft_wrap=True, markup=False)
+                            seen[key] = line
                 if job.get("status") in TERMINAL_STATES:
                     break
                 time.sleep(interval)
@@ -441,14 +481,43 @@ def _watch(client: ContestClient, job_id: int | None, *, json_out: bool = False)
     return job
 
 
+def watch_lines(job: dict[str, Any]) -> list[tuple[str, str]]:
+    """(what, line) for a job and each of its levels; ``--watch`` prints a line when its text changes."""
+    workers = job.get("workers") or []
+    done = sum(1 for w in workers if w.get("state") in TERMINAL_STATES)
+    head = f"job {job.get('id')}: {job.get('status')}, {done}/{len(workers)} levels done"
+    if job.get("score") is not None:
+        head += f", score {_score(job['score'])}"
+    lines = [("job", head)]
+    for worker in workers:
+        state = worker.get("state", "?")
+        parts = [f"job {job.get('id')} level {worker.get('task', '?')}: {state}"]
+        progress = worker.get("progress")
+        if state == "running" and isinstance(progress, (int, float)):
+            parts.append(f"{int(progress * 10) * 10}%")
+        if worker.get("episodes") is not None and state != "pending":
+            parts.append(f"{worker['episodes']} episodes")
+        if worker.get("score") is not None:
+            parts.append(f"score {_score(worker['score'])}")
+        elif isinstance(worker.get("mean_episode_reward"), (int, float)):
+            parts.append(f"mean so far {_score(worker['mean_episode_reward'])}")
+        if worker.get("error") and state in TERMINAL_STATES:
+            parts.append(f"error: {worker['error']}")
+        lines.append((f"level {worker.get('task')}", ", ".join(parts)))
+    return lines
+
+
 @jobs_app.command("show")
 def jobs_show(
-    job_id: int = typer.Argument(None, metavar="[ID]", help="A job id (default: your latest job)."),
+    job_id: int = typer.Argument(None, metavar="ID", help="A job id (default: your latest job)."),
     all_jobs: bool = typer.Option(False, "--all", "-a", help="List all your jobs."),
     watch: bool = typer.Option(False, "--watch", "-w", help="Follow the job until it ends."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Show your latest job (or job ID) with its levels; --all lists every job."""
+    """Show your latest job (or job ID) with its levels; --all lists every job.
+
+    Exits 1 when the job failed or one of its levels did (with --watch: once it ended).
+    """
     client = _client()
     if all_jobs:
         if watch or job_id is not None:
@@ -458,7 +527,7 @@ def jobs_show(
             print_json(listing)
             return
         if not listing:
-            console.print("No jobs yet; `contestkit submit TAG` starts one.")
+            console.print(NO_JOBS_YET)
             return
         table = Table("ID", "Status", "Score", "Tag", "Created", "Finished", title="Your jobs")
         for job in listing:
@@ -472,14 +541,24 @@ def jobs_show(
             )
         console.print(table)
         return
-    if watch:
-        _watch(client, job_id, json_out=json_out)
+    if job_id is None and client.latest_job() is None:
+        # The same answer as `jobs --all`: having submitted nothing yet is not an error.
+        if json_out:
+            print_json(None)
+        else:
+            console.print(NO_JOBS_YET)
         return
-    job = client.job(job_id)
-    if json_out:
-        print_json(job)
+    if watch:
+        job = _watch(client, job_id, json_out=json_out)
     else:
-        _print_job(job)
+        job = client.job(job_id)
+        if json_out:
+            print_json(job)
+        else:
+            _print_job(job)
+    failure = job_failure(job)
+    if failure:
+        raise ContestkitError(failure)
 
 
 def _confirm(question: str, yes: bool) -> None:
@@ -494,7 +573,7 @@ def _confirm(question: str, yes: bool) -> None:
 
 @jobs_app.command("cancel")
 def jobs_cancel(
-    job_id: int = typer.Argument(None, metavar="[ID]", help="The job to cancel (default: your running job)."),
+    job_id: int = typer.Argument(None, metavar="ID", help="The job to cancel (default: your running job)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     json_out: bool = typer.Option(False, "--json", help="Print the job as JSON."),
 ) -> None:
@@ -511,7 +590,7 @@ def jobs_cancel(
 
 @jobs_app.command("restart")
 def jobs_restart(
-    job_id: int = typer.Argument(None, metavar="[ID]", help="The job to run again (default: your latest job)."),
+    job_id: int = typer.Argument(None, metavar="ID", help="The job to run again (default: your latest job)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     json_out: bool = typer.Option(False, "--json", help="Print the job as JSON."),
 ) -> None:
@@ -524,6 +603,175 @@ def jobs_restart(
         return
     console.print(f"Job {job.get('id')} queued again (attempt {job.get('attempt', '?')}).")
     console.print(f"Follow it with `contestkit jobs {job.get('id')} --watch`.")
+
+
+# -- a job's results -------------------------------------------------------------------------------
+
+
+def _log_files() -> tuple[str, ...]:
+    from contestkit import results
+
+    return (results.AGENT_STDOUT, results.AGENT_STDERR, results.REMOTE_STDOUT, results.REMOTE_STDERR)
+
+
+def _chosen_levels(listing: dict[str, Any], wanted: str | None) -> list[dict[str, Any]]:
+    """The levels ``wanted`` names (its task GAME/STATE, its state, its directory or its number), or all."""
+    levels = list(listing.get("levels") or [])
+    if wanted is None:
+        return levels
+    key = wanted.strip()
+    for test in (
+        lambda lv: lv.get("task") == key or lv.get("dir") == key,
+        lambda lv: str(lv.get("task", "")).split("/", 1)[-1] == key,
+        lambda lv: key.isdigit() and int(key) == lv.get("index"),
+    ):
+        found = [lv for lv in levels if test(lv)]
+        if found:
+            return found
+    names = ", ".join(str(lv.get("task")) for lv in levels) or "none"
+    raise UsageError(f"Job {listing.get('job')} has no level '{wanted}'; its levels are: {names}.")
+
+
+def _safe_relative(path: str) -> PurePosixPath:
+    """A path the server listed, checked before it is written under --dir (no '..', not absolute)."""
+    relative = PurePosixPath(path)
+    if relative.is_absolute() or not relative.parts or any(p in ("", ".", "..") for p in relative.parts):
+        raise ContestkitError(f"The server listed the result file '{path}', which is not a relative path; not saved.")
+    return relative
+
+
+@jobs_app.command("logs")
+def jobs_logs(
+    job_id: int = typer.Argument(..., metavar="ID", help="The job."),
+    level: str = typer.Argument(None, metavar="[LEVEL]", help="GAME/STATE, STATE or its number (default: all)."),
+    attempt: int = typer.Option(None, "--attempt", min=1, help="An earlier attempt (default: the latest)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Print the agent's and the env's logs of a job's levels (from the server)."""
+    client = _client()
+    listing = client.results(job_id, attempt)
+    present = {f["path"] for f in listing.get("files") or []}
+    logs: list[dict[str, Any]] = []
+    for chosen in _chosen_levels(listing, level):
+        for name in _log_files():
+            path = f"{chosen['dir']}/{name}"
+            if path not in present:
+                continue
+            with client.result_file(job_id, path, attempt) as response:
+                text = response.content.decode("utf-8", "replace")
+            logs.append({"level": chosen.get("task"), "file": path, "text": text})
+    if json_out:
+        print_json({"job": job_id, "attempt": listing.get("attempt"), "logs": logs})
+        return
+    if not logs:
+        err_console.print(f"Job {job_id} has no logs yet (attempt {listing.get('attempt')}).")
+        return
+    for entry in logs:
+        console.print(f"==> {entry['file']} <==", style="bold", soft_wrap=True, markup=False)
+        sys.stdout.flush()
+        sys.stdout.write(entry["text"] if entry["text"].endswith("\n") or not entry["text"] else entry["text"] + "\n")
+        sys.stdout.flush()
+
+
+@jobs_app.command("download")
+def jobs_download(
+    job_id: int = typer.Argument(..., metavar="ID", help="The job."),
+    directory: Path = typer.Option(None, "--dir", help="Where to save them (default: ./job-ID)."),
+    attempt: int = typer.Option(None, "--attempt", min=1, help="An earlier attempt (default: the latest)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Download a job's results: each level's monitor.csv, logs, summary.json and reward curve."""
+    client = _client()
+    listing = client.results(job_id, attempt)
+    target = (directory or Path(f"job-{job_id}")).expanduser()
+    saved: list[dict[str, Any]] = []
+    total = 0
+    for entry in listing.get("files") or []:
+        destination = target.joinpath(*_safe_relative(entry["path"]).parts)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        partial = destination.with_name(f".{destination.name}.part")
+        with client.result_file(job_id, entry["path"], attempt) as response, partial.open("wb") as fh:
+            for chunk in response.iter_content(1 << 16):
+                fh.write(chunk)
+        partial.replace(destination)
+        size = destination.stat().st_size
+        total += size
+        saved.append({"path": entry["path"], "size": size})
+    document = {"job": job_id, "attempt": listing.get("attempt"), "dir": str(target), "files": saved}
+    if listing.get("truncated"):
+        document["truncated"] = True
+    if json_out:
+        print_json(document)
+        return
+    if not saved:
+        console.print(f"Job {job_id} has no result files yet (attempt {listing.get('attempt')}).")
+        return
+    console.print(
+        f"Saved {len(saved)} files ({total / 1e6:.1f} MB) of job {job_id}, attempt {listing.get('attempt')}, "
+        f"in {_t(target)}.",
+        soft_wrap=True,
+    )
+    if listing.get("truncated"):
+        err_console.print("[yellow]warning:[/] the server listed only the first files; the rest were not saved.")
+
+
+# -- API tokens ------------------------------------------------------------------------------------
+
+tokens_app = typer.Typer(
+    name="tokens", help="API tokens for scripts (Authorization: Bearer, or CONTESTKIT_TOKEN).", no_args_is_help=True
+)
+
+
+@tokens_app.command("create")
+def tokens_create(
+    name: str = typer.Option(None, "--name", help="What the token is for (shown by `tokens list`)."),
+    expires_in_days: float = typer.Option(None, "--expires-in-days", min=0.001, help="Default: it does not expire."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Create an API token for your team; its secret is shown this once."""
+    created = _client().create_token(name, expires_in_days)
+    if json_out:
+        print_json(created)
+        return
+    until = f", valid until {_when(created.get('expires'))}" if created.get("expires") else ", no expiry"
+    console.print(f"API token {created.get('id')} created{until}. Its secret (shown only now):", soft_wrap=True)
+    console.print(str(created.get("token")), markup=False, soft_wrap=True)
+    console.print("Use it as CONTESTKIT_TOKEN=... with CONTESTKIT_SERVER, or as Authorization: Bearer ....")
+
+
+@tokens_app.command("list")
+def tokens_list(json_out: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
+    """List your team's API tokens (never their secrets)."""
+    tokens = _client().tokens()
+    if json_out:
+        print_json(tokens)
+        return
+    if not tokens:
+        console.print("No API tokens; `contestkit tokens create --name NAME` makes one.")
+        return
+    table = Table("ID", "Name", "Created", "Expires", "Last used", title="Your API tokens")
+    for token in tokens:
+        table.add_row(
+            str(token.get("id")),
+            _t(token.get("name") or "-"),
+            _when(token.get("created")),
+            _when(token.get("expires")) if token.get("expires") else "never",
+            _when(token.get("last_used")),
+        )
+    console.print(table)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    token_id: int = typer.Argument(..., metavar="ID", help="The token's id (`contestkit tokens list`)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Revoke one of your team's API tokens; scripts using it are refused from then on."""
+    _client().revoke_token(token_id)
+    if json_out:
+        print_json({"id": token_id, "revoked": True})
+        return
+    console.print(f"API token {token_id} revoked.")
 
 
 # -- leaderboard ---------------------------------------------------------------------------------
@@ -561,4 +809,5 @@ def register(app: typer.Typer) -> None:
     app.command("push")(push)
     app.command("submit")(submit)
     app.add_typer(jobs_app, name="jobs")
+    app.add_typer(tokens_app, name="tokens")
     app.command("leaderboard")(leaderboard)

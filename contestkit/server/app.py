@@ -33,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from contestkit import __version__
 from contestkit.errors import ContestkitError
-from contestkit.server import auth, metrics, operations, pages, registry_api, registry_auth
+from contestkit.server import auth, metrics, operations, pages, registry_api, registry_auth, results_api
 from contestkit.server.config import ServerConfig, load_config
 from contestkit.server.db import AuthToken, Database, Team, now
 from contestkit.server.documents import job_document
@@ -96,6 +96,8 @@ class WorkerStatus(BaseModel):
     level: str | None = None
     timesteps: int | None = None
     episodes: int | None = None
+    mean_episode_reward: float | None = Field(default=None, description="of the episodes so far (running mean)")
+    seed: int | None = Field(default=None, description="the level's seed: the attempt's seed + the level's index")
 
 
 class JobStatus(BaseModel):
@@ -111,6 +113,7 @@ class JobStatus(BaseModel):
     finished: float | None = None
     attempt: int | None = None
     resumes: int | None = None
+    seed: int | None = Field(default=None, description="the attempt's seed, drawn when it first starts")
     cancel_requested: bool | None = None
     workers: list[WorkerStatus]
 
@@ -418,6 +421,7 @@ def create_app(
             )
 
     app.include_router(registry_api.router(realm, caller))
+    app.include_router(results_api.router(config, database, caller))
 
     # -- jobs --
 

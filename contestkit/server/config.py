@@ -84,7 +84,9 @@ class ServerConfig:
     cpusets: list[str] = field(default_factory=list)
     runtime: str = "docker"
     record: bool = False
-    seed: int = 0
+    # None (``seed: null``, or no key): every job attempt draws a fresh seed, recorded with the job.
+    # A number is the host's explicit choice of a fixed seed for every job (level i gets seed + i).
+    seed: int | None = None
     pull_images: bool = True
     evaluator: str | None = None
     heartbeat_seconds: float = 5.0
@@ -292,6 +294,8 @@ def validate(config: ServerConfig) -> None:
         raise UsageError("wallclock_limit must be a positive number of seconds per level.")
     if config.parallel_jobs < 1 or config.parallel_levels < 1:
         raise UsageError("parallel_jobs and parallel_levels must be at least 1.")
+    if config.seed is not None and config.seed < 0:
+        raise UsageError("seed must be a number of 0 or more, or null to draw a fresh seed for every job attempt.")
     if config.session_ttl_hours <= 0:
         raise UsageError("session_ttl_hours must be positive.")
     taken: dict[int, str] = {}

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Float, ForeignKey, Integer, String, Text, create_engine, event
+from sqlalchemy import BigInteger, Float, ForeignKey, Integer, String, Text, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
@@ -93,6 +93,9 @@ class Job(Base):
     heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     timestep_limit: Mapped[int] = mapped_column(Integer)
     wallclock_limit: Mapped[float] = mapped_column(Float)
+    # The attempt's seed (level i runs with seed + i): drawn when the attempt first starts, kept
+    # when it resumes; None until then (and for jobs of an older server).
+    seed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
     team: Mapped[Team] = relationship(back_populates="jobs")
     workers: Mapped[list[Worker]] = relationship(
@@ -116,6 +119,7 @@ class Worker(Base):
     eta: Mapped[float | None] = mapped_column(Float, nullable=True)
     timesteps: Mapped[int | None] = mapped_column(Integer, nullable=True)
     episodes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    mean_episode_reward: Mapped[float | None] = mapped_column(Float, nullable=True)  # so far, while it runs
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from contestkit.server.db import ACTIVE, Job, Worker
+from contestkit.server.seeds import level_seed
 
 
 def _drop_none(document: dict[str, Any]) -> dict[str, Any]:
@@ -19,7 +20,8 @@ def _drop_none(document: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in document.items() if value is not None}
 
 
-def worker_document(worker: Worker) -> dict[str, Any]:
+def worker_document(worker: Worker, attempt_seed: int | None = None) -> dict[str, Any]:
+    """A level; ``mean_episode_reward`` is the running mean while it runs (absent: no episode yet)."""
     return _drop_none(
         {
             "task": worker.task,
@@ -32,6 +34,8 @@ def worker_document(worker: Worker) -> dict[str, Any]:
             "level": worker.state,
             "timesteps": worker.timesteps,
             "episodes": worker.episodes,
+            "mean_episode_reward": worker.mean_episode_reward,
+            "seed": None if attempt_seed is None else level_seed(attempt_seed, worker.idx),
         }
     )
 
@@ -51,8 +55,9 @@ def job_document(job: Job) -> dict[str, Any]:
             "finished": job.finished_at,
             "attempt": job.attempt,
             "resumes": job.resumes or None,
+            "seed": job.seed,
             "cancel_requested": True if job.cancel_requested and job.status in ACTIVE else None,
-            "workers": [worker_document(w) for w in job.workers],
+            "workers": [worker_document(w, job.seed) for w in job.workers],
         }
     )
 

@@ -132,6 +132,13 @@ def _m002_derived_registry_passwords(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE teams DROP COLUMN registry_password"))
 
 
+def _m003_job_seeds_and_running_means(conn: Connection) -> None:
+    """Each job attempt's seed (drawn when it first starts, unless server.yaml fixes one), and each
+    level's running mean episode reward while it runs; NULL (unknown) for rows made before."""
+    conn.execute(text("ALTER TABLE jobs ADD COLUMN seed BIGINT"))
+    conn.execute(text("ALTER TABLE workers ADD COLUMN mean_episode_reward FLOAT"))
+
+
 # Migrations that removed secrets: the rows they rewrote must not linger in free pages (SQLite) or as
 # dead tuples (PostgreSQL), so the database is compacted once they ran (outside their transaction).
 _SCRUB_AFTER = {2}
@@ -151,6 +158,7 @@ Migration = tuple[int, str, Callable[[Connection], None]]
 MIGRATIONS: list[Migration] = [
     (1, "initial schema", _m001_initial),
     (2, "derived registry passwords", _m002_derived_registry_passwords),
+    (3, "job seeds and running means", _m003_job_seeds_and_running_means),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -33,6 +33,7 @@ from contestkit.server.db import (
 )
 from contestkit.server.documents import leaderboard_row
 from contestkit.server.errors import Conflict, Forbidden, Invalid, NotFound
+from contestkit.server.events import JobEvent, emit
 
 DEFAULT_REPOSITORY = "agent"
 TAG_MAX_LENGTH = 256  # the jobs.tag column
@@ -146,6 +147,7 @@ def start_job(database: Database, config: ServerConfig, team_id: int, tag: str, 
             active = _active_job(db, team_id)
             raise _busy(active) if active else Conflict("Your team already has an active job.") from None
         job_id = job.id
+    emit(JobEvent.QUEUED, job=job_id, team=team.namespace, attempt=1, image=image, digest=digest)
     with database.session() as db:
         return get_job(db, team_id, job_id)
 
@@ -239,7 +241,10 @@ def restart_job(database: Database, config: ServerConfig, team_id: int, job_id: 
             active = _active_job(db, team_id)
             raise _busy(active) if active else Conflict("Your team already has an active job.") from None
     with database.session() as db:
-        return get_job(db, team_id, job_id)
+        job = get_job(db, team_id, job_id)
+        namespace = job.team.namespace
+    emit(JobEvent.QUEUED, job=job.id, team=namespace, attempt=job.attempt, image=job.image, restart=True)
+    return job
 
 
 def leaderboard(db: Session) -> list[dict[str, Any]]:

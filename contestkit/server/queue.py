@@ -23,14 +23,21 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from contestkit.scoring import contest_score
 from contestkit.server.config import ServerConfig, write_private
 from contestkit.server.db import CANCELLED, FAILED, FINISHED, PENDING, QUEUED, RUNNING, Database, Job, Worker, now
 from contestkit.server.documents import job_document, summary_json
+from contestkit.server.events import JobEvent, emit
+from contestkit.server.seeds import draw_attempt_seed
 
 log = logging.getLogger("contestkit.server.queue")
+
+
+def attempt_dir(config: ServerConfig, job_id: int, attempt: int) -> Path:
+    """Where an attempt's results live: ``jobs/<id>/attempt-<n>/`` under the data directory."""
+    return config.jobs_dir / str(job_id) / f"attempt-{attempt}"
 
 
 class StopReason(str, Enum):
@@ -60,6 +67,7 @@ class ClaimedJob:
     attempt_dir: Path
     timestep_limit: int
     wallclock_limit: float
+    seed: int  # the attempt's (server.seeds)
     pending: list[PendingLevel]
 
 
@@ -89,10 +97,20 @@ class JobQueue:
                 if result.rowcount == 1:  # type: ignore[attr-defined]
                     job = db.get(Job, job_id)
                     assert job is not None
+                    if job.started_at is None or job.seed is None:
+                        # The attempt's first start (a resume keeps its seed; see server.seeds).
+                        job.seed = draw_attempt_seed(self.config.seed)
                     if job.started_at is None:
                         job.started_at = stamp
-                    return job_id
-        return None
+                    started = {
+                        "job": job.id, "team": job.team.namespace, "attempt": job.attempt,
+                        "resume": job.resumes or None, "seed": job.seed, "image": job.image, "runner": self.instance,
+                    }  # fmt: skip
+                    break
+            else:
+                return None
+        emit(JobEvent.STARTED, **started)
+        return int(started["job"])
 
     def claimed(self, job_id: int) -> ClaimedJob:
         with self.database.session() as db:
@@ -104,9 +122,10 @@ class JobQueue:
                 team=job.team.namespace,
                 image=job.image,
                 digest=job.digest,
-                attempt_dir=self.config.jobs_dir / str(job.id) / f"attempt-{job.attempt}",
+                attempt_dir=attempt_dir(self.config, job.id, job.attempt),
                 timestep_limit=job.timestep_limit,
                 wallclock_limit=job.wallclock_limit,
+                seed=job.seed if job.seed is not None else draw_attempt_seed(self.config.seed),
                 pending=[PendingLevel(w.id, w.idx, w.game, w.state) for w in job.workers if w.status == PENDING],
             )
 
@@ -140,7 +159,10 @@ class JobQueue:
             worker.started_at = now()
             worker.error = None
             worker.progress = 0.0
+            worker.mean_episode_reward = None
             worker.results_dir = str(results_dir)
+            started = {"job": worker.job_id, "level": worker.idx, "task": worker.task}
+        emit(JobEvent.LEVEL_STARTED, **started)
 
     def level_progress(
         self, worker_id: int, progress: Any, elapsed: float, timestep_limit: int, wallclock_limit: float
@@ -151,6 +173,7 @@ class JobQueue:
         # Either budget ends the level, so progress is whichever is further along.
         fraction = max(timesteps / limit if limit else 0.0, wall / wallclock_limit)
         eta = getattr(progress, "eta_seconds", None)
+        mean = getattr(progress, "mean_episode_reward", None)
         with self.database.session() as db:
             worker = db.get(Worker, worker_id)
             if worker is None or worker.status != RUNNING:
@@ -159,6 +182,7 @@ class JobQueue:
             worker.episodes = int(getattr(progress, "episodes", 0) or 0)
             worker.progress = round(min(1.0, max(0.0, fraction)), 4)
             worker.eta = None if eta is None else max(0.0, float(eta))
+            worker.mean_episode_reward = None if mean is None else float(mean)
 
     def level_ended(
         self, worker_id: int, reason: StopReason | None, overran: bool, result: Any, error: str | None
@@ -179,30 +203,46 @@ class JobQueue:
                 worker.episodes = int(episodes)
             if timesteps is not None:
                 worker.timesteps = int(timesteps)
-            if reason is StopReason.SHUTDOWN and not overran and not ok:
-                # The server is stopping and stopped this level: it runs again after the restart. A
-                # level whose run had already finished (ok) when the shutdown came keeps its result.
-                worker.status = PENDING
-                worker.progress = None
-                worker.finished_at = None
-                worker.error = "interrupted by a server shutdown; this level runs again"
-                return
-            if overran:
-                job = db.get(Job, worker.job_id)
-                wallclock = job.wallclock_limit if job else self.config.wallclock_limit
-                worker.status = FAILED
-                worker.score = None if score is None else float(score)
-                worker.error = f"stopped: the level overran its wall-clock budget of {int(wallclock)} s"
-                return
-            if reason is StopReason.USER:
-                worker.status = CANCELLED
-                worker.score = None if score is None else float(score)
-                worker.error = "cancelled by the team"
-                return
+            self._record_level_end(db, worker, reason, overran, score, ok, error)
+            event, fields = _level_end_event(worker)
+        emit(event, **fields)  # once it is committed
+
+    def _record_level_end(
+        self,
+        db: Session,
+        worker: Worker,
+        reason: StopReason | None,
+        overran: bool,
+        score: Any,
+        ok: bool,
+        error: str | None,
+    ) -> None:
+        """The level's state after its end: interrupted (runs again), overran, cancelled, finished or failed."""
+        if reason is StopReason.SHUTDOWN and not overran and not ok:
+            # The server is stopping and stopped this level: it runs again after the restart. A
+            # level whose run had already finished (ok) when the shutdown came keeps its result.
+            worker.status = PENDING
+            worker.progress = None
+            worker.finished_at = None
+            worker.error = "interrupted by a server shutdown; this level runs again"
+            return
+        if overran:
+            job = db.get(Job, worker.job_id)
+            wallclock = job.wallclock_limit if job else self.config.wallclock_limit
+            worker.status = FAILED
             worker.score = None if score is None else float(score)
-            worker.progress = 1.0 if ok else worker.progress
-            worker.status = FINISHED if ok else FAILED
-            worker.error = None if ok else (error or "the evaluation failed")
+            worker.error = f"stopped: the level overran its wall-clock budget of {int(wallclock)} s"
+            return
+        if reason is StopReason.USER:
+            worker.status = CANCELLED
+            worker.score = None if score is None else float(score)
+            worker.error = "cancelled by the team"
+            return
+        worker.score = None if score is None else float(score)
+        worker.mean_episode_reward = worker.score
+        worker.progress = 1.0 if ok else worker.progress
+        worker.status = FINISHED if ok else FAILED
+        worker.error = None if ok else (error or "the evaluation failed")
 
     # -- finishing --
 
@@ -211,33 +251,24 @@ class JobQueue:
         with self.database.session() as db:
             job = db.scalars(select(Job).where(Job.id == job_id).options(selectinload(Job.workers))).one()
             if reason is StopReason.SHUTDOWN:
-                self.requeue(job, counts_as_resume=False)
-                return
-            job.finished_at = now()
-            job.runner = None
-            if reason is StopReason.USER:
-                job.status = CANCELLED
-                job.error = "cancelled by the team"
-                for worker in job.workers:
-                    if worker.status in (PENDING, RUNNING):
-                        worker.status = CANCELLED
+                ended = self.requeue(job, counts_as_resume=False)
+                document = None
             else:
-                scores = [w.score for w in job.workers]
-                if any(s is not None for s in scores):
-                    job.status = FINISHED
-                    job.score = contest_score(scores)
-                    failed = [w for w in job.workers if w.status != FINISHED]
-                    job.error = (
-                        f"{len(failed)} of {len(job.workers)} levels did not finish cleanly; they count with "
-                        "the episodes they finished (0 when none)"
-                        if failed
-                        else None
-                    )
+                job.finished_at = now()
+                job.runner = None
+                if reason is StopReason.USER:
+                    job.status = CANCELLED
+                    job.error = "cancelled by the team"
+                    for worker in job.workers:
+                        if worker.status in (PENDING, RUNNING):
+                            worker.status = CANCELLED
                 else:
-                    job.status = FAILED
-                    first = next((w.error for w in job.workers if w.error), "no level finished an episode")
-                    job.error = f"no level produced a score: {first}"
-            document = job_document(job)
+                    self._score(job)
+                document = job_document(job)
+                ended = _job_event(job)
+        emit(ended[0], **ended[1])
+        if document is None:
+            return
         try:
             write_private(attempt_dir / "summary.json", summary_json(document))
         except Exception:  # noqa: BLE001 - the result is committed; the file is a copy of it
@@ -245,22 +276,50 @@ class JobQueue:
             # disk) must not turn a finished job into a failed one.
             log.exception("job %s ended, but its summary.json could not be written", job_id)
 
+    @staticmethod
+    def _score(job: Job) -> None:
+        """The contest's rule for a job whose levels all ended: ranked only when every level finished.
+
+        A level that failed (the agent crashed, overran its budget, the evaluator broke) fails the
+        job: it is not ranked, so the leaderboard keeps the team's last job that finished every
+        level rather than a lower score caused by one crash, possibly the server's own fault (the
+        team restarts it, or submits a fix). The levels keep their scores, for the team to see.
+        """
+        failed = [w for w in job.workers if w.status != FINISHED]
+        if all(w.score is None for w in job.workers):
+            job.status, job.score = FAILED, None
+            first = next((f"{w.task}: {w.error}" for w in failed if w.error), "no level finished an episode")
+            job.error = f"no level produced a score: {first}"
+        elif failed:
+            job.status, job.score = FAILED, None
+            first = failed[0]
+            job.error = (
+                f"{len(failed)} of {len(job.workers)} levels failed (first {first.task}: "
+                f"{first.error or first.status}); the job is not ranked, the leaderboard keeps your last job "
+                "that finished every level"
+            )
+        else:
+            job.status, job.error = FINISHED, None
+            job.score = contest_score([w.score for w in job.workers])
+
     def finish_failed(self, job_id: int, reason: StopReason | None, message: str) -> None:
         """The job could not be run (its image could not be pulled, an internal error)."""
         with self.database.session() as db:
             job = db.scalars(select(Job).where(Job.id == job_id).options(selectinload(Job.workers))).one()
             if reason is StopReason.SHUTDOWN:
-                self.requeue(job, counts_as_resume=False)
-                return
-            job.status = CANCELLED if reason is StopReason.USER else FAILED
-            job.error = message if job.status == FAILED else "cancelled by the team"
-            job.finished_at = now()
-            job.runner = None
-            for worker in job.workers:
-                if worker.status in (PENDING, RUNNING):
-                    worker.status = job.status
-                    worker.error = worker.error or (message if job.status == FAILED else None)
-                    worker.eta = None
+                ended = self.requeue(job, counts_as_resume=False)
+            else:
+                job.status = CANCELLED if reason is StopReason.USER else FAILED
+                job.error = message if job.status == FAILED else "cancelled by the team"
+                job.finished_at = now()
+                job.runner = None
+                for worker in job.workers:
+                    if worker.status in (PENDING, RUNNING):
+                        worker.status = job.status
+                        worker.error = worker.error or (message if job.status == FAILED else None)
+                        worker.eta = None
+                ended = _job_event(job)
+        emit(ended[0], **ended[1])
 
     # -- recovery --
 
@@ -275,6 +334,7 @@ class JobQueue:
         """
         stale_before = now() - self.config.heartbeat_timeout
         recovered: list[int] = []
+        events: list[tuple[JobEvent, dict[str, Any]]] = []
         with self.database.session() as db:
             query = select(Job).where(Job.status == RUNNING).options(selectinload(Job.workers))
             for job in db.scalars(query):
@@ -284,20 +344,24 @@ class JobQueue:
                     continue  # running here right now (or claimed a moment ago)
                 if not (mine or stale):
                     continue  # another live server runs it
-                self.requeue(job, counts_as_resume=True)
+                events.append(self.requeue(job, counts_as_resume=True))
                 recovered.append(job.id)
-        if recovered:
-            log.warning("recovered interrupted jobs %s", recovered)
+        for event, fields in events:
+            emit(event, **fields)
         return recovered
 
     def requeue_mine(self) -> None:
         """On a stop: jobs of this process whose levels did not end in time go back to the queue."""
         with self.database.session() as db:
-            for job in db.scalars(select(Job).where(Job.status == RUNNING, Job.runner == self.instance)):
-                self.requeue(job, counts_as_resume=False)
+            query = select(Job).where(Job.status == RUNNING, Job.runner == self.instance)
+            events = [self.requeue(job, counts_as_resume=False) for job in db.scalars(query)]
+        for event, fields in events:
+            emit(event, **fields)
 
-    def requeue(self, job: Job, *, counts_as_resume: bool) -> None:
-        """Put an interrupted job back in the queue, keeping its finished levels; or end it for good."""
+    def requeue(self, job: Job, *, counts_as_resume: bool) -> tuple[JobEvent, dict[str, Any]]:
+        """Put an interrupted job back in the queue, keeping its finished levels; or end it for good.
+
+        Returns the event to log once the caller's transaction is committed."""
         interrupted = [w for w in job.workers if w.status in (RUNNING, PENDING)]
         if job.cancel_requested:
             # The team asked to cancel before the server went down: honour it rather than re-run.
@@ -308,7 +372,7 @@ class JobQueue:
             for worker in interrupted:
                 worker.status = CANCELLED
                 worker.eta = None
-            return
+            return _job_event(job)
         if counts_as_resume and job.resumes >= self.config.max_resumes:
             job.status = FAILED
             job.finished_at = now()
@@ -323,8 +387,7 @@ class JobQueue:
                 worker.status = FAILED
                 worker.error = "interrupted by a server restart"
                 worker.eta = None
-            log.warning("job %s failed after %s interruptions", job.id, job.resumes + 1)
-            return
+            return _job_event(job)
         job.status = QUEUED
         job.runner = None
         job.heartbeat_at = None
@@ -335,4 +398,32 @@ class JobQueue:
                 worker.error = "interrupted by a server restart; this level runs again" if counts_as_resume else None
             worker.status = PENDING
             worker.progress = None
+            worker.mean_episode_reward = None
             worker.eta = None
+        return _job_event(job, recovered=counts_as_resume)
+
+
+def _level_end_event(worker: Worker) -> tuple[JobEvent, dict[str, Any]]:
+    """The event of a level's end, from what was recorded for it."""
+    event = {
+        FINISHED: JobEvent.LEVEL_FINISHED,
+        FAILED: JobEvent.LEVEL_FAILED,
+        CANCELLED: JobEvent.LEVEL_CANCELLED,
+        PENDING: JobEvent.LEVEL_INTERRUPTED,
+    }.get(worker.status, JobEvent.LEVEL_FAILED)
+    return event, {
+        "job": worker.job_id, "level": worker.idx, "task": worker.task, "score": worker.score,
+        "episodes": worker.episodes, "timesteps": worker.timesteps, "reason": worker.error,
+    }  # fmt: skip
+
+
+def _job_event(job: Job, *, recovered: bool = False) -> tuple[JobEvent, dict[str, Any]]:
+    """The event of a job's new state (ended, or queued again after an interruption)."""
+    if job.status == QUEUED:
+        event = JobEvent.RECOVERED if recovered else JobEvent.REQUEUED
+    else:
+        event = {FINISHED: JobEvent.FINISHED, CANCELLED: JobEvent.CANCELLED}.get(job.status, JobEvent.FAILED)
+    return event, {
+        "job": job.id, "team": job.team.namespace, "attempt": job.attempt, "resumes": job.resumes or None,
+        "score": job.score, "reason": job.error,
+    }  # fmt: skip

@@ -36,6 +36,7 @@ from contestkit.server.config import ServerConfig
 from contestkit.server.db import Database
 from contestkit.server.executors import Executor, LevelRun, LevelTask
 from contestkit.server.queue import ClaimedJob, JobQueue, PendingLevel, StopReason
+from contestkit.server.seeds import level_seed
 
 log = logging.getLogger("contestkit.server.scheduling")
 
@@ -133,6 +134,12 @@ class Scheduler:
 
     def start(self) -> None:
         """Recover what a previous run of this server left running, then start claiming jobs."""
+        if self.config.seed is not None:
+            log.warning(
+                "server.yaml fixes seed: %s, so every job is evaluated with the same frame-skip randomness; "
+                "set `seed: null` to draw a fresh seed for each job attempt",
+                self.config.seed,
+            )
         self.recover(startup=True)
         for target, name in ((self._claim_loop, "contestkit-claim"), (self._monitor_loop, "contestkit-monitor")):
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -294,7 +301,7 @@ class Scheduler:
             image=image,
             timestep_limit=job.timestep_limit,
             wallclock_limit=job.wallclock_limit,
-            seed=self.config.seed + level.index,
+            seed=level_seed(job.seed, level.index),
             record=self.config.record,
             cpuset=cpus,
         )
@@ -305,7 +312,7 @@ class Scheduler:
             team=job.team,
             run=run,
             runtime=self.config.runtime,
-            results_dir=_fresh_dir(job.attempt_dir / _level_dir_name(level.index, level.game, level.state)),
+            results_dir=_fresh_dir(job.attempt_dir / level_dir_name(level.index, level.game, level.state)),
         )
 
     def _run_level(self, control: _JobControl, level: PendingLevel, task: LevelTask) -> None:
@@ -344,11 +351,25 @@ class Scheduler:
         finally:
             with control.lock:
                 control.levels.pop(level.worker_id, None)
+        _write_reward_curve(task)
         self.queue.level_ended(level.worker_id, control.reason, watch.overran, result, error)
         metrics.level_ended(time.monotonic() - started, result, reason=control.reason, overran=watch.overran)
 
 
-def _level_dir_name(idx: int, game: str, state: str) -> str:
+def _write_reward_curve(task: LevelTask) -> None:
+    """reward-curve.svg beside the level's monitor.csv, as `contestkit eval` writes it (best effort)."""
+    from contestkit import results
+    from contestkit.curves import write_reward_svg
+
+    try:
+        rewards = [reward for reward, _, _ in results.read_monitor(task.results_dir / results.MONITOR)]
+        write_reward_svg(rewards, task.results_dir / results.REWARD_CURVE, title=f"{task.run.game} {task.run.state}")
+    except Exception:  # noqa: BLE001 - a picture must not fail the level
+        log.exception("could not draw the reward curve of %s", task.results_dir)
+
+
+def level_dir_name(idx: int, game: str, state: str) -> str:
+    """A level's results directory under its attempt's: ``NN-Game-State`` (the results API lists them so)."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{game}-{state}")
     return f"{idx:02d}-{safe}"
 

@@ -91,15 +91,20 @@ def test_login_refuses_a_wrong_password_and_keeps_the_session_private(contest, t
 def test_jobs_commands(contest, tmp_path, make_user):
     user = make_user(tmp_path)
     user.login()
-    none_yet = user.run("jobs")
-    assert none_yet.returncode == 2 and "no job yet" in none_yet.stderr
-    _is_sentence(none_yet.stderr)
+    for args in (["jobs"], ["jobs", "--all"], ["jobs", "--watch"]):  # no job yet is not an error, for each
+        none_yet = user.run(*args)
+        assert none_yet.returncode == 0 and "No jobs yet" in none_yet.stdout, (args, none_yet.stderr)
+    assert json.loads(user.run("jobs", "--json").stdout) is None
+    assert json.loads(user.run("jobs", "--all", "--json").stdout) == []
 
     job = user.http().post(contest.url + "/rest/job/start", json={"tag": "score-30"}).json()
     watched = user.run("jobs", "--watch")
     assert watched.returncode == 0, watched.stderr
     assert f"Job {job['id']}: finished, score 31.00" in watched.stdout
     assert "Fake/Level1" in watched.stdout and "Fake/Level2" in watched.stdout
+    # Not a terminal: a line per change, each level's with its episodes and score.
+    assert f"job {job['id']} level Fake/Level1: finished, 30 episodes, score 31.00" in watched.stderr
+    assert f"job {job['id']}: finished, 2/2 levels done, score 31.00" in watched.stderr
 
     shown = json.loads(user.run("jobs", str(job["id"]), "--json").stdout)
     assert shown["status"] == "finished" and shown["score"] == 31.0 and len(shown["workers"]) == 2
@@ -194,3 +199,107 @@ def test_the_2018_client_works_unchanged(contest, unique_team, password):
     assert isinstance(info.get("leaderboard"), list) and info.get("start", 1) == 1
     for score in info["leaderboard"]:
         assert {"name", "score"} <= set(score)
+
+
+def test_a_failed_level_makes_jobs_exit_non_zero(make_contest, tmp_path, cli, base_env, unique_team):
+    contest = make_contest([("Fake", "Level1"), ("Fake", "Crash")])
+    user = User(contest, tmp_path, cli, base_env, unique_team)
+    user.login()
+    job = user.http().post(contest.url + "/rest/job/start", json={"tag": "score-30"}).json()
+    watched = user.run("jobs", "--watch")
+    assert watched.returncode == 1, watched.stdout + watched.stderr
+    assert f"Job {job['id']} failed: 1 of 2 levels failed (first Fake/Crash: " in watched.stderr
+    assert "crashed on purpose" in watched.stderr and f"jobs logs {job['id']}" in watched.stderr
+    assert f"job {job['id']} level Fake/Crash: failed" in watched.stderr
+    shown = user.run("jobs", str(job["id"]), "--json")
+    assert shown.returncode == 1 and json.loads(shown.stdout)["status"] == "failed"
+    assert user.run("jobs").returncode == 1
+    assert user.run("jobs", "--all").returncode == 0  # a listing is not about one job
+
+
+def test_submit_checks_for_a_running_job_before_pushing(contest, tmp_path, make_user):
+    user = make_user(tmp_path)
+    user.login()
+    job = user.http().post(contest.url + "/rest/job/start", json={"tag": "v1-slow"}).json()
+    refused = user.run("submit", "v9", "--wait")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    _is_sentence(refused.stderr)
+    assert f"already has job {job['id']}" in refused.stderr and "nothing was pushed" in refused.stderr
+    assert "Pushing" not in refused.stdout + refused.stderr and "No local image" not in refused.stderr
+    assert user.run("jobs", "cancel", "--yes").returncode == 0
+
+
+def test_jobs_logs_and_download_fetch_a_jobs_results(contest, tmp_path, make_user):
+    user = make_user(tmp_path / "owner")
+    user.login()
+    job = user.http().post(contest.url + "/rest/job/start", json={"tag": "score-3"}).json()
+    contest.wait_job(user.http(), job["id"])
+    logs = user.run("jobs", "logs", str(job["id"]))
+    assert logs.returncode == 0, logs.stderr
+    assert "==> 00-Fake-Level1/agent-stdout.txt <==" in logs.stdout
+    assert "fake agent playing Fake Level1" in logs.stdout and "fake agent playing Fake Level2" in logs.stdout
+    one = user.run("jobs", "logs", str(job["id"]), "Fake/Level2", "--json")
+    assert [entry["file"] for entry in json.loads(one.stdout)["logs"]] == ["01-Fake-Level2/agent-stdout.txt"]
+    by_number = user.run("jobs", "logs", str(job["id"]), "1").stdout
+    assert by_number == user.run("jobs", "logs", str(job["id"]), "Level2").stdout
+    unknown = user.run("jobs", "logs", str(job["id"]), "Nope")
+    assert unknown.returncode == 2 and "Fake/Level1, Fake/Level2" in unknown.stderr
+
+    target = tmp_path / "results"
+    downloaded = user.run("jobs", "download", str(job["id"]), "--dir", str(target), "--json")
+    assert downloaded.returncode == 0, downloaded.stderr
+    document = json.loads(downloaded.stdout)
+    assert document["attempt"] == 1 and len(document["files"]) >= 9
+    server_dir = contest.data_dir / "jobs" / str(job["id"]) / "attempt-1"
+    for name in ("monitor.csv", "summary.json", "agent-stdout.txt", "reward-curve.svg"):
+        assert (target / "00-Fake-Level1" / name).read_bytes() == (server_dir / "00-Fake-Level1" / name).read_bytes()
+    assert not list(target.rglob(".*.part"))
+
+    other = make_user(tmp_path / "other")
+    other.login()
+    for args in (["jobs", "logs", str(job["id"])], ["jobs", "download", str(job["id"]), "--dir", str(tmp_path / "x")]):
+        refused = other.run(*args)
+        assert refused.returncode == 2 and f"no job {job['id']}" in refused.stderr
+        _is_sentence(refused.stderr)
+    assert not (tmp_path / "x").exists()
+
+
+def test_tokens_create_list_and_revoke(contest, tmp_path, make_user):
+    user = make_user(tmp_path)
+    user.login()
+    created = user.run("tokens", "create", "--name", "ci", "--expires-in-days", "2", "--json")
+    assert created.returncode == 0, created.stderr
+    token = json.loads(created.stdout)
+    bearer = {"Authorization": f"Bearer {token['token']}"}
+    assert requests.get(contest.url + "/rest/job/status/all", headers=bearer).status_code == 200
+    listed = json.loads(user.run("tokens", "list", "--json").stdout)
+    assert [(t["id"], t["name"]) for t in listed] == [(token["id"], "ci")]
+    assert all("token" not in t for t in listed)
+    assert "ci" in user.run("tokens", "list").stdout
+    revoked = user.run("tokens", "revoke", str(token["id"]))
+    assert revoked.returncode == 0 and f"API token {token['id']} revoked" in revoked.stdout
+    assert requests.get(contest.url + "/rest/job/status/all", headers=bearer).status_code == 401
+    again = user.run("tokens", "revoke", str(token["id"]))
+    assert again.returncode == 2 and f"no API token {token['id']}" in again.stderr
+    assert "No API tokens" in user.run("tokens", "list").stdout
+
+
+def test_a_running_level_shows_its_running_mean():
+    from rich.console import Console
+
+    from contestkit.cli.contest_cmd import job_table, watch_lines
+
+    job = {
+        "id": 7,
+        "status": "running",
+        "workers": [
+            {"task": "Fake/Level1", "state": "running", "progress": 0.43, "episodes": 63, "mean_episode_reward": 12.5},
+            {"task": "Fake/Level2", "state": "pending"},
+        ],
+    }
+    out = Console(record=True, width=100)
+    out.print(job_table(job))
+    text = out.export_text()
+    assert "~12.50" in text and "running mean" in text
+    line = dict(watch_lines(job))["level Fake/Level1"]
+    assert line == "job 7 level Fake/Level1: running, 40%, 63 episodes, mean so far 12.50"

@@ -275,6 +275,11 @@ def test_submit_wait_with_the_real_docker_evaluation(
         assert (level_dir / "monitor.csv").read_text().count("\n") >= 2
         summary = json.loads((level_dir / "summary.json").read_text())
         assert summary["score"] == pytest.approx(job["score"])
+        # The attempt's drawn seed is the one the level ran with (server.seeds), and the server drew its curve.
+        assert isinstance(job["seed"], int) and summary["seed"] == job["seed"] == worker["seed"]
+        assert (level_dir / "reward-curve.svg").read_text().startswith("<svg")
+        logs = team.run("jobs", "logs", str(job["id"]), "--json")
+        assert logs.returncode == 0 and {e["file"].rsplit("/", 1)[1] for e in json.loads(logs.stdout)["logs"]}
         board = json.loads(team.run("leaderboard", "--json").stdout)["leaderboard"]
         assert board[0]["name"] == team.name and board[0]["score"] == pytest.approx(job["score"])
     finally:

@@ -207,3 +207,48 @@ def interleave_before_write(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callab
         monkeypatch.setattr(operations, "_active_job", racing)
 
     return interleave
+
+
+# -- the scheduler in-process ---------------------------------------------------------------------
+
+
+class Queue:
+    """A Scheduler of the offline contest, stopped when the test ends."""
+
+    def __init__(self, contest: OfflineContest, level_runner: Any = None) -> None:
+        from contestkit.server.executors.function import FunctionExecutor
+        from contestkit.server.scheduling import Scheduler
+        from tests.server.fake_level_runner import fake_level_runner
+
+        level_runner = level_runner or fake_level_runner
+        self.contest = contest
+        self.runner = Scheduler(contest.database, contest.config, FunctionExecutor(level_runner), poll_seconds=0.05)
+
+    def start(self) -> Any:
+        self.runner.start()
+        return self.runner
+
+    def submit(self, tag: str = "score-5") -> int:
+        from contestkit.server import operations
+
+        job_id = operations.start_job(self.contest.database, self.contest.config, self.contest.team_id, tag).id
+        self.runner.wake()
+        return job_id
+
+    def wait(self, job_id: int, statuses: tuple[str, ...], timeout: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        doc: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            doc = self.contest.job(job_id)
+            if doc["status"] in statuses:
+                return doc
+            time.sleep(0.05)
+        raise AssertionError(f"job {job_id} did not reach {statuses} within {timeout} s: {doc}")
+
+
+@pytest.fixture
+def queue(offline_contest: OfflineContest) -> Iterator[Queue]:
+    """A ``Queue`` (a Scheduler of the offline contest, the fake level runner evaluating), not started."""
+    made = Queue(offline_contest)
+    yield made
+    made.runner.stop(timeout=10)

@@ -32,6 +32,7 @@ class FakeProgress:
     episodes: int
     elapsed: float
     eta_seconds: float | None
+    mean_episode_reward: float | None = None
 
 
 @dataclass
@@ -57,7 +58,8 @@ def fake_level_runner(task: Any, on_progress: Any, cancel: threading.Event) -> F
     - state ``Crash`` raises, ``NoEpisodes`` ends with no finished episode, ``Slow`` ignores the
       wall-clock budget until cancelled (for the server's watchdog);
     - each call appends "job idx state" to ``CK_FAKE_RUN_LOG`` when set, so tests can count re-runs;
-    - summary.json also records the CPU set the server lent the level and when it ran.
+    - summary.json also records the CPU set and the seed the server gave the level and when it ran;
+      agent-stdout.txt says which level the fake agent played.
     """
     if os.environ.get("CK_FAKE_RUN_LOG"):
         with open(os.environ["CK_FAKE_RUN_LOG"], "a", encoding="utf-8") as fh:
@@ -70,6 +72,7 @@ def fake_level_runner(task: Any, on_progress: Any, cancel: threading.Event) -> F
     step_sleep = seconds / max(1, limit)
     results = Path(task.results_dir)
     results.mkdir(parents=True, exist_ok=True)
+    (results / "agent-stdout.txt").write_text(f"fake agent playing {task.run.game} {task.run.state}\n")
     rewards: list[float] = []
     start = time.monotonic()
     started_at = time.time()
@@ -90,11 +93,12 @@ def fake_level_runner(task: Any, on_progress: Any, cancel: threading.Event) -> F
             elapsed = time.monotonic() - start
             rate = timesteps / elapsed if elapsed > 0 else 0.0
             eta = (limit - timesteps) / rate if rate and timesteps < limit else None
-            on_progress(FakeProgress(timesteps, limit, len(rewards), elapsed, eta))
+            mean = sum(rewards) / len(rewards) if rewards else None
+            on_progress(FakeProgress(timesteps, limit, len(rewards), elapsed, eta, mean))
     score = sum(rewards) / len(rewards) if rewards else None
     run = task.run
     summary = {"game": run.game, "state": run.state, "episodes": len(rewards), "timesteps": timesteps, "score": score,
-               "cpuset": run.cpuset, "started_at": started_at, "ended_at": time.time()}  # fmt: skip
+               "cpuset": run.cpuset, "seed": run.seed, "started_at": started_at, "ended_at": time.time()}  # fmt: skip
     (results / "summary.json").write_text(json.dumps(summary))
     if cancel.is_set():
         return FakeResult(score, len(rewards), timesteps, False, "cancelled", summary)

@@ -112,7 +112,7 @@ def test_the_scheduler_hands_each_level_to_the_executor_as_one_task(offline_cont
     for task in tasks:
         assert (task.job_id, task.attempt, task.team) == (job_id, 1, _namespace(offline_contest))
         assert task.run.image == f"{config.registry}/{_namespace(offline_contest)}/agent:v1"
-        assert task.run.seed == config.seed + task.index
+        assert task.run.seed == done["seed"] + task.index  # the attempt's seed (server.seeds)
         assert (task.run.timestep_limit, task.run.wallclock_limit) == (config.timestep_limit, config.wallclock_limit)
         assert task.results_dir.is_dir() and task.results_dir.parent.name == "attempt-1"
 

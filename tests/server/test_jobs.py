@@ -51,20 +51,28 @@ def test_a_job_evaluates_every_level_and_scores_like_the_contest(contest):
     assert summary["score"] == pytest.approx(101.0) and summary["status"] == "finished"
 
 
-def test_one_failing_level_does_not_sink_the_others(make_contest):
+def test_one_failing_level_does_not_sink_the_others_but_fails_the_job(make_contest):
+    """The rule (README, hosting): a job with a failed level is failed and not ranked, so the
+    leaderboard keeps the team's last job that finished every level; its levels keep their scores."""
     contest = make_contest([("Fake", "Level1"), ("Fake", "Crash"), ("Fake", "NoEpisodes"), ("Fake", "Level4")])
     _, http = contest.team("alpha")
-    job = http.post(contest.url + "/rest/job/start", json={"tag": "score-40"}).json()
+    (contest.data_dir / "levels.csv").write_text("game,state\nFake,Level1\nFake,Level4\n")  # first a clean job
+    good = contest.wait_job(http, http.post(contest.url + "/rest/job/start", json={"tag": "score-40"}).json()["id"])
+    assert good["status"] == "finished" and good["score"] == pytest.approx(41.0)
+    (contest.data_dir / "levels.csv").write_text("game,state\nFake,Level1\nFake,Crash\nFake,NoEpisodes\nFake,Level4\n")
+
+    job = http.post(contest.url + "/rest/job/start", json={"tag": "score-90"}).json()
     done = contest.wait_job(http, job["id"])
     states = {w["task"]: w for w in done["workers"]}
-    assert states["Fake/Level1"]["score"] == 41.0 and states["Fake/Level4"]["score"] == 41.0
+    assert states["Fake/Level1"]["score"] == 91.0 and states["Fake/Level4"]["score"] == 91.0
     assert states["Fake/Crash"]["state"] == "failed"
     assert "crashed on purpose" in states["Fake/Crash"]["error"]
     assert states["Fake/NoEpisodes"]["state"] == "failed" and "score" not in states["Fake/NoEpisodes"]
-    # The contest's formula: levels without a score count as 0 in the mean.
-    assert done["status"] == "finished"
-    assert done["score"] == pytest.approx((41 + 0 + 0 + 41) / 4)
-    assert "2 of 4 levels" in done["error"]
+    assert done["status"] == "failed" and "score" not in done
+    assert done["error"].startswith("2 of 4 levels failed (first Fake/Crash: ")
+    assert "not ranked" in done["error"]
+    board = requests.get(contest.url + "/rest/leaderboard").json()["leaderboard"]
+    assert [(row["job"], row["score"]) for row in board] == [(good["id"], pytest.approx(41.0))]
 
 
 def test_a_job_where_no_level_scores_fails_with_the_reason(make_contest):

@@ -11,54 +11,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from contestkit.server import operations
 from contestkit.server import queue as job_queue
 from contestkit.server.executors.function import FunctionExecutor
-from contestkit.server.scheduling import Scheduler
+from tests.server.conftest import Queue
 from tests.server.fake_level_runner import fake_level_runner
 
 if TYPE_CHECKING:
     from tests.server.conftest import OfflineContest
-
-
-class Queue:
-    """A Scheduler of the offline contest, stopped when the test ends."""
-
-    def __init__(self, contest: OfflineContest, level_runner: Any = fake_level_runner) -> None:
-        self.contest = contest
-        self.runner = Scheduler(contest.database, contest.config, FunctionExecutor(level_runner), poll_seconds=0.05)
-
-    def start(self) -> Scheduler:
-        self.runner.start()
-        return self.runner
-
-    def submit(self, tag: str = "score-5") -> int:
-        job_id = operations.start_job(self.contest.database, self.contest.config, self.contest.team_id, tag).id
-        self.runner.wake()
-        return job_id
-
-    def wait(self, job_id: int, statuses: tuple[str, ...], timeout: float = 20.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        doc: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            doc = self.contest.job(job_id)
-            if doc["status"] in statuses:
-                return doc
-            time.sleep(0.05)
-        raise AssertionError(f"job {job_id} did not reach {statuses} within {timeout} s: {doc}")
-
-
-@pytest.fixture
-def queue(offline_contest: OfflineContest) -> Iterator[Queue]:
-    made = Queue(offline_contest)
-    yield made
-    made.runner.stop(timeout=10)
 
 
 def _fail_once(monkeypatch: pytest.MonkeyPatch, runner: job_queue.JobQueue, name: str, calls: list[str]) -> None:

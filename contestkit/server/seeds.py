@@ -1,0 +1,30 @@
+"""The seed a job attempt is evaluated with: the one rule for drawing it and for each level's seed.
+
+Why: the sticky frame skip is random. A server that evaluates every job with the same seed lets
+teams tune their agent to one deterministic sequence of frame skips, and two runs of the same job
+score identically, which the 2018 contest's did not. So each job *attempt* draws a fresh seed when
+it first starts, unless the host fixed one in server.yaml (``seed: N``), and the seed is recorded
+with the job (its document, each level's document and summary.json) so that a result can be
+reproduced with ``contestkit eval --seed``.
+
+The seed belongs to the attempt, not to each start of it: an attempt resumed after a server
+restart re-runs its interrupted level with the same seed, so a server failure never gives a team a
+second draw, and one number describes every level of an attempt. ``jobs restart`` starts a new
+attempt and draws again.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+SEED_RANGE = 2**31  # fits the 32-bit seeds emulators and other RNGs take, with room for the level index
+
+
+def draw_attempt_seed(fixed: int | None) -> int:
+    """The seed of a new job attempt: the host's fixed ``seed`` from server.yaml, else a fresh one."""
+    return fixed if fixed is not None else secrets.randbelow(SEED_RANGE)
+
+
+def level_seed(attempt_seed: int, index: int) -> int:
+    """The seed of level ``index`` (0-based) of an attempt: levels of one attempt differ."""
+    return attempt_seed + index
