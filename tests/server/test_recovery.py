@@ -137,17 +137,19 @@ def test_a_job_left_by_another_server_is_taken_over_when_its_heartbeat_stops(
     job = http.post(contest.url + "/rest/job/start", json={"tag": "score-5"}).json()
     _wait_for_second_level(contest, http, job["id"])
     contest.server.kill()
-    # Pretend another host (sharing a PostgreSQL database) runs it and has just sent a heartbeat.
+    # Pretend another host (sharing a PostgreSQL database) runs it and has just sent a heartbeat. The
+    # heartbeat is stamped 15 s ahead so that it is still fresh once the restarted server is up, even
+    # on a loaded machine where starting it takes several seconds (3 s ahead made this test flaky).
     with sqlite3.connect(contest.data_dir / "contest.db") as db:
         db.execute(
             "UPDATE jobs SET runner = 'elsewhere:/srv/contest', heartbeat_at = ? WHERE id = ?",
-            (time.time() + 3, job["id"]),
+            (time.time() + 15, job["id"]),
         )
     restarted = contest_of(contest.data_dir, server_process(contest.data_dir, env=env).start(), LEVELS)
     with sqlite3.connect(contest.data_dir / "contest.db") as db:
         runner = db.execute("SELECT runner FROM jobs WHERE id = ?", (job["id"],)).fetchone()[0]
     assert runner == "elsewhere:/srv/contest"  # a live server's job is left alone...
-    done = restarted.wait_job(http, job["id"], timeout=60)  # ...until its heartbeat goes stale
+    done = restarted.wait_job(http, job["id"], timeout=120)  # ...until its heartbeat goes stale
     assert done["status"] == "finished" and done["resumes"] == 1
     restarted.server.kill()
 
