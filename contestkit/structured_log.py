@@ -84,7 +84,12 @@ def file_records(root: Path) -> Iterator[str]:
         for index, chunk in enumerate(chunks):
             yield emit(
                 RecordKind.FILE,
-                {"path": name, "index": index, "last": index == len(chunks) - 1, "b64": base64.b64encode(chunk).decode()},
+                {
+                    "path": name,
+                    "index": index,
+                    "last": index == len(chunks) - 1,
+                    "b64": base64.b64encode(chunk).decode(),
+                },
             )
 
 

@@ -149,7 +149,9 @@ def manifests(
     remote_env_image: str = typer.Option(
         None, "--remote-env-image", help="The remote-env image with the ROMs, pushed where the cluster pulls from."
     ),
-    storage_class: str = typer.Option(None, "--storage-class", help="StorageClass of the volumes (default: cluster's)."),
+    storage_class: str = typer.Option(
+        None, "--storage-class", help="StorageClass of the volumes (default: the cluster's)."
+    ),
     data_size: str = typer.Option("200Gi", "--data-size", help="Size of the data directory's volume."),
     service_type: str = typer.Option("ClusterIP", "--service-type", help="ClusterIP, NodePort or LoadBalancer."),
 ) -> None:

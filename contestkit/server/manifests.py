@@ -77,8 +77,11 @@ def _meta(name: str, options: DeploymentOptions, component: str) -> dict[str, An
     return {
         "name": name,
         "namespace": options.namespace,
-        "labels": {LABEL_MANAGED_BY: MANAGED_BY, "app.kubernetes.io/name": label_value(name),
-                   "app.kubernetes.io/component": component},  # fmt: skip
+        "labels": {
+            LABEL_MANAGED_BY: MANAGED_BY,
+            "app.kubernetes.io/name": label_value(name),
+            "app.kubernetes.io/component": component,
+        },  # fmt: skip
     }
 
 
@@ -132,7 +135,8 @@ def render_manifests(options: DeploymentOptions) -> list[dict[str, Any]]:
         f"test -f {DATA_MOUNT}/server.yaml || {{ contestkit server init --data-dir {DATA_MOUNT} "
         f"--registry {options.registry} --levels {CONFIG_MOUNT}/levels.csv "
         f"--timestep-limit {options.timestep_limit} --wallclock-limit {options.wallclock_limit:g} "
-        f'--database-url "$DATABASE_URL" --no-pull && cat {CONFIG_MOUNT}/server-extra.yaml >> {DATA_MOUNT}/server.yaml; }}'
+        f'--database-url "$DATABASE_URL" --no-pull '
+        f"&& cat {CONFIG_MOUNT}/server-extra.yaml >> {DATA_MOUNT}/server.yaml; }}"
     )
     database_env = {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": DATABASE_SECRET, "key": "url"}}}
     server_pod = {
@@ -155,8 +159,17 @@ def render_manifests(options: DeploymentOptions) -> list[dict[str, Any]]:
             {
                 "name": "server",
                 "image": options.server_image,
-                "command": ["contestkit", "server", "run", "--data-dir", DATA_MOUNT, "--host", "0.0.0.0",
-                            "--port", str(PORT)],  # fmt: skip
+                "command": [
+                    "contestkit",
+                    "server",
+                    "run",
+                    "--data-dir",
+                    DATA_MOUNT,
+                    "--host",
+                    "0.0.0.0",
+                    "--port",
+                    str(PORT),
+                ],  # fmt: skip
                 "ports": [{"name": "http", "containerPort": PORT}],
                 "readinessProbe": {"httpGet": {"path": "/openapi.json", "port": "http"}, "periodSeconds": 10},
                 "livenessProbe": {
@@ -174,7 +187,10 @@ def render_manifests(options: DeploymentOptions) -> list[dict[str, Any]]:
             {"name": "config", "configMap": {"name": CONFIG_MAP}},
         ],
     }
-    claim_spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": options.data_size}}}
+    claim_spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": options.data_size}},
+    }
     if options.storage_class:
         claim_spec["storageClassName"] = options.storage_class
     postgres_claim: dict[str, Any] = {

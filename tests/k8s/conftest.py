@@ -298,10 +298,18 @@ def env_output(
     rows = ["r,l,t"] + [f"{r},{100 + i},{1.5 * (i + 1):.3f}" for i, r in enumerate(rewards)]
     (scratch / results.MONITOR).write_text("\n".join(rows) + "\n")
     (scratch / results.LOG).write_text("t,timesteps,episodes\n1.0,10,0\n")
-    results.write_json(scratch / results.PROGRESS, {"timesteps": timesteps, "timestep_limit": 1000, "episodes": len(rewards)})
+    results.write_json(
+        scratch / results.PROGRESS, {"timesteps": timesteps, "timestep_limit": 1000, "episodes": len(rewards)}
+    )
     results.write_json(
         scratch / results.ENV_STATUS,
-        {"end_reason": end_reason, "error": error, "timesteps": timesteps, "episodes": len(rewards), "wall_seconds": 3.0},
+        {
+            "end_reason": end_reason,
+            "error": error,
+            "timesteps": timesteps,
+            "episodes": len(rewards),
+            "wall_seconds": 3.0,
+        },
     )
     lines: list[str] = ["serving Airstriker-Genesis Level1 at /root/compo/tmp/sock", f"session ended: {end_reason}"]
     structured_log.Mirror(scratch, write=lambda line: lines.append(line.rstrip("\n"))).finish()

@@ -38,15 +38,20 @@ def _spec(tmp_path: Path, **changes: object) -> LaunchSpec:
 
 
 def _settings(**changes: object) -> kx.KubernetesSettings:
-    return kx.KubernetesSettings.from_mapping({"remote_env_image": "registry.example.org:5000/ck/remote-env:1", **changes})
+    return kx.KubernetesSettings.from_mapping(
+        {"remote_env_image": "registry.example.org:5000/ck/remote-env:1", **changes}
+    )
 
 
 IDENTITY = kx.LevelIdentity(job_id=4448, attempt=2, index=4, team="Team Rocket!")
 
 JOB_VARIANTS = {
     "contest defaults": ({}, {}),
-    "gpu agent": ({"gpus": True}, {"node_selector": {"nvidia.com/gpu.present": "true"},
-                                  "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]}),
+    "gpu agent": (
+        {"gpus": True},
+        {"node_selector": {"nvidia.com/gpu.present": "true"},
+         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
+    ),
     "gpu count from settings": ({}, {"gpus": 2}),
     "recording, own cpu and memory, env vars": (
         {"record": True, "cpus": 4.0, "memory": "16g", "env_vars": {"OMP_NUM_THREADS": "4"}}, {}
@@ -63,7 +68,9 @@ JOB_VARIANTS = {
 @pytest.mark.parametrize("variant", sorted(JOB_VARIANTS))
 def test_every_job_variant_validates(tmp_path: Path, variant: str, version: str) -> None:
     spec_changes, settings_changes = JOB_VARIANTS[variant]
-    job = kx.render_level_job(_spec(tmp_path, **spec_changes), IDENTITY, _settings(**settings_changes), grace_seconds=120)
+    job = kx.render_level_job(
+        _spec(tmp_path, **spec_changes), IDENTITY, _settings(**settings_changes), grace_seconds=120
+    )
     kubernetes_validate.validate(job, version, strict=True)
 
 

@@ -138,7 +138,10 @@ def test_one_spec_on_docker_and_as_a_job(tmp_path: Path, docker_api: Any, toolki
     assert docker_runtime.SESSION_LABEL in agent_c["Config"]["Labels"]
     labels = job["spec"]["template"]["metadata"]["labels"]
     assert (labels[kx.LABEL_JOB], labels[kx.LABEL_LEVEL], labels[kx.LABEL_ATTEMPT], labels[kx.LABEL_TEAM]) == (
-        "1", "0", "1", "rocket"
+        "1",
+        "0",
+        "1",
+        "rocket",
     )
 
 

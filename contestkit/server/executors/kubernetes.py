@@ -416,7 +416,9 @@ class ClusterApi:
             raise
 
     def list_jobs(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
-        response = self.batch.list_namespaced_job(self.namespace, label_selector=selector(labels), _preload_content=False)
+        response = self.batch.list_namespaced_job(
+            self.namespace, label_selector=selector(labels), _preload_content=False
+        )
         return list(self._json(response).get("items") or [])
 
     def delete_job(self, name: str, grace_seconds: int | None = None) -> None:
@@ -430,7 +432,9 @@ class ClusterApi:
                 raise
 
     def list_pods(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
-        response = self.core.list_namespaced_pod(self.namespace, label_selector=selector(labels), _preload_content=False)
+        response = self.core.list_namespaced_pod(
+            self.namespace, label_selector=selector(labels), _preload_content=False
+        )
         return list(self._json(response).get("items") or [])
 
     def read_pod(self, name: str) -> dict[str, Any] | None:
@@ -813,7 +817,8 @@ class KubernetesRun:
                 self.delete(3)  # cancelled before a pod came, or while one ran: nothing may stay behind
         if self.detached.is_set():
             raise ContestkitError(
-                f"The server is stopping; the Kubernetes Job {self.name} keeps running and is adopted at its next start."
+                f"The server is stopping; the Kubernetes Job {self.name} keeps running and is adopted "
+                "at its next start."
             )
         summary = _summarize(self.spec, "kubernetes", events, started_at, time.monotonic() - start)
         summary["kubernetes_job"] = self.name
