@@ -348,7 +348,10 @@ def executor(cluster: FakeCluster, settings: kx.KubernetesSettings) -> kx.Kubern
 
 @pytest.fixture
 def make_task(tmp_path: Path):  # type: ignore[no-untyped-def]
-    from contestkit.server.evaluator import LevelTask
+    try:  # the scheduler's task, after the server's split (issue 10)
+        from contestkit.server.executors import LevelTask
+    except ImportError:
+        from contestkit.server.evaluator import LevelTask
 
     def make(job_id: int = 7, index: int = 0, attempt: int = 1, wallclock: float = 60.0) -> Any:
         results_dir = tmp_path / "jobs" / str(job_id) / f"attempt-{attempt}" / f"{index:02d}-Airstriker-Genesis-Level1"
