@@ -387,3 +387,128 @@ def progress():  # type: ignore[no-untyped-def]
 @pytest.fixture
 def validate_k8s():  # type: ignore[no-untyped-def]
     return validate
+
+
+# -- a kubelet made of the real Docker engine --------------------------------------------------------
+
+
+class _DockerLog:
+    def __init__(self, api: Any, container: str) -> None:
+        self.api, self.container = api, container
+
+    def stream(self, amt: Any = None, decode_content: Any = None) -> Iterator[bytes]:
+        # Kubernetes serves stdout and stderr as one stream: so does this.
+        yield from self.api.logs(self.container, stream=True, follow=True, stdout=True, stderr=True)
+
+    def release_conn(self) -> None:
+        return None
+
+
+class DockerCluster(FakeCluster):
+    """The FAKE API server of ``FakeCluster``, with each pod run for real as Docker containers.
+
+    Still a fake of the API (no API server can run here), but the pod's containers are real: the
+    Job's images, command, arguments, environment, volumes (``emptyDir`` as Docker volumes, the
+    in-memory one as tmpfs), resource limits and security settings (all capabilities dropped, no
+    privilege escalation) become ``docker create`` settings; the containers share no network at all,
+    as the NetworkPolicy makes it; their logs are read through the engine as one stream per
+    container, as the kubelet serves them. ``binds`` adds read-only files per container name (the
+    agent script, say); ``images`` maps a digest-pinned reference to the local image it stands for (an
+    image never pushed has no registry digest).
+    """
+
+    def __init__(
+        self, api: Any, binds: dict[str, dict[str, str]], images: dict[str, str], namespace: str = "contest"
+    ) -> None:
+        super().__init__(namespace)
+        self.api = api
+        self.binds = binds
+        self.images = images
+        self.containers: dict[str, dict[str, str]] = {}  # pod -> container name -> id
+        self.volumes: dict[str, list[str]] = {}
+
+    def _make_pod(self, job: str) -> str:
+        import os
+
+        name = super()._make_pod(job)
+        spec = self.pods[name]["spec"]
+        volumes = {}
+        for volume in spec["volumes"]:
+            empty = volume["emptyDir"]
+            options = {}
+            if empty.get("medium") == "Memory":
+                size = empty["sizeLimit"].replace("Mi", "m").replace("Gi", "g")
+                options = {"driver_opts": {"type": "tmpfs", "device": "tmpfs", "o": f"size={size}"}}
+            volumes[volume["name"]] = self.api.create_volume(
+                name=f"ck-test-{name}-{volume['name']}", labels={"contestkit-test": name}, **options
+            )["Name"]
+        self.volumes[name] = list(volumes.values())
+        ids = {}
+        for container in spec["containers"]:
+            binds = {volumes[m["name"]]: {"bind": m["mountPath"], "mode": "rw"} for m in container["volumeMounts"]}
+            extra = self.binds.get(container["name"], {})
+            binds.update({host: {"bind": path, "mode": "ro"} for path, host in extra.items()})
+            limits = container["resources"]["limits"]
+            security = container["securityContext"]
+            host_config = self.api.create_host_config(
+                binds=binds,
+                network_mode="none",
+                cap_drop=["ALL"] if "ALL" in security["capabilities"]["drop"] else None,
+                security_opt=["no-new-privileges"] if security["allowPrivilegeEscalation"] is False else None,
+                nano_cpus=int(min(int(limits["cpu"].rstrip("m")) / 1000, os.cpu_count() or 1) * 1e9),
+                mem_limit=limits["memory"].replace("Gi", "g").replace("Mi", "m"),
+            )
+            ids[container["name"]] = self.api.create_container(
+                self.images.get(container["image"], container["image"]),
+                entrypoint=container.get("command"),
+                command=container.get("args"),
+                environment={e["name"]: e["value"] for e in container.get("env", [])},
+                user=str(security["runAsUser"]) if "runAsUser" in security else None,
+                labels={"contestkit-test": name},
+                name=f"ck-test-{name}-{container['name']}",
+                host_config=host_config,
+            )["Id"]
+        self.containers[name] = ids
+        for cid in ids.values():
+            self.api.start(cid)
+        self.pods[name]["status"].update(phase="Running", startTime=_now())
+        return name
+
+    def _refresh(self, pod: str) -> None:
+        statuses = []
+        for cname, cid in self.containers.get(pod, {}).items():
+            state = self.api.inspect_container(cid)["State"]
+            if state["Status"] == "exited":
+                statuses.append({"name": cname, "state": {"terminated": {"exitCode": state["ExitCode"]}}})
+            else:
+                statuses.append({"name": cname, "state": {"running": {"startedAt": state["StartedAt"]}}})
+        self.pods[pod]["status"]["containerStatuses"] = statuses
+
+    def read_namespaced_pod(self, name: str, namespace: str, **kwargs: Any) -> _Response:
+        with self.cond:
+            if name in self.pods:
+                self._refresh(name)
+        return super().read_namespaced_pod(name, namespace, **kwargs)
+
+    def list_namespaced_pod(self, namespace: str, label_selector: str = "", **kwargs: Any) -> _Response:
+        with self.cond:
+            for name in self.pods:
+                self._refresh(name)
+        return super().list_namespaced_pod(namespace, label_selector, **kwargs)
+
+    def read_namespaced_pod_log(self, name: str, namespace: str, container: str, **kwargs: Any) -> Any:
+        with self.cond:
+            if name not in self.pods:
+                raise ApiException(status=404, reason="NotFound")
+            return _DockerLog(self.api, self.containers[name][container])
+
+    def _kill(self, pod: str, code: int = 137) -> None:
+        for cid in self.containers.pop(pod, {}).values():
+            self.api.remove_container(cid, force=True)
+        for volume in self.volumes.pop(pod, []):
+            self.api.remove_volume(volume, force=True)
+
+    def close(self) -> None:
+        with self.cond:
+            for pod in list(self.containers):
+                self._kill(pod)
