@@ -147,7 +147,7 @@ def test_the_role_grants_exactly_what_the_executor_calls() -> None:
     """Each ClusterApi call needs its verb on its resource (and the Role grants nothing cluster-wide)."""
     calls = {
         ("batch", "jobs"): {"create", "get", "list", "delete"},
-        ("", "pods"): {"get", "list", "delete"},
+        ("", "pods"): {"get", "list"},
         ("", "pods/log"): {"get"},
         ("networking.k8s.io", "networkpolicies"): {"get", "create"},
     }

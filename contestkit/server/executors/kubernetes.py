@@ -445,13 +445,6 @@ class ClusterApi:
                 return None
             raise
 
-    def delete_pod(self, name: str, grace_seconds: int) -> None:
-        try:
-            self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=grace_seconds)
-        except Exception as exc:
-            if _status(exc) != 404:
-                raise
-
     def follow_log(self, pod: str, container: str) -> Iterator[str]:
         """The container's log from its start, line by line, until the container ends."""
         response = self.core.read_namespaced_pod_log(
@@ -906,8 +899,11 @@ class KubernetesExecutor:
         api: ClusterApi | None = None,
         grace_seconds: float = 120.0,
         spec_for: Callable[[Any], LaunchSpec] | None = None,
+        registry: tuple[str, tuple[str, str] | None] | None = None,
     ) -> None:
+        """``registry``: the contest registry's scheme and the evaluator's account, to resolve tags to digests."""
         self.settings = settings
+        self.registry = registry
         self.api = api or connect(settings)
         self.grace_seconds = grace_seconds
         self.spec_for = spec_for or launch_spec
@@ -925,8 +921,14 @@ class KubernetesExecutor:
                 ) from None
 
     def resolve_image(self, reference: str) -> str:
-        """The cluster pulls the image itself; the reference must already be pinned by digest."""
-        return reference
+        """The image pinned by digest: as submitted, or resolved in the contest registry (no pull here).
+
+        The cluster pulls the image itself, so the server only asks the registry which manifest the
+        tag names now; every level (and a re-run after a disruption or a restart) then runs that one.
+        """
+        if "@" in reference or self.registry is None:
+            return reference
+        return reference.rsplit(":", 1)[0] + "@" + resolve_digest(reference, *self.registry)
 
     def render(self, run: KubernetesRun) -> dict[str, Any]:
         return render_level_job(run.spec, run.identity, self.settings, grace_seconds=self.grace_seconds)
@@ -1017,6 +1019,40 @@ def _reason(exc: BaseException) -> str:
     except (TypeError, ValueError):
         message = None
     return str(message or getattr(exc, "reason", None) or exc)
+
+
+MANIFEST_TYPES = ", ".join(
+    (
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    )
+)
+
+
+def resolve_digest(reference: str, scheme: str, account: tuple[str, str] | None, timeout: float = 30.0) -> str:
+    """The ``sha256:`` digest a tag names in a registry (a HEAD on its manifest, as ``docker pull`` asks)."""
+    import requests
+
+    host, _, rest = reference.partition("/")
+    repository, _, tag = rest.rpartition(":")
+    if not repository or not tag:
+        raise ContestkitError(f"The image {reference} has no registry tag to resolve.")
+    url = f"{scheme}://{host}/v2/{repository}/manifests/{tag}"
+    try:
+        response = requests.head(url, headers={"Accept": MANIFEST_TYPES}, auth=account, timeout=timeout)
+    except requests.RequestException as exc:
+        raise ContestkitError(f"The contest registry at {host} did not answer ({exc}); is it running?") from None
+    if response.status_code == 404:
+        raise ContestkitError(f"The image {reference} is not in the registry; push it first (`contestkit push`).")
+    digest = response.headers.get("Docker-Content-Digest", "")
+    if response.status_code != 200 or not digest.startswith("sha256:"):
+        raise ContestkitError(
+            f"The registry answered {response.status_code} for {reference} without a digest; "
+            "check the evaluator's registry account in server.yaml."
+        )
+    return digest
 
 
 def launch_spec(task: Any) -> LaunchSpec:
