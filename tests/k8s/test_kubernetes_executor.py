@@ -323,3 +323,21 @@ def test_structured_lines_round_trip(tmp_path: Path) -> None:
     # A record can never write outside the results directory.
     escape = sl.parse(sl.emit(sl.RecordKind.FILE, {"path": "../evil", "index": 0, "last": True, "b64": ""}))
     assert target.add(escape.data) is None and not (tmp_path / "evil").exists()
+
+
+def test_the_executor_from_server_yaml(cluster, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    config = SimpleNamespace(
+        kubernetes={"remote_env_image": "r/remote-env:1", "namespace": "contest", "manage_network_policy": False},
+        evaluator_username="contestkit-evaluator",
+        evaluator_registry_password="pw",
+        budget_grace_seconds=90.0,
+        registry_scheme="https",
+    )
+    api = kx.ClusterApi(cluster.batch, cluster.core, cluster.networking, "contest")
+    executor = kx.executor_from_config(config, api=api)
+    assert executor.grace_seconds == 90.0 and executor.registry == ("https", ("contestkit-evaluator", "pw"))
+    assert not cluster.policies, "manage_network_policy: false leaves the policy to the manifests"
+    with pytest.raises(ContestkitError, match="remote_env_image"):
+        kx.executor_from_config(SimpleNamespace(**{**config.__dict__, "kubernetes": None}), api=api)

@@ -1021,6 +1021,16 @@ def _reason(exc: BaseException) -> str:
     return str(message or getattr(exc, "reason", None) or exc)
 
 
+def executor_from_config(config: Any, *, api: ClusterApi | None = None) -> KubernetesExecutor:
+    """The executor server.yaml configures with ``executor: kubernetes`` and its ``kubernetes:`` mapping."""
+    settings = KubernetesSettings.from_mapping(getattr(config, "kubernetes", None) or {})
+    password = getattr(config, "evaluator_registry_password", "")
+    account = (config.evaluator_username, password) if password else None
+    return KubernetesExecutor(
+        settings, api=api, grace_seconds=config.budget_grace_seconds, registry=(config.registry_scheme, account)
+    )
+
+
 MANIFEST_TYPES = ", ".join(
     (
         "application/vnd.oci.image.index.v1+json",
@@ -1085,6 +1095,7 @@ __all__ = [
     "LevelIdentity",
     "PodSession",
     "connect",
+    "executor_from_config",
     "launch_spec",
     "render_level_job",
     "render_network_policy",
