@@ -110,9 +110,6 @@ def server_yaml_extra(options: DeploymentOptions) -> str:
     settings = executor_settings(options)
     document = {
         "executor": "kubernetes",
-        "parallel_jobs": options.parallel_jobs,
-        "parallel_levels": options.parallel_levels,
-        "pull_images": False,  # the cluster pulls; submissions are pinned by digest
         "kubernetes": {
             "remote_env_image": settings.remote_env_image,
             "namespace": settings.namespace,
@@ -135,7 +132,8 @@ def render_manifests(options: DeploymentOptions) -> list[dict[str, Any]]:
         f"test -f {DATA_MOUNT}/server.yaml || {{ contestkit server init --data-dir {DATA_MOUNT} "
         f"--registry {options.registry} --levels {CONFIG_MOUNT}/levels.csv "
         f"--timestep-limit {options.timestep_limit} --wallclock-limit {options.wallclock_limit:g} "
-        f'--database-url "$DATABASE_URL" --no-pull '
+        f'--database-url "$DATABASE_URL" --no-pull --parallel-levels {options.parallel_levels} '
+        f"&& sed -i 's/^parallel_jobs: .*/parallel_jobs: {options.parallel_jobs}/' {DATA_MOUNT}/server.yaml "
         f"&& cat {CONFIG_MOUNT}/server-extra.yaml >> {DATA_MOUNT}/server.yaml; }}"
     )
     database_env = {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": DATABASE_SECRET, "key": "url"}}}
