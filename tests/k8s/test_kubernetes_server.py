@@ -102,3 +102,13 @@ def test_a_restarted_server_adopts_instead_of_running_twice(offline_contest, clu
         scheduler.stop(timeout=10)
     assert offline_contest.job(job_id)["score"] == pytest.approx(5.0)
     assert [job["metadata"]["name"] for job in cluster.created] == [name, name1], "adopted, not run twice"
+
+
+def test_reconcile_deletes_jobs_of_jobs_that_are_over(offline_contest, cluster, settings, make_task) -> None:  # noqa: F811
+    api = kx.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)
+    executor = kx.KubernetesExecutor(settings, api=api, grace_seconds=5.0)
+    # A Job left in the cluster for job 41, which this server does not run (cancelled while it was down).
+    executor.start(make_task(job_id=41))
+    scheduler = Scheduler(offline_contest.database, offline_contest.config, executor, poll_seconds=0.05)
+    assert scheduler.reconcile() == [41]
+    assert not cluster.jobs and cluster.deletions[0][:2] == ("ck-j41-a1-l0", "Foreground")
