@@ -44,7 +44,9 @@ from contestkit.bridge.protocol import memory_tmpdir
 from contestkit.bridge.wakeup import round_trip
 from contestkit.envs import ContestEnv
 from contestkit.games import resolve_level
+from contestkit.levelrun import EnvPlacement, LevelRunSpec, to_argv
 from contestkit.monitor import EpisodeLog
+from contestkit.runtime.base import ENV_PROGRAM
 
 GAME, STATE = "Airstriker-Genesis", "Level1"
 
@@ -73,26 +75,9 @@ def in_process(acts: np.ndarray, workdir: Path) -> float:
 
 def bridged(acts: np.ndarray, workdir: Path, copy_obs: bool = True) -> float:
     bridge = Path(tempfile.mkdtemp(prefix="ckb-", dir=memory_tmpdir())) / "sock"
+    spec = LevelRunSpec(game=GAME, state=STATE, seed=0, timestep_limit=len(acts) + 10, connect_timeout=60)
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "contestkit.remote",
-            "--game",
-            GAME,
-            "--state",
-            STATE,
-            "--bridge-dir",
-            str(bridge),
-            "--results-dir",
-            str(workdir / "bridged"),
-            "--seed",
-            "0",
-            "--timestep-limit",
-            str(len(acts) + 10),
-            "--connect-timeout",
-            "60",
-        ],
+        [sys.executable, "-m", ENV_PROGRAM, *to_argv(spec, EnvPlacement(bridge, workdir / "bridged"))],
         stdout=subprocess.DEVNULL,
     )
     try:

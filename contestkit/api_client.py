@@ -15,8 +15,8 @@ from typing import Any
 
 import requests
 
+from contestkit.credentials import ServerLogin, normalize_server
 from contestkit.errors import ContestkitError, NotFoundError
-from contestkit.session import ClientSession, normalize_server
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -115,11 +115,11 @@ class ContestClient:
             self.http.headers["Authorization"] = f"Bearer {token}"
 
     @classmethod
-    def from_session(cls, session: ClientSession | None) -> ContestClient:
-        """A client for the logged-in session; not logged in is an error that says how to log in."""
-        if session is None:
+    def from_login(cls, login: ServerLogin | None) -> ContestClient:
+        """A client acting for the stored login; not logged in is an error that says how to log in."""
+        if login is None:
             raise ContestkitError("Not logged in: run `contestkit login --server URL` first.")
-        return cls(session.server, cookies=session.cookies, token=session.token)
+        return cls(login.server, cookies=login.cookies, token=login.token)
 
     # -- plumbing --
 

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from contestkit import __version__
+from contestkit import __version__, imageref
 from contestkit.config import Config, load_config
 from contestkit.errors import ContestkitError
 from contestkit.images import (
@@ -219,7 +219,7 @@ def bootstrap_base_image(
                 "packing the root",
             )
             emit(BuildEvent("step", tag, f"docker import as {tag}", 3, 3))
-            repository, _, image_tag = tag.rpartition(":")
+            repository, image_tag = imageref.split(tag)
             changes = [*IMPORT_CHANGES, f"LABEL {LABEL_VERSION}={__version__}"]
             try:
                 with tarball.open("rb") as handle:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from contestkit import __version__
+from contestkit import __version__, imageref
 from contestkit.errors import ContestkitError
 from contestkit.images import (
     LABEL_VERSION,
@@ -36,7 +36,7 @@ from contestkit.images import (
     is_toolkit_image,
     stream_build,
 )
-from contestkit.project import Project, validate_tag
+from contestkit.project import Project
 
 if TYPE_CHECKING:
     from docker import APIClient
@@ -198,7 +198,7 @@ def build_project(
     except ValueError:
         raise ContestkitError(f"{dockerfile} must be inside the project directory {project.root}.") from None
     git = git_state(project.root)
-    tag = validate_tag(tag or git.short or "latest")
+    tag = imageref.validate_tag(tag or git.short or imageref.DEFAULT_TAG)
     name = project.name
     primary = project.image_ref(tag)
     tags = [primary]
@@ -240,8 +240,7 @@ def build_project(
         )
         image_id = client.inspect_image(primary)["Id"]  # full sha256:..., whatever the stream said
         for ref in tags[1:]:
-            repository, _, ref_tag = ref.rpartition(":")
-            client.tag(image_id, repository, ref_tag)
+            client.tag(image_id, *imageref.split(ref))
     seconds = time.monotonic() - started
     emit(BuildEvent("done", primary, f"{', '.join(tags)} built in {seconds:.1f}s"))
     return BuildResult(image_id, tags, labels, seconds, project.registry, notes)

@@ -12,8 +12,9 @@ Three places hold settings, and one value per key is chosen by this precedence (
    the team shares: ``name``, ``registry``, ``base_image``, ``entry``, ``dockerfile``,
    ``build_args``. It may never hold credentials.
 3. **User file**: ``$XDG_CONFIG_HOME/contestkit/config.yaml`` (``~/.config/contestkit/...`` when
-   ``XDG_CONFIG_HOME`` is unset): per-person settings and the registry/server credentials. The
-   file is written with mode 0600 and refused when it holds secrets but others can read it.
+   ``XDG_CONFIG_HOME`` is unset): per-person settings. Logins and registry credentials live
+   beside it, in :mod:`contestkit.credentials`' own files, never here. The file is written with
+   mode 0600.
 4. **Defaults** (the table :data:`KEYS`), plus, for ``ca_bundle`` and ``wheels_dir`` only, what the
    user's environment already says for pip (``PIP_CERT``, ``REQUESTS_CA_BUNDLE``,
    ``SSL_CERT_FILE``; ``PIP_FIND_LINKS``), so a machine already set up for a TLS-re-signing proxy
@@ -32,7 +33,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,15 +55,14 @@ class Key:
     """One setting: its type, default, which files may hold it, and what it is for."""
 
     name: str
-    kind: str  # "str", "path", "float", "map", "credentials"
+    kind: str  # "str", "path", "map"
     default: Any
     scopes: frozenset[str]
     help: str
-    secret: bool = False
 
 
-def _key(name: str, kind: str, default: Any, scopes: str, help: str, secret: bool = False) -> Key:
-    return Key(name, kind, default, frozenset(scopes.split(",")), help, secret)
+def _key(name: str, kind: str, default: Any, scopes: str, help: str) -> Key:
+    return Key(name, kind, default, frozenset(scopes.split(",")), help)
 
 
 #: Every key contestkit understands. Add new keys here (with a help line) rather than reading
@@ -127,25 +126,18 @@ KEYS: dict[str, Key] = {
             "pip arguments that install a CPU build of torch in contestkit/agent:pytorch.",
         ),
         _key("debian_mirror", "str", None, "user", "Debian mirror for `contestkit images bootstrap`."),
-        _key("cpus", "float", 6.0, "project,user", "CPU limit of eval containers (the contest VM had 6)."),
-        _key(
-            "memory",
-            "str",
-            "56g",
-            "project,user",
-            "Memory limit of eval containers (the contest VM had 56 GB).",
-        ),
-        _key("server", "str", None, "project,user", "URL of the contest server."),
-        _key("token", "str", None, USER, "Contest server session token (written by `contestkit login`).", True),
-        _key(
-            "credentials",
-            "credentials",
-            {},
-            USER,
-            "Registry credentials: {registry host: {username, password}}.",
-            True,
-        ),
     )
+}
+
+#: Keys earlier versions declared but no command ever read, and where that setting lives now. A file
+#: that still holds one gets a sentence saying so (files stay strict: a silently ignored key would
+#: let a user believe it does something).
+RETIRED_KEYS: dict[str, str] = {
+    "cpus": "eval's CPU limit is its --cpus option (default: the contest's 6)",
+    "memory": "eval's memory limit is its --memory option (default: the contest's 56g)",
+    "server": "the server is the one of your last `contestkit login` (or $CONTESTKIT_SERVER)",
+    "token": "`contestkit login` keeps the login in its own private file (or set $CONTESTKIT_TOKEN)",
+    "credentials": "registry credentials come from `contestkit registry login`, which keeps them in its own file",
 }
 
 #: Environment variables consulted, in order, when ``ca_bundle`` is not configured.
@@ -179,21 +171,20 @@ class Config:
         return name in self.explicit
 
     def public(self) -> dict[str, Any]:
-        """Values with secrets masked, for ``doctor --json`` and logs."""
-        out: dict[str, Any] = {}
-        for name, value in self.values.items():
-            if KEYS[name].secret and value:
-                out[name] = "***"
-            else:
-                out[name] = str(value) if isinstance(value, Path) else value
-        return out
+        """Values as JSON can hold them, for ``doctor --json`` (no key holds a secret: those live in
+        :mod:`contestkit.credentials`)."""
+        return {name: str(value) if isinstance(value, Path) else value for name, value in self.values.items()}
 
 
 def user_config_dir(env: Mapping[str, str] | None = None) -> Path:
-    """``$XDG_CONFIG_HOME/contestkit`` (``~/.config/contestkit`` when unset), per the XDG spec."""
+    """``$XDG_CONFIG_HOME/contestkit`` (``~/.config/contestkit`` when unset), per the XDG spec.
+
+    The one place this folder is computed: the user config file and the stored logins and
+    registry credentials (:mod:`contestkit.credentials`) all live in it.
+    """
     env = os.environ if env is None else env
     base = env.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "contestkit"
+    return Path(base).expanduser() / "contestkit"
 
 
 def user_config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -242,13 +233,6 @@ def _convert(key: Key, raw: Any, where: str, base_dir: Path) -> Any:
             raise bad("a path string")
         path = Path(os.path.expandvars(os.path.expanduser(raw)))
         return path if path.is_absolute() else (base_dir / path)
-    if key.kind == "float":
-        if isinstance(raw, bool):
-            raise bad("a number")
-        try:
-            return float(raw)
-        except (TypeError, ValueError):
-            raise bad("a number") from None
     if key.kind == "map":
         if not isinstance(raw, dict):
             raise bad("a mapping of NAME: value")
@@ -258,21 +242,14 @@ def _convert(key: Key, raw: Any, where: str, base_dir: Path) -> Any:
                 raise bad("a mapping of NAME: value")
             out[k] = "" if v is None else str(v)
         return out
-    if key.kind == "credentials":
-        if not isinstance(raw, dict):
-            raise bad("a mapping of registry: {username, password}")
-        for entry in raw.values():
-            if not isinstance(entry, dict) or set(entry) - {"username", "password"}:
-                raise bad("a mapping of registry: {username, password}")
-        return {str(h): {str(k): str(v) for k, v in e.items()} for h, e in raw.items()}
     raise AssertionError(f"unknown kind {key.kind}")  # pragma: no cover
 
 
 def read_config_file(path: Path, scope: str) -> dict[str, tuple[Any, int]]:
     """Parse and validate one config file: ``{key: (value, line)}``.
 
-    ``scope`` is :data:`PROJECT` or :data:`USER`; a key that belongs to the other file (a password
-    in ``contestkit.yaml``) is an error, so credentials can never be committed by accident.
+    ``scope`` is :data:`PROJECT` or :data:`USER`; a key that belongs to the other file
+    (``debian_mirror`` in ``contestkit.yaml``) is an error.
     Line numbers come from the YAML node marks, so errors point at the offending line.
     """
     try:
@@ -305,15 +282,14 @@ def read_config_file(path: Path, scope: str) -> dict[str, tuple[Any, int]]:
         if not isinstance(key_node, yaml.ScalarNode):
             raise ContestkitError(f"{path}, line {line}: keys must be plain names.")
         name = key_node.value
+        if name in RETIRED_KEYS:
+            raise ContestkitError(
+                f"{path}, line {line}: key '{name}' is no longer read ({RETIRED_KEYS[name]}); remove that line."
+            )
         if name not in KEYS:
             raise ContestkitError(_unknown_key_message(path, line, name))
         key = KEYS[name]
         if scope not in key.scopes:
-            if key.secret:
-                raise ContestkitError(
-                    f"{path}, line {line}: key '{name}' is a secret and belongs in the user config "
-                    f"{user_config_path()} (mode 0600), never in the project; remove it from {path.name}."
-                )
             other = "the project's contestkit.yaml" if PROJECT in key.scopes else str(user_config_path())
             raise ContestkitError(f"{path}, line {line}: key '{name}' belongs in {other}, not here.")
         if name in out:
@@ -324,15 +300,6 @@ def read_config_file(path: Path, scope: str) -> dict[str, tuple[Any, int]]:
             raise ContestkitError(f"{path}, line {line}: key '{name}': {exc}.") from exc
         out[name] = (_convert(key, raw, f"{path}, line {_line(value_node)}", base_dir), line)
     return out
-
-
-def _check_private(path: Path, entries: Mapping[str, tuple[Any, int]]) -> None:
-    """Refuse a user file holding secrets that group/others can read (like ssh does)."""
-    if not any(KEYS[k].secret and v for k, (v, _) in entries.items()):
-        return
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise ContestkitError(f"{path} holds credentials but has mode {mode:03o}: run `chmod 600 {path}`.")
 
 
 # A comma starts a new pair only when NAME= follows it, so values may hold commas (NO_PROXY=a,b).
@@ -392,7 +359,6 @@ def load_config(
     user_entries: dict[str, tuple[Any, int]] = {}
     if user_path.is_file():
         user_entries = read_config_file(user_path, USER)
-        _check_private(user_path, user_entries)
     project_entries = read_config_file(project_path, PROJECT) if project_path else {}
 
     values: dict[str, Any] = {}
@@ -405,7 +371,7 @@ def load_config(
         if name in project_entries:
             layers.append((project_entries[name][0], f"{project_path}:{project_entries[name][1]}"))
         var = ENV_PREFIX + name.upper()
-        if not key.secret and env.get(var, "") != "":
+        if env.get(var, "") != "":
             raw: Any = env[var]
             if key.kind == "map":
                 raw = _parse_env_map(raw, var)
@@ -442,8 +408,7 @@ def save_user_config(
     """Set (or with ``remove``, delete) keys in the user file, keeping it private (mode 0600).
 
     The file is rewritten through a temporary file created 0600 and renamed over the old one, so
-    a crash never leaves a half-written file, and there is never a moment where credentials sit
-    in a world-readable file. Comments in the file are not preserved.
+    a crash never leaves a half-written file. Comments in the file are not preserved.
     """
     path = path or user_config_path()
     current: dict[str, Any] = {}
@@ -472,19 +437,3 @@ def save_user_config(
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
     return path
-
-
-def set_registry_credentials(registry: str, username: str, password: str, *, path: Path | None = None) -> Path:
-    """Store credentials for ``registry`` in the user file (never in the project)."""
-    path = path or user_config_path()
-    creds: dict[str, Any] = {}
-    if path.is_file():
-        entries = read_config_file(path, USER)
-        creds = dict(entries.get("credentials", ({}, 0))[0] or {})
-    creds[registry_host(registry)] = {"username": username, "password": password}
-    return save_user_config({"credentials": creds}, path=path)
-
-
-def registry_host(registry: str) -> str:
-    """The host part of ``registry.example.com:5000/team`` (what logins are keyed by)."""
-    return registry.split("://", 1)[-1].split("/", 1)[0]

@@ -6,6 +6,7 @@ pull a plotting stack into every install (or every agent image).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from html import escape
 from pathlib import Path
@@ -39,32 +40,85 @@ def moving_average(values: Sequence[float], window: int) -> list[float]:
     return out
 
 
+def smoothing_window(n: int) -> int:
+    """How many episodes the moving average spans: visibly smoother than the raw series at any length.
+
+    A twentieth of the run is the classic choice for long runs, but below 40 episodes it is a window
+    of 1, i.e. the raw series again; so short runs still average over at least 3 episodes.
+    """
+    return max(3, min(n // 20 if n >= 60 else n // 10, 100))
+
+
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    """Round axis values (1, 2 or 5 times a power of ten) covering [lo, hi], so a reader can read values off."""
+    span = hi - lo
+    if span <= 0:
+        return [lo]
+    magnitude = 10 ** math.floor(math.log10(span / count))
+    step = next(m * magnitude for m in (1, 2, 5, 10, 20) if span / (m * magnitude) <= count + 1)
+    first = math.ceil(lo / step) * step
+    ticks = []
+    value = first
+    while value <= hi + step * 1e-9:
+        ticks.append(round(value, 10))
+        value += step
+    return ticks
+
+
 def write_reward_svg(rewards: Sequence[float], path: Path, *, title: str = "") -> Path | None:
-    """Episode reward and its moving average, as a small standalone SVG; None with no episodes."""
+    """Episode reward and its moving average, as a small standalone SVG; None with no episodes.
+
+    Hand-drawn axes with round tick values and a legend naming both lines and the averaging window,
+    since the picture is read without the table that produced it.
+    """
     if not rewards:
         return None
-    w, h, pad = 640, 300, 40
-    lo, hi = min(min(rewards), 0.0), max(rewards)
+    w, h, left, right, top, bottom = 640, 320, 56, 20, 48, 40
+    lo, hi = min(min(rewards), 0.0), max(max(rewards), 0.0)
     span = (hi - lo) or 1.0
     n = len(rewards)
+    window = smoothing_window(n)
 
-    def xy(i: int, v: float) -> str:
-        x = pad + (w - 2 * pad) * (i / max(n - 1, 1))
-        y = h - pad - (h - 2 * pad) * ((v - lo) / span)
-        return f"{x:.1f},{y:.1f}"
+    def x_of(i: float) -> float:
+        return left + (w - left - right) * (i / max(n - 1, 1))
 
-    raw = " ".join(xy(i, v) for i, v in enumerate(rewards))
-    avg = " ".join(xy(i, v) for i, v in enumerate(moving_average(rewards, max(1, n // 20))))
+    def y_of(v: float) -> float:
+        return h - bottom - (h - top - bottom) * ((v - lo) / span)
+
+    def points(values: Sequence[float]) -> str:
+        return " ".join(f"{x_of(i):.1f},{y_of(v):.1f}" for i, v in enumerate(values))
+
+    grid = []
+    for tick in nice_ticks(lo, hi):
+        y = y_of(tick)
+        grid.append(f'<line x1="{left}" y1="{y:.1f}" x2="{w - right}" y2="{y:.1f}" stroke="#eee"/>')
+        grid.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:g}</text>')
+    for tick in nice_ticks(1, n, 6) if n > 1 else [1]:
+        x = x_of(tick - 1)
+        grid.append(f'<line x1="{x:.1f}" y1="{h - bottom}" x2="{x:.1f}" y2="{h - bottom + 4}" stroke="#888"/>')
+        grid.append(f'<text x="{x:.1f}" y="{h - bottom + 16}" text-anchor="middle">{tick:g}</text>')
+    average = ""
+    legend_avg = ""
+    if n >= 2:
+        smooth = points(moving_average(rewards, window))
+        average = f'<polyline points="{smooth}" fill="none" stroke="#c33" stroke-width="2"/>'
+        legend_avg = (
+            f'<line x1="{left + 150}" y1="34" x2="{left + 170}" y2="34" stroke="#c33" stroke-width="2"/>'
+            f'<text x="{left + 175}" y="38">moving average ({window} episodes)</text>'
+        )
+    body = "\n".join(grid)
     svg = f"""<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>
-<text x="{pad}" y="20" font-size="14">{escape(title)} — episode reward ({n} episodes)</text>
-<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#888"/>
-<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#888"/>
-<text x="{pad - 4}" y="{pad + 4}" text-anchor="end">{hi:g}</text>
-<text x="{pad - 4}" y="{h - pad}" text-anchor="end">{lo:g}</text>
-<text x="{w - pad}" y="{h - pad + 16}" text-anchor="end">episode {n}</text>
-<polyline points="{raw}" fill="none" stroke="#9ab" stroke-width="1"/>
-<polyline points="{avg}" fill="none" stroke="#c33" stroke-width="2"/>
+<text x="{left}" y="18" font-size="14">{escape(title)} — episode reward ({n} episodes)</text>
+<line x1="{left}" y1="34" x2="{left + 20}" y2="34" stroke="#9ab" stroke-width="1.5"/>
+<text x="{left + 25}" y="38">episode reward</text>
+{legend_avg}
+{body}
+<line x1="{left}" y1="{h - bottom}" x2="{w - right}" y2="{h - bottom}" stroke="#888"/>
+<line x1="{left}" y1="{top}" x2="{left}" y2="{h - bottom}" stroke="#888"/>
+<text x="{(left + w - right) / 2:.0f}" y="{h - 6}" text-anchor="middle">episode</text>
+<polyline points="{points(rewards)}" fill="none" stroke="#9ab" stroke-width="1"/>
+{average}
 </svg>
 """
     path.write_text(svg)

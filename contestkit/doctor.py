@@ -231,23 +231,41 @@ def docker_logged_in(host: str, docker_config: Path | None = None) -> bool:
 
 
 def _check_registry(state: _State) -> list[CheckResult]:
-    from contestkit.config import registry_host
+    """Can this machine push? Asks the one store ``contestkit registry login`` writes, then docker's.
+
+    The team registry of ``registry login`` is where ``push`` and ``submit`` send images, whatever
+    the project's ``registry`` says; a ``registry`` set without that login is checked against the
+    docker CLI's own logins (``docker login HOST`` by hand).
+    """
+    from contestkit.credentials import load_registry_credentials
+    from contestkit.imageref import registry_host
 
     cfg = state.config
     if cfg is None:
         return [CheckResult("registry login", SKIP, "needs a valid config", "Fix the config check above.")]
+    try:
+        stored = load_registry_credentials()
+    except ContestkitError as exc:
+        return [CheckResult("registry login", FAIL, str(exc), "`contestkit registry login` writes them afresh.")]
+    if stored is not None:
+        return [
+            CheckResult(
+                "registry login",
+                OK,
+                f"team registry {stored.url} (user {stored.username}), saved by `contestkit registry login`",
+                details={"registry": stored.url, "host": stored.host},
+            )
+        ]
     if not cfg.registry:
         return [
             CheckResult(
                 "registry login",
                 WARN,
                 "no registry configured (needed to push and submit, not to build or eval)",
-                "Set registry in contestkit.yaml, or run `contestkit registry login`.",
+                "Run `contestkit registry login` (after `contestkit login`), or set registry in contestkit.yaml.",
             )
         ]
     host = registry_host(cfg.registry)
-    if host in (cfg.credentials or {}):
-        return [CheckResult("registry login", OK, f"credentials for {host} in {cfg.user_file}")]
     if docker_logged_in(host):
         return [CheckResult("registry login", OK, f"docker is logged in to {host}")]
     return [

@@ -8,20 +8,21 @@ the contest server's evaluator all call :func:`evaluate_level` / :func:`evaluate
 
 from __future__ import annotations
 
-import csv
 import os
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from contestkit import __version__, cpuset, results, scoring
+from contestkit.bridge.protocol import EndReason, Fault
 from contestkit.errors import ContestkitError, UsageError
 from contestkit.games import Level, resolve_level
-from contestkit.runtime.base import Launcher, LaunchSpec, Session
+from contestkit.levelrun import LevelRunSpec, docker_only_given
+from contestkit.runtime.base import Launcher, Session
 
 POLL_SECONDS = 0.2
 # After one half ends, how long the other gets to finish on its own before it is stopped.
@@ -34,26 +35,18 @@ HARD_LIMIT_SLACK = 60.0
 BUNDLED_AGENT = Path(__file__).parent / "data" / "random_agent.py"
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalRequest:
-    """One level to evaluate and how."""
+    """A level-run to evaluate, and what only an evaluation decides: the runtime and where results go.
 
-    game: str
-    state: str | None
+    ``run.game`` / ``run.state`` name the level as the user typed it (with ``--levels``, the first
+    level's; each level gets its own spec); :func:`plan` resolves them and fills in the agent or
+    image the runtime needs.
+    """
+
+    run: LevelRunSpec
     results_dir: Path
-    runtime: str = "auto"
-    agent: str | None = None
-    image: str | None = None
-    timestep_limit: int = 1_000_000
-    wallclock_limit: float = 43_200.0
-    seed: int | None = None
-    record: bool = False
-    gpus: bool = False
-    cpus: float | None = None
-    cpuset: str | None = None  # Linux cpuset list, e.g. "0-3"; see contestkit.cpuset
-    memory: str | None = None
-    connect_timeout: float = 300.0
-    project_dir: Path | None = None
+    runtime: str = "auto"  # auto | docker | local
 
 
 @dataclass
@@ -98,35 +91,13 @@ class ContestResult:
         return all(level.ok for level in self.levels)
 
 
-def read_levels(path: Path) -> list[tuple[str, str]]:
-    """Levels from a csv with the header ``game,state`` (the contest's level lists)."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets write a BOM
-            rows = list(csv.reader(f))
-    except OSError as exc:
-        raise UsageError(f"Cannot read the level list {path}: {exc.strerror}.") from None
-    except (UnicodeDecodeError, csv.Error):
-        raise UsageError(f"{path} is not a CSV text file; a level list is a CSV with the header game,state.") from None
-    rows = [r for r in rows if r and any(c.strip() for c in r)]
-    if not rows or [c.strip().lower() for c in rows[0][:2]] != ["game", "state"]:
-        raise UsageError(f"{path}: the first line must be the header 'game,state'.")
-    levels = []
-    for lineno, row in enumerate(rows[1:], start=2):
-        if len(row) < 2 or not row[0].strip() or not row[1].strip():
-            raise UsageError(f"{path}, line {lineno}: expected 'game,state', got {','.join(row)!r}.")
-        levels.append((row[0].strip(), row[1].strip()))
-    if not levels:
-        raise UsageError(f"{path} lists no levels under its 'game,state' header.")
-    return levels
-
-
-def _project_image(req: EvalRequest) -> str | None:
+def _project_image(run: LevelRunSpec) -> str | None:
     """The image `contestkit build` tagged last in the agent project, if there is a project."""
-    if req.project_dir is None:
+    if run.project_dir is None:
         return None
     from contestkit.project import load_project
 
-    return f"{load_project(req.project_dir).name}:latest"
+    return f"{load_project(run.project_dir).name}:latest"
 
 
 def _image_exists(image: str) -> bool:
@@ -144,13 +115,13 @@ def choose_launcher(req: EvalRequest) -> Launcher:
     The image to run is ``--image``, or the agent project's last build; a project never built
     runs locally (its entry point) rather than failing for want of an image.
     """
-    runtime = req.runtime
+    runtime, run = req.runtime, req.run
     if runtime == "auto":
         runtime = "local"
-        if req.agent is None and (req.image or req.project_dir):
+        if run.agent is None and (run.image or run.project_dir):
             from contestkit.dockerengine import engine_available
 
-            if engine_available() and (req.image or _image_exists(_project_image(req) or "")):
+            if engine_available() and (run.image or _image_exists(_project_image(run) or "")):
                 runtime = "docker"
     if runtime == "local":
         from contestkit.runtime.local import LocalLauncher
@@ -163,9 +134,9 @@ def choose_launcher(req: EvalRequest) -> Launcher:
     raise UsageError(f"Unknown runtime '{req.runtime}': choose auto, docker or local.")
 
 
-def _read_progress(level: Level, results_dir: Path, start: float, status: str) -> Progress:
+def _read_progress(spec: LevelRunSpec, results_dir: Path, start: float, status: str) -> Progress:
     doc = results.read_json(results_dir / results.PROGRESS) or {}
-    prog = Progress(game=level.game, state=level.state, status=status, elapsed=round(time.monotonic() - start, 1))
+    prog = Progress(game=spec.game, state=spec.state or "", status=status, elapsed=round(time.monotonic() - start, 1))
     for key in ("timesteps", "timestep_limit", "episodes", "last_episode_reward", "mean_episode_reward",
                 "timesteps_per_second"):  # fmt: skip
         if key in doc:
@@ -213,14 +184,14 @@ def _agent_error(code: int, results_dir: Path) -> str:
 
 def _watch(
     session: Session,
-    spec: LaunchSpec,
+    spec: LevelRunSpec,
+    results_dir: Path,
     start: float,
     on_progress: Callable[[Progress], None] | None,
     cancel: threading.Event | None,
     output: _OutputTail,
 ) -> dict[str, Any]:
     """Run until both halves have ended; returns what happened, for the summary."""
-    level = spec.level
     events: dict[str, Any] = {"stopped_agent": False, "stopped_env": False, "interrupted": False}
     env_ended_at = agent_ended_at = None
     hard_deadline = start + spec.wallclock_limit + HARD_LIMIT_SLACK
@@ -247,7 +218,7 @@ def _watch(
             elif env_ended_at is not None and agent_code is None and now - env_ended_at > AGENT_GRACE:
                 events["stopped_agent"] = True
                 session.stop_agent(5.0)
-            if agent_ended_at is not None and env_code is None and now - agent_ended_at > _env_grace(spec):
+            if agent_ended_at is not None and env_code is None and now - agent_ended_at > _env_grace(results_dir):
                 events["stopped_env"] = True
                 session.stop_env(10.0)
             if now > hard_deadline:
@@ -255,7 +226,7 @@ def _watch(
                 session.stop_agent(3.0)
                 session.stop_env(10.0)
             if on_progress is not None:
-                on_progress(_read_progress(level, spec.results_dir, start, "running"))
+                on_progress(_read_progress(spec, results_dir, start, "running"))
             time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
         events["interrupted"] = True
@@ -267,36 +238,33 @@ def _watch(
     return events
 
 
-def _env_grace(spec: LaunchSpec) -> float:
+def _env_grace(results_dir: Path) -> float:
     """How long the env may go on after the agent ended.
 
     An env that never served a step (no progress.json yet) is only waiting for a connection that
     cannot come any more: it does not need the whole grace.
     """
-    return ENV_GRACE if (spec.results_dir / results.PROGRESS).exists() else ENV_GRACE_UNCONNECTED
-
-
-_BUDGET_ENDS = ("timestep-budget", "wallclock-budget")
-_ENV_REPORTED_FAULTS = ("bad-request", "agent-disconnected-mid-step", "no-connection", "env-error")
+    return ENV_GRACE if (results_dir / results.PROGRESS).exists() else ENV_GRACE_UNCONNECTED
 
 
 def _summarize(
-    spec: LaunchSpec, runtime: str, events: dict[str, Any], started_at: float, wall: float
+    spec: LevelRunSpec, rd: Path, runtime: str, events: dict[str, Any], started_at: float, wall: float
 ) -> dict[str, Any]:
-    rd = spec.results_dir
     env_status = results.read_json(rd / results.ENV_STATUS) or {}
     episodes = results.read_monitor(rd / results.MONITOR)
     rewards = [r for r, _, _ in episodes]
     score = scoring.level_score(rewards)
-    end_reason = env_status.get("end_reason")
+    reported = env_status.get("end_reason")
+    end_reason = EndReason.read(reported)
+    fault = end_reason.fault if end_reason is not None else None
     agent_code, env_code = events.get("agent_exit"), events.get("env_exit")
     error: str | None = None
     if events.get("interrupted"):
-        end_reason = "interrupted"
+        end_reason, fault = EndReason.INTERRUPTED, EndReason.INTERRUPTED.fault
         error = "Interrupted before the budget ran out; the finished episodes are kept."
-    elif end_reason == "setup-error":
+    elif end_reason is EndReason.SETUP_ERROR:
         error = env_status.get("error")
-    elif env_status.get("error") and end_reason in _ENV_REPORTED_FAULTS:
+    elif env_status.get("error") and fault in (Fault.AGENT, Fault.ENV):
         # The env saw what went wrong (garbage, no connection, a crash of the emulator); the
         # agent's exit status after being stopped would only hide that.
         error = f"{env_status['error'][0].upper()}{env_status['error'][1:]}."
@@ -306,23 +274,23 @@ def _summarize(
         error = f"The env process exited with status {env_code} before reporting." + (
             f" Last lines of remote-stderr.txt:\n{tail}" if tail else ""
         )
-    elif agent_code not in (0, None) and not (events.get("stopped_agent") and end_reason in _BUDGET_ENDS):
+    elif agent_code not in (0, None) and not (events.get("stopped_agent") and fault is Fault.BUDGET):
         error = _agent_error(agent_code, rd)
-    elif end_reason == "stopped" and not env_status.get("timesteps"):
+    elif end_reason is EndReason.STOPPED and not env_status.get("timesteps"):
         error = (
             f"The agent exited (status {agent_code}) without taking a single step; "
             "does it open RemoteEnv('tmp/sock') and step it?"
         )
     warnings = []
-    if events.get("stopped_agent") and end_reason in ("timestep-budget", "wallclock-budget"):
+    if events.get("stopped_agent") and fault is Fault.BUDGET:
         warnings.append(f"the agent did not exit within {AGENT_GRACE:g} s of its budget running out and was stopped")
     return {
-        "game": spec.level.game,
-        "state": spec.level.state,
+        "game": spec.game,
+        "state": spec.state,
         "runtime": runtime,
         "agent": spec.agent,
         "image": spec.image,
-        "cpuset": list(spec.cpuset) if spec.cpuset else None,
+        "cpuset": list(cpuset.parse(spec.cpuset)) if spec.cpuset else None,
         "episodes": len(rewards),
         "timesteps": env_status.get("timesteps", sum(length for _, length, _ in episodes)),
         "score": score,
@@ -330,7 +298,7 @@ def _summarize(
         "wall_seconds": round(wall, 3),
         "agent_exit_status": agent_code,
         "env_exit_status": env_code,
-        "end_reason": end_reason,
+        "end_reason": end_reason if end_reason is not None else reported,
         "ok": error is None,
         "error": error,
         "warnings": warnings,
@@ -346,60 +314,44 @@ def _summarize(
     }
 
 
-def default_agent(req: EvalRequest) -> str:
+def default_agent(run: LevelRunSpec) -> str:
     """The agent to run locally: ``--agent``, else the project's entry, else the bundled example."""
-    if req.agent:
-        return req.agent
-    if req.project_dir is not None:
+    if run.agent:
+        return run.agent
+    if run.project_dir is not None:
         from contestkit.project import load_project
 
-        entry = load_project(req.project_dir).entry
+        entry = load_project(run.project_dir).entry
         if entry:
-            return entry if ":" in entry else str(Path(req.project_dir) / entry)
+            return entry if ":" in entry else str(Path(run.project_dir) / entry)
     return str(BUNDLED_AGENT)
 
 
-_DOCKER_ONLY = (("image", "--image"), ("gpus", "--gpus"), ("cpus", "--cpus"), ("memory", "--memory"))
-
-
-def plan(req: EvalRequest, level: Level) -> tuple[Launcher, LaunchSpec]:
+def plan(req: EvalRequest, level: Level) -> tuple[Launcher, LevelRunSpec]:
     """Check everything a user can get wrong and say how the level will run; touches nothing.
 
     Every user error surfaces here, before a results directory is created or (with --force)
-    emptied, so a typo never costs earlier results.
+    emptied, so a typo never costs earlier results. The spec returned names the resolved level
+    and the agent or image the chosen runtime runs.
     """
-    cpus = cpuset.parse(req.cpuset) if req.cpuset is not None else None
+    run = req.run
+    cpus = cpuset.describe(cpuset.parse(run.cpuset)) if run.cpuset is not None else None
     launcher = choose_launcher(req)
     if launcher.name == "local":
-        given = [flag for attr, flag in _DOCKER_ONLY if getattr(req, attr)]
+        given = docker_only_given(run)  # the fields the spec marks Docker-only, set away from their default
         if given:
             why = "no Docker engine answers" if req.runtime == "auto" else "this is the local runtime"
             raise UsageError(
                 f"{' and '.join(given)} only apply to the Docker runtime, and {why}: "
                 "drop them, or start Docker and pass --runtime docker."
             )
-    agent = default_agent(req) if launcher.name == "local" else req.agent
-    image = req.image
+    agent = default_agent(run) if launcher.name == "local" else run.agent
+    image = run.image
     if launcher.name == "docker" and image is None:
-        image = _project_image(req)
+        image = _project_image(run)
     if launcher.name == "local" and ":" not in agent and not Path(agent).is_file():
         raise UsageError(f"Agent script {agent} does not exist; pass --agent PATH.py or MODULE:FUNCTION.")
-    spec = LaunchSpec(
-        level=level,
-        results_dir=Path(req.results_dir).absolute(),
-        timestep_limit=req.timestep_limit,
-        wallclock_limit=req.wallclock_limit,
-        seed=req.seed,
-        record=req.record,
-        connect_timeout=req.connect_timeout,
-        agent=agent,
-        image=image,
-        project_dir=req.project_dir,
-        gpus=req.gpus,
-        cpus=req.cpus,
-        cpuset=cpus,
-        memory=req.memory,
-    )
+    spec = run.replace(game=level.game, state=level.state, agent=agent, image=image, cpuset=cpus)
     launcher.check(spec)
     return launcher, spec
 
@@ -415,33 +367,33 @@ def evaluate_level(
 ) -> LevelResult:
     """Evaluate one level. User errors raise ContestkitError before anything starts; once the
     halves run, every ending (crash, budget, Ctrl-C) is written to summary.json and returned."""
-    level = level or resolve_level(req.game, req.state)
+    level = level or resolve_level(req.run.game, req.run.state)
     launcher, spec = plan(req, level)
     # Only now, with every input checked, is the results directory touched (--force included).
-    results_dir = results.prepare(spec.results_dir, force=force)
+    results_dir = results.prepare(Path(req.results_dir).absolute(), force=force)
     started_at = time.time()
     start = time.monotonic()
     if on_progress is not None:
-        on_progress(Progress(game=level.game, state=level.state, status="starting", timestep_limit=req.timestep_limit))
+        on_progress(Progress(game=level.game, state=level.state, status="starting", timestep_limit=spec.timestep_limit))
     session: Session | None = None
     events: dict[str, Any] = {}
     interrupted = False
     try:
-        session = launcher.start(spec)
+        session = launcher.start(spec, results_dir)
     except ContestkitError:
         # Nothing ran: a summary would claim a result and lock the directory against a retry.
         results.discard_setup(results_dir)
         raise
     try:
         output = _OutputTail(results_dir / results.AGENT_STDOUT, on_output)
-        events = _watch(session, spec, start, on_progress, cancel, output)
+        events = _watch(session, spec, results_dir, start, on_progress, cancel, output)
     except KeyboardInterrupt:
         interrupted = True
         events["interrupted"] = True
     finally:
         if session is not None:
             session.close()
-        summary = _summarize(spec, launcher.name, events, started_at, time.monotonic() - start)
+        summary = _summarize(spec, results_dir, launcher.name, events, started_at, time.monotonic() - start)
         results.write_json(results_dir / results.SUMMARY, summary)
     result = LevelResult(
         game=level.game,
@@ -455,7 +407,7 @@ def evaluate_level(
         summary=summary,
     )
     if on_progress is not None:
-        final = _read_progress(level, results_dir, start, "done" if result.ok else "failed")
+        final = _read_progress(spec, results_dir, start, "done" if result.ok else "failed")
         on_progress(final)
     if interrupted or (events.get("interrupted") and cancel is None):
         raise KeyboardInterrupt
@@ -490,8 +442,7 @@ def evaluate_levels(
         slugs.append(slug)
 
     def run(index: int, level: Level) -> LevelResult:
-        req = EvalRequest(**{**asdict(base), "game": level.game, "state": level.state,
-                             "results_dir": root / slugs[index]})  # fmt: skip
+        req = replace(base, run=base.run.replace(game=level.game, state=level.state), results_dir=root / slugs[index])
         cb = (lambda prog: on_progress(index, prog)) if on_progress else None
         if cancel.is_set():
             return LevelResult(level.game, level.state, req.results_dir, None, 0, 0, False, "Not started: interrupted.")

@@ -80,6 +80,29 @@ def _did_you_mean(word: str, choices: list[str]) -> str:
     return f" Did you mean {', '.join(near)}?" if near else ""
 
 
+def _is_abbreviation(word: str, name: str) -> bool:
+    """``sonic2`` for ``SonicTheHedgehog2-Genesis``: the typed letters appear in order in the name."""
+    letters = iter("".join(ch for ch in name.lower() if ch.isalnum()))
+    typed = "".join(ch for ch in word.lower() if ch.isalnum())
+    return len(typed) >= 3 and all(ch in letters for ch in typed)
+
+
+def _game_hint(word: str, known: list[str]) -> str:
+    """The "did you mean" for an unknown game: contest games first, other games only with a ROM.
+
+    Nearly everyone means a contest game; a game outside the contest whose ROM is not imported
+    (stable-retro knows about a thousand) could not be evaluated anyway, so suggesting it misleads.
+    """
+    contest = _nearest(word, list(CONTEST_GAMES))
+    contest += [g for g in CONTEST_GAMES if g not in contest and _is_abbreviation(word, g)]
+    if contest and difflib.SequenceMatcher(None, word.lower(), contest[0].lower()).ratio() >= 0.85:
+        contest = contest[:1]  # a near-certain match: the others would only be noise
+    if contest:
+        return f" Did you mean {', '.join(contest[:3])}?"
+    playable = [g for g in _nearest(word, known, n=6) if rom_path(g) is not None]
+    return f" Did you mean {', '.join(playable[:3])}?" if playable else ""
+
+
 @dataclass(frozen=True)
 class Level:
     """One contest level, resolved against the emulator package's data."""
@@ -115,11 +138,7 @@ def resolve_level(game: str, state: str | None, *, check_rom: bool = True) -> Le
     """
     known = all_games()
     if contest_name(game) not in known:
-        # Offer the contest's own games first: they are what almost everyone means.
-        contest_hits = _nearest(game, list(CONTEST_GAMES), n=2)
-        others = [g for g in _nearest(game, known) if g not in contest_hits]
-        near = (contest_hits + others)[:3]
-        hint = f" Did you mean {', '.join(near)}?" if near else ""
+        hint = _game_hint(game, known)
         raise NotFoundError(f"Unknown game '{game}'.{hint} `contestkit roms list` shows the contest games.")
     game = contest_name(game)
     states = states_of(game)

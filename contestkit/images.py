@@ -3,7 +3,7 @@
 Images (Dockerfiles in ``contestkit/dockerfiles``, shipped as package data):
 
 * ``contestkit/remote-env:<version>``: stable-retro, gymnasium and this contestkit; entrypoint
-  ``python -m contestkit.remote``. The eval runtime runs it next to the agent.
+  ``python -m contestkit.envprogram``. The eval runtime runs it next to the agent.
 * ``contestkit/agent:cpu``: the agent base: numpy, gymnasium and contestkit's bridge client
   (``import gym_remote.client`` works), WORKDIR ``/root/compo``, bridge volume mount point
   ``/root/compo/tmp``, output dir ``/root/compo/out``, CMD ``python -u /root/compo/agent.py``.
@@ -31,6 +31,7 @@ import contextlib
 import hashlib
 import importlib.metadata
 import io
+import os
 import re
 import tarfile
 import tempfile
@@ -43,7 +44,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from contestkit import __version__
+from contestkit import __version__, imageref
 from contestkit.config import Config, load_config
 from contestkit.errors import ContestkitError, NotFoundError
 
@@ -433,7 +434,35 @@ def _wheel_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
-def package_wheel(requirements: list[str] | None = None) -> tuple[str, bytes]:
+def package_files(package_dirs: Iterable[Path]) -> list[tuple[str, Path]]:
+    """(path inside the wheel, file) for every source file of the packages, in a fixed order.
+
+    Symbolic links are followed, so what goes in depends on the content only, not on how it was
+    installed: a checkout (an editable install) reaches ``contestkit/templates`` through a link
+    to the repository's ``templates/``, a regular install holds the same files as a directory,
+    and both must give the same wheel and so the same image hash. A link that leads back into a
+    directory already being walked is skipped (no endless loop).
+    """
+    found: list[tuple[str, Path]] = []
+    for pkg_dir in package_dirs:
+        base = Path(pkg_dir)
+        for directory, subdirs, names in os.walk(base, followlinks=True):
+            here = Path(directory)
+            if os.path.realpath(here) in {os.path.realpath(parent) for parent in here.parents}:
+                subdirs[:] = []  # a link back to a directory above: its files are already in
+                continue
+            subdirs[:] = sorted(d for d in subdirs if d != "__pycache__")
+            for name in names:
+                path = here / name
+                if path.suffix in (".pyc", ".pyo") or not path.is_file():
+                    continue
+                found.append(((Path(base.name) / path.relative_to(base)).as_posix(), path))
+    return sorted(found)
+
+
+def package_wheel(
+    requirements: list[str] | None = None, *, package_dirs: Iterable[Path] | None = None
+) -> tuple[str, bytes]:
     """A wheel of the running contestkit (and gym_remote), made from its source files.
 
     Why not ``pip wheel .``: that needs the build backend and network (build isolation), and an
@@ -443,15 +472,10 @@ def package_wheel(requirements: list[str] | None = None) -> tuple[str, bytes]:
 
     ``requirements`` replaces the declared dependencies: agent images install only the bridge's
     (numpy, gymnasium), and a wheel claiming the CLI's would make every later ``pip install``
-    in a user's image print dependency-conflict errors.
+    in a user's image print dependency-conflict errors. ``package_dirs`` defaults to the running
+    contestkit's own (see :func:`package_files` for what is taken from them).
     """
-    files: list[tuple[str, bytes]] = []
-    for pkg_dir in _package_dirs():
-        for path in sorted(pkg_dir.rglob("*")):
-            rel = path.relative_to(pkg_dir.parent)
-            if path.is_dir() or "__pycache__" in rel.parts or path.suffix in (".pyc", ".pyo"):
-                continue
-            files.append((rel.as_posix(), path.read_bytes()))
+    files = [(name, path.read_bytes()) for name, path in package_files(package_dirs or _package_dirs())]
     dist_info = f"contestkit-{__version__}.dist-info"
     reqs = _requirements() if requirements is None else requirements
     requires = "".join(f"Requires-Dist: {r}\n" for r in reqs)
@@ -545,8 +569,8 @@ def image_labels(attrs: dict[str, Any] | None) -> dict[str, str]:
 
 
 def _pull(api: APIClient, ref: str, emit: EventCallback) -> None:
-    repository, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
-    for chunk in api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+    repository, version = imageref.split(ref)
+    for chunk in api.pull(repository, tag=version, stream=True, decode=True):
         if "error" in chunk:
             raise RuntimeError(chunk["error"])
         emit(BuildEvent("pull", ref, _pull_line(chunk)))

@@ -8,15 +8,12 @@ from any subdirectory. The project's settings are the effective configuration
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from contestkit.config import PROJECT_FILE, Config, find_project_file, load_config
 from contestkit.errors import ContestkitError, UsageError
-from contestkit.naming import name_problem, sanitize_name, validate_registry
-
-_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+from contestkit.imageref import DEFAULT_TAG, sanitize_name, validate_name, validate_registry
 
 
 @dataclass(frozen=True)
@@ -50,27 +47,10 @@ class Project:
         """The agent entry point (script path relative to the project, or MODULE:FUNC)."""
         return self.config.entry
 
-    def image_ref(self, tag: str = "latest") -> str:
+    def image_ref(self, tag: str = DEFAULT_TAG) -> str:
         """``<registry>/<name>:<tag>`` when a registry is set, else ``<name>:<tag>``."""
         base = f"{self.registry.rstrip('/')}/{self.name}" if self.registry else self.name
         return f"{base}:{tag}"
-
-
-def validate_name(name: str, where: str) -> str:
-    """``name`` if Docker accepts it as an image name, else a :class:`ContestkitError`."""
-    problem = name_problem(name)
-    if problem:
-        raise ContestkitError(f"{where}: '{name}' is not a valid image name: {problem}.")
-    return name
-
-
-def validate_tag(tag: str) -> str:
-    """``tag`` if Docker accepts it as a tag, else a :class:`ContestkitError`."""
-    if not _TAG_RE.match(tag):
-        raise ContestkitError(
-            f"'{tag}' is not a valid image tag: use up to 128 letters, digits, _ . - (not starting with . or -)."
-        )
-    return tag
 
 
 def find_project(start: Path | str | None = None) -> Project | None:
@@ -80,13 +60,16 @@ def find_project(start: Path | str | None = None) -> Project | None:
         return None
     config = load_config(config_file.parent)
     project = Project(config_file.parent, config_file, config)
-    if config.name:
-        validate_name(config.name, f"{config_file} ({config.sources['name']})")
-    if config.registry:
-        try:
-            validate_registry(config.registry)
-        except UsageError as exc:  # say where the bad value came from: the file or the environment
-            raise ContestkitError(f"{config.sources['registry']}: {exc}") from None
+    try:
+        if config.name:
+            validate_name(config.name, f"{config_file} ({config.sources['name']})")
+        if config.registry:
+            try:
+                validate_registry(config.registry)
+            except UsageError as exc:  # say where the bad value came from: the file or the environment
+                raise UsageError(f"{config.sources['registry']}: {exc}") from None
+    except UsageError as exc:  # a broken project file is the project's problem (exit 1), as before
+        raise ContestkitError(str(exc)) from None
     return project
 
 

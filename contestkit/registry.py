@@ -15,9 +15,9 @@ from typing import Any
 
 import requests
 
-from contestkit import dockerengine
+from contestkit import dockerengine, imageref
+from contestkit.credentials import RegistryCredentials
 from contestkit.errors import ContestkitError, NotFoundError
-from contestkit.session import RegistryCredentials
 
 
 @dataclass(frozen=True)
@@ -91,38 +91,18 @@ def docker_cli_logout(host: str) -> None:
         subprocess.run([docker, "logout", host], capture_output=True, text=True, timeout=60)
 
 
-def image_exists(reference: str, *, client: Any = None) -> bool:
-    from docker.errors import ImageNotFound
-
-    client = client or dockerengine.client()
-    try:
-        client.images.get(reference)
-        return True
-    except ImageNotFound:
-        return False
-
-
 def tag(source: str, target: str, *, client: Any = None) -> None:
     """Tag a local image for the team registry."""
     from docker.errors import APIError, ImageNotFound
 
     client = client or dockerengine.client()
-    repository, tag_name = split_reference(target)
+    repository, tag_name = imageref.split(target)
     try:
         client.api.tag(source, repository, tag_name, force=True)
     except ImageNotFound:
         raise NotFoundError(f"There is no local image {source}; build it first (`contestkit build`).") from None
     except APIError as exc:
         raise ContestkitError(f"Tagging {source} as {target} failed ({_first_line(exc)}).") from None
-
-
-def split_reference(reference: str) -> tuple[str, str]:
-    """``host:port/ns/repo:tag`` -> (``host:port/ns/repo``, ``tag``); no tag means ``latest``."""
-    last = reference.rsplit("/", 1)[-1]
-    if ":" in last:
-        repository, tag_name = reference.rsplit(":", 1)
-        return repository, tag_name
-    return reference, "latest"
 
 
 def push(
@@ -136,7 +116,7 @@ def push(
     from docker.errors import APIError
 
     client = client or dockerengine.client()
-    repository, tag_name = split_reference(reference)
+    repository, tag_name = imageref.split(reference)
     auth = {"username": credentials.username, "password": credentials.password}
     digest: str | None = None
     size: int | None = None

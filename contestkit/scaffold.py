@@ -23,7 +23,7 @@ from pathlib import Path
 
 from contestkit import __version__
 from contestkit.errors import ContestkitError, NotFoundError, UsageError
-from contestkit.naming import name_problem, validate_registry
+from contestkit.imageref import MAX_REPOSITORY_LENGTH, validate_name, validate_registry
 
 #: Template choice on the command line -> directory under the templates root.
 TEMPLATES: dict[str, str] = {
@@ -38,18 +38,15 @@ TEMPLATE_LAYERS: dict[str, tuple[str, ...]] = {"pytorch": ("ppo-common",), "tf":
 TEMPLATE_ALIASES: dict[str, str] = {"torch": "pytorch", "tensorflow": "tf", "keras": "tf", "cpu": "random"}
 DEFAULT_TEMPLATE = "pytorch"
 
-#: Docker's limit on a full repository reference (registry/path).
-MAX_REPOSITORY_LENGTH = 255
 # Build and run leftovers of a template's own test runs that must not be copied into projects.
 _IGNORED = shutil.ignore_patterns(
     "__pycache__", "*.pyc", "*.pyo", ".pytest_cache", ".ruff_cache", "out", "results", "tmp", "*.egg-info"
 )
 
 
-
 @dataclass(frozen=True)
-class Project:
-    """What :func:`create_project` made."""
+class NewProject:
+    """What :func:`create_project` made (an agent project as found later is :class:`contestkit.project.Project`)."""
 
     name: str
     template: str
@@ -96,14 +93,6 @@ def template_dir(template: str) -> Path:
     return path
 
 
-def validate_name(name: str) -> str:
-    """``name`` unchanged when it is a valid image repository name; else a UsageError with the rule."""
-    problem = name_problem(name)
-    if problem:
-        raise UsageError(f"invalid project name: {problem}.")
-    return name
-
-
 def _render(text: str, values: dict[str, str]) -> str:
     for key, value in values.items():
         text = text.replace("{{" + key + "}}", value)
@@ -128,14 +117,14 @@ def create_project(
     template: str = DEFAULT_TEMPLATE,
     registry: str | None = None,
     directory: str | Path | None = None,
-) -> Project:
+) -> NewProject:
     """Create ``directory/name`` (default: ``./name``) from a template; returns what was made.
 
     Refuses an invalid name or registry, and a target that exists in any form, before writing
     anything. On a failure half-way the partly written directory (which this call created) is
     removed, so a retry starts clean.
     """
-    validate_name(name)
+    validate_name(name, "invalid project name")
     template = resolve_template(template)
     if registry is not None:
         registry = validate_registry(registry)
@@ -185,4 +174,4 @@ def create_project(
         raise ContestkitError(
             f"cannot write the project into {target}: {exc}; check free space and permissions."
         ) from None
-    return Project(name=name, template=template, path=target, registry=registry)
+    return NewProject(name=name, template=template, path=target, registry=registry)

@@ -23,9 +23,9 @@ import numpy as np
 
 from contestkit.bridge import errors as e
 from contestkit.bridge import protocol as p
+from contestkit.levelrun import CONNECT_TIMEOUT as DEFAULT_CONNECT_TIMEOUT
 
 DEFAULT_BRIDGE = "tmp/sock"
-DEFAULT_CONNECT_TIMEOUT = 300.0
 
 _ERRORS: dict[int, type[e.GymRemoteError]] = {
     p.ERR_TIMESTEP_BUDGET: e.TimestepTimeoutError,

@@ -27,6 +27,7 @@ import os
 import socket
 import struct
 from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
 
 MAGIC = b"CKB1"
 CTL_NAME = "ctl"
@@ -42,6 +43,51 @@ ERR_WALLCLOCK = 11
 ERR_RESET = 12
 ERR_BAD_REQUEST = 13
 ERR_ENV = 14
+
+
+
+class Fault(str, Enum):
+    """Whose doing an end of session was: what decides the exit status and the error shown."""
+
+    NONE = "none"  # a normal end: the agent closed, or the session was stopped
+    BUDGET = "budget"  # a budget ran out: the contest's normal end
+    AGENT = "agent"  # the agent broke the protocol or never came
+    ENV = "env"  # the env side failed (emulator, setup)
+
+
+class EndReason(str, Enum):
+    """How a session ended, as remote-status.json and summary.json write it (the value strings)."""
+
+    fault: Fault
+
+    def __new__(cls, value: str, fault: Fault) -> EndReason:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.fault = fault
+        return member
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    AGENT_CLOSED = "agent-closed", Fault.NONE
+    STOPPED = "stopped", Fault.NONE  # the env program was asked to stop (SIGTERM, Ctrl-C)
+    INTERRUPTED = "interrupted", Fault.NONE  # the evaluation was interrupted (written by eval)
+    TIMESTEP_BUDGET = "timestep-budget", Fault.BUDGET
+    WALLCLOCK_BUDGET = "wallclock-budget", Fault.BUDGET
+    BAD_REQUEST = "bad-request", Fault.AGENT
+    AGENT_DISCONNECTED = "agent-disconnected-mid-step", Fault.AGENT
+    NO_CONNECTION = "no-connection", Fault.AGENT
+    ENV_ERROR = "env-error", Fault.ENV
+    SETUP_ERROR = "setup-error", Fault.ENV  # unknown level, missing ROM: before any session
+
+    @classmethod
+    def read(cls, value: object) -> EndReason | None:
+        """The reason a status file names, or None when it names none (or one this version does not know)."""
+        try:
+            return cls(value)
+        except ValueError:
+            return None
+
 
 REQUEST_HEADER = 4
 REPLY = struct.Struct("<BBBxId")

@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 
 from contestkit.bridge import protocol as p
+from contestkit.bridge.protocol import EndReason
 from contestkit.envs import InvalidActionError
+from contestkit.levelrun import CONNECT_TIMEOUT, TIMESTEP_LIMIT, WALLCLOCK_LIMIT
 from contestkit.monitor import EpisodeLog
 
-DEFAULT_CONNECT_TIMEOUT = 300.0
 # After a budget runs out the agent gets its exception on its next call; give it this long to
 # make that call and go away before the env process ends the session itself.
 AFTER_BUDGET_GRACE = 10.0
@@ -37,23 +38,22 @@ WALLCLOCK_SLICE = 1.0
 class Budgets:
     """The per-level limits of the contest: 1M timesteps and 12 hours by default."""
 
-    timestep_limit: int = 1_000_000
-    wallclock_limit: float = 43_200.0
+    timestep_limit: int = TIMESTEP_LIMIT
+    wallclock_limit: float = WALLCLOCK_LIMIT
 
 
 @dataclass
 class Outcome:
-    """How a session ended. ``error`` is a sentence for the results when the agent misbehaved."""
+    """How a session ended. ``error`` is a sentence for the results when the agent misbehaved.
 
-    end_reason: str
+    Whose doing the end was (agent, budget, env) is the reason's own ``fault``.
+    """
+
+    end_reason: EndReason
     error: str | None = None
     timesteps: int = 0
     wall_seconds: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def agent_fault(self) -> bool:
-        return self.end_reason in {"bad-request", "agent-disconnected-mid-step", "no-connection"}
 
 
 class Stopped(BaseException):
@@ -96,7 +96,7 @@ class BridgeServer:
         log: EpisodeLog,
         budgets: Budgets,
         *,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        connect_timeout: float = CONNECT_TIMEOUT,
         expose_info: bool = False,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
         progress_every: float = 0.5,
@@ -136,7 +136,7 @@ class BridgeServer:
     def _remaining(self) -> float:
         return self.deadline - time.monotonic()
 
-    def _outcome(self, reason: str, error: str | None = None, **details: Any) -> Outcome:
+    def _outcome(self, reason: EndReason, error: str | None = None, **details: Any) -> Outcome:
         return Outcome(
             end_reason=reason,
             error=error,
@@ -165,7 +165,7 @@ class BridgeServer:
         try:
             return self._serve()
         except Stopped:
-            return self._outcome("stopped", "evaluation stopped before the budget ran out")
+            return self._outcome(EndReason.STOPPED, "evaluation stopped before the budget ran out")
         finally:
             self.close()
 
@@ -184,11 +184,11 @@ class BridgeServer:
         conn = self._accept()
         if conn is None and self._remaining() <= 0:
             return self._outcome(
-                "wallclock-budget", "the wall-clock budget ran out before the agent connected to the bridge"
+                EndReason.WALLCLOCK_BUDGET, "the wall-clock budget ran out before the agent connected to the bridge"
             )
         if conn is None:
             return self._outcome(
-                "no-connection",
+                EndReason.NO_CONNECTION,
                 f"the agent never connected to the bridge within {self.connect_timeout:g} s "
                 "(does it open RemoteEnv('tmp/sock')?)",
             )
@@ -201,7 +201,9 @@ class BridgeServer:
                 ok = False
             if not ok or bytes(magic) != p.MAGIC:
                 self._reply(conn, p.ERR_BAD_REQUEST, msg="not a contestkit bridge client (bad greeting)")
-                return self._outcome("bad-request", f"the agent sent {bytes(magic)!r} instead of the bridge greeting")
+                return self._outcome(
+                    EndReason.BAD_REQUEST, f"the agent sent {bytes(magic)!r} instead of the bridge greeting"
+                )
             self._reply(conn, p.OK, payload=self.hello.encode())
             return self._loop(conn)
 
@@ -223,22 +225,22 @@ class BridgeServer:
         except OSError:
             pass
 
-    def _budget_error(self) -> tuple[int, str, str] | None:
+    def _budget_error(self) -> tuple[int, EndReason, str] | None:
         if self.timesteps >= self.budgets.timestep_limit:
             return (
                 p.ERR_TIMESTEP_BUDGET,
-                "timestep-budget",
+                EndReason.TIMESTEP_BUDGET,
                 f"timestep budget of {self.budgets.timestep_limit} used up",
             )
         if self._remaining() <= 0:
             return (
                 p.ERR_WALLCLOCK,
-                "wallclock-budget",
+                EndReason.WALLCLOCK_BUDGET,
                 f"wall-clock budget of {self.budgets.wallclock_limit:g} s used up",
             )
         return None
 
-    def _finish_after_budget(self, conn: socket.socket, reason: str) -> Outcome:
+    def _finish_after_budget(self, conn: socket.socket, reason: EndReason) -> Outcome:
         """Let the agent see its budget exception and leave, then end the session.
 
         The grace is one deadline: an agent that catches the exception and keeps calling gets the
@@ -257,7 +259,7 @@ class BridgeServer:
                 # Any further call after the budget gets the same answer.
                 self._reply(
                     conn,
-                    p.ERR_TIMESTEP_BUDGET if reason == "timestep-budget" else p.ERR_WALLCLOCK,
+                    p.ERR_TIMESTEP_BUDGET if reason == EndReason.TIMESTEP_BUDGET else p.ERR_WALLCLOCK,
                     msg="budget used up",
                 )
         except OSError:
@@ -295,7 +297,7 @@ class BridgeServer:
             try:
                 got = recv_into(req, size)
                 if got == 0:
-                    return self._outcome("agent-closed")
+                    return self._outcome(EndReason.AGENT_CLOSED)
                 if got < size and not p.recv_exact(conn, view[got:]):
                     raise ConnectionError("short request")
             except (BlockingIOError, TimeoutError):
@@ -304,15 +306,15 @@ class BridgeServer:
                     continue
                 # The agent is thinking past the wall-clock budget: answer its next call, if it
                 # comes within the grace period, with the wall-clock exception.
-                return self._finish_after_budget(conn, "wallclock-budget")
+                return self._finish_after_budget(conn, EndReason.WALLCLOCK_BUDGET)
             except ConnectionError:
-                return self._outcome("agent-disconnected-mid-step", "the agent disconnected in the middle of a message")
+                return self._outcome(EndReason.AGENT_DISCONNECTED, "the agent disconnected in the middle of a message")
             if self.stop_requested:
                 raise Stopped
             op = req[0]
             if op == p.OP_STEP or op == p.OP_RESET:
                 if self.timesteps >= timestep_limit or monotonic() >= deadline:
-                    budget = self._budget_error() or (p.ERR_WALLCLOCK, "wallclock-budget", "budget used up")
+                    budget = self._budget_error() or (p.ERR_WALLCLOCK, EndReason.WALLCLOCK_BUDGET, "budget used up")
                     status, reason, msg = budget
                     self._reply(conn, status, msg=msg)
                     return self._finish_after_budget(conn, reason)
@@ -324,10 +326,10 @@ class BridgeServer:
                     obs, reward, terminated, truncated, info = env.step(action)
                 except InvalidActionError as exc:
                     self._reply(conn, p.ERR_BAD_REQUEST, msg=str(exc))
-                    return self._outcome("bad-request", f"the agent sent an invalid action: {exc}")
+                    return self._outcome(EndReason.BAD_REQUEST, f"the agent sent an invalid action: {exc}")
                 except Exception as exc:  # the emulator itself failed: report, end the session
                     self._reply(conn, p.ERR_ENV, msg=f"emulator error: {exc}")
-                    return self._outcome("env-error", f"the emulator failed: {exc}")
+                    return self._outcome(EndReason.ENV_ERROR, f"the emulator failed: {exc}")
                 obs_buf[...] = obs
                 if not self.timesteps:
                     self.first_step_at = time.time()
@@ -347,7 +349,7 @@ class BridgeServer:
                     sendall(message)
                 except OSError:
                     return self._outcome(
-                        "agent-disconnected-mid-step", "the agent disconnected while its step was served"
+                        EndReason.AGENT_DISCONNECTED, "the agent disconnected while its step was served"
                     )
                 if done or not self.timesteps & 63:
                     now = monotonic()
@@ -365,17 +367,17 @@ class BridgeServer:
                         obs, _ = env.reset()
                     except Exception as exc:  # the emulator failed: report, end the session
                         self._reply(conn, p.ERR_ENV, msg=f"emulator error: {exc}")
-                        return self._outcome("env-error", f"the emulator failed: {exc}")
+                        return self._outcome(EndReason.ENV_ERROR, f"the emulator failed: {exc}")
                     obs_buf[...] = obs
                     needs_reset = False
                 self._reply(conn, p.OK)
             elif op == p.OP_CLOSE:
                 self._reply(conn, p.OK)
-                return self._outcome("agent-closed")
+                return self._outcome(EndReason.AGENT_CLOSED)
             else:
                 self._reply(conn, p.ERR_BAD_REQUEST, msg=f"unknown request type {op}")
                 return self._outcome(
-                    "bad-request", f"the agent sent a malformed request (type byte {op}); session ended"
+                    EndReason.BAD_REQUEST, f"the agent sent a malformed request (type byte {op}); session ended"
                 )
 
     def close(self) -> None:

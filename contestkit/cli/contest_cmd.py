@@ -21,19 +21,19 @@ from typer.core import TyperGroup
 
 from contestkit.api_client import ContestClient
 from contestkit.cli.output import console, err_console, print_json
-from contestkit.errors import ContestkitError, NotFoundError, UsageError
-from contestkit.session import (
-    ClientSession,
+from contestkit.credentials import (
     RegistryCredentials,
+    ServerLogin,
+    clear_login,
     clear_registry_credentials,
-    clear_session,
     known_server,
+    load_login,
     load_registry_credentials,
-    load_session,
-    load_stored_session,
+    load_stored_login,
+    save_login,
     save_registry_credentials,
-    save_session,
 )
+from contestkit.errors import ContestkitError, NotFoundError, UsageError
 
 TERMINAL_STATES = ("finished", "failed", "cancelled")
 
@@ -47,7 +47,7 @@ def _poll_seconds() -> float:
 
 
 def _client() -> ContestClient:
-    return ContestClient.from_session(load_session())
+    return ContestClient.from_login(load_login())
 
 
 def _read_secret(from_stdin: bool, prompt: str) -> str:
@@ -106,17 +106,17 @@ def login(
     password = _read_secret(password_stdin, "Password")
     client = ContestClient(url)
     answer = client.login(email.strip(), password)
-    session = ClientSession(
+    saved = ServerLogin(
         server=client.server,
         cookies=client.cookies(),
         email=email.strip(),
         team=answer.get("team"),
         expires=answer.get("expires"),
     )
-    path = save_session(session)
+    path = save_login(saved)
     clear_registry_credentials()  # they belong to the previous login
-    team = f" as team {session.team}" if session.team else ""
-    until = f" until {_when(session.expires)}" if session.expires else ""
+    team = f" as team {saved.team}" if saved.team else ""
+    until = f" until {_when(saved.expires)}" if saved.expires else ""
     console.print(f"[green]Logged in[/] to {client.server}{_t(team)}{until}.", soft_wrap=True)
     console.print(
         f"Session saved in {path}. Next: `contestkit registry login`, then `contestkit submit TAG`.", soft_wrap=True
@@ -127,18 +127,18 @@ def logout() -> None:
     """End the session on the server and forget it (and the registry credentials) here."""
     # The stored session, not CONTESTKIT_TOKEN's: that is the one being forgotten here, so it must
     # end on the server too. A token from the environment is left alone (scripts keep using it).
-    session = load_stored_session()
+    stored = load_stored_login()
     credentials = load_registry_credentials()
-    if session is not None:
+    if stored is not None:
         try:
-            ContestClient.from_session(session).logout()
+            ContestClient.from_login(stored).logout()
         except ContestkitError as exc:
             err_console.print(f"[yellow]warning:[/] {_t(exc)} The local session is forgotten anyway.")
     if credentials is not None and credentials.docker_config:
         from contestkit.registry import docker_cli_logout
 
         docker_cli_logout(credentials.host)
-    clear_session()
+    clear_login()
     clear_registry_credentials()
     console.print("Logged out.")
 
@@ -230,22 +230,24 @@ def _resolve_image(tag: str | None, credentials: RegistryCredentials, client: An
     ``TAG`` alone means the project's image (``contestkit build TAG`` made it; ``agent`` outside a
     project); ``NAME:TAG`` or a full reference names a local image directly, as the 2018 client did.
     """
-    from contestkit import registry
+    from contestkit import imageref
+    from contestkit.images import image_present
 
     project = _project()
     if tag and (":" in tag or "/" in tag):
-        repository, tag_name = registry.split_reference(tag)
-        name = repository.rsplit("/", 1)[-1]
-        candidates = [f"{repository}:{tag_name}"]
+        ref = imageref.parse(tag)
+        tag_name = ref.tag_or_default
+        name = ref.repository.rsplit("/", 1)[-1]
+        candidates = [str(ref) if ref.digest else f"{ref.name}:{tag_name}"]
     else:
-        tag_name = tag or "latest"
+        tag_name = imageref.validate_tag(tag) if tag else imageref.DEFAULT_TAG
         name = project.name if project is not None else "agent"
         candidates = [project.image_ref(tag_name)] if project is not None else []
         candidates.append(f"{name}:{tag_name}")
     target = f"{credentials.url}/{name}:{tag_name}"
     candidates.append(target)
     for candidate in candidates:
-        if registry.image_exists(candidate, client=client):
+        if image_present(candidate, api=client.api):
             return candidate, target, f"{name}:{tag_name}"
     looked = ", ".join(dict.fromkeys(candidates))
     hint = f"`contestkit build {tag_name}`" if project is not None else "`contestkit build` in your agent project"
@@ -536,8 +538,8 @@ def leaderboard(
     url = known_server(server)
     if url is None:
         raise UsageError("Which contest server? Pass --server URL or log in first (`contestkit login`).")
-    session = load_session()
-    client = ContestClient(url) if session is None or session.server != url else ContestClient.from_session(session)
+    stored = load_login()
+    client = ContestClient(url) if stored is None or stored.server != url else ContestClient.from_login(stored)
     board = client.leaderboard()
     if json_out:
         print_json(board)

@@ -11,11 +11,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from contestkit import evaluation, results
+from contestkit import evaluation, levelrun, results
 from contestkit.cli.output import console, err_console, print_json
 from contestkit.config import find_project_file
 from contestkit.curves import sparkline, write_reward_svg
 from contestkit.errors import ContestkitError, UsageError
+from contestkit.levellist import read_levels
 
 
 def _fmt(x: float | None, digits: int = 1) -> str:
@@ -100,9 +101,11 @@ def eval_command(
     ),
     agent: str | None = typer.Option(None, "--agent", help="Local runtime: the agent, PATH.py or MODULE:FUNC."),
     image: str | None = typer.Option(None, "--image", help="Docker runtime: the agent image."),
-    timestep_limit: int = typer.Option(1_000_000, "--timestep-limit", min=1, help="Timestep budget per level."),
+    timestep_limit: int = typer.Option(
+        levelrun.TIMESTEP_LIMIT, "--timestep-limit", min=1, help="Timestep budget per level."
+    ),
     wallclock_limit: float = typer.Option(
-        43_200.0, "--wallclock-limit", min=1, help="Wall-clock budget per level, seconds."
+        levelrun.WALLCLOCK_LIMIT, "--wallclock-limit", min=1, help="Wall-clock budget per level, seconds."
     ),
     levels: Path | None = typer.Option(None, "--levels", help="CSV of levels (header game,state)."),
     parallel: int = typer.Option(1, "--parallel", min=1, help="Levels evaluated at once."),
@@ -110,9 +113,13 @@ def eval_command(
     record: bool = typer.Option(False, "--record", help="Record every episode as .bk2 under bk2/."),
     gpus: bool = typer.Option(False, "--gpus", help="Docker runtime: pass the GPUs to the agent."),
     cpus: float | None = typer.Option(
-        None, "--cpus", help="Docker runtime: agent CPU limit (default 6, the contest machine)."
+        None,
+        "--cpus",
+        help=f"Docker runtime: agent CPU limit (default {levelrun.CONTEST_CPUS:g}, the contest machine).",
     ),
-    memory: str | None = typer.Option(None, "--memory", help="Docker runtime: agent memory limit (default 56g)."),
+    memory: str | None = typer.Option(
+        None, "--memory", help=f"Docker runtime: agent memory limit (default {levelrun.CONTEST_MEMORY})."
+    ),
     cpuset: str | None = typer.Option(
         None,
         "--cpuset",
@@ -122,7 +129,7 @@ def eval_command(
     results_dir: Path | None = typer.Option(None, "--results-dir", help="Where results go (default results/<time>)."),
     force: bool = typer.Option(False, "--force", help="Replace results already in --results-dir."),
     connect_timeout: float = typer.Option(
-        300.0, "--connect-timeout", min=1, help="Seconds the env waits for the agent to connect."
+        levelrun.CONNECT_TIMEOUT, "--connect-timeout", min=1, help="Seconds the env waits for the agent to connect."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not stream the agent's output."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as one JSON document."),
@@ -135,11 +142,9 @@ def eval_command(
     project_file = find_project_file()  # the agent project around here, found like git finds a repo
     project_dir = project_file.parent if project_file else None
     fresh_dir = None if results_dir else results.default_results_dir(project_dir / "results" if project_dir else None)
-    req = evaluation.EvalRequest(
+    run = levelrun.LevelRunSpec(
         game=game or "",
         state=state,
-        results_dir=results_dir or fresh_dir,
-        runtime=runtime,
         agent=agent,
         image=image,
         timestep_limit=timestep_limit,
@@ -153,8 +158,9 @@ def eval_command(
         connect_timeout=connect_timeout,
         project_dir=project_dir,
     )
+    req = evaluation.EvalRequest(run=run, results_dir=results_dir or fresh_dir, runtime=runtime)
     view = _LiveView(enabled=not json_out)
-    if req.agent is None and project_dir is None and req.image is None and runtime != "docker" and not json_out:
+    if agent is None and project_dir is None and image is None and runtime != "docker" and not json_out:
         view.notice = "[dim]No --agent and no agent project here: running the bundled contest random agent.[/]"
     on_output = None if (quiet or json_out) else view.agent_line
     interrupted = False
@@ -162,7 +168,7 @@ def eval_command(
         try:
             if levels is not None:
                 contest = evaluation.evaluate_levels(
-                    req, evaluation.read_levels(levels), parallel=parallel, force=force, on_progress=view.update
+                    req, read_levels(levels), parallel=parallel, force=force, on_progress=view.update
                 )
                 rows, score, root = contest.levels, contest.score, contest.results_dir
             else:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from contestkit import levelrun
 from contestkit.cli.output import console, err_console
 from contestkit.errors import ContestkitError, UsageError
 
@@ -41,8 +42,10 @@ def init(
     data_dir: Path = _DATA_DIR,
     registry: str = typer.Option(..., "--registry", help="HOST:PORT of the team registry, e.g. 127.0.0.1:5000."),
     levels: Path = typer.Option(..., "--levels", help="CSV of the level set, header game,state."),
-    timestep_limit: int = typer.Option(1_000_000, "--timestep-limit", help="Timesteps per level."),
-    wallclock_limit: float = typer.Option(43_200, "--wallclock-limit", help="Wall-clock seconds per level."),
+    timestep_limit: int = typer.Option(levelrun.TIMESTEP_LIMIT, "--timestep-limit", help="Timesteps per level."),
+    wallclock_limit: float = typer.Option(
+        levelrun.WALLCLOCK_LIMIT, "--wallclock-limit", help="Wall-clock seconds per level."
+    ),
     database_url: str = typer.Option(
         None, "--database-url", help="SQLAlchemy URL, e.g. postgresql+psycopg://u:p@host/db (default: SQLite)."
     ),

@@ -8,50 +8,12 @@ lives in :mod:`contestkit.evaluation`.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from contestkit.games import Level
+from contestkit.levelrun import LevelRunSpec
 
-
-@dataclass
-class LaunchSpec:
-    """Everything a launcher needs to start one level's evaluation."""
-
-    level: Level
-    results_dir: Path
-    timestep_limit: int
-    wallclock_limit: float
-    seed: int | None
-    record: bool
-    connect_timeout: float
-    agent: str | None = None  # local: PATH.py or MODULE:FUNC
-    image: str | None = None  # docker: the agent image
-    project_dir: Path | None = None
-    gpus: bool = False
-    cpus: float | None = None
-    cpuset: tuple[int, ...] | None = None  # both halves run on these CPUs
-    memory: str | None = None
-    env_vars: dict[str, str] = field(default_factory=dict)
-
-
-def remote_args(spec: LaunchSpec, bridge_dir: str, results_dir: str) -> list[str]:
-    """Arguments of the env program (``python -m contestkit.remote``), the same in every runtime."""
-    args = [
-        "--game", spec.level.game,
-        "--state", spec.level.state,
-        "--bridge-dir", bridge_dir,
-        "--results-dir", results_dir,
-        "--timestep-limit", str(spec.timestep_limit),
-        "--wallclock-limit", str(spec.wallclock_limit),
-        "--connect-timeout", str(spec.connect_timeout),
-    ]  # fmt: skip
-    if spec.seed is not None:
-        args += ["--seed", str(spec.seed)]
-    if spec.record:
-        args.append("--record")
-    return args
+ENV_PROGRAM = "contestkit.envprogram"  # run as ``python -m``; the remote-env image's entry point
 
 
 def agent_command(agent: str, python: str = sys.executable) -> list[str]:
@@ -84,8 +46,12 @@ class Session(Protocol):
 class Launcher(Protocol):
     name: str
 
-    def check(self, spec: LaunchSpec) -> None:
+    def check(self, spec: LevelRunSpec) -> None:
         """Raise a ContestkitError for what would stop ``start``; create and change nothing."""
 
-    def start(self, spec: LaunchSpec) -> Session:
-        """Start both halves of a spec that ``check`` passed."""
+    def start(self, spec: LevelRunSpec, results_dir: Path) -> Session:
+        """Start both halves of a spec that ``check`` passed, writing into ``results_dir``.
+
+        The env half runs :data:`ENV_PROGRAM` with ``levelrun.to_argv(spec, ...)``: every ``env``
+        field of the spec reaches it that way, whatever the runtime.
+        """

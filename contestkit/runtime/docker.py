@@ -3,7 +3,7 @@
 Two containers meet through a fresh tmpfs volume mounted at ``/root/compo/tmp`` in both (so the
 agent's ``tmp/sock`` is the bridge); the agent has no network; the results directory is
 bind-mounted into the remote-env container, which runs the same env program as the local runtime
-(``python -m contestkit.remote``). Everything this module creates carries the label
+(``python -m contestkit.envprogram``). Everything this module creates carries the label
 ``org.contestkit.session``, and everything is removed on every way out, including a failure
 half-way through :meth:`DockerLauncher.start`; sessions left by a contestkit process that was
 killed outright are swept at the next start.
@@ -20,15 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from contestkit import results
-from contestkit.cpuset import describe
 from contestkit.errors import ContestkitError, NotFoundError, UsageError
-from contestkit.games import rom_path
-from contestkit.runtime.base import LaunchSpec, remote_args
+from contestkit.games import resolve_level, rom_path
+from contestkit.levelrun import EnvPlacement, LevelRunSpec, to_argv
 
 SESSION_LABEL = "org.contestkit.session"
 OWNER_LABEL = "org.contestkit.owner"  # host:pid of the contestkit process that made it
-CONTEST_CPUS = 6.0  # the contest's evaluation VM: 6 cores, 56 GB
-CONTEST_MEMORY = "56g"
 BRIDGE_MOUNT = "/root/compo/tmp"
 OUT_MOUNT = "/root/compo/out"
 RESULTS_MOUNT = "/results"
@@ -76,10 +73,6 @@ def _host_cpus(wanted: float) -> float:
     return min(wanted, float(os.cpu_count() or 1))
 
 
-def _cpuset(spec: LaunchSpec) -> str | None:
-    return describe(spec.cpuset) if spec.cpuset else None
-
-
 class _Waiter(threading.Thread):
     """Waits for a container to exit and streams its logs into the results files meanwhile."""
 
@@ -115,7 +108,7 @@ class _Waiter(threading.Thread):
 
 
 class DockerSession:
-    def __init__(self, api: Any, spec: LaunchSpec, remote_image: str) -> None:
+    def __init__(self, api: Any, spec: LevelRunSpec, results_dir: Path, remote_image: str) -> None:
         self.api = api
         self.id = uuid.uuid4().hex[:12]
         self.labels = {SESSION_LABEL: self.id, OWNER_LABEL: _owner()}
@@ -124,7 +117,7 @@ class DockerSession:
         self.env_waiter: _Waiter | None = None
         self.agent_waiter: _Waiter | None = None
         try:
-            self._start(spec, remote_image)
+            self._start(spec, results_dir, remote_image)
         except BaseException as exc:
             self.close()
             from docker.errors import DockerException
@@ -134,8 +127,8 @@ class DockerSession:
                 raise ContestkitError(f"Docker could not start the evaluation: {detail}") from None
             raise
 
-    def _start(self, spec: LaunchSpec, remote_image: str) -> None:
-        api, rd = self.api, spec.results_dir
+    def _start(self, spec: LevelRunSpec, rd: Path, remote_image: str) -> None:
+        api = self.api
         out = rd / results.AGENT_OUT
         out.mkdir(parents=True, exist_ok=True)
         for name in (results.AGENT_STDOUT, results.AGENT_STDERR, results.REMOTE_STDOUT, results.REMOTE_STDERR):
@@ -143,7 +136,7 @@ class DockerSession:
         self.volume = api.create_volume(
             name=f"contestkit-bridge-{self.id}",
             driver="local",
-            driver_opts={"type": "tmpfs", "device": "tmpfs", "o": "size=64m"},
+            driver_opts={"type": "tmpfs", "device": "tmpfs", "o": f"size={spec.bridge_tmpfs_size}"},
             labels=self.labels,
         )["Name"]
 
@@ -151,20 +144,26 @@ class DockerSession:
             self.volume: {"bind": BRIDGE_MOUNT, "mode": "rw"},
             str(rd): {"bind": RESULTS_MOUNT, "mode": "rw"},
         }
-        args = remote_args(spec, f"{BRIDGE_MOUNT}/sock", RESULTS_MOUNT)
-        rom = rom_path(spec.level.game)
+        level = resolve_level(spec.game, spec.state, check_rom=False)
+        rom = rom_path(level.game)
         if rom is not None:  # ROMs imported on the host reach the env read-only
-            binds[str(rom)] = {"bind": f"{ROM_MOUNT}/{spec.level.emulator_game}{rom.suffix}", "mode": "ro"}
-            args += ["--rom-dir", ROM_MOUNT]
-        if os.getuid() != 0:
-            args += ["--chown", f"{os.getuid()}:{os.getgid()}"]
+            binds[str(rom)] = {"bind": f"{ROM_MOUNT}/{level.emulator_game}{rom.suffix}", "mode": "ro"}
+        args = to_argv(
+            spec,
+            EnvPlacement(
+                bridge_dir=Path(f"{BRIDGE_MOUNT}/sock"),
+                results_dir=Path(RESULTS_MOUNT),
+                rom_dir=Path(ROM_MOUNT) if rom is not None else None,
+                chown=f"{os.getuid()}:{os.getgid()}" if os.getuid() != 0 else None,
+            ),
+        )
         env_id = api.create_container(
             remote_image,
             command=args,
             labels=self.labels,
             name=f"contestkit-remote-{self.id}",
             host_config=api.create_host_config(
-                binds=binds, network_mode="none", auto_remove=False, cpuset_cpus=_cpuset(spec)
+                binds=binds, network_mode="none", auto_remove=False, cpuset_cpus=spec.cpuset
             ),
         )["Id"]
         self.containers.append(env_id)
@@ -175,9 +174,9 @@ class DockerSession:
                 str(out): {"bind": OUT_MOUNT, "mode": "rw"},
             },
             "network_mode": "none",
-            "nano_cpus": int(_host_cpus(spec.cpus or CONTEST_CPUS) * 1e9),
-            "mem_limit": spec.memory or CONTEST_MEMORY,
-            "cpuset_cpus": _cpuset(spec),
+            "nano_cpus": int(_host_cpus(spec.agent_cpus) * 1e9),
+            "mem_limit": spec.agent_memory,
+            "cpuset_cpus": spec.cpuset,
         }
         if spec.gpus:
             import docker.types
@@ -248,7 +247,7 @@ class DockerLauncher:
     def __init__(self, on_event: Callable[[str], None] | None = None) -> None:
         self.on_event = on_event
 
-    def check(self, spec: LaunchSpec) -> None:
+    def check(self, spec: LevelRunSpec) -> None:
         from contestkit import images
 
         if not spec.image:
@@ -261,16 +260,22 @@ class DockerLauncher:
             raise NotFoundError(
                 f"No image '{spec.image}' in the Docker engine: build it (`contestkit build`) or pull it first."
             )
+        remote = spec.remote_image
+        if remote and not images.is_toolkit_image(remote) and not images.image_present(remote):
+            raise NotFoundError(f"No remote-env image '{remote}' in the Docker engine: pull or build it first.")
 
-    def start(self, spec: LaunchSpec) -> DockerSession:
+    def start(self, spec: LevelRunSpec, results_dir: Path) -> DockerSession:
         from contestkit import dockerengine, images
 
         api = dockerengine.connect()
         sweep_orphans(api)
         if images.inspect_image(api, spec.image) is None:  # a toolkit image: built on first use
             images.ensure_image(spec.image, self._event, api=api)
-        remote = images.ensure_image("remote-env", self._event, api=api)
-        return DockerSession(api, spec, remote)
+        if spec.remote_image and not images.is_toolkit_image(spec.remote_image):
+            remote = spec.remote_image  # a host's own env image, checked present by check()
+        else:
+            remote = images.ensure_image(spec.remote_image or "remote-env", self._event, api=api)
+        return DockerSession(api, spec, results_dir, remote)
 
     def _event(self, event: Any) -> None:
         if self.on_event is not None and getattr(event, "kind", "") in ("info", "done"):

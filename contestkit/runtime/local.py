@@ -18,10 +18,11 @@ import time
 from pathlib import Path
 from typing import IO
 
-from contestkit import results
+from contestkit import cpuset, results
 from contestkit.bridge.protocol import memory_tmpdir
 from contestkit.errors import UsageError
-from contestkit.runtime.base import LaunchSpec, agent_command, remote_args
+from contestkit.levelrun import EnvPlacement, LevelRunSpec, to_argv
+from contestkit.runtime.base import ENV_PROGRAM, agent_command
 
 
 def _stop(proc: subprocess.Popen, grace: float) -> None:
@@ -40,21 +41,21 @@ def _stop(proc: subprocess.Popen, grace: float) -> None:
 
 
 class LocalSession:
-    def __init__(self, spec: LaunchSpec) -> None:
+    def __init__(self, spec: LevelRunSpec, results_dir: Path) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="ck-", dir=memory_tmpdir()))
         self._files: list[IO[bytes]] = []
         (self.workdir / "tmp").mkdir()
         bridge = self.workdir / "tmp" / "sock"
-        out = spec.results_dir / results.AGENT_OUT
+        out = results_dir / results.AGENT_OUT
         out.mkdir(parents=True, exist_ok=True)
         (self.workdir / "out").symlink_to(out, target_is_directory=True)
 
         def _log(name: str) -> IO[bytes]:
-            f = open(spec.results_dir / name, "wb")  # noqa: SIM115 (closed in close())
+            f = open(results_dir / name, "wb")  # noqa: SIM115 (closed in close())
             self._files.append(f)
             return f
 
-        env_cmd = [sys.executable, "-m", "contestkit.remote", *remote_args(spec, str(bridge), str(spec.results_dir))]
+        env_cmd = [sys.executable, "-m", ENV_PROGRAM, *to_argv(spec, EnvPlacement(bridge, results_dir))]
         self.env_proc = subprocess.Popen(
             env_cmd,
             stdin=subprocess.DEVNULL,
@@ -87,7 +88,7 @@ class LocalSession:
             # children are still starting the interpreter, long before they open the bridge.
             for proc in (self.env_proc, self.agent_proc):
                 try:
-                    os.sched_setaffinity(proc.pid, spec.cpuset)
+                    os.sched_setaffinity(proc.pid, cpuset.parse(spec.cpuset))
                 except ProcessLookupError:
                     pass  # already gone: its exit status tells the story
 
@@ -116,9 +117,9 @@ class LocalSession:
 class LocalLauncher:
     name = "local"
 
-    def check(self, spec: LaunchSpec) -> None:
+    def check(self, spec: LevelRunSpec) -> None:
         if spec.cpuset and not hasattr(os, "sched_setaffinity"):
             raise UsageError("--cpuset needs Linux for the local runtime; drop it, or use --runtime docker.")
 
-    def start(self, spec: LaunchSpec) -> LocalSession:
-        return LocalSession(spec)
+    def start(self, spec: LevelRunSpec, results_dir: Path) -> LocalSession:
+        return LocalSession(spec, results_dir)

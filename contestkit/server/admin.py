@@ -199,15 +199,15 @@ def add_team(data_dir: Path, *, name: str, email: str, password: str, namespace:
     try:
         try:
             migrate(database)
-            with database.session() as session:
+            with database.session() as db:
                 for column, value, what in (
                     (Team.name, name, "name"),
                     (Team.email, email, "email"),
                     (Team.namespace, namespace, "registry namespace"),
                 ):
-                    if session.scalar(select(Team.id).where(column == value)) is not None:
+                    if db.scalar(select(Team.id).where(column == value)) is not None:
                         raise UsageError(f"A team with the {what} '{value}' already exists.")
-                session.add(
+                db.add(
                     Team(
                         name=name,
                         email=email,
@@ -244,8 +244,8 @@ def add_team(data_dir: Path, *, name: str, email: str, password: str, namespace:
 def _remove_team(database: Database, namespace: str) -> None:
     """Undo a team just committed whose registry account could not be written (best effort)."""
     try:
-        with database.session() as session:
-            session.execute(delete(Team).where(Team.namespace == namespace))
+        with database.session() as db:
+            db.execute(delete(Team).where(Team.namespace == namespace))
     except SQLAlchemyError as exc:
         log.error("could not remove team %s after its registry account failed: %s", namespace, type(exc).__name__)
 
@@ -260,13 +260,13 @@ def set_password(data_dir: Path, *, email: str, password: str) -> None:
     auth.check_password_rules(password)
     database = Database(config.database())
     try:
-        with database.session() as session:
+        with database.session() as db:
             address = email.strip().lower()
-            team = session.scalar(select(Team).where(Team.email == address)) if auth.encodable(address) else None
+            team = db.scalar(select(Team).where(Team.email == address)) if auth.encodable(address) else None
             if team is None:
                 raise UsageError(f"No team has the email '{email}'.")
             team.password_hash = auth.hash_password(password)
-            session.execute(delete(AuthToken).where(AuthToken.team_id == team.id))
+            db.execute(delete(AuthToken).where(AuthToken.team_id == team.id))
     finally:
         database.dispose()
 

@@ -32,11 +32,23 @@ from sqlalchemy import select
 
 from contestkit import __version__
 from contestkit.errors import ContestkitError
-from contestkit.server import auth, jobs
+from contestkit.server import auth, operations
 from contestkit.server.config import ServerConfig, load_config
 from contestkit.server.db import AuthToken, Database, Team, now
-from contestkit.server.evaluator import LevelRunner, load_level_runner
+from contestkit.server.documents import job_document
+from contestkit.server.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    NotLoggedIn,
+    Refused,
+    TooManyAttempts,
+    WrongCredentials,
+)
+from contestkit.server.executors import Executor, load_executor
 from contestkit.server.migrations import migrate
+from contestkit.server.scheduling import Scheduler
 
 log = logging.getLogger("contestkit.server")
 
@@ -153,14 +165,40 @@ def _sendable(detail: str) -> str:
     return detail.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-class ApiError(Exception):
-    """An error answer of the API: the status and the sentence the client shows."""
+# The one place where what went wrong becomes an HTTP status (``errors`` says why it lives here).
+STATUS_OF: dict[type[Refused], int] = {
+    NotLoggedIn: 401,
+    WrongCredentials: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Invalid: 422,
+    TooManyAttempts: 429,
+}
+MISCONFIGURED = 503  # any other ContestkitError: the server's own setup is wrong, not the request
+INVALID_REQUEST = 422  # a body or path that does not fit the request's shape (FastAPI's validation)
 
-    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.headers = headers
+
+def error_answer(exc: Exception) -> JSONResponse:
+    """The API's answer to a refusal or a failure: its status, ``{"detail": sentence}`` and headers."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, RequestValidationError):
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+            problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
+        status, detail = INVALID_REQUEST, "Invalid request (" + "; ".join(problems) + ")."
+    elif isinstance(exc, Refused):
+        status = next(code for kind, code in STATUS_OF.items() if isinstance(exc, kind))
+        detail = str(exc)
+        if isinstance(exc, NotLoggedIn):
+            headers["WWW-Authenticate"] = "Bearer"
+        if isinstance(exc, TooManyAttempts) and exc.retry_after is not None:
+            headers["Retry-After"] = str(exc.retry_after)
+    else:
+        log.error("request failed: %s", exc)
+        status, detail = MISCONFIGURED, f"The contest server is misconfigured: {exc}"
+    return JSONResponse({"detail": _sendable(detail)}, status_code=status, headers=headers or None)
 
 
 # -- who is asking --------------------------------------------------------------------------------
@@ -190,26 +228,25 @@ _NOT_LOGGED_IN = "Not logged in: run `contestkit login` (scripts: send Authoriza
 def create_app(
     data_dir: Path | str,
     *,
-    level_runner: LevelRunner | None = None,
-    start_runner: bool = True,
+    executor: Executor | None = None,
+    start_scheduler: bool = True,
 ) -> FastAPI:
-    """The API for the contest in ``data_dir``; the job queue runs inside the same process."""
+    """The API for the contest in ``data_dir``; the scheduler runs inside the same process."""
     config = load_config(data_dir)
     database = Database(config.database())
     migrate(database)
-    runner_fn = level_runner or load_level_runner(config.evaluator)
-    runner = jobs.JobRunner(database, config, runner_fn)
+    scheduler = Scheduler(database, config, executor or load_executor(config))
     throttle = auth.LoginThrottle()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        if start_runner:
-            runner.start()
+        if start_scheduler:
+            scheduler.start()
         try:
             yield
         finally:
-            if start_runner:
-                runner.stop()
+            if start_scheduler:
+                scheduler.stop()
             database.dispose()
 
     app = FastAPI(
@@ -223,59 +260,35 @@ def create_app(
     )
     app.state.config = config
     app.state.database = database
-    app.state.runner = runner
+    app.state.scheduler = scheduler
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"detail": _sendable(exc.detail)}, status_code=exc.status, headers=exc.headers)
+    async def _answer(_request: Request, exc: Exception) -> JSONResponse:
+        return error_answer(exc)
 
-    @app.exception_handler(jobs.JobError)
-    async def _job_error(_request: Request, exc: jobs.JobError) -> JSONResponse:
-        return JSONResponse({"detail": _sendable(str(exc))}, status_code=exc.status)
-
-    @app.exception_handler(ContestkitError)
-    async def _server_error(_request: Request, exc: ContestkitError) -> JSONResponse:
-        log.error("request failed: %s", exc)
-        return JSONResponse({"detail": _sendable(f"The contest server is misconfigured: {exc}")}, status_code=503)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
-        for error in exc.errors():
-            where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
-            problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
-        return JSONResponse({"detail": _sendable("Invalid request (" + "; ".join(problems) + ").")}, status_code=422)
-
-    @contextmanager
-    def session() -> Iterator[Any]:
-        with database.session() as s:
-            yield s
+    for kind in (Refused, ContestkitError, RequestValidationError):
+        app.add_exception_handler(kind, _answer)
 
     def caller(request: Request) -> Caller:
         token = _token_from(request)
         if not token:
-            raise ApiError(401, _NOT_LOGGED_IN, {"WWW-Authenticate": "Bearer"})
-        with session() as s:
-            row = s.scalar(select(AuthToken).where(AuthToken.token_hash == auth.token_digest(token)))
+            raise NotLoggedIn(_NOT_LOGGED_IN)
+        with database.session() as db:
+            row = db.scalar(select(AuthToken).where(AuthToken.token_hash == auth.token_digest(token)))
             if row is None:
-                raise ApiError(
-                    401,
-                    "Your session or token is not valid (logged out?): run `contestkit login`.",
-                    {"WWW-Authenticate": "Bearer"},
-                )
+                raise NotLoggedIn("Your session or token is not valid (logged out?): run `contestkit login`.")
             stamp = now()
             expired = row.expires_at is not None and row.expires_at <= stamp
             kind = row.kind
             if expired:
-                s.delete(row)  # committed when the block ends: an expired secret is gone for good
+                db.delete(row)  # committed when the block ends: an expired secret is gone for good
             else:
                 if row.last_used_at is None or stamp - row.last_used_at > 60:
                     row.last_used_at = stamp
-                team = s.get(Team, row.team_id)
+                team = db.get(Team, row.team_id)
                 assert team is not None
                 return Caller(team_id=team.id, team_name=team.name, token_id=row.id, kind=row.kind)
         what = "session" if kind == "session" else "API token"
-        raise ApiError(401, f"Your {what} expired: run `contestkit login` again.", {"WWW-Authenticate": "Bearer"})
+        raise NotLoggedIn(f"Your {what} expired: run `contestkit login` again.")
 
     # -- sessions --
 
@@ -285,24 +298,22 @@ def create_app(
         email = body.email.strip().lower()
         wait = throttle.retry_after(email)
         if wait > 0:
-            raise ApiError(
-                429,
-                f"Too many failed logins for {email}; try again in {int(wait) + 1} s.",
-                {"Retry-After": str(int(wait) + 1)},
+            raise TooManyAttempts(
+                f"Too many failed logins for {email}; try again in {int(wait) + 1} s.", retry_after=int(wait) + 1
             )
-        with session() as s:
+        with database.session() as db:
             # An email that is not valid text (a lone surrogate) cannot be stored, so no team has it.
-            team = s.scalar(select(Team).where(Team.email == email)) if auth.encodable(email) else None
+            team = db.scalar(select(Team).where(Team.email == email)) if auth.encodable(email) else None
             if not auth.verify_password(team.password_hash if team else None, body.password) or team is None:
                 throttle.failed(email)
-                raise ApiError(401, "Wrong email or password; check both, or ask the organisers to reset it.")
+                raise WrongCredentials("Wrong email or password; check both, or ask the organisers to reset it.")
             throttle.succeeded(email)
             if auth.needs_rehash(team.password_hash):
                 team.password_hash = auth.hash_password(body.password)
             token = auth.new_secret()
             ttl = config.session_ttl_hours * 3600.0
             expires = now() + ttl
-            s.add(AuthToken(team_id=team.id, kind="session", token_hash=auth.token_digest(token), expires_at=expires))
+            db.add(AuthToken(team_id=team.id, kind="session", token_hash=auth.token_digest(token), expires_at=expires))
             name = team.name
         response.set_cookie(
             auth.SESSION_COOKIE,
@@ -320,10 +331,10 @@ def create_app(
         """End this session (or revoke this bearer token); succeeds when not logged in too."""
         token = _token_from(request)
         if token:
-            with session() as s:
-                row = s.scalar(select(AuthToken).where(AuthToken.token_hash == auth.token_digest(token)))
+            with database.session() as db:
+                row = db.scalar(select(AuthToken).where(AuthToken.token_hash == auth.token_digest(token)))
                 if row is not None:
-                    s.delete(row)
+                    db.delete(row)
         response.delete_cookie(auth.SESSION_COOKIE, path="/")
         return Message(detail="logged out")
 
@@ -333,30 +344,30 @@ def create_app(
         if body.email is not None or body.password is not None:
             email = (body.email or "").strip().lower()
             if throttle.retry_after(email) > 0:
-                raise ApiError(429, f"Too many failed logins for {email}; try again later.")
-            with session() as s:
-                team = s.scalar(select(Team).where(Team.email == email)) if auth.encodable(email) else None
+                raise TooManyAttempts(f"Too many failed logins for {email}; try again later.")
+            with database.session() as db:
+                team = db.scalar(select(Team).where(Team.email == email)) if auth.encodable(email) else None
                 if not auth.verify_password(team.password_hash if team else None, body.password or "") or not team:
                     throttle.failed(email)
-                    raise ApiError(401, "Wrong email or password; check both, or ask the organisers to reset it.")
+                    raise WrongCredentials("Wrong email or password; check both, or ask the organisers to reset it.")
                 team_id = team.id
         else:
             team_id = caller(request).team_id
         token = auth.new_secret(auth.TOKEN_PREFIX)
         expires = now() + body.expires_in_days * 86400 if body.expires_in_days else None
-        with session() as s:
+        with database.session() as db:
             row = AuthToken(
                 team_id=team_id, kind="api", name=body.name, token_hash=auth.token_digest(token), expires_at=expires
             )
-            s.add(row)
-            s.flush()
+            db.add(row)
+            db.flush()
             return TokenResponse(id=row.id, token=token, name=body.name, expires=expires)
 
     @app.get("/rest/tokens", response_model=list[TokenInfo], tags=["auth"])
     def list_tokens(who: Caller = Depends(caller)) -> list[TokenInfo]:
         """The team's API tokens (their secrets are never shown again)."""
-        with session() as s:
-            rows = s.scalars(
+        with database.session() as db:
+            rows = db.scalars(
                 select(AuthToken)
                 .where(AuthToken.team_id == who.team_id, AuthToken.kind == "api")
                 .order_by(AuthToken.id)
@@ -369,19 +380,19 @@ def create_app(
     @app.delete("/rest/token/{token_id}", response_model=Message, tags=["auth"])
     def delete_token(token_id: int, who: Caller = Depends(caller)) -> Message:
         """Revoke one of the team's API tokens."""
-        with session() as s:
+        with database.session() as db:
             # An id beyond the integer column is "no such token", not a database error.
-            row = s.get(AuthToken, token_id) if 1 <= token_id <= jobs.MAX_ID else None
+            row = db.get(AuthToken, token_id) if 1 <= token_id <= operations.MAX_ID else None
             if row is None or row.team_id != who.team_id or row.kind != "api":
-                raise ApiError(404, f"Your team has no API token {token_id}.")
-            s.delete(row)
+                raise NotFound(f"Your team has no API token {token_id}.")
+            db.delete(row)
         return Message(detail=f"token {token_id} revoked")
 
     @app.get("/rest/user", response_model=UserResponse, tags=["team"])
     def user(who: Caller = Depends(caller)) -> UserResponse:
         """The team's container registry: push to ``<cr.url>/<repository>:<tag>``."""
-        with session() as s:
-            team = s.get(Team, who.team_id)
+        with database.session() as db:
+            team = db.get(Team, who.team_id)
             assert team is not None
             return UserResponse(
                 cr=Registry(
@@ -396,40 +407,37 @@ def create_app(
 
     # -- jobs --
 
-    def _doc(job: Any) -> dict[str, Any]:
-        return jobs.job_document(job)
-
     @app.post(
         "/rest/job/start", response_model=JobStatus, response_model_exclude_none=True, status_code=201, tags=["jobs"]
     )
     def start(body: StartRequest, who: Caller = Depends(caller)) -> dict[str, Any]:
         """Queue a job for the team's image ``<registry>/<namespace>/<repository>:<tag>``; one at a time."""
-        job = jobs.start_job(database, config, who.team_id, body.tag, body.digest)
-        runner.wake()
-        return _doc(job)
+        job = operations.start_job(database, config, who.team_id, body.tag, body.digest)
+        scheduler.wake()
+        return job_document(job)
 
     @app.get("/rest/job/status", response_model=JobStatus, response_model_exclude_none=True, tags=["jobs"])
     def status_latest(who: Caller = Depends(caller)) -> dict[str, Any]:
         """The team's latest job."""
-        with session() as s:
-            return _doc(jobs.latest_job(s, who.team_id))
+        with database.session() as db:
+            return job_document(operations.latest_job(db, who.team_id))
 
     @app.get("/rest/job/status/all", response_model=list[JobStatus], response_model_exclude_none=True, tags=["jobs"])
     def status_all(who: Caller = Depends(caller)) -> list[dict[str, Any]]:
         """All of the team's jobs, newest first."""
-        with session() as s:
-            return [_doc(job) for job in jobs.all_jobs(s, who.team_id)]
+        with database.session() as db:
+            return [job_document(job) for job in operations.all_jobs(db, who.team_id)]
 
     @app.get("/rest/job/status/{job_id}", response_model=JobStatus, response_model_exclude_none=True, tags=["jobs"])
     def status_one(job_id: int, who: Caller = Depends(caller)) -> dict[str, Any]:
         """One of the team's jobs (another team's job is 404)."""
-        with session() as s:
-            return _doc(jobs.get_job(s, who.team_id, job_id))
+        with database.session() as db:
+            return job_document(operations.get_job(db, who.team_id, job_id))
 
     def _kill(who: Caller, job_id: int | None) -> dict[str, Any]:
-        job = jobs.kill_job(database, who.team_id, job_id)
-        runner.cancel(job.id)
-        return _doc(job)
+        job = operations.kill_job(database, who.team_id, job_id)
+        scheduler.cancel(job.id)
+        return job_document(job)
 
     @app.post("/rest/job/kill", response_model=JobStatus, response_model_exclude_none=True, tags=["jobs"])
     def kill(who: Caller = Depends(caller)) -> dict[str, Any]:
@@ -444,16 +452,16 @@ def create_app(
     @app.post("/rest/job/restart", response_model=JobStatus, response_model_exclude_none=True, tags=["jobs"])
     def restart(who: Caller = Depends(caller)) -> dict[str, Any]:
         """Run the team's latest job again (a new attempt with the same id and image)."""
-        job = jobs.restart_job(database, config, who.team_id, None)
-        runner.wake()
-        return _doc(job)
+        job = operations.restart_job(database, config, who.team_id, None)
+        scheduler.wake()
+        return job_document(job)
 
     @app.post("/rest/job/restart/{job_id}", response_model=JobStatus, response_model_exclude_none=True, tags=["jobs"])
     def restart_one(job_id: int, who: Caller = Depends(caller)) -> dict[str, Any]:
         """Run one of the team's finished, failed or cancelled jobs again."""
-        job = jobs.restart_job(database, config, who.team_id, job_id)
-        runner.wake()
-        return _doc(job)
+        job = operations.restart_job(database, config, who.team_id, job_id)
+        scheduler.wake()
+        return job_document(job)
 
     # -- public --
 
@@ -462,14 +470,14 @@ def create_app(
     )
     def board() -> dict[str, Any]:
         """Each team's latest finished job, best first. Public, as in 2018."""
-        with session() as s:
-            return {"leaderboard": jobs.leaderboard(s), "start": 1}
+        with database.session() as db:
+            return {"leaderboard": operations.leaderboard(db), "start": 1}
 
     @app.get("/rest/health", tags=["contest"])
     def health() -> dict[str, Any]:
         """For load balancers and the tests: the server is up and its database answers."""
-        with session() as s:
-            s.scalar(select(Team.id).limit(1))
+        with database.session() as db:
+            db.scalar(select(Team.id).limit(1))
         return {"ok": True, "version": __version__}
 
     return app
@@ -477,7 +485,7 @@ def create_app(
 
 @contextmanager
 def data_dir_lock(data_dir: Path) -> Iterator[None]:
-    """One server per data directory: a second would requeue the first one's running jobs."""
+    """One server per data directory: a second would requeue the first one's running operations."""
     path = Path(data_dir) / "server.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:

@@ -17,7 +17,6 @@ DATA_DIR/
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 import secrets
@@ -27,8 +26,9 @@ from typing import Any
 
 import yaml
 
-from contestkit import cpuset
+from contestkit import cpuset, levelrun
 from contestkit.errors import ContestkitError, UsageError
+from contestkit.levellist import read_level_set
 
 CONFIG_NAME = "server.yaml"
 LEVELS_NAME = "levels.csv"
@@ -56,8 +56,8 @@ class ServerConfig:
     """Everything ``server.yaml`` holds; unknown keys are refused so typos cannot go unnoticed."""
 
     registry: str
-    timestep_limit: int = 1_000_000
-    wallclock_limit: float = 43_200.0
+    timestep_limit: int = levelrun.TIMESTEP_LIMIT
+    wallclock_limit: float = levelrun.WALLCLOCK_LIMIT
     registry_scheme: str = "http"
     evaluator_registry_password: str = ""
     database_url: str | None = None
@@ -261,28 +261,8 @@ def validate(config: ServerConfig) -> None:
 
 
 def read_levels(path: Path) -> list[LevelSpec]:
-    """Parse a level set CSV (header ``game,state``, the format of the contest's sonic-*.csv)."""
-    if not path.is_file():
-        raise UsageError(f"Level file {path} does not exist; pass a CSV with header game,state.")
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        if header[:2] != ["game", "state"]:
-            raise UsageError(f"{path} must start with the header 'game,state' (found '{','.join(header)}').")
-        levels: list[LevelSpec] = []
-        for number, row in enumerate(reader, start=2):
-            game = (row.get("game") or "").strip()
-            state = (row.get("state") or "").strip()
-            if not game and not state:
-                continue
-            if not game or not state:
-                raise UsageError(f"{path} line {number}: both game and state are needed.")
-            levels.append(LevelSpec(game, state))
-    if not levels:
-        raise UsageError(f"{path} lists no levels; add rows of game,state.")
-    if len(set(levels)) != len(levels):
-        raise UsageError(f"{path} lists a level twice; each level is evaluated once per job.")
-    return levels
+    """The level set: ``contestkit.levellist``'s rules (the same reader as eval), each level once."""
+    return [LevelSpec(game, state) for game, state in read_level_set(path)]
 
 
 def registry_config_yaml(config: ServerConfig, http_secret: str) -> str:

@@ -162,15 +162,15 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A transaction: committed when the block ends normally, rolled back when it raises."""
-        session = self._sessions()
+        db = self._sessions()
         try:
-            yield session
-            session.commit()
+            yield db
+            db.commit()
         except BaseException:
-            session.rollback()
+            db.rollback()
             raise
         finally:
-            session.close()
+            db.close()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -1,0 +1,145 @@
+"""Executors: the engines that run level-runs, behind one interface the scheduler hands them to.
+
+Why an interface: the scheduler (``server.scheduling``) decides *when* and *where* a level runs
+(which job, how many at once, which CPU set); an executor decides *how* (local Docker containers
+today, Kubernetes Jobs later). The scheduler only ever talks to ``Executor`` and ``LevelRun``:
+
+- ``start(task)`` hands over one level-run and returns its handle;
+- ``LevelRun.follow(on_progress)`` blocks until the run ends, reporting progress, and returns its
+  result (an object with ``score``, ``episodes``, ``timesteps``, ``ok``, ``error``, ``summary``);
+- ``LevelRun.cancel()`` stops it, from any thread (a team's cancel, the wall-clock watchdog, a
+  server shutdown);
+- ``adopt(task)`` after a server restart: the run of ``task`` that is still going in the engine, or
+  None when nothing survives (then the level runs again from scratch);
+- ``running()`` and ``discard(run)`` let the scheduler reconcile its queue against the engine, so
+  nothing is left running for a job the server considers over.
+
+Each level-run is described by one ``LevelTask``; executors read it whole and build their engine's
+request from it in one place, so a new field reaches every executor through this one object.
+
+Implementations: ``executors.docker`` (the default: ``contestkit eval``'s own Docker runtime) and
+``executors.function`` (a host's ``evaluator: MODULE:FUNCTION`` from server.yaml, as the tests use);
+``executors.pull`` pulls a job's image for both.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from contestkit.levelrun import LevelRunSpec
+
+if TYPE_CHECKING:
+    from contestkit.server.config import ServerConfig
+
+
+@dataclass(frozen=True)
+class LevelTask:
+    """One level of one job for an executor: the level-run itself, plus which job it belongs to.
+
+    What runs is ``run`` (the same :class:`~contestkit.levelrun.LevelRunSpec` ``contestkit eval``
+    builds); the rest identifies it (labels, adoption after a restart) and says where results go.
+    """
+
+    job_id: int
+    index: int
+    attempt: int
+    team: str
+    run: LevelRunSpec
+    runtime: str
+    results_dir: Path
+
+
+@dataclass(frozen=True)
+class RunningLevel:
+    """A level-run the engine reports as running: which job and level it belongs to."""
+
+    job_id: int
+    index: int
+
+
+ProgressCallback = Callable[[Any], None]
+"""Called with an object with ``timesteps``, ``timestep_limit``, ``episodes``, ``elapsed``, ``eta_seconds``."""
+
+
+class LevelRun(ABC):
+    """One level-run handed to an executor: followed to its end, cancellable from another thread."""
+
+    def __init__(self, task: LevelTask) -> None:
+        self.task = task
+        self._cancelled = threading.Event()
+
+    @abstractmethod
+    def follow(self, on_progress: ProgressCallback) -> Any:
+        """Block until the run ends, calling ``on_progress`` as it goes; return its result.
+
+        A run that could not produce a result raises: ``ContestkitError`` (its sentence becomes the
+        level's error) or anything else (recorded as an evaluator error). Either way only this level
+        fails; the scheduler carries on with the others.
+        """
+
+    def cancel(self) -> None:
+        """Stop the run as soon as possible; ``follow`` then returns what it has. Safe from any thread."""
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+
+class Executor(ABC):
+    """An engine that runs level-runs for the scheduler."""
+
+    name: str = "executor"
+
+    def resolve_image(self, reference: str) -> str:
+        """The reference to run for a job's image, once per job attempt before its levels start.
+
+        Executors that pull return the pulled ``repo@sha256:...`` so every level (and a resumed job)
+        runs the very image that was pulled even if the tag moves. The default runs it as given.
+        """
+        return reference
+
+    @abstractmethod
+    def start(self, task: LevelTask) -> LevelRun:
+        """Hand over one level-run; the scheduler then follows it (and may cancel it)."""
+
+    def adopt(self, task: LevelTask) -> LevelRun | None:
+        """The run of ``task`` still going in the engine after a server restart, or None to run it again.
+
+        None by default: an engine whose runs die with the server (local containers are stopped with
+        it) has nothing to adopt.
+        """
+        return None
+
+    def running(self) -> list[RunningLevel]:
+        """Level-runs the engine is running now, whoever started them (for reconciling)."""
+        return []
+
+    def discard(self, run: RunningLevel) -> None:
+        """Stop and remove a level-run the scheduler no longer wants (its job is over or unknown).
+
+        Nothing to do by default: an executor whose ``running`` reports none is never asked.
+        """
+        return None
+
+
+def load_executor(config: ServerConfig) -> Executor:
+    """The executor server.yaml configures: ``evaluator: MODULE:FUNCTION``, or Docker by default."""
+    from contestkit.server.executors.docker import DockerExecutor
+    from contestkit.server.executors.function import FunctionExecutor, load_level_function
+    from contestkit.server.executors.pull import RegistryAccount
+
+    account = (
+        RegistryAccount(config.evaluator_username, config.evaluator_registry_password) if config.pull_images else None
+    )
+    if config.evaluator:
+        return FunctionExecutor(load_level_function(config.evaluator), pull_with=account)
+    return DockerExecutor(pull_with=account)
+
+
+__all__ = ["Executor", "LevelRun", "LevelTask", "ProgressCallback", "RunningLevel", "load_executor"]

@@ -1,0 +1,101 @@
+"""``contestkit server add-team``: refused input is one sentence, and a team is added whole or not at all.
+
+A team is a row in the database plus an entry in the registry's htpasswd file; neither may be left
+without the other, and no message may show the team's passwords or their hashes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from contestkit.errors import ContestkitError
+from contestkit.server import admin
+from contestkit.server.config import EVALUATOR_USERNAME as EVALUATOR
+
+LEVELS = [("Fake", "Level1")]
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, init_contest) -> Path:
+    return init_contest(tmp_path, LEVELS)
+
+
+def _htpasswd_users(data_dir: Path) -> list[str]:
+    path = data_dir / "registry" / "htpasswd"
+    return [line.split(":", 1)[0] for line in path.read_text().splitlines() if line]
+
+
+def _teams(data_dir: Path) -> list[str]:
+    with sqlite3.connect(data_dir / "contest.db") as db:
+        return [row[0] for row in db.execute("SELECT name FROM teams")]
+
+
+@pytest.fixture
+def add_team_cli(cli, password):  # type: ignore[no-untyped-def]
+    def add(data_dir: Path, name: str, email: str, password: str = password):  # type: ignore[no-untyped-def]
+        return cli(
+            "server", "add-team", name, "--email", email, "--password-stdin", "--data-dir", str(data_dir),
+            input=password + "\n",
+        )  # fmt: skip
+
+    return add
+
+
+@pytest.mark.parametrize(
+    ("name", "email", "expected"),
+    [
+        ("alpha", "a" * 250 + "@example.org", "The team email has 262 characters; use at most 254."),
+        ("a" * 65, "alpha@example.org", "The team name has 65 characters; use at most 64."),
+        ("alpha", "al\x01pha@example.org", "The team email contains characters that cannot be stored"),
+    ],
+)
+def test_overlong_or_unstorable_fields_are_refused_up_front(data_dir, add_team_cli, password, name, email, expected):
+    result = add_team_cli(data_dir, name, email)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("error: " + expected), result.stderr
+    assert "Traceback" not in result.stderr and password not in result.stdout + result.stderr
+    assert _teams(data_dir) == [] and _htpasswd_users(data_dir) == [EVALUATOR]
+    ok = add_team_cli(data_dir, "alpha", "alpha@example.org")
+    assert ok.returncode == 0, ok.stderr
+    assert _teams(data_dir) == ["alpha"] and _htpasswd_users(data_dir) == [EVALUATOR, "alpha"]
+
+
+@pytest.mark.parametrize(
+    ("trigger", "code", "expected"),
+    [
+        ("SELECT RAISE(ABORT, 'refused')", 2, "A team with the name 'alpha' or email 'alpha@example.org' already"),
+        ("INSERT INTO missing VALUES (1)", 1, "The database refused the new team (OperationalError), so nothing"),
+    ],
+)
+def test_a_commit_the_database_refuses_leaves_no_registry_account(data_dir, add_team_cli, password, trigger, code,
+                                                                 expected):  # fmt: skip
+    with sqlite3.connect(data_dir / "contest.db") as db:
+        db.execute(f"CREATE TRIGGER refuse BEFORE INSERT ON teams BEGIN {trigger}; END")
+    result = add_team_cli(data_dir, "alpha", "alpha@example.org")
+    assert result.returncode == code, result.stdout + result.stderr
+    assert result.stderr.startswith("error: " + expected), result.stderr
+    assert "Traceback" not in result.stderr and "argon2" not in result.stderr and password not in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2  # one sentence (wrapped at most once)
+    assert _htpasswd_users(data_dir) == [EVALUATOR]
+
+
+def test_a_registry_account_that_cannot_be_written_removes_the_team(data_dir, password, monkeypatch):
+    def broken(*_args: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(admin, "set_htpasswd", broken)
+    with pytest.raises(ContestkitError, match=r"^The registry account of team 'alpha' could not be written to "):
+        admin.add_team(data_dir, name="alpha", email="alpha@example.org", password=password)
+    assert _teams(data_dir) == []
+    monkeypatch.undo()
+    admin.add_team(data_dir, name="alpha", email="alpha@example.org", password=password)
+    assert _teams(data_dir) == ["alpha"] and _htpasswd_users(data_dir) == [EVALUATOR, "alpha"]
+
+
+def test_a_password_that_is_not_valid_text_is_refused(data_dir):
+    with pytest.raises(ContestkitError, match="not valid text"):
+        admin.add_team(data_dir, name="alpha", email="alpha@example.org", password="long enough \ud800")
+    assert _teams(data_dir) == [] and _htpasswd_users(data_dir) == [EVALUATOR]

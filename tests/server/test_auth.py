@@ -1,0 +1,266 @@
+"""Logins, sessions, bearer tokens and password storage of the contest server (real server process)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+import requests
+
+from contestkit.api_client import ContestClient, error_for
+from contestkit.errors import ContestkitError
+
+if TYPE_CHECKING:
+    from tests.conftest import Contest
+
+LEVELS = [("Fake", "Level1")]
+
+
+@pytest.fixture(scope="module")
+def contest(make_module_contest) -> Contest:
+    """One server for the tests that need no special configuration; each test has its own teams."""
+    return make_module_contest(LEVELS)
+
+
+def test_wrong_password_and_unknown_email_are_refused(contest, unique_team, password):
+    name, email = unique_team("alpha")
+    contest.add_team(name, email, via_cli=True)
+    url = contest.url
+    wrong = requests.post(url + "/rest/login", json={"email": email, "password": "not it at all"})
+    assert wrong.status_code == 401
+    assert "Wrong email or password" in wrong.json()["detail"]
+    assert "contestkit_session" not in wrong.cookies
+    unknown = requests.post(url + "/rest/login", json={"email": "nobody@example.org", "password": password})
+    assert unknown.status_code == 401
+    # Same answer for both: the API does not tell which emails exist.
+    assert unknown.json() == wrong.json()
+    assert requests.get(url + "/rest/user").status_code == 401
+
+    ok = requests.post(url + "/rest/login", json={"email": email.upper() + " ", "password": password})
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["team"] == name
+    cookie = ok.cookies.get("contestkit_session")
+    assert cookie
+    header = ok.headers["set-cookie"].lower()
+    assert "httponly" in header and "samesite=lax" in header
+    user = requests.get(url + "/rest/user", cookies={"contestkit_session": cookie}).json()
+    assert user["cr"]["url"] == f"127.0.0.1:5000/{name}"
+    assert user["cr"]["username"] == name and len(user["cr"]["password"]) >= 24
+
+
+def test_passwords_are_stored_as_argon2_and_registry_passwords_as_bcrypt(contest, unique_team, password):
+    name, email = unique_team("alpha")
+    contest.add_team(name, email)
+    with sqlite3.connect(contest.data_dir / "contest.db") as db:
+        (stored,) = db.execute("SELECT password_hash FROM teams WHERE email = ?", (email,)).fetchone()
+    assert stored.startswith("$argon2id$") and password not in stored
+    htpasswd = (contest.data_dir / "registry" / "htpasswd").read_text().splitlines()
+    entry = next(line for line in htpasswd if line.startswith(f"{name}:"))
+    assert entry.split(":", 1)[1].startswith("$2b$")
+    assert (contest.data_dir / "registry" / "htpasswd").stat().st_mode & 0o077 == 0
+    assert (contest.data_dir / "server.yaml").stat().st_mode & 0o077 == 0
+
+
+def test_logout_ends_the_session_on_the_server(contest):
+    _, http = contest.team("alpha")
+    stolen = dict(http.cookies)
+    assert http.get(contest.url + "/rest/user").status_code == 200
+    assert http.post(contest.url + "/rest/logout").status_code == 200
+    # A copy of the cookie taken before the logout is worthless afterwards.
+    again = requests.get(contest.url + "/rest/user", cookies=stolen)
+    assert again.status_code == 401
+    assert "contestkit login" in again.json()["detail"]
+
+
+def test_sessions_expire(make_contest):
+    contest = make_contest(LEVELS, extra_config={"session_ttl_hours": 1.5 / 3600})
+    contest.add_team("Alpha", "alpha@example.org")
+    http = contest.session("alpha@example.org")
+    assert http.get(contest.url + "/rest/user").status_code == 200
+    time.sleep(2.0)
+    cookies = {"contestkit_session": http.cookies.get("contestkit_session")}
+    expired = requests.get(contest.url + "/rest/user", cookies=cookies)
+    assert expired.status_code == 401
+    assert "expired" in expired.json()["detail"]
+
+
+def test_bearer_tokens_for_scripts(contest, unique_team, password):
+    name, email = unique_team("alpha")
+    contest.add_team(name, email)
+    url = contest.url
+    refused = requests.post(url + "/rest/token", json={"email": email, "password": "wrong password"})
+    assert refused.status_code == 401
+    minted = requests.post(url + "/rest/token", json={"email": email, "password": password, "name": "ci"})
+    assert minted.status_code == 201, minted.text
+    token = minted.json()["token"]
+    assert token.startswith("ck_")
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert requests.get(url + "/rest/user", headers=bearer).json()["name"] == name
+    started = requests.post(url + "/rest/job/start", json={"tag": "v1"}, headers=bearer)
+    assert started.status_code == 201, started.text
+    listed = requests.get(url + "/rest/tokens", headers=bearer).json()
+    assert [t["name"] for t in listed] == ["ci"] and "token" not in listed[0]
+    assert requests.delete(f"{url}/rest/token/{minted.json()['id']}", headers=bearer).status_code == 200
+    assert requests.get(url + "/rest/user", headers=bearer).status_code == 401
+    assert requests.get(url + "/rest/user", headers={"Authorization": "Bearer ck_made_up"}).status_code == 401
+
+
+def test_repeated_wrong_passwords_are_throttled(contest, unique_team, password):
+    name, email = unique_team("alpha")
+    contest.add_team(name, email)
+    body = {"email": email, "password": "guess guess"}
+    codes = [requests.post(contest.url + "/rest/login", json=body).status_code for _ in range(11)]
+    assert codes[:10] == [401] * 10
+    assert codes[10] == 429
+    # Even the right password waits now: the guesser cannot tell it found it.
+    right = requests.post(contest.url + "/rest/login", json={"email": email, "password": password})
+    assert right.status_code == 429
+    assert int(right.headers["retry-after"]) > 0
+
+
+def test_a_password_that_is_not_valid_text_is_a_failed_login_and_is_throttled(contest, unique_team, password):
+    name, email = unique_team("alpha")
+    contest.add_team(name, email)
+    wrong = requests.post(contest.url + "/rest/login", json={"email": email, "password": "not it at all"}).json()
+    body = {"email": email, "password": "\ud800"}  # a lone surrogate: valid JSON, not valid Unicode
+    for _ in range(4):
+        refused = requests.post(contest.url + "/rest/login", json=body)
+        assert refused.status_code == 401 and refused.json() == wrong
+    minted = requests.post(contest.url + "/rest/token", json=body)
+    assert minted.status_code == 401 and minted.json() == wrong
+    odd_email = requests.post(contest.url + "/rest/login", json={"email": "\ud800@x.org", "password": password})
+    assert odd_email.status_code == 401 and odd_email.json() == wrong
+    # They count as failed logins: 6 for this email above (1 + 4 + the token), 4 more and it is throttled.
+    codes = [requests.post(contest.url + "/rest/login", json=body).status_code for _ in range(5)]
+    assert codes == [401] * 4 + [429]
+    http = requests.Session()
+    assert http.post(contest.url + "/rest/login", json={"email": email, "password": password}).status_code == 429
+
+
+def test_a_token_name_that_is_not_valid_text_is_refused(contest):
+    _, http = contest.team("alpha")
+    refused = http.post(contest.url + "/rest/token", json={"name": "ci \ud800"})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"].startswith("Invalid request (name:")
+
+
+@pytest.mark.parametrize("token_id", ["0", str(2**31), "99999999999999999999999"])
+def test_token_ids_no_token_can_have_are_not_found(contest, token_id):
+    _, http = contest.team("alpha")
+    answer = http.delete(f"{contest.url}/rest/token/{token_id}")
+    assert answer.status_code == 404, answer.text
+    assert answer.json()["detail"] == f"Your team has no API token {token_id}."
+
+
+def test_set_password_ends_sessions_and_revokes_api_tokens(contest, cli, unique_team, password):
+    name, email = unique_team("alpha")
+    contest.add_team(name, email)
+    url = contest.url
+    token = requests.post(url + "/rest/token", json={"email": email, "password": password}).json()["token"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    session = contest.session(email)
+    assert requests.get(url + "/rest/user", headers=bearer).status_code == 200
+    result = cli(
+        "server", "set-password", email, "--password-stdin", "--data-dir", str(contest.data_dir),
+        input="a brand new password\n",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Whoever leaked the old password may have minted tokens with it: they stop working too.
+    assert requests.get(url + "/rest/user", headers=bearer).status_code == 401
+    assert session.get(url + "/rest/user").status_code == 401
+    assert contest.session(email, "a brand new password").get(url + "/rest/user").status_code == 200
+
+
+def test_the_client_gives_advice_when_the_server_url_is_not_a_contest_server(contest, unique_team, password):
+    """FastAPI answers an unknown path with {"detail": "Not Found"}: that is no advice, the client's is."""
+    name, email = unique_team("alpha")
+    contest.add_team(name, email)
+    with pytest.raises(ContestkitError) as err:
+        ContestClient(contest.url + "/contest").login(email, password)
+    assert str(err.value) == (
+        "Logging in failed (HTTP 404 Not Found): it does not exist, or the server URL is not a contest server "
+        "(check `contestkit login --server`)."
+    )
+    # A sentence of the server's own is still shown as it is.
+    with pytest.raises(ContestkitError, match=r"HTTP 404\): Your team has no job 7;"):
+        client = ContestClient(contest.url)
+        client.login(email, password)
+        client.job(7)
+    not_allowed = requests.Response()
+    not_allowed.status_code, not_allowed.reason = 405, "Method Not Allowed"
+    not_allowed._content = b'{"detail": "Method Not Allowed"}'
+    assert str(error_for(not_allowed, "Logging in")) == (
+        "Logging in failed (HTTP 405 Method Not Allowed): the server URL is probably not a contest server; "
+        "check `contestkit login --server`."
+    )
+
+
+def test_the_login_throttle_forgets_expired_emails_and_stays_bounded(monkeypatch):
+    """A flood of failed logins for made-up emails (each one costs the server an Argon2 check, not
+    the attacker) must not grow the throttle's memory without bound, and must not reset the count of
+    an email that is being guessed at. Direct unit test of LoginThrottle, on a fake clock."""
+    from contestkit.server import auth
+
+    clock = [1000.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
+    throttle = auth.LoginThrottle(limit=10, window=300.0, max_entries=1000)
+    for _ in range(10):
+        throttle.failed("target@example.org")
+    assert throttle.retry_after("target@example.org") > 0
+    for i in range(5000):
+        assert throttle.retry_after(f"random{i}@example.org") == 0.0
+        throttle.failed(f"random{i}@example.org")
+        assert len(throttle._failures) <= 1000
+    # The guessed-at email is still throttled: the flood did not push it out.
+    assert throttle.retry_after("target@example.org") > 0
+    # Once the window has passed, nothing of the flood is kept.
+    clock[0] += 301.0
+    assert throttle.retry_after("target@example.org") == 0.0
+    throttle.failed("late@example.org")
+    assert list(throttle._failures) == ["late@example.org"]
+    # Asking about an email (every login does) stores nothing.
+    throttle.retry_after("never-failed@example.org")
+    assert "never-failed@example.org" not in throttle._failures
+
+
+def test_the_login_throttle_sweeps_expired_emails_with_the_default_size(monkeypatch):
+    """Without any cap being reached, expired emails are still dropped (at least once a window)."""
+    from contestkit.server import auth
+
+    clock = [1000.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
+    throttle = auth.LoginThrottle()
+    for i in range(2000):
+        throttle.failed(f"random{i}@example.org")
+    clock[0] += throttle.window + 1
+    throttle.failed("late@example.org")
+    assert len(throttle._failures) == 1
+
+
+def test_logout_ends_the_stored_session_even_with_a_token_in_the_environment(
+    contest, tmp_path, cli, base_env, unique_team, password
+):
+    """`contestkit logout` with CONTESTKIT_TOKEN set (a CI shell, say) still ends the session that
+    `contestkit login` stored, on the server too; the environment's API token is not revoked."""
+    name, email = unique_team("alpha")
+    contest.add_team(name, email)
+    env = base_env(XDG_CONFIG_HOME=str(tmp_path / "xdg"), DOCKER_CONFIG=str(tmp_path / "docker"))
+    env.pop("CONTESTKIT_TOKEN", None)
+    env.pop("CONTESTKIT_SERVER", None)
+    logged_in = cli("login", "--server", contest.url, "--email", email, "--password-stdin", input=password + "\n",
+                    env=env)  # fmt: skip
+    assert logged_in.returncode == 0, logged_in.stderr
+    session_file = tmp_path / "xdg" / "contestkit" / "session.json"
+    cookie = json.loads(session_file.read_text())["cookies"]
+    assert requests.get(contest.url + "/rest/user", cookies=cookie).status_code == 200
+    token = requests.post(contest.url + "/rest/token", json={"email": email, "password": password}).json()["token"]
+
+    out = cli("logout", env={**env, "CONTESTKIT_TOKEN": token, "CONTESTKIT_SERVER": contest.url})
+    assert out.returncode == 0, out.stderr
+    assert not session_file.exists()
+    assert requests.get(contest.url + "/rest/user", cookies=cookie).status_code == 401  # ended on the server
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert requests.get(contest.url + "/rest/user", headers=bearer).status_code == 200

@@ -1,0 +1,192 @@
+"""The job queue when something goes wrong at the worst moment: a shutdown just as a level ends, a
+database write that fails while a job is being finished, a results file that cannot be written.
+
+The scheduler and its queue (``Scheduler``) run in-process here, on a real database (``offline_contest``:
+SQLite and PostgreSQL), with the TEST DOUBLE ``tests/server/fake_level_runner.py`` evaluating the levels.
+The faults are injected (each test says how and why): a real database or disk cannot be made to fail on
+demand at the one write that matters.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from contestkit.server import operations
+from contestkit.server import queue as job_queue
+from contestkit.server.executors.function import FunctionExecutor
+from contestkit.server.scheduling import Scheduler
+from tests.server.fake_level_runner import fake_level_runner
+
+if TYPE_CHECKING:
+    from tests.server.conftest import OfflineContest
+
+
+class Queue:
+    """A Scheduler of the offline contest, stopped when the test ends."""
+
+    def __init__(self, contest: OfflineContest, level_runner: Any = fake_level_runner) -> None:
+        self.contest = contest
+        self.runner = Scheduler(contest.database, contest.config, FunctionExecutor(level_runner), poll_seconds=0.05)
+
+    def start(self) -> Scheduler:
+        self.runner.start()
+        return self.runner
+
+    def submit(self, tag: str = "score-5") -> int:
+        job_id = operations.start_job(self.contest.database, self.contest.config, self.contest.team_id, tag).id
+        self.runner.wake()
+        return job_id
+
+    def wait(self, job_id: int, statuses: tuple[str, ...], timeout: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        doc: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            doc = self.contest.job(job_id)
+            if doc["status"] in statuses:
+                return doc
+            time.sleep(0.05)
+        raise AssertionError(f"job {job_id} did not reach {statuses} within {timeout} s: {doc}")
+
+
+@pytest.fixture
+def queue(offline_contest: OfflineContest) -> Iterator[Queue]:
+    made = Queue(offline_contest)
+    yield made
+    made.runner.stop(timeout=10)
+
+
+def _fail_once(monkeypatch: pytest.MonkeyPatch, runner: job_queue.JobQueue, name: str, calls: list[str]) -> None:
+    """The queue's ``name`` step raises a database error the first time, as a failed commit would
+    (``Database.session`` rolls the transaction back, so nothing of that step is written)."""
+    real = getattr(runner, name)
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        if name not in calls:
+            calls.append(name)
+            raise OperationalError("COMMIT", {}, Exception("database is locked (injected)"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, name, failing)
+
+
+def test_a_level_that_finished_just_before_a_shutdown_keeps_its_result(queue: Queue):
+    """Injected: the shutdown (``Scheduler.stop``, as on SIGTERM) lands after the level runner has its
+    ok result and before the queue records it. Real timing cannot hit that gap on demand, so the
+    runner starts the shutdown itself and returns its finished result once the shutdown reached it."""
+    runs: list[int] = []
+    stopper: list[threading.Thread] = []
+
+    def finishes_then_shutdown(task: Any, on_progress: Any, cancel: threading.Event) -> Any:
+        result = fake_level_runner(task, on_progress, cancel)
+        runs.append(task.index)
+        assert result.ok
+        stopper.append(threading.Thread(target=queue.runner.stop, kwargs={"timeout": 10}))
+        stopper[0].start()
+        assert cancel.wait(10)  # the shutdown has reached this level
+        return result
+
+    queue.runner.executor = FunctionExecutor(finishes_then_shutdown)
+    queue.start()
+    job_id = queue.submit()
+    deadline = time.monotonic() + 20
+    while not stopper and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stopper[0].join(20)
+    queued = queue.contest.job(job_id)
+    assert queued["status"] == "queued", queued  # back in the queue for the next start
+    assert queued["workers"][0]["state"] == "finished", queued
+    assert queued["workers"][0]["score"] == 6.0
+    assert "error" not in queued["workers"][0]
+
+    # The next start runs only the level that had not finished.
+    def counted(task: Any, on_progress: Any, cancel: threading.Event) -> Any:
+        runs.append(task.index)
+        return fake_level_runner(task, on_progress, cancel)
+
+    again = Queue(queue.contest, counted)
+    again.start()
+    try:
+        done = again.wait(job_id, ("finished", "failed", "cancelled"))
+    finally:
+        again.runner.stop(timeout=10)
+    assert done["status"] == "finished" and done["score"] == 6.0, done
+    assert runs == [0, 1], runs
+
+
+def test_a_job_whose_end_could_not_be_written_does_not_stay_running(
+    offline_contest: OfflineContest,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """Injected: the database write that ends the job (``JobQueue.finish``, then ``finish_failed``) fails once
+    each, as a transient error (a locked SQLite file, a PostgreSQL fail-over) would; such an error
+    cannot be produced on demand at that one commit. The monitor must pick the job up again."""
+    config = offline_contest.config
+    config.heartbeat_seconds, config.heartbeat_timeout = 0.2, 1.0
+    queue = Queue(offline_contest)
+    calls: list[str] = []
+    _fail_once(monkeypatch, queue.runner.queue, "finish", calls)
+    _fail_once(monkeypatch, queue.runner.queue, "finish_failed", calls)
+    queue.start()
+    try:
+        job_id = queue.submit()
+        done = queue.wait(job_id, ("finished", "failed", "cancelled"), timeout=15)
+    finally:
+        queue.runner.stop(timeout=10)
+    assert calls == ["finish", "finish_failed"]
+    # Its levels had finished: they are kept, and the job ends with their score.
+    assert done["status"] == "finished" and done["score"] == 6.0, done
+    assert [w["state"] for w in done["workers"]] == ["finished", "finished"]
+
+
+def test_a_live_job_of_this_server_is_not_taken_for_an_orphan(queue: Queue):
+    """The monitor's recovery leaves this server's running jobs alone, even when their heartbeat is
+    late (a slow database): only a job with no live control here is an orphan."""
+    release = threading.Event()
+
+    def waits(task: Any, on_progress: Any, cancel: threading.Event) -> Any:
+        release.wait(10)
+        return fake_level_runner(task, on_progress, cancel)
+
+    queue.runner.executor = FunctionExecutor(waits)
+    queue.start()
+    job_id = queue.submit()
+    queue.wait(job_id, ("running",))
+    from sqlalchemy import update
+
+    from contestkit.server.db import Job
+
+    with queue.contest.database.session() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=0.0))
+    assert queue.runner.recover() == []
+    assert queue.contest.job(job_id)["status"] == "running"
+    release.set()
+    assert queue.wait(job_id, ("finished",))["score"] == 6.0
+
+
+def test_a_finished_job_stays_finished_when_its_summary_cannot_be_written(
+    queue: Queue, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    """Injected: writing ``summary.json`` raises OSError (a full disk), after the job's result is
+    committed; a disk cannot be filled on demand at that one write."""
+    real = job_queue.write_private
+
+    def disk_full(path: Any, text: str) -> None:
+        if path.name == "summary.json":
+            raise OSError(28, "No space left on device (injected)")
+        real(path, text)
+
+    monkeypatch.setattr(job_queue, "write_private", disk_full)
+    queue.start()
+    job_id = queue.submit()
+    done = queue.wait(job_id, ("finished", "failed", "cancelled"))
+    time.sleep(0.3)  # whatever the queue does after the write failed has happened by now
+    done = queue.contest.job(job_id)
+    assert done["status"] == "finished" and done["score"] == 6.0, done
+    assert "error" not in done
+    assert any("summary" in r.getMessage() and r.levelname in ("ERROR", "WARNING") for r in caplog.records)
