@@ -187,12 +187,12 @@ def mirrored(results_dir: Path, *, interval: float = PROGRESS_INTERVAL) -> Itera
 
 
 def _env_program_main() -> Callable[[list[str]], int]:
-    """The env program's ``main`` (its module is being renamed from ``contestkit.remote``)."""
-    try:
-        from contestkit import envprogram as module  # type: ignore[attr-defined]
-    except ImportError:
-        from contestkit import remote as module
-    return module.main  # type: ignore[no-any-return]
+    """The env program's ``main``, the one every runtime starts."""
+    import importlib
+
+    from contestkit.runtime.base import ENV_PROGRAM
+
+    return importlib.import_module(ENV_PROGRAM).main  # type: ignore[no-any-return]
 
 
 def _results_dir(argv: list[str]) -> Path | None:

@@ -39,7 +39,8 @@ from typing import Any
 
 from contestkit import __version__, results, structured_log
 from contestkit.errors import ContestkitError, UsageError
-from contestkit.runtime.base import LaunchSpec, remote_args
+from contestkit.levelrun import EnvPlacement, LevelRunSpec, to_argv
+from contestkit.server.executors import Executor, LevelRun, LevelTask, RunningLevel
 
 log = logging.getLogger("contestkit.server.executors.kubernetes")
 
@@ -77,9 +78,9 @@ STOPPED_EXIT = 137  # what a container stopped by a pod deletion reports when it
 class KubernetesSettings:
     """How level-runs become Jobs; server.yaml's ``kubernetes:`` mapping, unknown keys refused.
 
-    CPU and memory default to the contest machine (6 cores, 56 GB) for the whole pod: the two halves
-    shared that machine in 2018, so the agent may use all 6 cores (its limit) while the pod requests 6
-    in all, the env's share (``env_cpu``) taken from the agent's request.
+    CPU and memory default to the level-run spec's (the contest machine: 6 cores, 56 GB) for the whole
+    pod: the two halves shared that machine in 2018, so the agent may use all 6 cores (its limit) while
+    the pod requests 6 in all, the env's share (``env_cpu``) taken from the agent's request.
     """
 
     remote_env_image: str  # pushed where the cluster pulls from, e.g. REGISTRY/contestkit/remote-env:VERSION
@@ -89,12 +90,11 @@ class KubernetesSettings:
     contest: str = "contestkit"  # a label value: two contests may share a namespace without touching each other
     job_prefix: str = "ck"
     image_pull_secrets: list[str] = field(default_factory=list)
-    cpus: float = 6.0  # the agent's CPU limit and the pod's total CPU request
-    memory: str = "56Gi"  # the agent's memory (request = limit)
+    cpus: float | None = None  # the agent's CPU limit and the pod's CPU request; None: the spec's (6, the contest's)
+    memory: str | None = None  # the agent's memory (request = limit); None: the spec's (56 GB, the contest's)
     gpus: int = 0  # nvidia.com/gpu for the agent; a level-run spec asking for GPUs gets at least 1
     env_cpu: float = 1.0  # the env container's CPU request (taken from the agent's request)
     env_memory: str = "4Gi"  # the env container's memory (request = limit)
-    bridge_size: str = "64Mi"  # the in-memory bridge volume
     results_size: str = "1Gi"  # the env's results directory in the pod (monitor.csv, recordings)
     agent_out_size: str = "1Gi"  # the agent's out/ directory
     agent_run_as_user: int | None = None  # None: the image's user (the contest's agent images are root)
@@ -128,7 +128,7 @@ class KubernetesSettings:
         for key in ("gpus", "ttl_seconds_after_finished", "disruption_retries"):
             if key in values:
                 values[key] = _number(values[key], f"{where}: '{key}'", int)
-        for key in ("memory", "env_memory", "bridge_size", "results_size", "agent_out_size"):
+        for key in ("memory", "env_memory", "results_size", "agent_out_size"):
             if key in values:
                 values[key] = quantity(str(values[key]), f"{where}: '{key}'")
         settings = cls(**values)
@@ -136,7 +136,7 @@ class KubernetesSettings:
             raise UsageError(f"{where}: namespace '{settings.namespace}' is not a Kubernetes namespace name.")
         if not _DNS_LABEL.match(settings.job_prefix) or len(settings.job_prefix) > 20:
             raise UsageError(f"{where}: job_prefix must be a short lower-case name (letters, digits, '-').")
-        if settings.cpus <= settings.env_cpu or settings.env_cpu <= 0:
+        if settings.env_cpu <= 0 or (settings.cpus is not None and settings.cpus <= settings.env_cpu):
             raise UsageError(f"{where}: cpus ({settings.cpus}) must exceed env_cpu ({settings.env_cpu}) > 0.")
         return settings
 
@@ -208,17 +208,9 @@ class LevelIdentity:
         return labels
 
 
-def identity_of(task: Any) -> LevelIdentity:
-    """The identity of a scheduler's ``LevelTask``.
-
-    The attempt comes from ``task.attempt`` when the task carries it, else from its results directory
-    (``jobs/<id>/attempt-<n>/<level>``), where the scheduler always puts it.
-    """
-    attempt = getattr(task, "attempt", None)
-    if attempt is None:
-        match = re.fullmatch(r"attempt-(\d+)", Path(task.results_dir).parent.name)
-        attempt = int(match.group(1)) if match else 1
-    return LevelIdentity(task.job_id, int(attempt), task.index, getattr(task, "team", None))
+def identity_of(task: LevelTask) -> LevelIdentity:
+    """The identity of a scheduler's task: its job, attempt, level and team."""
+    return LevelIdentity(task.job_id, task.attempt, task.index, task.team)
 
 
 def selector(labels: Mapping[str, str]) -> str:
@@ -247,13 +239,13 @@ def _security(run_as_user: int | None) -> dict[str, Any]:
     return context
 
 
-def env_argv(spec: LaunchSpec) -> list[str]:
+def env_argv(spec: LevelRunSpec) -> list[str]:
     """The env program's arguments in the pod: the same derivation as every other runtime's."""
-    return remote_args(spec, f"{BRIDGE_MOUNT}/sock", RESULTS_MOUNT)
+    return to_argv(spec, EnvPlacement(bridge_dir=Path(BRIDGE_MOUNT) / "sock", results_dir=Path(RESULTS_MOUNT)))
 
 
 def render_level_job(
-    spec: LaunchSpec, identity: LevelIdentity, settings: KubernetesSettings, *, grace_seconds: float
+    spec: LevelRunSpec, identity: LevelIdentity, settings: KubernetesSettings, *, grace_seconds: float
 ) -> dict[str, Any]:
     """The ``batch/v1`` Job of one level-run (a plain dictionary, as the API server takes it).
 
@@ -267,8 +259,8 @@ def render_level_job(
     labels = identity.labels(settings)
     pod_deadline = int(spec.wallclock_limit + grace_seconds)
     gpus = max(settings.gpus, 1) if spec.gpus else settings.gpus
-    agent_cpu = spec.cpus if spec.cpus is not None else settings.cpus
-    agent_memory = quantity(spec.memory, "memory") if spec.memory else settings.memory
+    agent_cpu = spec.cpus if spec.cpus is not None else (settings.cpus or spec.agent_cpus)
+    agent_memory = quantity(spec.memory or settings.memory or spec.agent_memory, "memory")
     agent_resources: dict[str, Any] = {
         "requests": {"cpu": cpu_quantity(agent_cpu - settings.env_cpu), "memory": agent_memory},
         "limits": {"cpu": cpu_quantity(agent_cpu), "memory": agent_memory},
@@ -295,7 +287,7 @@ def render_level_job(
     }
     env = {
         "name": ENV_CONTAINER,
-        "image": settings.remote_env_image,
+        "image": spec.remote_image or settings.remote_env_image,
         "imagePullPolicy": "IfNotPresent",
         "command": ENV_COMMAND,
         "args": env_argv(spec),
@@ -319,7 +311,7 @@ def render_level_job(
         "enableServiceLinks": False,
         "containers": [env, agent],
         "volumes": [
-            {"name": "bridge", "emptyDir": {"medium": "Memory", "sizeLimit": settings.bridge_size}},
+            {"name": "bridge", "emptyDir": {"medium": "Memory", "sizeLimit": quantity(spec.bridge_tmpfs_size)}},
             {"name": "results", "emptyDir": {"sizeLimit": settings.results_size}},
             {"name": "agent-out", "emptyDir": {"sizeLimit": settings.agent_out_size}},
         ],
@@ -724,36 +716,24 @@ class _NoOutput:
 
 
 @dataclass(frozen=True)
-class ClusterLevel:
+class ClusterLevel(RunningLevel):
     """A level-run the cluster runs (the scheduler's ``RunningLevel``, plus the attempt and the Job)."""
 
-    job_id: int
-    index: int
-    attempt: int
-    name: str
+    attempt: int = 0
+    name: str = ""
 
 
-class KubernetesRun:
+class KubernetesRun(LevelRun):
     """One level-run's Job: followed to its end (through re-runs after disruptions), cancellable."""
 
-    def __init__(self, executor: KubernetesExecutor, task: Any, identity: LevelIdentity, spec: LaunchSpec) -> None:
+    def __init__(self, executor: KubernetesExecutor, task: LevelTask) -> None:
+        super().__init__(task)
         self.executor = executor
-        self.task = task
-        self.identity = identity
-        self.spec = spec
-        self.name = identity.job_name(executor.settings)
-        self._cancelled = threading.Event()
+        self.identity = identity_of(task)
+        self.spec = task.run
+        self.name = self.identity.job_name(executor.settings)
         self.detached = threading.Event()
         self.disruptions = 0
-
-    # the scheduler's LevelRun interface
-
-    def cancel(self) -> None:
-        self._cancelled.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled.is_set()
 
     def detach(self) -> None:
         """Let go without stopping anything: the server is stopping, and adopts the Job at its next start."""
@@ -782,7 +762,7 @@ class KubernetesRun:
                 if session.started_at is not None:  # adopted: the budget started with the pod
                     start = time.monotonic() - max(0.0, time.time() - session.started_at)
                     started_at = session.started_at
-                events = _watch(session, self.spec, start, on_progress, self._cancelled, _NoOutput())
+                events = _watch(session, self.spec, rd, start, on_progress, self._cancelled, _NoOutput())
                 if not self.detached.is_set():
                     session.wait_logs(timeout=10.0)
                 session.close()
@@ -813,7 +793,7 @@ class KubernetesRun:
                 f"The server is stopping; the Kubernetes Job {self.name} keeps running and is adopted "
                 "at its next start."
             )
-        summary = _summarize(self.spec, "kubernetes", events, started_at, time.monotonic() - start)
+        summary = _summarize(self.spec, rd, "kubernetes", events, started_at, time.monotonic() - start)
         summary["kubernetes_job"] = self.name
         summary["disruptions"] = self.disruptions
         if session is not None and session.deadline_exceeded and not events.get("interrupted"):
@@ -829,8 +809,8 @@ class KubernetesRun:
         if not self.cancelled:
             self.delete()  # the results are in; ttlSecondsAfterFinished is only the backstop
         return LevelResult(
-            game=self.spec.level.game,
-            state=self.spec.level.state,
+            game=self.spec.game,
+            state=self.spec.state or "",
             results_dir=rd,
             score=summary["score"],
             episodes=summary["episodes"],
@@ -887,7 +867,7 @@ def _write_curve(level_dir: Path, summary: Mapping[str, Any]) -> None:
     write_reward_svg(rewards, level_dir / results.REWARD_CURVE, title=title)
 
 
-class KubernetesExecutor:
+class KubernetesExecutor(Executor):
     """Level-runs as Kubernetes Jobs (server.yaml ``executor: kubernetes``)."""
 
     name = "kubernetes"
@@ -898,7 +878,6 @@ class KubernetesExecutor:
         *,
         api: ClusterApi | None = None,
         grace_seconds: float = 120.0,
-        spec_for: Callable[[Any], LaunchSpec] | None = None,
         registry: tuple[str, tuple[str, str] | None] | None = None,
     ) -> None:
         """``registry``: the contest registry's scheme and the evaluator's account, to resolve tags to digests."""
@@ -906,7 +885,6 @@ class KubernetesExecutor:
         self.registry = registry
         self.api = api or connect(settings)
         self.grace_seconds = grace_seconds
-        self.spec_for = spec_for or launch_spec
         self._runs: dict[str, KubernetesRun] = {}
         self._lock = threading.Lock()
         if settings.manage_network_policy:
@@ -941,19 +919,19 @@ class KubernetesExecutor:
                 return  # made a moment ago (by us, or a server that ran before): it is the same level-run
             raise ContestkitError(f"Kubernetes refused the Job {run.name}: {_reason(exc)}.") from None
 
-    def _run(self, task: Any) -> KubernetesRun:
-        spec = self.spec_for(task)
+    def _run(self, task: LevelTask) -> KubernetesRun:
+        spec = task.run
         if "@" not in (spec.image or ""):
             raise ContestkitError(
                 f"The image {spec.image} is not pinned by digest; the cluster must run the very image that was "
                 "submitted (submit with `contestkit submit`, which pins it)."
             )
-        run = KubernetesRun(self, task, identity_of(task), spec)
+        run = KubernetesRun(self, task)
         with self._lock:
             self._runs[run.name] = run
         return run
 
-    def start(self, task: Any) -> KubernetesRun:
+    def start(self, task: LevelTask) -> KubernetesRun:
         run = self._run(task)
         existing = self.api.read_job(run.name)
         if existing is not None and (existing.get("metadata") or {}).get("deletionTimestamp"):
@@ -961,7 +939,7 @@ class KubernetesExecutor:
         self.create(run)
         return run
 
-    def adopt(self, task: Any) -> KubernetesRun | None:
+    def adopt(self, task: LevelTask) -> KubernetesRun | None:
         """The Job of ``task`` if it still exists (running, or finished while the server was down)."""
         name = identity_of(task).job_name(self.settings)
         job = self.api.read_job(name)
@@ -970,7 +948,7 @@ class KubernetesExecutor:
         log.warning("adopting the running Kubernetes Job %s", name)
         return self._run(task)
 
-    def running(self) -> list[ClusterLevel]:
+    def running(self) -> list[RunningLevel]:
         levels = []
         for job in self.api.list_jobs(contest_selector(self.settings)):
             metadata = job.get("metadata") or {}
@@ -980,14 +958,17 @@ class KubernetesExecutor:
             try:
                 levels.append(
                     ClusterLevel(
-                        int(labels[LABEL_JOB]), int(labels[LABEL_LEVEL]), int(labels[LABEL_ATTEMPT]), metadata["name"]
+                        job_id=int(labels[LABEL_JOB]),
+                        index=int(labels[LABEL_LEVEL]),
+                        attempt=int(labels[LABEL_ATTEMPT]),
+                        name=metadata["name"],
                     )
                 )
             except (KeyError, ValueError):
                 continue
         return levels
 
-    def discard(self, level: Any) -> None:
+    def discard(self, level: RunningLevel) -> None:
         name = getattr(level, "name", None) or LevelIdentity(level.job_id, 1, level.index).job_name(self.settings)
         log.warning("deleting the Kubernetes Job %s: its job is not running here", name)
         self.api.delete_job(name)
@@ -1065,27 +1046,6 @@ def resolve_digest(reference: str, scheme: str, account: tuple[str, str] | None,
     return digest
 
 
-def launch_spec(task: Any) -> LaunchSpec:
-    """The level-run spec of a scheduler task (the fields the Job and the summary are made from)."""
-    from contestkit.games import Level, resolve_level
-
-    try:
-        level = resolve_level(task.game, task.state, check_rom=False)
-    except ContestkitError:
-        level = Level(game=task.game, state=task.state, emulator_game=task.game, scenario="")
-    return LaunchSpec(
-        level=level,
-        results_dir=Path(task.results_dir),
-        timestep_limit=task.timestep_limit,
-        wallclock_limit=task.wallclock_limit,
-        seed=task.seed,
-        record=task.record,
-        connect_timeout=getattr(task, "connect_timeout", 300.0),
-        image=task.image,
-        gpus=bool(getattr(task, "gpus", False)),
-    )
-
-
 __all__ = [
     "ClusterApi",
     "ClusterLevel",
@@ -1096,7 +1056,6 @@ __all__ = [
     "PodSession",
     "connect",
     "executor_from_config",
-    "launch_spec",
     "render_level_job",
     "render_network_policy",
 ]

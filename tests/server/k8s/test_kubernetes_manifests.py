@@ -14,8 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from contestkit.games import resolve_level
-from contestkit.runtime.base import LaunchSpec
+from contestkit.levelrun import LevelRunSpec
 from contestkit.server import manifests
 from contestkit.server.executors import kubernetes as kx
 
@@ -23,17 +22,8 @@ VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
 IMAGE = "registry.example.org:5000/team-rocket/agent@sha256:" + "b" * 64
 
 
-def _spec(tmp_path: Path, **changes: object) -> LaunchSpec:
-    spec = LaunchSpec(
-        level=resolve_level("Airstriker-Genesis", "Level1", check_rom=False),
-        results_dir=tmp_path,
-        timestep_limit=1_000_000,
-        wallclock_limit=43_200.0,
-        seed=3,
-        record=False,
-        connect_timeout=300.0,
-        image=IMAGE,
-    )
+def _spec(tmp_path: Path, **changes: object) -> LevelRunSpec:
+    spec = LevelRunSpec(game="Airstriker-Genesis", state="Level1", seed=3, image=IMAGE)
     return dataclasses.replace(spec, **changes)
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from docker_support import docker_api, toolkit_images  # noqa: F401 - fixtures
 
 from contestkit import results, structured_log
 from contestkit.evaluation import BUNDLED_AGENT
@@ -23,9 +22,9 @@ from contestkit.server.executors import kubernetes as kx
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_a_level_run_pod_on_docker(tmp_path: Path, docker_api: Any, toolkit_images: dict, make_task: Any) -> None:  # noqa: F811
-    from conftest import DockerCluster
-
+def test_a_level_run_pod_on_docker(
+    tmp_path: Path, docker_api: Any, toolkit_images: dict, make_task: Any, docker_cluster: Any
+) -> None:
     where = "import contestkit, os; print(os.path.dirname(contestkit.__file__))"
     package = docker_api.create_container(toolkit_images["remote-env"], entrypoint=["python", "-c", where])
     docker_api.start(package)
@@ -38,15 +37,14 @@ def test_a_level_run_pod_on_docker(tmp_path: Path, docker_api: Any, toolkit_imag
         kx.AGENT_CONTAINER: {"/root/compo/agent.py": str(BUNDLED_AGENT)},
     }
     pinned = "registry.example.org:5000/team-rocket/agent@" + docker_api.inspect_image(toolkit_images["cpu"])["Id"]
-    cluster = DockerCluster(docker_api, binds, images={pinned: toolkit_images["cpu"]})
+    cluster = docker_cluster(docker_api, binds, images={pinned: toolkit_images["cpu"]})
     settings = kx.KubernetesSettings.from_mapping(
         {"remote_env_image": toolkit_images["remote-env"], "namespace": "contest", "poll_seconds": 0.2,
          "cpus": 2.0, "env_cpu": 0.5, "memory": "2Gi", "env_memory": "2Gi"}  # fmt: skip
     )
     api = kx.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)
     executor = kx.KubernetesExecutor(settings, api=api, grace_seconds=30.0)
-    task = make_task()
-    task = type(task)(**{**task.__dict__, "image": pinned, "timestep_limit": 3000, "wallclock_limit": 120.0})
+    task = make_task(image=pinned, timestep_limit=3000, wallclock=120.0)
     progress: list[Any] = []
     try:
         run = executor.start(task)

@@ -7,7 +7,6 @@ import tarfile
 from typing import Any
 
 import pytest
-from docker_support import docker_api, run_container  # noqa: F401 - fixtures
 
 from contestkit import rom_image
 from contestkit.games import rom_path
@@ -36,7 +35,7 @@ def test_a_rom_that_is_not_imported_is_named() -> None:
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_with_roms_builds_a_private_remote_env(cli: Any, docker_api: Any) -> None:  # noqa: F811
+def test_with_roms_builds_a_private_remote_env(cli: Any, docker_api: Any, run_container: Any) -> None:
     done = cli("images", "build", "remote-env", "--with-roms", "--json", timeout=1200)
     assert done.returncode == 0, done.stderr
     import json

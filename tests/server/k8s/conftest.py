@@ -348,29 +348,45 @@ def executor(cluster: FakeCluster, settings: kx.KubernetesSettings) -> kx.Kubern
 
 @pytest.fixture
 def make_task(tmp_path: Path):  # type: ignore[no-untyped-def]
-    try:  # the scheduler's task, after the server's split (issue 10)
-        from contestkit.server.executors import LevelTask
-    except ImportError:
-        from contestkit.server.evaluator import LevelTask
+    from contestkit.levelrun import LevelRunSpec
+    from contestkit.server.executors import LevelTask
 
-    def make(job_id: int = 7, index: int = 0, attempt: int = 1, wallclock: float = 60.0) -> Any:
+    def make(job_id: int = 7, index: int = 0, attempt: int = 1, wallclock: float = 60.0, **run: Any) -> Any:
         results_dir = tmp_path / "jobs" / str(job_id) / f"attempt-{attempt}" / f"{index:02d}-Airstriker-Genesis-Level1"
         results_dir.mkdir(parents=True, exist_ok=True)
-        return LevelTask(
-            job_id=job_id,
-            index=index,
+        spec = LevelRunSpec(
             game="Airstriker-Genesis",
             state="Level1",
             image="registry.example.org:5000/team-rocket/agent@sha256:" + "a" * 64,
-            runtime="kubernetes",
             timestep_limit=1000,
             wallclock_limit=wallclock,
             seed=index,
-            record=False,
+        ).replace(**run)
+        return LevelTask(
+            job_id=job_id,
+            index=index,
+            attempt=attempt,
+            team="team-rocket",
+            run=spec,
+            runtime="kubernetes",
             results_dir=results_dir,
         )
 
     return make
+
+
+@pytest.fixture
+def docker_cluster():  # type: ignore[no-untyped-def]
+    """``docker_cluster(api, binds, images)``: a DockerCluster, its containers removed at the end."""
+    made: list[DockerCluster] = []
+
+    def make(api: Any, binds: dict[str, dict[str, str]], images: dict[str, str]) -> DockerCluster:
+        made.append(DockerCluster(api, binds, images))
+        return made[-1]
+
+    yield make
+    for cluster in made:
+        cluster.close()
 
 
 @pytest.fixture

@@ -2,8 +2,7 @@
 
 The scheduler, the queue and the database are the server's real ones (``offline_contest``: SQLite,
 one team, two levels); the cluster is the in-process FAKE of the Kubernetes API from conftest.py (no
-API server can run here). Needs the server's split into ``scheduling``/``queue``/``executors``
-(issue 10); before it, the module is skipped.
+API server can run here).
 """
 
 from __future__ import annotations
@@ -13,14 +12,10 @@ from typing import Any
 
 import pytest
 
-scheduling = pytest.importorskip("contestkit.server.scheduling")
-Scheduler = scheduling.Scheduler
-
-from server_support import offline_contest  # noqa: E402, F401 - fixture
-
-from contestkit import results  # noqa: E402
-from contestkit.server import operations  # noqa: E402
-from contestkit.server.executors import kubernetes as kx  # noqa: E402
+from contestkit import results
+from contestkit.server import operations
+from contestkit.server.executors import kubernetes as kx
+from contestkit.server.scheduling import Scheduler
 
 DIGEST = "sha256:" + "c" * 64
 
@@ -35,8 +30,16 @@ def _wait(predicate: Any, what: str, timeout: float = 20.0) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _job(contest: Any, job_id: int) -> dict[str, Any]:
+    # Not contest.job(): tests/server/conftest.py's OfflineContest.job still imports the removed server.jobs.
+    from contestkit.server.documents import job_document
+
+    with contest.database.session() as db:
+        return job_document(operations.get_job(db, contest.team_id, job_id))
+
+
 def _job_status(contest: Any, job_id: int) -> str:
-    return contest.job(job_id)["status"]
+    return _job(contest, job_id)["status"]
 
 
 def _run_pod_to_the_end(cluster: Any, job: str, env_lines: Any, reward: float) -> None:
@@ -49,7 +52,7 @@ def _run_pod_to_the_end(cluster: Any, job: str, env_lines: Any, reward: float) -
     cluster.end(pod, kx.AGENT_CONTAINER, 0)
 
 
-def test_one_job_per_level_and_results_in_the_data_dir(offline_contest, cluster, settings, env_lines) -> None:  # noqa: F811
+def test_one_job_per_level_and_results_in_the_data_dir(offline_contest, cluster, settings, env_lines) -> None:
     api = kx.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)
     executor = kx.KubernetesExecutor(settings, api=api, grace_seconds=5.0)
     scheduler = Scheduler(offline_contest.database, offline_contest.config, executor, poll_seconds=0.05)
@@ -66,7 +69,7 @@ def test_one_job_per_level_and_results_in_the_data_dir(offline_contest, cluster,
         _wait(lambda: _job_status(offline_contest, job_id) == "finished", "the job to finish")
     finally:
         scheduler.stop(timeout=10)
-    document = offline_contest.job(job_id)
+    document = _job(offline_contest, job_id)
     assert document["score"] == pytest.approx(15.0)
     level_dir = offline_contest.config.jobs_dir / str(job_id) / "attempt-1" / "00-Fake-Level1"
     for name in (results.MONITOR, results.LOG, results.SUMMARY, results.REWARD_CURVE, results.AGENT_STDOUT):
@@ -74,7 +77,7 @@ def test_one_job_per_level_and_results_in_the_data_dir(offline_contest, cluster,
     assert len(cluster.created) == 2 and not cluster.jobs, "one Job per level, deleted once its results were in"
 
 
-def test_a_restarted_server_adopts_instead_of_running_twice(offline_contest, cluster, settings, env_lines) -> None:  # noqa: F811
+def test_a_restarted_server_adopts_instead_of_running_twice(offline_contest, cluster, settings, env_lines) -> None:
     api = kx.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)
     first = kx.KubernetesExecutor(settings, api=api, grace_seconds=5.0)
     scheduler = Scheduler(offline_contest.database, offline_contest.config, first, poll_seconds=0.05)
@@ -100,11 +103,11 @@ def test_a_restarted_server_adopts_instead_of_running_twice(offline_contest, clu
         _wait(lambda: _job_status(offline_contest, job_id) == "finished", "the job to finish")
     finally:
         scheduler.stop(timeout=10)
-    assert offline_contest.job(job_id)["score"] == pytest.approx(5.0)
+    assert _job(offline_contest, job_id)["score"] == pytest.approx(5.0)
     assert [job["metadata"]["name"] for job in cluster.created] == [name, name1], "adopted, not run twice"
 
 
-def test_reconcile_deletes_jobs_of_jobs_that_are_over(offline_contest, cluster, settings, make_task) -> None:  # noqa: F811
+def test_reconcile_deletes_jobs_of_jobs_that_are_over(offline_contest, cluster, settings, make_task) -> None:
     api = kx.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)
     executor = kx.KubernetesExecutor(settings, api=api, grace_seconds=5.0)
     # A Job left in the cluster for job 41, which this server does not run (cancelled while it was down).

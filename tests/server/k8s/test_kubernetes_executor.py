@@ -89,7 +89,7 @@ def test_success_progress_and_results_like_docker(cluster, executor, make_task, 
         assert (rd / name).read_bytes() == (scratch / name).read_bytes(), name
     summary = json.loads((rd / results.SUMMARY).read_text())
     assert summary["runtime"] == "kubernetes" and summary["end_reason"] == "timestep-budget"
-    assert summary["image"] == task.image and summary["seed"] == 0 and summary["disruptions"] == 0
+    assert summary["image"] == task.run.image and summary["seed"] == 0 and summary["disruptions"] == 0
     assert (rd / results.REWARD_CURVE).read_text().startswith("<svg")
     assert "agent says hello" in (rd / results.AGENT_STDOUT).read_text()
     remote = (rd / results.REMOTE_STDOUT).read_text()
@@ -287,8 +287,7 @@ def test_disruptions_are_bounded(cluster, executor, make_task) -> None:
 
 
 def test_an_image_not_pinned_by_digest_is_refused(executor, make_task) -> None:
-    task = make_task()
-    unpinned = type(task)(**{**task.__dict__, "image": "registry.example.org:5000/team/agent:v1"})
+    unpinned = make_task(image="registry.example.org:5000/team/agent:v1")
     with pytest.raises(ContestkitError, match="not pinned by digest"):
         executor.start(unpinned)
 
@@ -299,6 +298,7 @@ def test_settings_refuse_unknown_keys_and_need_the_env_image() -> None:
     with pytest.raises(ContestkitError, match="remote_env_image"):
         kx.KubernetesSettings.from_mapping({"namespace": "a"})
     assert kx.KubernetesSettings.from_mapping({"remote_env_image": "x", "memory": "56g"}).memory == "56Gi"
+    assert kx.KubernetesSettings.from_mapping({"remote_env_image": "x"}).cpus is None  # the spec's, the contest's
 
 
 def test_structured_lines_round_trip(tmp_path: Path) -> None:

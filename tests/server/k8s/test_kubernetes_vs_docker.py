@@ -9,7 +9,6 @@ bundled agent, and the files rebuilt from its stdout equal the files it wrote.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -17,12 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from docker_support import docker_api, toolkit_images  # noqa: F401 - fixtures
 
 from contestkit import results, structured_log
-from contestkit.games import resolve_level
+from contestkit.levelrun import EnvPlacement, LevelRunSpec, to_argv
 from contestkit.runtime import docker as docker_runtime
-from contestkit.runtime.base import LaunchSpec, remote_args
 from contestkit.server.executors import kubernetes as kx
 
 PLACEMENT_FLAGS = {"--rom-dir", "--chown", "--bridge-dir", "--results-dir"}
@@ -62,10 +59,10 @@ def _without_placement(argv: list[str]) -> list[str]:
 
 @pytest.mark.docker
 @pytest.mark.parametrize("gpus", [False, True])
-def test_one_spec_on_docker_and_as_a_job(tmp_path: Path, docker_api: Any, toolkit_images: dict, gpus: bool) -> None:  # noqa: F811
-    spec = LaunchSpec(
-        level=resolve_level("Airstriker-Genesis", "Level1"),
-        results_dir=tmp_path / "results",
+def test_one_spec_on_docker_and_as_a_job(tmp_path: Path, docker_api: Any, toolkit_images: dict, gpus: bool) -> None:
+    spec = LevelRunSpec(
+        game="Airstriker-Genesis",
+        state="Level1",
         timestep_limit=4321,
         wallclock_limit=600.0,
         seed=17,
@@ -76,12 +73,13 @@ def test_one_spec_on_docker_and_as_a_job(tmp_path: Path, docker_api: Any, toolki
         memory="2g",
         gpus=gpus,
     )
-    spec.results_dir.mkdir()
+    results_dir = tmp_path / "results"
+    results_dir.mkdir()
     api = _Inspecting(docker_api)
     session = None
     try:
         try:
-            session = docker_runtime.DockerSession(api, spec, toolkit_images["remote-env"])
+            session = docker_runtime.DockerSession(api, spec, results_dir, toolkit_images["remote-env"])
         except Exception as exc:  # noqa: BLE001 - GPUs on an engine without the NVIDIA runtime
             assert gpus and "NVIDIA" in str(exc), exc
     finally:
@@ -91,7 +89,7 @@ def test_one_spec_on_docker_and_as_a_job(tmp_path: Path, docker_api: Any, toolki
     env_c, agent_c = by_name["remote"], by_name["agent"]
     identity = kx.LevelIdentity(job_id=1, attempt=1, index=0, team="rocket")
     settings = kx.KubernetesSettings.from_mapping({"remote_env_image": toolkit_images["remote-env"]})
-    job = kx.render_level_job(dataclasses.replace(spec, results_dir=tmp_path), identity, settings, grace_seconds=60)
+    job = kx.render_level_job(spec, identity, settings, grace_seconds=60)
     pod = job["spec"]["template"]["spec"]
     k_env, k_agent = pod["containers"]
 
@@ -127,7 +125,9 @@ def test_one_spec_on_docker_and_as_a_job(tmp_path: Path, docker_api: Any, toolki
     # Budgets, seed, recording, level: the env program gets the same arguments (where it works aside).
     docker_argv = env_c["Config"]["Cmd"]
     assert _without_placement(docker_argv) == _without_placement(k_env["args"])
-    assert _without_placement(k_env["args"]) == _without_placement(remote_args(spec, "b", "r"))
+    assert _without_placement(k_env["args"]) == _without_placement(
+        to_argv(spec, EnvPlacement(bridge_dir=Path("b"), results_dir=Path("r")))
+    )
     for flag, value in (("--timestep-limit", "4321"), ("--wallclock-limit", "600.0"), ("--seed", "17")):
         assert k_env["args"][k_env["args"].index(flag) + 1] == value
     assert "--record" in k_env["args"]
@@ -150,14 +150,14 @@ def test_the_env_program_mirrored_rebuilds_its_results(tmp_path: Path) -> None:
     """The real env program and the bundled agent; the files rebuilt from stdout equal the files written."""
     from contestkit.evaluation import BUNDLED_AGENT
 
-    level = resolve_level("Airstriker-Genesis", "Level1")
-    spec = LaunchSpec(level=level, results_dir=tmp_path / "pod-results", timestep_limit=1500, wallclock_limit=120.0,
-                      seed=5, record=False, connect_timeout=30.0)  # fmt: skip
+    spec = LevelRunSpec(game="Airstriker-Genesis", state="Level1", timestep_limit=1500, wallclock_limit=120.0,
+                        seed=5, connect_timeout=30.0)  # fmt: skip
+    results_dir = tmp_path / "pod-results"
     workdir = tmp_path / "compo"
     (workdir / "tmp").mkdir(parents=True)
     bridge = workdir / "tmp" / "sock"
     env = subprocess.Popen(
-        [sys.executable, "-m", "contestkit.structured_log", *remote_args(spec, str(bridge), str(spec.results_dir))],
+        [sys.executable, "-m", "contestkit.structured_log", *to_argv(spec, EnvPlacement(bridge, results_dir))],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -181,5 +181,5 @@ def test_the_env_program_mirrored_rebuilds_its_results(tmp_path: Path) -> None:
     assert records[-1].kind is structured_log.RecordKind.END
     assert any(r.kind is structured_log.RecordKind.PROGRESS for r in records)
     for name in (results.MONITOR, results.LOG, results.ENV_STATUS, results.PROGRESS):
-        assert (tmp_path / "server-side" / name).read_bytes() == (spec.results_dir / name).read_bytes(), name
+        assert (tmp_path / "server-side" / name).read_bytes() == (results_dir / name).read_bytes(), name
     assert "session ended: timestep-budget" in out
