@@ -93,11 +93,11 @@ def duration(scenario: str, rng: random.Random) -> float:
     return min(TIMESTEPS / sps, CAP)
 
 
-# -- the server's code, before and after the server's split (issue 10) ------------------------------
+# -- the server's own code -----------------------------------------------------------------------------
 
 
 class ServerQueue:
-    """The calls the simulation makes into the server, on whichever layout this checkout has."""
+    """The calls the simulation makes into the server: ``operations.start_job`` and ``queue.JobQueue``."""
 
     def __init__(self, data_dir: Path, clock: Clock) -> None:
         from contestkit.server.config import ServerConfig
@@ -114,29 +114,19 @@ class ServerQueue:
                 db.add(Team(name=f"team-{i}", email=f"t{i}@example.org", password_hash="-", namespace=f"team{i}",
                             registry_username=f"team{i}", registry_password="-"))  # fmt: skip
         self._patch_clock(clock)
-        try:  # after the split: operations + queue
-            from contestkit.server.queue import JobQueue
+        from contestkit.server import operations
+        from contestkit.server.errors import Conflict
+        from contestkit.server.queue import JobQueue
 
-            from contestkit.server import operations
-
-            self._start = operations.start_job
-            self._busy = operations.Conflict  # type: ignore[attr-defined]
-            self.queue: Any = JobQueue(self.database, self.config, "bench")
-            self.layout = "operations + queue"
-        except ImportError:  # before: jobs.py
-            from contestkit.server import jobs
-
-            self._start = jobs.start_job
-            self._busy = jobs.JobError
-            self.runner = jobs.JobRunner(self.database, self.config, level_runner=lambda *a: None, instance="bench")
-            self.queue = None
-            self.layout = "jobs.JobRunner"
+        self._start = operations.start_job
+        self._busy = Conflict
+        self.queue = JobQueue(self.database, self.config, "bench")
 
     @staticmethod
     def _patch_clock(clock: Clock) -> None:
         import importlib
 
-        for name in ("db", "jobs", "queue", "operations", "documents", "scheduling"):
+        for name in ("db", "queue", "operations", "documents", "scheduling"):
             try:
                 module = importlib.import_module(f"contestkit.server.{name}")
             except ImportError:
@@ -153,50 +143,21 @@ class ServerQueue:
 
     def claim(self) -> tuple[int, list[int], Path] | None:
         """The oldest queued job: its id, its pending workers and its attempt directory."""
-        from contestkit.server.db import PENDING, Job
-
-        if self.queue is not None:
-            job_id = self.queue.claim()
-            if job_id is None:
-                return None
-            claimed = self.queue.claimed(job_id)
-            return job_id, [p.worker_id for p in claimed.pending], claimed.attempt_dir
-        job_id = self.runner._claim()
+        job_id = self.queue.claim()
         if job_id is None:
             return None
-        with self.database.session() as db:
-            job = db.get(Job, job_id)
-            assert job is not None
-            workers = [w.id for w in job.workers if w.status == PENDING]
-            return job_id, workers, self.runner._attempt_dir(job)
+        claimed = self.queue.claimed(job_id)
+        return job_id, [p.worker_id for p in claimed.pending], claimed.attempt_dir
 
     def level_started(self, worker_id: int, results_dir: Path) -> None:
-        from contestkit.server.db import RUNNING, Worker, now
-
-        if self.queue is not None:
-            self.queue.level_started(worker_id, results_dir)
-            return
-        with self.database.session() as db:  # JobRunner._run_level's own update, which is inline there
-            worker = db.get(Worker, worker_id)
-            assert worker is not None
-            worker.status, worker.started_at, worker.progress = RUNNING, now(), 0.0
+        self.queue.level_started(worker_id, results_dir)
 
     def level_ended(self, job_id: int, worker_id: int, result: Any) -> None:
-        if self.queue is not None:
-            self.queue.level_ended(worker_id, None, False, result, None)
-            return
-        from contestkit.server.jobs import _JobControl, _LevelWatch
-
-        self.runner._record_level(_JobControl(job_id), worker_id, _LevelWatch(None, 0.0, 0.0), result, None)  # type: ignore[arg-type]
+        self.queue.level_ended(worker_id, None, False, result, None)
 
     def finish(self, job_id: int, attempt_dir: Path) -> None:
         attempt_dir.mkdir(parents=True, exist_ok=True)
-        if self.queue is not None:
-            self.queue.finish(job_id, None, attempt_dir)
-            return
-        from contestkit.server.jobs import _JobControl
-
-        self.runner._finish(_JobControl(job_id), attempt_dir)
+        self.queue.finish(job_id, None, attempt_dir)
 
 
 @dataclass
@@ -284,7 +245,6 @@ def simulate(nodes: int, scenario: str, seed: int = 2018, jobs: int = JOBS) -> d
                         push(t, "submit", team)
             dispatch()
             peak_running = max(peak_running, nodes - free)
-        layout = server.layout
     all_waits = [w for _, w in waits]
     surge = [w for q, w in waits if q >= DEADLINE - SURGE]
 
@@ -309,7 +269,6 @@ def simulate(nodes: int, scenario: str, seed: int = 2018, jobs: int = JOBS) -> d
         "peak_waiting_levels": peak_waiting,
         "refused_submissions": refused,
         "last_result_after_deadline_h": round(max(0.0, last_end - DEADLINE) / 3600, 1),
-        "server_code": layout,
         "mean_wait_min": round(statistics.fmean(all_waits) / 60, 1),
     }
 
