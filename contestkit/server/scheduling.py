@@ -144,6 +144,7 @@ class Scheduler:
         self._wake.set()
         with self._controls_lock:
             controls = list(self._controls.values())
+        self.executor.release()  # runs that outlive the server (Kubernetes Jobs) are adopted at the next start
         for control in controls:
             control.stop(StopReason.SHUTDOWN)
         deadline = time.monotonic() + timeout

@@ -88,9 +88,7 @@ def test_a_restarted_server_adopts_instead_of_running_twice(offline_contest, clu
     scheduler.wake()
     name = _wait(lambda: f"ck-j{job_id}-a1-l0" in cluster.jobs and f"ck-j{job_id}-a1-l0", "the first Job")
     cluster.start(cluster.pod_of(name))
-    # The wiring a graceful stop needs with this executor: let go of the runs, then stop.
-    first.release()
-    scheduler.stop(timeout=10)
+    scheduler.stop(timeout=10)  # a graceful stop: the scheduler lets go of the runs (Executor.release)
     assert name in cluster.jobs, "a server that stops leaves its Jobs running"
 
     second = kx.KubernetesExecutor(settings, api=api, grace_seconds=5.0)
