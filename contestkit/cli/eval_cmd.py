@@ -14,7 +14,7 @@ from rich.table import Table
 from contestkit import evaluation, levelrun, results
 from contestkit.cli.output import console, err_console, print_json
 from contestkit.config import find_project_file
-from contestkit.curves import sparkline, write_reward_svg
+from contestkit.curves import sparkline, write_level_curve
 from contestkit.errors import ContestkitError, UsageError
 from contestkit.levellist import read_levels
 
@@ -217,10 +217,7 @@ def eval_command(
 
 def _write_curve(level_dir: Path) -> None:
     """reward-curve.svg from the level's monitor.csv (the picture of its episodes)."""
-    doc = results.read_json(level_dir / results.SUMMARY) or {}
-    title = f"{doc.get('game', '')} {doc.get('state', '')}".strip() or level_dir.name
-    rewards = [rew for rew, _, _ in results.read_monitor(level_dir / results.MONITOR)]
-    write_reward_svg(rewards, level_dir / results.REWARD_CURVE, title=title)
+    write_level_curve(level_dir)
 
 
 def register(app: typer.Typer) -> None:

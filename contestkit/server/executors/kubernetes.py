@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from contestkit import __version__, results, structured_log
+from contestkit.curves import write_level_curve
 from contestkit.errors import ContestkitError, UsageError
 from contestkit.levelrun import EnvPlacement, LevelRunSpec, to_argv
 from contestkit.server.executors import Executor, LevelRun, LevelTask, RunningLevel
@@ -805,7 +806,7 @@ class KubernetesRun(LevelRun):
         if events.get("disruption_error"):
             summary["ok"], summary["error"] = False, events["disruption_error"]
         results.write_json(rd / results.SUMMARY, summary)
-        _write_curve(rd, summary)
+        write_level_curve(rd)
         if not self.cancelled:
             self.delete()  # the results are in; ttlSecondsAfterFinished is only the backstop
         return LevelResult(
@@ -856,15 +857,6 @@ class KubernetesRun(LevelRun):
 def _job_ended(job: Mapping[str, Any]) -> bool:
     conditions = (job.get("status") or {}).get("conditions") or []
     return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
-
-
-def _write_curve(level_dir: Path, summary: Mapping[str, Any]) -> None:
-    """reward-curve.svg from monitor.csv, as ``contestkit eval`` draws it."""
-    from contestkit.curves import write_reward_svg
-
-    rewards = [reward for reward, _, _ in results.read_monitor(level_dir / results.MONITOR)]
-    title = f"{summary.get('game', '')} {summary.get('state', '')}".strip() or level_dir.name
-    write_reward_svg(rewards, level_dir / results.REWARD_CURVE, title=title)
 
 
 class KubernetesExecutor(Executor):
