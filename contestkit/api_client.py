@@ -176,6 +176,10 @@ class ContestClient:
     def user(self) -> dict[str, Any]:
         return self._json("GET", "/rest/user", "Getting your team's registry")
 
+    def registry_repositories(self) -> dict[str, Any]:
+        """The team's repositories and tags (the server reads the registry's catalog; teams may not)."""
+        return self._json("GET", "/rest/registry/repositories", "Listing your team's registry")
+
     def start_job(self, tag: str, digest: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"tag": tag}
         if digest:

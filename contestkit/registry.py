@@ -1,7 +1,8 @@
 """The team registry from the client's side: login, tag, push with per-layer progress, list.
 
-All Docker work goes through the Docker SDK (the engine does the registry protocol); the catalog
-listing is a plain registry API call. Failures become one ``ContestkitError`` sentence naming the
+All Docker work goes through the Docker SDK (the engine does the registry protocol, token auth
+included); the listing of the team's repositories comes from the contest server, since teams get no
+catalog from the registry. Failures become one ``ContestkitError`` sentence naming the
 registry or image, the status where there is one, and what to do.
 """
 
@@ -176,46 +177,3 @@ def _push_error(reference: str, credentials: RegistryCredentials, message: str) 
             "check that it runs and ask the organisers if it is down."
         )
     return ContestkitError(f"Pushing {reference} to {credentials.host} failed: {message}.")
-
-
-def list_repositories(credentials: RegistryCredentials, *, timeout: float = 30.0) -> dict[str, list[str]]:
-    """The team's repositories and their tags (only under the team's namespace)."""
-    base = f"{credentials.scheme}://{credentials.host}"
-    auth = (credentials.username, credentials.password)
-    prefix = credentials.namespace + "/" if credentials.namespace else ""
-    catalog = _registry_get(f"{base}/v2/_catalog?n=1000", auth, credentials, timeout)
-    repositories = [r for r in catalog.get("repositories") or [] if isinstance(r, str) and r.startswith(prefix)]
-    listing: dict[str, list[str]] = {}
-    for repository in sorted(repositories):
-        try:
-            tags = _registry_get(f"{base}/v2/{repository}/tags/list", auth, credentials, timeout).get("tags") or []
-        except NotFoundError:
-            tags = []
-        listing[repository] = sorted(str(t) for t in tags)
-    return listing
-
-
-def _registry_get(url: str, auth: tuple[str, str], credentials: RegistryCredentials, timeout: float) -> dict[str, Any]:
-    try:
-        response = requests.get(url, auth=auth, timeout=timeout)
-    except requests.exceptions.RequestException as exc:
-        raise ContestkitError(
-            f"Could not reach the registry {credentials.host} ({type(exc).__name__}); check that it runs "
-            f"(registry scheme: {credentials.scheme})."
-        ) from None
-    if response.status_code == 401:
-        raise ContestkitError(
-            f"The registry {credentials.host} refused your team's credentials (HTTP 401); run `contestkit login` "
-            "and `contestkit registry login` again."
-        )
-    if response.status_code == 404:
-        raise NotFoundError(f"The registry {credentials.host} has no {url.split('/v2/', 1)[1]} (HTTP 404).")
-    if response.status_code >= 400:
-        raise ContestkitError(
-            f"The registry {credentials.host} answered HTTP {response.status_code} to a listing; try again later."
-        )
-    try:
-        document = response.json()
-    except ValueError:
-        raise ContestkitError(f"The registry {credentials.host} did not answer with JSON; is it a registry?") from None
-    return document if isinstance(document, dict) else {}

@@ -198,10 +198,9 @@ def registry_show(
 @registry_app.command("list")
 def registry_list(json_out: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
     """List the repositories and tags in your team's namespace of the registry."""
-    from contestkit import registry
-
-    credentials = _fresh_credentials(_client())
-    listing = registry.list_repositories(credentials)
+    client = _client()
+    credentials = _fresh_credentials(client)
+    listing = dict(client.registry_repositories().get("repositories") or {})
     if json_out:
         print_json({"registry": credentials.url, "repositories": listing})
         return

@@ -30,7 +30,7 @@ def _needs_server_extra() -> None:
     """Say which package to install instead of failing on an import deep inside the server."""
     from importlib.util import find_spec
 
-    for module in ("fastapi", "uvicorn", "sqlalchemy", "argon2", "bcrypt"):
+    for module in ("fastapi", "uvicorn", "sqlalchemy", "argon2", "jwt", "cryptography"):
         if find_spec(module) is None:
             raise ContestkitError(
                 f"Hosting a contest needs the server extra ({module} is missing): pip install 'contestkit[server]'."
@@ -57,6 +57,16 @@ def init(
     ),
     pull: bool = typer.Option(True, "--pull/--no-pull", help="Pull each job's image from the registry first."),
     parallel_levels: int = typer.Option(1, "--parallel-levels", help="Levels of one job evaluated at once."),
+    server_url: str = typer.Option(
+        None,
+        "--server-url",
+        help="The contest server as teams reach it, e.g. https://contest.example.org:8000: the registry sends "
+        "their Docker engines there for tokens (default: the registry's host, port 8000).",
+    ),
+    tls_cert: Path = typer.Option(
+        None, "--tls-cert", help="PEM certificate (chain) for the API and the registry: both then speak HTTPS."
+    ),
+    tls_key: Path = typer.Option(None, "--tls-key", help="The PEM private key of --tls-cert."),
     force: bool = typer.Option(False, "--force", help="Rewrite an existing configuration (teams and jobs are kept)."),
 ) -> None:
     """Create a contest data directory: configuration, level set, registry config and database."""
@@ -74,11 +84,16 @@ def init(
         evaluator=evaluator,
         pull_images=pull,
         parallel_levels=parallel_levels,
+        server_url=server_url,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
         force=force,
     )
     config = result.config
     for warning in result.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}")
+    for note in result.notes:
+        err_console.print(f"note: {note}", soft_wrap=True)
     count = len(config.levels())
 
     def say(text: str) -> None:
@@ -89,6 +104,7 @@ def init(
     say(f"  1. run the team registry:  docker-registry serve {result.registry_config}")
     say(f"  2. add teams:              contestkit server add-team NAME --email EMAIL --data-dir {config.data_dir}")
     say(f"  3. start the server:       contestkit server run --data-dir {config.data_dir}")
+    say(f"The registry asks {config.realm_url()} for tokens: the server must be reachable there.")
 
 
 @server_app.command("add-team")
@@ -121,12 +137,33 @@ def set_password(
     password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the new password from stdin."),
     data_dir: Path = _DATA_DIR,
 ) -> None:
-    """Reset a team's password (its sessions end and its API tokens are revoked)."""
+    """Reset a team's password (its sessions end, its API tokens are revoked, its registry password rotates)."""
     _needs_server_extra()
     from contestkit.server.admin import set_password as do_set
 
     do_set(data_dir, email=email, password=_read_password(password_stdin))
-    console.print(f"[green]Password of {email} changed[/]; its sessions were ended and its API tokens revoked.")
+    console.print(
+        f"[green]Password of {email} changed[/]; its sessions were ended, its API tokens revoked and its registry "
+        "password rotated.",
+        soft_wrap=True,
+    )
+
+
+@server_app.command("rotate-registry-password")
+def rotate_registry_password(
+    email: str = typer.Argument(..., help="The team's login email."),
+    data_dir: Path = _DATA_DIR,
+) -> None:
+    """Give a team a new registry password (after a leak); the old one gets no new registry token."""
+    _needs_server_extra()
+    from contestkit.server.admin import rotate_registry_password as do_rotate
+
+    do_rotate(data_dir, email=email)
+    console.print(
+        f"[green]Registry password of {email} rotated[/]; the team runs `contestkit registry login` to get the new "
+        "one (tokens already issued end within registry_token_ttl seconds).",
+        soft_wrap=True,
+    )
 
 
 @server_app.command("run")

@@ -6,10 +6,11 @@ state in SQLite (or PostgreSQL), and evaluates each job's image on the configure
 
 Layout of the package, one concern per module, each small enough to read in one go:
 
-- ``config``: the data directory (``server.yaml``, ``levels.csv``, the registry's htpasswd and config);
+- ``config``: the data directory (``server.yaml``, ``levels.csv``, the registry's keys and config);
 - ``db`` and ``migrations``: the tables and the versioned schema upgrades;
 - ``auth``: slow password hashes, expiring login sessions and bearer tokens;
 - ``admin``: creating contests and teams and their registry accounts (``contestkit server ...``);
+- ``registry_auth`` and ``registry_api``: the registry's token issuer (grants, signed tokens, the realm);
 - ``operations``: what a team's requests do to its jobs (start, cancel, restart, read) and the leaderboard;
 - ``documents``: the JSON shapes of jobs, levels and leaderboard rows;
 - ``queue``: the queue in the database (claim, heartbeat, level results, finishing, crash recovery);

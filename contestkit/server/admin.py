@@ -1,43 +1,35 @@
 """What the organiser does from the shell: create a contest data directory and add teams.
 
-Each team gets a namespace in the one registry (``HOST:PORT/<namespace>/...``) and its own registry
-account in the registry's htpasswd file. Plain htpasswd authentication has no per-repository
-permissions: any valid account may push and pull any repository of that registry. contestkit
-therefore enforces isolation where it matters for the contest: the server only ever starts jobs for
-images under the team's own namespace, and the client only lists that namespace. A team that knows
-another team's repository name could still pull or overwrite that image at the registry; organisers
-who need registry-level isolation should put the registry behind token authentication.
+Each team gets a namespace in the one registry (``HOST:PORT/<namespace>/...``) and a registry account
+named after it. The registry uses token auth: the contest server is its token issuer and grants a
+team ``pull,push`` under its own namespace only (``registry_auth``), so teams cannot read, overwrite
+or delete each other's images. Registry passwords are derived, not stored (``registry_auth``).
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import re
 import secrets
 import shutil
 import unicodedata
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import bcrypt
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from contestkit.errors import ContestkitError, UsageError
-from contestkit.server import auth
+from contestkit.server import auth, registry_auth
 from contestkit.server.config import (
+    ADMIN_USERNAME,
     CONFIG_NAME,
     EVALUATOR_USERNAME,
     LEVELS_NAME,
     ServerConfig,
     load_config,
     read_levels,
-    registry_config_yaml,
     validate,
-    write_private,
 )
 from contestkit.server.db import AuthToken, Database, Team
 from contestkit.server.migrations import migrate
@@ -57,6 +49,7 @@ class InitResult:
     config: ServerConfig
     registry_config: Path
     warnings: list[str]
+    notes: list[str]
 
 
 def init_contest(
@@ -71,6 +64,9 @@ def init_contest(
     evaluator: str | None = None,
     pull_images: bool = True,
     parallel_levels: int = 1,
+    server_url: str | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
     force: bool = False,
 ) -> InitResult:
     """Create a contest data directory: configuration, level set, registry files and the database."""
@@ -82,9 +78,12 @@ def init_contest(
         )
     levels = read_levels(Path(levels_file))
     warnings = _check_levels(levels) if evaluator is None else []
+    if (tls_cert is None) != (tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together: give both (or neither).")
     if registry_scheme is None:
         host = registry.rsplit(":", 1)[0]
-        registry_scheme = "http" if host in ("localhost", "127.0.0.1", "[::1]") or host.startswith("127.") else "https"
+        local = host in ("localhost", "127.0.0.1", "[::1]") or host.startswith("127.")
+        registry_scheme = "http" if local and tls_cert is None else "https"
     config = ServerConfig(
         registry=registry,
         registry_scheme=registry_scheme,
@@ -95,30 +94,42 @@ def init_contest(
         pull_images=pull_images,
         parallel_levels=parallel_levels,
         evaluator_registry_password=secrets.token_urlsafe(24),
+        registry_admin_password=secrets.token_urlsafe(24),
+        server_url=server_url,
+        tls_cert="tls/cert.pem" if tls_cert else None,
+        tls_key="tls/key.pem" if tls_key else None,
         data_dir=data_dir,
     )
     if force and (data_dir / CONFIG_NAME).exists():
-        # Keep the evaluator's registry password: the htpasswd entry and running pulls rely on it.
-        config.evaluator_registry_password = load_config(data_dir).evaluator_registry_password or (
-            config.evaluator_registry_password
-        )
+        # Keep the evaluator's and admin's registry passwords: running pulls and scripts rely on them.
+        previous = load_config(data_dir)
+        config.evaluator_registry_password = previous.evaluator_registry_password or config.evaluator_registry_password
+        config.registry_admin_password = previous.registry_admin_password or config.registry_admin_password
     validate(config)
+    tls_files = [(Path(tls_cert), "cert.pem"), (Path(tls_key), "key.pem")] if tls_cert and tls_key else []
+    for source, _ in tls_files:
+        if not source.is_file():
+            raise UsageError(f"The TLS file {source} does not exist; pass the PEM certificate and its key.")
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)
     if Path(levels_file).absolute() != (data_dir / LEVELS_NAME):
         shutil.copyfile(levels_file, data_dir / LEVELS_NAME)
     config.jobs_dir.mkdir(exist_ok=True)
-    (config.registry_dir / "data").mkdir(parents=True, exist_ok=True)
-    set_htpasswd(config, EVALUATOR_USERNAME, config.evaluator_registry_password)
+    for source, name in tls_files:
+        target = data_dir / "tls" / name
+        target.parent.mkdir(mode=0o700, exist_ok=True)
+        if source.absolute() != target:
+            shutil.copyfile(source, target)
+        target.chmod(0o600)
+    config.save()
+    notes = registry_auth.prepare_data_dir(config)
     registry_config = config.registry_dir / "config.yml"
-    write_private(registry_config, registry_config_yaml(config, secrets.token_urlsafe(24)))
     database = Database(config.database())
     try:
         migrate(database)
     finally:
         database.dispose()
-    config.save()
-    return InitResult(config=config, registry_config=registry_config, warnings=warnings)
+    return InitResult(config=config, registry_config=registry_config, warnings=warnings, notes=notes)
 
 
 def _check_levels(levels: list) -> list[str]:
@@ -162,7 +173,7 @@ def _check_text(value: str, what: str, limit: int) -> None:
 
 def _database_failure(exc: SQLAlchemyError) -> ContestkitError:
     """One sentence for a failed write: the error's kind only, since its text quotes the row's values,
-    the team's password hash and registry password among them."""
+    the team's password hash among them."""
     kind = type(getattr(exc, "orig", None) or exc).__name__
     return ContestkitError(
         f"The database refused the new team ({kind}), so nothing was added; check that the database is "
@@ -173,8 +184,9 @@ def _database_failure(exc: SQLAlchemyError) -> ContestkitError:
 def add_team(data_dir: Path, *, name: str, email: str, password: str, namespace: str | None = None) -> NewTeam:
     """Create a team with its login, its registry namespace and its registry account.
 
-    The team is committed first and its registry account written after: a refused commit leaves no
-    account behind, and an account that cannot be written removes the team again.
+    The registry account needs nothing written: its password is derived from the team's id (see
+    ``registry_auth``), and the realm reads the team from the database at each token request, so a
+    team added while the registry runs can log in at once.
     """
     config = load_config(data_dir)
     name = name.strip()
@@ -192,9 +204,8 @@ def add_team(data_dir: Path, *, name: str, email: str, password: str, namespace:
             f"The registry namespace '{namespace}' is not valid: use lower-case letters and digits, separated "
             f"by single '.', '_' or '-', at most {NAMESPACE_MAX} characters (pass --namespace to choose one)."
         )
-    if namespace == EVALUATOR_USERNAME:
+    if namespace in (EVALUATOR_USERNAME, ADMIN_USERNAME):
         raise UsageError(f"'{namespace}' is reserved for the server's own registry account; choose another name.")
-    registry_password = secrets.token_urlsafe(24)
     database = Database(config.database())
     try:
         try:
@@ -214,22 +225,12 @@ def add_team(data_dir: Path, *, name: str, email: str, password: str, namespace:
                         password_hash=auth.hash_password(password),
                         namespace=namespace,
                         registry_username=namespace,
-                        registry_password=registry_password,
                     )
                 )
         except IntegrityError:
             raise UsageError(f"A team with the name '{name}' or email '{email}' already exists.") from None
         except SQLAlchemyError as exc:
             raise _database_failure(exc) from None
-        try:
-            set_htpasswd(config, namespace, registry_password)
-        except (OSError, ContestkitError) as exc:
-            _remove_team(database, namespace)
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise ContestkitError(
-                f"The registry account of team '{name}' could not be written to {config.htpasswd_path} "
-                f"({reason}), so the team was not added; fix that and run add-team again."
-            ) from None
     finally:
         database.dispose()
     return NewTeam(
@@ -241,20 +242,12 @@ def add_team(data_dir: Path, *, name: str, email: str, password: str, namespace:
     )
 
 
-def _remove_team(database: Database, namespace: str) -> None:
-    """Undo a team just committed whose registry account could not be written (best effort)."""
-    try:
-        with database.session() as db:
-            db.execute(delete(Team).where(Team.namespace == namespace))
-    except SQLAlchemyError as exc:
-        log.error("could not remove team %s after its registry account failed: %s", namespace, type(exc).__name__)
-
-
 def set_password(data_dir: Path, *, email: str, password: str) -> None:
-    """Replace a team's password, end its sessions and revoke its API tokens.
+    """Replace a team's password, end its sessions, revoke its API tokens and rotate its registry password.
 
     A reset is usually a response to a leak: whoever had the old password may have minted API tokens
-    with it, so those go too; the team logs in again and creates new tokens.
+    with it, and read the registry password from /rest/user, so those go too; the team logs in again,
+    creates new tokens and runs `contestkit registry login` again.
     """
     config = load_config(data_dir)
     auth.check_password_rules(password)
@@ -266,31 +259,35 @@ def set_password(data_dir: Path, *, email: str, password: str) -> None:
             if team is None:
                 raise UsageError(f"No team has the email '{email}'.")
             team.password_hash = auth.hash_password(password)
+            team.registry_generation += 1
             db.execute(delete(AuthToken).where(AuthToken.team_id == team.id))
     finally:
         database.dispose()
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    lock = path.with_name(path.name + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def rotate_registry_password(data_dir: Path, *, email: str) -> None:
+    """Give a team a new registry password; the old one gets no token from now on.
 
-
-def set_htpasswd(config: ServerConfig, username: str, password: str) -> None:
-    """Add or replace one bcrypt entry of the registry's htpasswd file (the registry reloads it)."""
-    if ":" in username:
-        raise ContestkitError(f"Registry user name '{username}' must not contain ':'.")
-    path = config.htpasswd_path
-    entry = f"{username}:{bcrypt.hashpw(password.encode('utf-8'), bcrypt.gensalt(rounds=10)).decode('ascii')}"
-    with _locked(path):
-        lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-        lines = [line for line in lines if line and not line.startswith(f"{username}:")]
-        lines.append(entry)
-        write_private(path, "\n".join(lines) + "\n")
+    Tokens already issued stay valid until they expire (``registry_token_ttl``, minutes): the registry
+    checks tokens, not passwords, and has no way to recall one.
+    """
+    config = load_config(data_dir)
+    database = Database(config.database())
+    try:
+        migrate(database)
+        with database.session() as db:
+            address = email.strip().lower()
+            found = (
+                db.execute(
+                    update(Team)
+                    .where(Team.email == address)
+                    .values(registry_generation=Team.registry_generation + 1)
+                    .returning(Team.id)
+                ).first()
+                if auth.encodable(address)
+                else None
+            )
+            if found is None:
+                raise UsageError(f"No team has the email '{email}'.")
+    finally:
+        database.dispose()

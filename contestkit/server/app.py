@@ -32,7 +32,7 @@ from sqlalchemy import select
 
 from contestkit import __version__
 from contestkit.errors import ContestkitError
-from contestkit.server import auth, operations
+from contestkit.server import auth, operations, registry_api, registry_auth
 from contestkit.server.config import ServerConfig, load_config
 from contestkit.server.db import AuthToken, Database, Team, now
 from contestkit.server.documents import job_document
@@ -235,6 +235,9 @@ def create_app(
     config = load_config(data_dir)
     database = Database(config.database())
     migrate(database)
+    for note in registry_auth.prepare_data_dir(config):  # upgrades a data directory made for htpasswd
+        log.warning("%s", note)
+    realm = registry_api.Realm(config, database)
     scheduler = Scheduler(database, config, executor or load_executor(config))
     throttle = auth.LoginThrottle()
 
@@ -398,12 +401,14 @@ def create_app(
                 cr=Registry(
                     url=f"{config.registry}/{team.namespace}",
                     username=team.registry_username,
-                    password=team.registry_password,
+                    password=realm.team_password(team),
                     scheme=config.registry_scheme,
                 ),
                 name=team.name,
                 email=team.email,
             )
+
+    app.include_router(registry_api.router(realm, caller))
 
     # -- jobs --
 
@@ -514,7 +519,9 @@ def serve(data_dir: Path | str, *, host: str = "127.0.0.1", port: int = 8000, lo
     with data_dir_lock(config.data_dir):
         app = create_app(config.data_dir)
         try:
-            uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=True)
+            cert, key = config.data_file(config.tls_cert), config.data_file(config.tls_key)
+            tls = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)} if cert and key else {}
+            uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=True, **tls)
         except SystemExit as exc:  # uvicorn exits when it cannot bind
             if exc.code not in (0, None):
                 raise ContestkitError(

@@ -5,12 +5,14 @@ second contest is a matter of copying or choosing a directory:
 
 ```
 DATA_DIR/
-  server.yaml          this configuration (mode 0600: it holds the evaluator's registry password)
+  server.yaml          this configuration (mode 0600: it holds the evaluator's and admin's registry passwords)
   levels.csv           the level set, header game,state
   contest.db           the SQLite database (unless database_url names PostgreSQL)
-  registry/config.yml  a ready configuration for Debian's docker-registry (CNCF distribution)
-  registry/htpasswd    one bcrypt entry per team plus the evaluator's pull account
+  registry/config.yml  a ready configuration for Debian's docker-registry (CNCF distribution), auth: token
+  registry/token.key   the key that signs the registry's tokens (0600); registry/token.crt its certificate
+  registry/credentials.key  the secret the teams' registry passwords are derived from (0600)
   registry/data/       the registry's storage when it runs with that configuration
+  tls/                 the certificate and key given to `server init --tls-cert/--tls-key`, if any
   jobs/<id>/attempt-<n>/<nn>-<game>-<state>/   each level's results (monitor.csv, logs, summary.json)
 ```
 """
@@ -34,6 +36,8 @@ CONFIG_NAME = "server.yaml"
 LEVELS_NAME = "levels.csv"
 DATABASE_NAME = "contest.db"
 EVALUATOR_USERNAME = "contestkit-evaluator"
+ADMIN_USERNAME = "contestkit-admin"
+REALM_PATH = "/rest/registry/token"
 
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:]+\](:\d{1,5})?$")
 
@@ -60,6 +64,16 @@ class ServerConfig:
     wallclock_limit: float = levelrun.WALLCLOCK_LIMIT
     registry_scheme: str = "http"
     evaluator_registry_password: str = ""
+    # The registry's token auth (see registry_auth): the contest server's URL as teams' Docker engines
+    # reach it (the realm is under it), the token lifetime, and the names the registry checks.
+    server_url: str | None = None
+    registry_token_ttl: int = 300
+    registry_service: str = "contestkit-registry"
+    registry_issuer: str = "contestkit"
+    registry_admin_password: str = ""
+    # TLS for the API and the registry (files under the data directory, from `server init --tls-*`).
+    tls_cert: str | None = None
+    tls_key: str | None = None
     database_url: str | None = None
     levels_file: str = LEVELS_NAME
     session_ttl_hours: float = 24 * 14
@@ -105,11 +119,42 @@ class ServerConfig:
 
     @property
     def htpasswd_path(self) -> Path:
+        """Where data directories made before token auth kept their accounts (removed by the upgrade)."""
         return self.registry_dir / "htpasswd"
+
+    @property
+    def token_key_path(self) -> Path:
+        return self.registry_dir / "token.key"
+
+    @property
+    def token_cert_path(self) -> Path:
+        return self.registry_dir / "token.crt"
+
+    @property
+    def credentials_key_path(self) -> Path:
+        return self.registry_dir / "credentials.key"
 
     @property
     def evaluator_username(self) -> str:
         return EVALUATOR_USERNAME
+
+    def data_file(self, value: str | None) -> Path | None:
+        """A path from server.yaml: relative ones are under the data directory."""
+        if not value:
+            return None
+        path = Path(value)
+        return path if path.is_absolute() else self.data_dir / path
+
+    def public_url(self) -> str:
+        """The contest server's URL as teams reach it: ``server_url``, else the registry's host on port 8000."""
+        if self.server_url:
+            return self.server_url.rstrip("/")
+        host = self.registry.rsplit(":", 1)[0] if not self.registry.endswith("]") else self.registry
+        return f"{self.registry_scheme}://{host}:8000"
+
+    def realm_url(self) -> str:
+        """The token endpoint the registry sends clients to."""
+        return self.public_url() + REALM_PATH
 
     def database(self) -> str:
         """The SQLAlchemy URL: the configured one, or the SQLite file in the data directory."""
@@ -265,6 +310,14 @@ def validate(config: ServerConfig) -> None:
                     "give each running level CPUs of its own."
                 )
             taken[cpu] = text
+    if config.server_url is not None and not re.match(r"^https?://[^/\s]+/?$", config.server_url):
+        raise UsageError(
+            f"server_url '{config.server_url}' must be http(s)://HOST:PORT, the contest server as teams reach it."
+        )
+    if not 30 <= config.registry_token_ttl <= 3600:
+        raise UsageError("registry_token_ttl must be 30 to 3600 seconds (registry tokens are meant to be short-lived).")
+    if bool(config.tls_cert) != bool(config.tls_key):
+        raise UsageError("tls_cert and tls_key go together: give both (or neither).")
     if config.evaluator is not None and ":" not in config.evaluator:
         raise UsageError(f"evaluator '{config.evaluator}' must be MODULE:FUNCTION.")
     if config.executor not in ("docker", "kubernetes"):
@@ -281,18 +334,34 @@ def read_levels(path: Path) -> list[LevelSpec]:
 
 
 def registry_config_yaml(config: ServerConfig, http_secret: str) -> str:
-    """A configuration for Debian's ``docker-registry`` (CNCF distribution 2.x) that trusts our htpasswd.
+    """A configuration for Debian's ``docker-registry`` (CNCF distribution 2.x) that trusts our tokens.
 
-    The registry re-reads the htpasswd file when it changes, so teams added while it runs can log in
-    at once (checked by the tests).
+    Every request needs a bearer token from the contest server's realm, signed by the key whose
+    certificate is the ``rootcertbundle``; the registry checks ``issuer`` and ``service`` (the token's
+    ``aud``) against these values, so they come from server.yaml, where the issuer reads them too.
     """
     registry_dir = config.registry_dir.absolute()
+    http: dict[str, Any] = {
+        "addr": config.registry,
+        "secret": http_secret,
+        "headers": {"X-Content-Type-Options": ["nosniff"]},
+    }
+    cert, key = config.data_file(config.tls_cert), config.data_file(config.tls_key)
+    if cert and key:
+        http["tls"] = {"certificate": str(cert.absolute()), "key": str(key.absolute())}
     document = {
         "version": 0.1,
         "log": {"level": "info", "fields": {"service": "contestkit-registry"}},
         "storage": {"filesystem": {"rootdirectory": str(registry_dir / "data")}, "delete": {"enabled": True}},
-        "http": {"addr": config.registry, "secret": http_secret, "headers": {"X-Content-Type-Options": ["nosniff"]}},
-        "auth": {"htpasswd": {"realm": "contestkit", "path": str(registry_dir / "htpasswd")}},
+        "http": http,
+        "auth": {
+            "token": {
+                "realm": config.realm_url(),
+                "service": config.registry_service,
+                "issuer": config.registry_issuer,
+                "rootcertbundle": str(config.token_cert_path.absolute()),
+            }
+        },
     }
     return "# docker-registry configuration written by `contestkit server init`.\n" + yaml.safe_dump(
         document, sort_keys=False

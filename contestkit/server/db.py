@@ -46,9 +46,9 @@ class Team(Base):
     password_hash: Mapped[str] = mapped_column(Text)
     namespace: Mapped[str] = mapped_column(String(64), unique=True)
     registry_username: Mapped[str] = mapped_column(String(64), unique=True)
-    # Returned by GET /rest/user as the 2018 server did, so it must be recoverable (not hashed);
-    # the registry itself only ever sees its bcrypt hash in htpasswd.
-    registry_password: Mapped[str] = mapped_column(Text)
+    # The registry password is derived from the server's credentials key and this counter (see
+    # registry_auth), so no registry secret is stored; bumping it rotates the password.
+    registry_generation: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[float] = mapped_column(Float, default=now)
 
     jobs: Mapped[list[Job]] = relationship(back_populates="team")

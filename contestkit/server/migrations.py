@@ -124,10 +124,33 @@ def _m001_initial(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _m002_derived_registry_passwords(conn: Connection) -> None:
+    """Registry passwords are derived (HMAC of a key in the data directory and a per-team counter),
+    so the clear-text column goes: the teams get their new password from /rest/user as before."""
+    conn.execute(text("ALTER TABLE teams ADD COLUMN registry_generation INTEGER NOT NULL DEFAULT 0"))
+    conn.execute(text("UPDATE teams SET registry_password = ''"))
+    conn.execute(text("ALTER TABLE teams DROP COLUMN registry_password"))
+
+
+# Migrations that removed secrets: the rows they rewrote must not linger in free pages (SQLite) or as
+# dead tuples (PostgreSQL), so the database is compacted once they ran (outside their transaction).
+_SCRUB_AFTER = {2}
+
+
+def _scrub(database: Database) -> None:
+    with database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if database.is_sqlite:
+            conn.exec_driver_sql("VACUUM")
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        else:
+            conn.exec_driver_sql("VACUUM FULL teams")
+
+
 Migration = tuple[int, str, Callable[[Connection], None]]
 
 MIGRATIONS: list[Migration] = [
     (1, "initial schema", _m001_initial),
+    (2, "derived registry passwords", _m002_derived_registry_passwords),
 ]
 
 LATEST = MIGRATIONS[-1][0]
@@ -179,4 +202,12 @@ def migrate(database: Database) -> list[int]:
             f"Could not prepare the contest database ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
             "check database_url in server.yaml and that the database server is running."
         ) from None
+    if _SCRUB_AFTER & set(applied):
+        try:
+            _scrub(database)
+        except SQLAlchemyError as exc:  # the schema is right; only the compaction failed
+            raise ContestkitError(
+                f"The database was migrated but could not be compacted ({type(exc).__name__}), so removed secrets "
+                "may remain in its free space; run VACUUM on it (SQLite) or VACUUM FULL teams (PostgreSQL)."
+            ) from None
     return applied

@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 
-from contestkit.server.admin import set_htpasswd
+from contestkit import registry
+from contestkit.credentials import RegistryCredentials
+from contestkit.errors import ContestkitError
+from contestkit.server.admin import rotate_registry_password
 from contestkit.server.config import load_config
 
 if TYPE_CHECKING:
@@ -26,32 +29,43 @@ LEVELS = [("Fake", "Level1"), ("Fake", "Level2")]
 @pytest.fixture
 def stack(tmp_path: Path, free_port, init_contest, server_process, registry_process, contest_of):  # type: ignore[no-untyped-def]
     """A contest whose server pulls each job's image from a real registry."""
-    address = f"127.0.0.1:{free_port()}"
-    data_dir = init_contest(tmp_path, LEVELS, registry=address, pull=True)
+    address, port = f"127.0.0.1:{free_port()}", free_port()
+    data_dir = init_contest(tmp_path, LEVELS, registry=address, pull=True, server_url=f"http://127.0.0.1:{port}")
     registry = registry_process(data_dir / "registry" / "config.yml", address).start()
-    server = server_process(data_dir).start()
+    server = server_process(data_dir, port=port).start()
     yield contest_of(data_dir, server, LEVELS), address
     server.kill()
     registry.stop()
 
 
+def _bearer(contest: Any, username: str, password: str, *scopes: str) -> requests.Response:
+    params = {"service": "contestkit-registry", "scope": list(scopes)}
+    return requests.get(contest.url + "/rest/registry/token", params=params, auth=(username, password), timeout=30)
+
+
 def test_each_team_has_its_own_registry_login(
     tmp_path: Path, free_port, init_contest, server_process, registry_process, contest_of
 ):
-    address = f"127.0.0.1:{free_port()}"
-    data_dir = init_contest(tmp_path, LEVELS, registry=address)
+    address, port = f"127.0.0.1:{free_port()}", free_port()
+    data_dir = init_contest(tmp_path, LEVELS, registry=address, server_url=f"http://127.0.0.1:{port}")
     registry = registry_process(data_dir / "registry" / "config.yml", address).start()
     try:
-        contest = contest_of(data_dir, server_process(data_dir).start(), LEVELS)
-        _, http = contest.team("reg")  # added while the registry runs: it re-reads htpasswd
+        contest = contest_of(data_dir, server_process(data_dir, port=port).start(), LEVELS)
+        _, http = contest.team("reg")  # added while the registry runs: the realm reads the database
         cr = http.get(contest.url + "/rest/user").json()["cr"]
         assert cr["url"].startswith(address + "/") and cr["scheme"] == "http"
         v2 = f"http://{address}/v2/"
-        assert requests.get(v2, auth=(cr["username"], cr["password"])).status_code == 200
-        assert requests.get(v2, auth=(cr["username"], "wrong")).status_code == 401
+        # The registry takes no password itself: it sends clients to the contest server's realm.
+        refused = requests.get(v2, auth=(cr["username"], cr["password"]))
+        assert refused.status_code == 401
+        assert refused.headers["WWW-Authenticate"].startswith(f'Bearer realm="{contest.url}/rest/registry/token"')
+        token = _bearer(contest, cr["username"], cr["password"]).json()["token"]
+        assert requests.get(v2, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert _bearer(contest, cr["username"], "wrong").status_code == 401
         assert requests.get(v2).status_code == 401
         config = load_config(data_dir)
-        assert requests.get(v2, auth=(config.evaluator_username, config.evaluator_registry_password)).status_code == 200
+        evaluator = _bearer(contest, config.evaluator_username, config.evaluator_registry_password).json()["token"]
+        assert requests.get(v2, headers={"Authorization": f"Bearer {evaluator}"}).status_code == 200
         contest.server.kill()
     finally:
         registry.stop()
@@ -71,6 +85,10 @@ class Team:
             "login", "--server", contest.url, "--email", self.email, "--password-stdin", input=contest.password + "\n",
         )  # fmt: skip
         assert login.returncode == 0, login.stderr
+
+    def http(self) -> requests.Session:
+        """An HTTP session of this team with the contest server (its own login, not the CLI's)."""
+        return self.contest.session(self.email)
 
     def run(self, *args: str, input: str | None = None, cwd: Path | None = None, timeout: float = 120) -> Any:
         return self.cli(*args, env=self.env, input=input, cwd=cwd, timeout=timeout)
@@ -168,16 +186,23 @@ def test_registry_failures_are_sentences(stack, tmp_path: Path, make_team, tiny_
     assert missing.returncode == 2
     assert "No local image to push" in missing.stderr and "contestkit build" in missing.stderr
 
-    # The organisers rotate the team's registry password behind its back: the registry refuses.
-    set_htpasswd(load_config(contest.data_dir), team.name, "rotated password")
-    refused = team.run("registry", "login", "--no-docker-config")
-    assert refused.returncode == 1
-    assert f"The registry {address} refused your team's credentials (HTTP 401)" in refused.stderr
+    # The organisers rotate the team's registry password: the old one is refused (through the engine,
+    # which asks the realm), and `contestkit registry login` picks up the new one from the server.
+    stale = RegistryCredentials.from_user(team.http().get(contest.url + "/rest/user").json())
+    rotate_registry_password(contest.data_dir, email=team.email)
+    with pytest.raises(ContestkitError) as refused:
+        registry.login(stale, client=engine)
+    assert str(refused.value).startswith(f"The registry {address} refused your team's credentials (HTTP 401)")
     local = tiny_image(engine, tmp_path, f"deny-{team.name}:v1")
     try:
+        with pytest.raises(ContestkitError) as push_refused:
+            registry.tag(local, f"{stale.url}/deny-{team.name}:v1", client=engine)
+            registry.push(f"{stale.url}/deny-{team.name}:v1", stale, client=engine)
+        assert "refused the push" in str(push_refused.value) and "contestkit registry login" in str(push_refused.value)
+        relogged = team.run("registry", "login", "--no-docker-config")
+        assert relogged.returncode == 0, relogged.stderr
         push = team.run("push", local)
-        assert push.returncode == 1
-        assert "refused the push" in push.stderr and "contestkit registry login" in push.stderr
+        assert push.returncode == 0, push.stdout + push.stderr
         assert "Traceback" not in push.stderr
     finally:
         for reference in (local, f"{address}/{team.name}/deny-{team.name}:v1"):
@@ -215,7 +240,7 @@ def test_submit_wait_with_the_real_docker_evaluation(
     server and evaluated by contestkit.evaluation in remote-env + agent containers; its score
     reaches the leaderboard."""
     engine = docker_client
-    address = f"127.0.0.1:{free_port()}"
+    address, port = f"127.0.0.1:{free_port()}", free_port()
     data_dir = init_contest(
         tmp_path,
         [("Airstriker-Genesis", "Level1")],
@@ -224,9 +249,10 @@ def test_submit_wait_with_the_real_docker_evaluation(
         evaluator=None,
         timestep_limit=4500,
         wallclock_limit=300,
+        server_url=f"http://127.0.0.1:{port}",
     )  # 4,500: one full episode
     registry = registry_process(data_dir / "registry" / "config.yml", address).start()
-    server = server_process(data_dir).start()
+    server = server_process(data_dir, port=port).start()
     contest = contest_of(data_dir, server, [("Airstriker-Genesis", "Level1")])
     team = make_team(contest, tmp_path / "team")
     # As a contestant does it: scaffold, build, submit and wait.

@@ -147,10 +147,10 @@ class OfflineContest:
         """A job of the team that has finished (written as the queue would, without running it)."""
         from sqlalchemy import update
 
-        from contestkit.server import jobs
+        from contestkit.server import operations
         from contestkit.server.db import Job, Worker, now
 
-        job = jobs.start_job(self.database, self.config, self.team_id, "score-5")
+        job = operations.start_job(self.database, self.config, self.team_id, "score-5")
         with self.database.session() as session:
             session.execute(
                 update(Job).where(Job.id == job.id).values(status="finished", score=score, finished_at=now())
@@ -159,10 +159,11 @@ class OfflineContest:
         return job.id
 
     def job(self, job_id: int) -> dict[str, Any]:
-        from contestkit.server import jobs
+        from contestkit.server import operations
+        from contestkit.server.documents import job_document
 
-        with self.database.session() as session:
-            return jobs.job_document(jobs.get_job(session, self.team_id, job_id))
+        with self.database.session() as db:
+            return job_document(operations.get_job(db, self.team_id, job_id))
 
 
 @pytest.fixture
@@ -192,17 +193,17 @@ def interleave_before_write(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callab
     """``interleave_before_write(other_request)`` makes a race deterministic: ``restart_job`` has read
     the job and checked that its team has no active job, and ``other_request()`` (another request, in
     its own transaction) commits right then, before the restart writes anything."""
-    from contestkit.server import jobs
+    from contestkit.server import operations
 
     def interleave(other_request: Callable[[], Any]) -> None:
-        real = jobs._active_job
+        real = operations._active_job
 
         def racing(session: Any, team_id: int) -> Any:
             found = real(session, team_id)
-            monkeypatch.setattr(jobs, "_active_job", real)  # once: the other request checks for real
+            monkeypatch.setattr(operations, "_active_job", real)  # once: the other request checks for real
             other_request()
             return found
 
-        monkeypatch.setattr(jobs, "_active_job", racing)
+        monkeypatch.setattr(operations, "_active_job", racing)
 
     return interleave

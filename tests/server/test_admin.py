@@ -1,7 +1,7 @@
 """``contestkit server add-team``: refused input is one sentence, and a team is added whole or not at all.
 
-A team is a row in the database plus an entry in the registry's htpasswd file; neither may be left
-without the other, and no message may show the team's passwords or their hashes.
+A team is a row in the database, and its registry account is that row (the realm derives its
+password; nothing is written elsewhere); no message may show the team's passwords or their hashes.
 """
 
 from __future__ import annotations
@@ -24,8 +24,25 @@ def data_dir(tmp_path: Path, init_contest) -> Path:
 
 
 def _htpasswd_users(data_dir: Path) -> list[str]:
-    path = data_dir / "registry" / "htpasswd"
-    return [line.split(":", 1)[0] for line in path.read_text().splitlines() if line]
+    """The registry accounts the realm accepts with their current passwords (htpasswd listed them once)."""
+    from sqlalchemy import select
+
+    from contestkit.server.config import load_config
+    from contestkit.server.db import Database, Team
+    from contestkit.server.registry_api import Realm
+
+    config = load_config(data_dir)
+    database = Database(config.database())
+    try:
+        realm = Realm(config, database)
+        users = [EVALUATOR] if realm.authenticate(EVALUATOR, config.evaluator_registry_password) else []
+        with database.session() as session:
+            teams = session.scalars(select(Team).order_by(Team.id)).all()
+        users += [t.registry_username for t in teams if realm.authenticate(t.registry_username, realm.team_password(t))]
+    finally:
+        database.dispose()
+    assert not (data_dir / "registry" / "htpasswd").exists()
+    return users
 
 
 def _teams(data_dir: Path) -> list[str]:
@@ -82,17 +99,11 @@ def test_a_commit_the_database_refuses_leaves_no_registry_account(data_dir, add_
     assert _htpasswd_users(data_dir) == [EVALUATOR]
 
 
-def test_a_registry_account_that_cannot_be_written_removes_the_team(data_dir, password, monkeypatch):
-    def broken(*_args: object) -> None:
-        raise PermissionError(13, "Permission denied")
-
-    monkeypatch.setattr(admin, "set_htpasswd", broken)
-    with pytest.raises(ContestkitError, match=r"^The registry account of team 'alpha' could not be written to "):
-        admin.add_team(data_dir, name="alpha", email="alpha@example.org", password=password)
-    assert _teams(data_dir) == []
-    monkeypatch.undo()
+def test_a_team_added_while_the_realm_runs_can_get_tokens_at_once_and_nothing_is_written(data_dir, password):
+    before = sorted(p.name for p in (data_dir / "registry").iterdir())
     admin.add_team(data_dir, name="alpha", email="alpha@example.org", password=password)
-    assert _teams(data_dir) == ["alpha"] and _htpasswd_users(data_dir) == [EVALUATOR, "alpha"]
+    assert _htpasswd_users(data_dir) == [EVALUATOR, "alpha"]
+    assert sorted(p.name for p in (data_dir / "registry").iterdir()) == before
 
 
 def test_a_password_that_is_not_valid_text_is_refused(data_dir):

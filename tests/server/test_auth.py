@@ -51,16 +51,21 @@ def test_wrong_password_and_unknown_email_are_refused(contest, unique_team, pass
     assert user["cr"]["username"] == name and len(user["cr"]["password"]) >= 24
 
 
-def test_passwords_are_stored_as_argon2_and_registry_passwords_as_bcrypt(contest, unique_team, password):
+def test_passwords_are_stored_as_argon2_and_registry_passwords_not_at_all(contest, unique_team, password):
     name, email = unique_team("alpha")
     contest.add_team(name, email)
     with sqlite3.connect(contest.data_dir / "contest.db") as db:
         (stored,) = db.execute("SELECT password_hash FROM teams WHERE email = ?", (email,)).fetchone()
+        columns = [row[1] for row in db.execute("PRAGMA table_info(teams)")]
     assert stored.startswith("$argon2id$") and password not in stored
-    htpasswd = (contest.data_dir / "registry" / "htpasswd").read_text().splitlines()
-    entry = next(line for line in htpasswd if line.startswith(f"{name}:"))
-    assert entry.split(":", 1)[1].startswith("$2b$")
-    assert (contest.data_dir / "registry" / "htpasswd").stat().st_mode & 0o077 == 0
+    assert "registry_password" not in columns and "registry_generation" in columns
+    registry_password = contest.session(email).get(contest.url + "/rest/user").json()["cr"]["password"]
+    # Not in the database file (nor its write-ahead log), in any form the registry would accept.
+    for path in contest.data_dir.glob("contest.db*"):
+        assert registry_password.encode() not in path.read_bytes(), path
+    for secret in ("credentials.key", "token.key"):
+        assert (contest.data_dir / "registry" / secret).stat().st_mode & 0o077 == 0
+    assert not (contest.data_dir / "registry" / "htpasswd").exists()
     assert (contest.data_dir / "server.yaml").stat().st_mode & 0o077 == 0
 
 

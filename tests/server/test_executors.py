@@ -101,16 +101,16 @@ def _run_one_job(contest: OfflineContest, executor: Executor) -> dict[str, Any]:
         scheduler.stop(timeout=10)
 
 
-def test_the_scheduler_hands_each_level_to_the_executor_as_one_task(offline_contest: OfflineContest):  # noqa: F811
+def test_the_scheduler_hands_each_level_to_the_executor_as_one_task(offline_contest: OfflineContest):
     executor = RecordingExecutor()
     done = _run_one_job(offline_contest, executor)
     job_id = done["id"]
     assert done["status"] == "finished", done
     config = offline_contest.config
     tasks = sorted((run.task for run in executor.started), key=lambda t: t.index)
-    assert [(t.index, t.game, t.state) for t in tasks] == [(0, "Fake", "Level1"), (1, "Fake", "Level2")]
+    assert [(t.index, t.run.game, t.run.state) for t in tasks] == [(0, "Fake", "Level1"), (1, "Fake", "Level2")]
     for task in tasks:
-        assert task.job_id == job_id
+        assert (task.job_id, task.attempt, task.team) == (job_id, 1, _namespace(offline_contest))
         assert task.run.image == f"{config.registry}/{_namespace(offline_contest)}/agent:v1"
         assert task.run.seed == config.seed + task.index
         assert (task.run.timestep_limit, task.run.wallclock_limit) == (config.timestep_limit, config.wallclock_limit)
@@ -126,7 +126,7 @@ def _namespace(contest: OfflineContest) -> str:
         return team.namespace
 
 
-def test_a_cancel_reaches_the_running_level_run(offline_contest: OfflineContest):  # noqa: F811
+def test_a_cancel_reaches_the_running_level_run(offline_contest: OfflineContest):
     executor = RecordingExecutor(hold=threading.Event())  # the run holds until cancelled
     scheduler = _scheduler(offline_contest, executor)
     scheduler.start()
@@ -147,21 +147,21 @@ def test_a_cancel_reaches_the_running_level_run(offline_contest: OfflineContest)
     assert executor.started and all(run.cancelled for run in executor.started)
 
 
-def test_a_level_the_engine_still_runs_is_adopted_not_started_again(offline_contest: OfflineContest):  # noqa: F811
+def test_a_level_the_engine_still_runs_is_adopted_not_started_again(offline_contest: OfflineContest):
     executor = RecordingExecutor(adoptable={0})
     done = _run_one_job(offline_contest, executor)
     assert done["status"] == "finished", done
     assert [run.task.index for run in executor.started] == [1]  # level 0 was adopted
 
 
-def test_reconcile_discards_runs_of_jobs_this_server_does_not_run(offline_contest: OfflineContest):  # noqa: F811
+def test_reconcile_discards_runs_of_jobs_this_server_does_not_run(offline_contest: OfflineContest):
     executor = RecordingExecutor(engine_runs=[RunningLevel(job_id=99, index=0)])
     scheduler = _scheduler(offline_contest, executor)
     assert scheduler.reconcile() == [99]
     assert executor.discarded == [RunningLevel(job_id=99, index=0)]
 
 
-def test_server_yaml_chooses_the_executor(offline_contest: OfflineContest):  # noqa: F811
+def test_server_yaml_chooses_the_executor(offline_contest: OfflineContest):
     config = load_config(offline_contest.data_dir)
     assert config.evaluator == "tests.server.fake_level_runner:fake_level_runner"
     chosen = load_executor(config)
@@ -229,7 +229,7 @@ def test_the_app_maps_each_error_to_its_status(error: Exception, status: int, he
     assert '"detail"' in body and ("misconfigured" in body) == (status == 503)
 
 
-def test_operations_refuse_without_http_numbers(offline_contest: OfflineContest):  # noqa: F811
+def test_operations_refuse_without_http_numbers(offline_contest: OfflineContest):
     contest = offline_contest
     with pytest.raises(errors.Invalid):
         operations.start_job(contest.database, contest.config, contest.team_id, "Not A Tag!")

@@ -281,14 +281,15 @@ def test_parallel_restarts_of_one_job_start_it_once(contest):
 
 def test_a_restart_that_loses_a_race_is_a_409(offline_contest, interleave_before_write):
     """Two restarts of one job at the same moment: the second is a 409 and the job runs once."""
-    from contestkit.server import jobs
+    from contestkit.server import operations
+    from contestkit.server.errors import Conflict
 
     contest = offline_contest
     job_id = contest.finished_job()
-    interleave_before_write(lambda: jobs.restart_job(contest.database, contest.config, contest.team_id, job_id))
-    with pytest.raises(jobs.JobError) as refused:
-        jobs.restart_job(contest.database, contest.config, contest.team_id, job_id)
-    assert refused.value.status == 409, refused.value
+    interleave_before_write(lambda: operations.restart_job(contest.database, contest.config, contest.team_id, job_id))
+    with pytest.raises(Conflict) as refused:
+        operations.restart_job(contest.database, contest.config, contest.team_id, job_id)
+    assert type(refused.value) is Conflict, refused.value  # the API answers it with 409
     assert "restarted by another request" in str(refused.value)
     job = contest.job(job_id)
     assert job["status"] == "queued" and job["attempt"] == 2, job
@@ -297,17 +298,18 @@ def test_a_restart_that_loses_a_race_is_a_409(offline_contest, interleave_before
 
 def test_a_restart_racing_a_new_submission_is_a_409_not_a_500(offline_contest, interleave_before_write):
     """A restart and a new submission of the same team at once: the loser gets a 409, never a 500."""
-    from contestkit.server import jobs
+    from contestkit.server import operations
+    from contestkit.server.errors import Conflict
 
     contest = offline_contest
     job_id = contest.finished_job(score=6.0)
     submitted: list[int] = []
     interleave_before_write(
-        lambda: submitted.append(jobs.start_job(contest.database, contest.config, contest.team_id, "v2").id),
+        lambda: submitted.append(operations.start_job(contest.database, contest.config, contest.team_id, "v2").id),
     )
-    with pytest.raises(jobs.JobError) as refused:
-        jobs.restart_job(contest.database, contest.config, contest.team_id, job_id)
-    assert refused.value.status == 409, refused.value
+    with pytest.raises(Conflict) as refused:
+        operations.restart_job(contest.database, contest.config, contest.team_id, job_id)
+    assert type(refused.value) is Conflict, refused.value  # the API answers it with 409
     assert f"already has job {submitted[0]} queued" in str(refused.value)
     # Nothing already done is lost: the finished job keeps its score, the submission stays queued.
     job = contest.job(job_id)

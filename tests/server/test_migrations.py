@@ -37,8 +37,8 @@ def check_one_active_job_per_team(database: Database) -> None:
     with database.engine.begin() as conn:
         conn.execute(
             text(
-                "INSERT INTO teams (id, name, email, password_hash, namespace, registry_username, registry_password, "
-                "created_at) VALUES (1, 'a', 'a@x.org', 'h', 'a', 'a', 'p', 0)"
+                "INSERT INTO teams (id, name, email, password_hash, namespace, registry_username, created_at) "
+                "VALUES (1, 'a', 'a@x.org', 'h', 'a', 'a', 0)"
             )
         )
         insert = text(
@@ -160,15 +160,18 @@ def test_init_refuses_to_overwrite_and_force_keeps_teams_and_secrets(tmp_path: P
     data_dir = _init(tmp_path)
     admin.add_team(data_dir, name="Alpha", email="alpha@example.org", password="long enough")
     secret = load_config(data_dir).evaluator_registry_password
+    admin_secret = load_config(data_dir).registry_admin_password
+    keys = {name: (data_dir / "registry" / name).read_bytes() for name in ("token.key", "token.crt", "credentials.key")}
     with pytest.raises(UsageError, match="already holds a contest"):
         _init(tmp_path)
     _init(tmp_path, force=True, timestep_limit=500)
     config = load_config(data_dir)
     assert config.timestep_limit == 500 and config.evaluator_registry_password == secret
+    assert config.registry_admin_password == admin_secret and len(admin_secret) >= 24
     with pytest.raises(UsageError, match="already exists"):
         admin.add_team(data_dir, name="Alpha", email="other@example.org", password="long enough")
-    htpasswd = (data_dir / "registry" / "htpasswd").read_text()
-    assert htpasswd.count("alpha:") == 1 and htpasswd.count("contestkit-evaluator:") == 1
+    # The signing key (tokens in flight) and the credentials key (every team's registry password) stay.
+    assert {name: (data_dir / "registry" / name).read_bytes() for name in keys} == keys
 
 
 def test_add_team_refuses_bad_input_with_the_rule(tmp_path: Path):
@@ -208,7 +211,8 @@ def test_server_cli_says_what_to_do(tmp_path: Path, cli, write_levels):
     )
     assert created.returncode == 0, created.stderr
     assert f"docker-registry serve {data_dir}/registry/config.yml" in created.stdout
-    assert (data_dir / "registry" / "config.yml").read_text().count("htpasswd") >= 1
+    registry_config = (data_dir / "registry" / "config.yml").read_text()
+    assert "htpasswd" not in registry_config and "realm: http://127.0.0.1:8000/rest/registry/token" in registry_config
     again = cli(
         "server",
         "init",
