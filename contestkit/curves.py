@@ -179,3 +179,17 @@ font-family="sans-serif" font-size="12" role="img">
 <text x="{pad - 4}" y="{h - pad}" text-anchor="end">0</text>
 </svg>
 """
+
+
+def write_level_curve(level_dir: Path) -> Path | None:
+    """``reward-curve.svg`` of an evaluated level, from its monitor.csv and summary.json.
+
+    One home for the picture every evaluated level gets, from ``contestkit eval`` and from the
+    contest server's executors alike.
+    """
+    from contestkit import results  # deferred: results is not needed for the terminal's sparklines
+
+    doc = results.read_json(level_dir / results.SUMMARY) or {}
+    title = f"{doc.get('game', '')} {doc.get('state', '') or ''}".strip() or level_dir.name
+    rewards = [reward for reward, _, _ in results.read_monitor(level_dir / results.MONITOR)]
+    return write_reward_svg(rewards, level_dir / results.REWARD_CURVE, title=title)

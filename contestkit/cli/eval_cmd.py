@@ -15,7 +15,7 @@ from contestkit import evaluation, levelrun, results
 from contestkit.cli.completion import complete_game, complete_state
 from contestkit.cli.output import console, err_console, print_json
 from contestkit.config import find_project_file
-from contestkit.curves import sparkline, write_reward_svg
+from contestkit.curves import sparkline, write_level_curve
 from contestkit.errors import EXIT_FAILURE, EXIT_INTERRUPTED, ContestkitError, UsageError
 from contestkit.games import short_level
 from contestkit.levellist import read_levels
@@ -263,7 +263,7 @@ def eval_command(
         summary = results.read_json(root / results.SUMMARY) or {}
         level_dirs = [root / name for name in sorted(results.contest_level_dirs(root))] or [root]
         for level_dir in level_dirs:
-            _write_curve(level_dir)
+            write_level_curve(level_dir)
         if json_out and summary:
             print_json({**summary, "results_dir": str(root)})
         err_console.print(
@@ -271,7 +271,7 @@ def eval_command(
         )
         raise typer.Exit(EXIT_INTERRUPTED)
     for r in rows:
-        _write_curve(r.results_dir)
+        write_level_curve(r.results_dir)
     summary = results.read_json(root / results.SUMMARY) or {}
     if json_out:
         print_json({**summary, "results_dir": str(root)})
@@ -285,14 +285,6 @@ def eval_command(
                 err_console.print(f"[bold red]error[/] ({r.game} {r.state}): {escape(r.error)}", highlight=False)
     if not all(r.ok for r in rows):
         raise typer.Exit(EXIT_FAILURE)
-
-
-def _write_curve(level_dir: Path) -> None:
-    """reward-curve.svg from the level's monitor.csv (the picture of its episodes)."""
-    doc = results.read_json(level_dir / results.SUMMARY) or {}
-    title = f"{doc.get('game', '')} {doc.get('state', '')}".strip() or level_dir.name
-    rewards = [rew for rew, _, _ in results.read_monitor(level_dir / results.MONITOR)]
-    write_reward_svg(rewards, level_dir / results.REWARD_CURVE, title=title)
 
 
 def register(app: typer.Typer) -> None:

@@ -101,9 +101,30 @@ def build_cmd(
     force: bool = typer.Option(False, "--force", help="Rebuild even images that are up to date."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print every line the build steps print."),
     json_out: bool = typer.Option(False, "--json", help="Print the built images as JSON on stdout."),
+    with_roms: bool = typer.Option(
+        False, "--with-roms", help="Also build remote-env:<version>-roms with this machine's ROMs (private; clusters)."
+    ),
 ) -> None:
     """Build the toolkit images (skipping those already up to date)."""
     from contestkit.images import build_images, list_images
+
+    if with_roms:
+        from contestkit.rom_image import build_remote_env_with_roms
+
+        if names and names != ["remote-env"]:
+            raise UsageError(
+                "--with-roms builds the remote-env image: `contestkit images build remote-env --with-roms`."
+            )
+        with BuildRenderer(verbose=verbose) as render:
+            tag, games = build_remote_env_with_roms(on_event=render)
+        if json_out:
+            print_json({"built": [tag], "games": games})
+            return
+        err_console.print(f"[green]ready[/] {tag} with the ROMs of {', '.join(games)}")
+        err_console.print(
+            "[yellow]It holds copyrighted ROMs:[/] push it only to a private registry the cluster pulls from."
+        )
+        return
 
     if all_images and names:
         raise UsageError(f"Pass image names ({' '.join(names)}) or --all, not both.")

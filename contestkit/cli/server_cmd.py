@@ -1,4 +1,4 @@
-"""``contestkit server init | add-team | run``: host your own contest.
+"""``contestkit server init | add-team | run | manifests``: host your own contest.
 
 The commands only parse, call ``contestkit.server`` and print; the server package is imported
 lazily so that contestants who never host a contest do not need its dependencies installed.
@@ -178,6 +178,41 @@ def run(
     from contestkit.server.app import serve
 
     serve(data_dir, host=host, port=port, log_level=log_level)
+
+
+@server_app.command("manifests")
+def manifests(
+    registry: str = typer.Option(..., "--registry", help="HOST:PORT of the contest registry the cluster pulls from."),
+    levels: Path = typer.Option(..., "--levels", help="CSV of the level set, header game,state."),
+    namespace: str = typer.Option("contestkit", "--namespace", help="The contest's namespace."),
+    server_image: str = typer.Option(None, "--server-image", help="An image with contestkit[server] installed."),
+    remote_env_image: str = typer.Option(
+        None, "--remote-env-image", help="The remote-env image with the ROMs, pushed where the cluster pulls from."
+    ),
+    storage_class: str = typer.Option(
+        None, "--storage-class", help="StorageClass of the volumes (default: the cluster's)."
+    ),
+    data_size: str = typer.Option("200Gi", "--data-size", help="Size of the data directory's volume."),
+    service_type: str = typer.Option("ClusterIP", "--service-type", help="ClusterIP, NodePort or LoadBalancer."),
+) -> None:
+    """Print the Kubernetes objects that run this server in a cluster, for `kubectl apply -f -`."""
+    from contestkit.server.manifests import DeploymentOptions, render_manifests, to_yaml
+
+    try:
+        levels_csv = levels.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise UsageError(f"Cannot read the level list {levels}: {exc.strerror}.") from None
+    extra = {"server_image": server_image, "remote_env_image": remote_env_image}
+    options = DeploymentOptions(
+        registry=registry,
+        levels_csv=levels_csv,
+        namespace=namespace,
+        storage_class=storage_class,
+        data_size=data_size,
+        service_type=service_type,
+        **{key: value for key, value in extra.items() if value},
+    )
+    sys.stdout.write(to_yaml(render_manifests(options)))
 
 
 def _read_password(from_stdin: bool) -> str:

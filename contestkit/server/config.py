@@ -89,6 +89,10 @@ class ServerConfig:
     seed: int | None = None
     pull_images: bool = True
     evaluator: str | None = None
+    # How level-runs run: "docker" (this host's engine) or "kubernetes" (one Job per level-run in a
+    # cluster; its settings are the `kubernetes` mapping, see contestkit.server.executors.kubernetes).
+    executor: str = "docker"
+    kubernetes: dict[str, Any] | None = None
     heartbeat_seconds: float = 5.0
     heartbeat_timeout: float = 60.0
     max_resumes: int = 2
@@ -260,6 +264,10 @@ def _coerce(path: Path, line: int | None, key: str, value: Any, type_name: Any) 
             return None
         raise UsageError(f"{where} must not be empty.")
     try:
+        if kind.startswith("dict"):
+            if not isinstance(value, dict):
+                raise ValueError
+            return value
         if kind.startswith("list"):
             if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
                 raise ValueError
@@ -279,6 +287,7 @@ def _coerce(path: Path, line: int | None, key: str, value: Any, type_name: Any) 
         return str(value)
     except (TypeError, ValueError):
         expected = "a list like [\"0-3\", \"4-7\"]" if kind.startswith("list") else kind.split(" |")[0]
+        expected = "a mapping of settings" if kind.startswith("dict") else expected
         raise UsageError(f"{where} has the wrong type ({value!r}); expected {expected}.") from None
 
 
@@ -317,6 +326,12 @@ def validate(config: ServerConfig) -> None:
         raise UsageError("tls_cert and tls_key go together: give both (or neither).")
     if config.evaluator is not None and ":" not in config.evaluator:
         raise UsageError(f"evaluator '{config.evaluator}' must be MODULE:FUNCTION.")
+    if config.executor not in ("docker", "kubernetes"):
+        raise UsageError(f"executor must be docker or kubernetes, not '{config.executor}'.")
+    if config.executor == "kubernetes":
+        from contestkit.server.executors.kubernetes import KubernetesSettings
+
+        KubernetesSettings.from_mapping(config.kubernetes or {}, f"{config.config_path} 'kubernetes'")
 
 
 def read_levels(path: Path) -> list[LevelSpec]:

@@ -152,6 +152,7 @@ class Scheduler:
         self._wake.set()
         with self._controls_lock:
             controls = list(self._controls.values())
+        self.executor.release()  # runs that outlive the server (Kubernetes Jobs) are adopted at the next start
         for control in controls:
             control.stop(StopReason.SHUTDOWN)
         deadline = time.monotonic() + timeout
@@ -357,13 +358,12 @@ class Scheduler:
 
 
 def _write_reward_curve(task: LevelTask) -> None:
-    """reward-curve.svg beside the level's monitor.csv, as `contestkit eval` writes it (best effort)."""
-    from contestkit import results
-    from contestkit.curves import write_reward_svg
+    """reward-curve.svg beside the level's monitor.csv, as `contestkit eval` draws it, whatever the
+    executor (best effort)."""
+    from contestkit.curves import write_level_curve
 
     try:
-        rewards = [reward for reward, _, _ in results.read_monitor(task.results_dir / results.MONITOR)]
-        write_reward_svg(rewards, task.results_dir / results.REWARD_CURVE, title=f"{task.run.game} {task.run.state}")
+        write_level_curve(task.results_dir)
     except Exception:  # noqa: BLE001 - a picture must not fail the level
         log.exception("could not draw the reward curve of %s", task.results_dir)
 

@@ -127,6 +127,13 @@ class Executor(ABC):
         """Level-runs the engine is running now, whoever started them (for reconciling)."""
         return []
 
+    def release(self) -> None:
+        """The server is stopping: let go of runs that outlive it, so the next start adopts them.
+
+        Nothing by default: an engine whose runs end with the server is simply stopped.
+        """
+        return None
+
     def discard(self, run: RunningLevel) -> None:
         """Stop and remove a level-run the scheduler no longer wants (its job is over or unknown).
 
@@ -136,10 +143,15 @@ class Executor(ABC):
 
 
 def load_executor(config: ServerConfig) -> Executor:
-    """The executor server.yaml configures: ``evaluator: MODULE:FUNCTION``, or Docker by default."""
+    """The executor server.yaml configures: ``executor: kubernetes``, ``evaluator: MODULE:FUNCTION``, or Docker."""
     from contestkit.server.executors.docker import DockerExecutor
     from contestkit.server.executors.function import FunctionExecutor, load_level_function
     from contestkit.server.executors.pull import RegistryAccount
+
+    if config.executor == "kubernetes":
+        from contestkit.server.executors.kubernetes import executor_from_config
+
+        return executor_from_config(config)
 
     account = (
         RegistryAccount(config.evaluator_username, config.evaluator_registry_password) if config.pull_images else None

@@ -1,0 +1,174 @@
+"""Every Kubernetes object contestkit renders, validated against the official OpenAPI schemas.
+
+``kubernetes-validate`` ships the schemas of each Kubernetes release; the objects are checked in
+strict mode (unknown fields refused) for 1.30, the oldest release the executor supports, and for the
+newest the package knows. No API server is involved: none can run here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from contestkit.levelrun import LevelRunSpec
+from contestkit.server import manifests
+from contestkit.server.executors import kubernetes as kx
+
+VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
+IMAGE = "registry.example.org:5000/team-rocket/agent@sha256:" + "b" * 64
+
+
+def _spec(tmp_path: Path, **changes: object) -> LevelRunSpec:
+    spec = LevelRunSpec(game="Airstriker-Genesis", state="Level1", seed=3, image=IMAGE)
+    return dataclasses.replace(spec, **changes)
+
+
+def _settings(**changes: object) -> kx.KubernetesSettings:
+    return kx.KubernetesSettings.from_mapping(
+        {"remote_env_image": "registry.example.org:5000/ck/remote-env:1", **changes}
+    )
+
+
+IDENTITY = kx.LevelIdentity(job_id=4448, attempt=2, index=4, team="Team Rocket!")
+
+JOB_VARIANTS = {
+    "contest defaults": ({}, {}),
+    "gpu agent": (
+        {"gpus": True},
+        {"node_selector": {"nvidia.com/gpu.present": "true"},
+         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
+    ),
+    "gpu count from settings": ({}, {"gpus": 2}),
+    "recording, own cpu and memory, env vars": (
+        {"record": True, "cpus": 4.0, "memory": "16g", "env_vars": {"OMP_NUM_THREADS": "4"}}, {}
+    ),
+    "non-root, pull secrets, priority": (
+        {}, {"agent_run_as_user": 1000, "env_run_as_user": 1000, "image_pull_secrets": ["a", "b"],
+             "priority_class": "contest-level-runs", "ttl_seconds_after_finished": 3600}
+    ),
+    "no seed": ({"seed": None}, {"image_pull_secrets": []}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("variant", sorted(JOB_VARIANTS))
+def test_every_job_variant_validates(tmp_path: Path, variant: str, version: str) -> None:
+    spec_changes, settings_changes = JOB_VARIANTS[variant]
+    job = kx.render_level_job(
+        _spec(tmp_path, **spec_changes), IDENTITY, _settings(**settings_changes), grace_seconds=120
+    )
+    kubernetes_validate.validate(job, version, strict=True)
+
+
+def test_the_validator_refuses_what_an_api_server_would(tmp_path: Path) -> None:
+    job = kx.render_level_job(_spec(tmp_path), IDENTITY, _settings(), grace_seconds=120)
+    job["spec"]["template"]["spec"]["restartPolicyy"] = "Never"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(job, "1.30.0", strict=True)
+
+
+def test_the_job_is_shaped_as_the_contest_needs(tmp_path: Path) -> None:
+    settings = _settings()
+    job = kx.render_level_job(_spec(tmp_path), IDENTITY, settings, grace_seconds=120)
+    pod = job["spec"]["template"]["spec"]
+    env, agent = pod["containers"]
+    assert job["metadata"]["name"] == "ck-j4448-a2-l4"
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert labels[kx.LABEL_JOB] == "4448" and labels[kx.LABEL_ATTEMPT] == "2" and labels[kx.LABEL_LEVEL] == "4"
+    assert labels[kx.LABEL_TEAM] == "Team-Rocket"
+    assert job["spec"]["template"]["metadata"]["annotations"] == {kx.SAFE_TO_EVICT: "false"}
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    assert pod["activeDeadlineSeconds"] == 43_320  # budget + grace, per pod: a re-run gets a whole budget
+    assert job["spec"]["activeDeadlineSeconds"] == 43_320 * 3
+    assert job["spec"]["backoffLimit"] == 0
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    assert {r["onExitCodes"]["containerName"] for r in rules[1:]} == {"agent", "remote-env"}
+    assert all(r["action"] == "FailJob" for r in rules[1:])
+    bridge = next(v for v in pod["volumes"] if v["name"] == "bridge")
+    assert bridge["emptyDir"] == {"medium": "Memory", "sizeLimit": "64Mi"}
+    for container in (env, agent):
+        assert {"name": "bridge", "mountPath": "/root/compo/tmp"} in container["volumeMounts"]
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert agent["image"] == IMAGE
+    assert agent["resources"]["limits"] == {"cpu": "6000m", "memory": "56Gi"}
+    # The pod requests the contest machine's 6 cores in all: the env's share comes out of the agent's.
+    total = sum(int(c["resources"]["requests"]["cpu"].rstrip("m")) for c in (env, agent))
+    assert total == 6000
+    assert env["command"] == ["python", "-m", "contestkit.structured_log"]
+    assert env["args"][:2] == ["--game", "Airstriker-Genesis"] and "--results-dir" in env["args"]
+
+
+def test_the_network_policy_covers_every_level_run_pod(tmp_path: Path) -> None:
+    settings = _settings()
+    policy = kx.render_network_policy(settings)
+    job = kx.render_level_job(_spec(tmp_path), IDENTITY, settings, grace_seconds=120)
+    selected = policy["spec"]["podSelector"]["matchLabels"]
+    assert selected.items() <= job["spec"]["template"]["metadata"]["labels"].items()
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in policy["spec"] and "egress" not in policy["spec"]  # no rule: nothing allowed
+    for version in VERSIONS:
+        kubernetes_validate.validate(policy, version, strict=True)
+
+
+def _options() -> manifests.DeploymentOptions:
+    return manifests.DeploymentOptions(
+        registry="registry.example.org:5000", levels_csv="game,state\nAirstriker-Genesis,Level1\n",
+        storage_class="fast-ssd", postgres_password="not-a-real-password",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_server_manifests_validate(version: str) -> None:
+    documents = manifests.render_manifests(_options())
+    kinds = [d["kind"] for d in documents]
+    for kind in ("Namespace", "ServiceAccount", "Role", "RoleBinding", "NetworkPolicy", "Secret", "ConfigMap",
+                 "PersistentVolumeClaim", "Deployment", "StatefulSet", "Service"):  # fmt: skip
+        assert kind in kinds, kind
+    for document in documents:
+        kubernetes_validate.validate(document, version, strict=True)
+
+
+def test_the_role_grants_exactly_what_the_executor_calls() -> None:
+    """Each ClusterApi call needs its verb on its resource (and the Role grants nothing cluster-wide)."""
+    calls = {
+        ("batch", "jobs"): {"create", "get", "list", "delete"},
+        ("", "pods"): {"get", "list"},
+        ("", "pods/log"): {"get"},
+        ("networking.k8s.io", "networkpolicies"): {"get", "create"},
+    }
+    granted = {(g, r): set(rule["verbs"]) for rule in manifests.ROLE_RULES for g in rule["apiGroups"]
+               for r in rule["resources"]}  # fmt: skip
+    assert set(granted) == set(calls)
+    for key, verbs in calls.items():
+        assert verbs <= granted[key], key
+    role = next(d for d in manifests.render_manifests(_options()) if d["kind"] == "Role")
+    assert role["metadata"]["namespace"] == "contestkit"
+
+
+def test_the_server_settings_in_the_config_map_are_valid() -> None:
+    config = next(d for d in manifests.render_manifests(_options()) if d["kind"] == "ConfigMap")
+    extra = yaml.safe_load(config["data"]["server-extra.yaml"])
+    assert extra["executor"] == "kubernetes"
+    settings = kx.KubernetesSettings.from_mapping(extra["kubernetes"])
+    assert settings.namespace == "contestkit" and settings.image_pull_secrets == ["contest-registry"]
+    secret = next(d for d in manifests.render_manifests(_options()) if d["kind"] == "Secret")
+    assert secret["stringData"]["url"].startswith("postgresql+psycopg://contestkit:not-a-real-password@")
+
+
+def test_manifests_command_prints_a_yaml_stream(cli, tmp_path: Path) -> None:
+    levels = tmp_path / "levels.csv"
+    levels.write_text("\ufeffgame,state\nAirstriker-Genesis,Level1\n", encoding="utf-8")
+    done = cli("server", "manifests", "--registry", "registry.example.org:5000", "--levels", str(levels),
+               "--namespace", "contest-2018")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    documents = list(yaml.safe_load_all(done.stdout))
+    assert {d["metadata"].get("namespace", d["metadata"]["name"]) for d in documents} == {"contest-2018"}
+    for document in documents:
+        kubernetes_validate.validate(document, "1.30.0", strict=True)
+    missing = cli("server", "manifests", "--registry", "r:5000", "--levels", str(tmp_path / "nope.csv"))
+    assert missing.returncode == 2 and "Cannot read the level list" in missing.stderr

@@ -1,0 +1,115 @@
+"""The server's own scheduler and queue running a job through the Kubernetes executor (FAKE cluster).
+
+The scheduler, the queue and the database are the server's real ones (``offline_contest``: SQLite,
+one team, two levels); the cluster is the in-process FAKE of the Kubernetes API from conftest.py (no
+API server can run here).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from contestkit import results
+from contestkit.server import operations
+from contestkit.server.executors import kubernetes as kx
+from contestkit.server.scheduling import Scheduler
+
+DIGEST = "sha256:" + "c" * 64
+
+
+def _wait(predicate: Any, what: str, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _job(contest: Any, job_id: int) -> dict[str, Any]:
+    # Not contest.job(): tests/server/conftest.py's OfflineContest.job still imports the removed server.jobs.
+    from contestkit.server.documents import job_document
+
+    with contest.database.session() as db:
+        return job_document(operations.get_job(db, contest.team_id, job_id))
+
+
+def _job_status(contest: Any, job_id: int) -> str:
+    return _job(contest, job_id)["status"]
+
+
+def _run_pod_to_the_end(cluster: Any, job: str, env_lines: Any, reward: float) -> None:
+    pod = cluster.pod_of(job)
+    if "containerStatuses" not in cluster.pods[pod]["status"]:
+        cluster.start(pod)
+    lines, _ = env_lines(end_reason="timestep-budget", rewards=[reward], timesteps=1000)
+    cluster.print(pod, kx.ENV_CONTAINER, *lines)
+    cluster.end(pod, kx.ENV_CONTAINER, 0)
+    cluster.end(pod, kx.AGENT_CONTAINER, 0)
+
+
+def test_one_job_per_level_and_results_in_the_data_dir(offline_contest, cluster, settings, env_lines) -> None:
+    api = kx.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)
+    executor = kx.KubernetesExecutor(settings, api=api, grace_seconds=5.0)
+    scheduler = Scheduler(offline_contest.database, offline_contest.config, executor, poll_seconds=0.05)
+    scheduler.start()
+    try:
+        job_id = operations.start_job(
+            offline_contest.database, offline_contest.config, offline_contest.team_id, "v1", DIGEST
+        ).id
+        scheduler.wake()
+        for index, reward in ((0, 10.0), (1, 20.0)):
+            name = _wait(lambda i=index: f"ck-j{job_id}-a1-l{i}" in cluster.jobs and f"ck-j{job_id}-a1-l{i}", "a Job")
+            assert cluster.jobs[name]["spec"]["template"]["spec"]["containers"][1]["image"].endswith("@" + DIGEST)
+            _run_pod_to_the_end(cluster, name, env_lines, reward)
+        _wait(lambda: _job_status(offline_contest, job_id) == "finished", "the job to finish")
+    finally:
+        scheduler.stop(timeout=10)
+    document = _job(offline_contest, job_id)
+    assert document["score"] == pytest.approx(15.0)
+    level_dir = offline_contest.config.jobs_dir / str(job_id) / "attempt-1" / "00-Fake-Level1"
+    for name in (results.MONITOR, results.LOG, results.SUMMARY, results.REWARD_CURVE, results.AGENT_STDOUT):
+        assert (level_dir / name).is_file(), name
+    assert len(cluster.created) == 2 and not cluster.jobs, "one Job per level, deleted once its results were in"
+
+
+def test_a_restarted_server_adopts_instead_of_running_twice(offline_contest, cluster, settings, env_lines) -> None:
+    api = kx.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)
+    first = kx.KubernetesExecutor(settings, api=api, grace_seconds=5.0)
+    scheduler = Scheduler(offline_contest.database, offline_contest.config, first, poll_seconds=0.05)
+    scheduler.start()
+    job_id = operations.start_job(
+        offline_contest.database, offline_contest.config, offline_contest.team_id, "v1", DIGEST
+    ).id
+    scheduler.wake()
+    name = _wait(lambda: f"ck-j{job_id}-a1-l0" in cluster.jobs and f"ck-j{job_id}-a1-l0", "the first Job")
+    cluster.start(cluster.pod_of(name))
+    scheduler.stop(timeout=10)  # a graceful stop: the scheduler lets go of the runs (Executor.release)
+    assert name in cluster.jobs, "a server that stops leaves its Jobs running"
+
+    second = kx.KubernetesExecutor(settings, api=api, grace_seconds=5.0)
+    scheduler = Scheduler(offline_contest.database, offline_contest.config, second, poll_seconds=0.05)
+    scheduler.start()
+    try:
+        _run_pod_to_the_end(cluster, name, env_lines, 4.0)
+        name1 = _wait(lambda: f"ck-j{job_id}-a1-l1" in cluster.jobs and f"ck-j{job_id}-a1-l1", "the second Job")
+        _run_pod_to_the_end(cluster, name1, env_lines, 6.0)
+        _wait(lambda: _job_status(offline_contest, job_id) == "finished", "the job to finish")
+    finally:
+        scheduler.stop(timeout=10)
+    assert _job(offline_contest, job_id)["score"] == pytest.approx(5.0)
+    assert [job["metadata"]["name"] for job in cluster.created] == [name, name1], "adopted, not run twice"
+
+
+def test_reconcile_deletes_jobs_of_jobs_that_are_over(offline_contest, cluster, settings, make_task) -> None:
+    api = kx.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)
+    executor = kx.KubernetesExecutor(settings, api=api, grace_seconds=5.0)
+    # A Job left in the cluster for job 41, which this server does not run (cancelled while it was down).
+    executor.start(make_task(job_id=41))
+    scheduler = Scheduler(offline_contest.database, offline_contest.config, executor, poll_seconds=0.05)
+    assert scheduler.reconcile() == [41]
+    assert not cluster.jobs and cluster.deletions[0][:2] == ("ck-j41-a1-l0", "Foreground")
