@@ -32,7 +32,7 @@ from sqlalchemy import select
 
 from contestkit import __version__
 from contestkit.errors import ContestkitError
-from contestkit.server import auth, operations, registry_api, registry_auth
+from contestkit.server import admin_api, auth, operations, registry_api, registry_auth
 from contestkit.server.config import ServerConfig, load_config
 from contestkit.server.db import AuthToken, Database, Team, now
 from contestkit.server.documents import job_document
@@ -219,6 +219,7 @@ def _token_from(request: Request) -> str | None:
     return request.cookies.get(auth.SESSION_COOKIE)
 
 
+_DISABLED = "Your team is disabled by the organisers; ask them to enable it again."
 _NOT_LOGGED_IN = "Not logged in: run `contestkit login` (scripts: send Authorization: Bearer <token>)."
 
 
@@ -289,6 +290,8 @@ def create_app(
                     row.last_used_at = stamp
                 team = db.get(Team, row.team_id)
                 assert team is not None
+                if team.disabled:
+                    raise Forbidden(_DISABLED)
                 return Caller(team_id=team.id, team_name=team.name, token_id=row.id, kind=row.kind)
         what = "session" if kind == "session" else "API token"
         raise NotLoggedIn(f"Your {what} expired: run `contestkit login` again.")
@@ -311,6 +314,8 @@ def create_app(
                 throttle.failed(email)
                 raise WrongCredentials("Wrong email or password; check both, or ask the organisers to reset it.")
             throttle.succeeded(email)
+            if team.disabled:
+                raise Forbidden(_DISABLED)
             if auth.needs_rehash(team.password_hash):
                 team.password_hash = auth.hash_password(body.password)
             token = auth.new_secret()
@@ -353,6 +358,8 @@ def create_app(
                 if not auth.verify_password(team.password_hash if team else None, body.password or "") or not team:
                     throttle.failed(email)
                     raise WrongCredentials("Wrong email or password; check both, or ask the organisers to reset it.")
+                if team.disabled:
+                    raise Forbidden(_DISABLED)
                 team_id = team.id
         else:
             team_id = caller(request).team_id
@@ -409,6 +416,7 @@ def create_app(
             )
 
     app.include_router(registry_api.router(realm, caller))
+    app.include_router(admin_api.router(database, config, caller, scheduler))
 
     # -- jobs --
 

@@ -92,6 +92,12 @@ class ServerConfig:
     max_resumes: int = 2
     budget_grace_seconds: float = 120.0
     cookie_secure: bool = False
+    # Team emails whose accounts may open the host pages (/host): teams, queue, running levels, failures.
+    admins: list[str] = field(default_factory=list)
+    # The contest's phases, ranking and freeze (see ``server.phases``); empty: one open leaderboard phase.
+    phases: dict[str, Any] = field(default_factory=dict)
+    ranking: str = "latest"
+    freeze_at: str | None = None
     data_dir: Path = field(default=Path("."), repr=False)
 
     # -- derived -------------------------------------------------------------------------------
@@ -256,6 +262,10 @@ def _coerce(path: Path, line: int | None, key: str, value: Any, type_name: Any) 
             return None
         raise UsageError(f"{where} must not be empty.")
     try:
+        if kind.startswith("dict"):
+            if not isinstance(value, dict):
+                raise ValueError
+            return value
         if kind.startswith("list"):
             if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
                 raise ValueError
@@ -275,6 +285,8 @@ def _coerce(path: Path, line: int | None, key: str, value: Any, type_name: Any) 
         return str(value)
     except (TypeError, ValueError):
         expected = "a list like [\"0-3\", \"4-7\"]" if kind.startswith("list") else kind.split(" |")[0]
+        if kind.startswith("dict"):
+            expected = "a mapping of settings"
         raise UsageError(f"{where} has the wrong type ({value!r}); expected {expected}.") from None
 
 
@@ -311,6 +323,9 @@ def validate(config: ServerConfig) -> None:
         raise UsageError("tls_cert and tls_key go together: give both (or neither).")
     if config.evaluator is not None and ":" not in config.evaluator:
         raise UsageError(f"evaluator '{config.evaluator}' must be MODULE:FUNCTION.")
+    from contestkit.server import phases  # it reads this module's types
+
+    phases.contest_plan(config)  # phases, ranking and freeze: refused here rather than at the first submit
 
 
 def read_levels(path: Path) -> list[LevelSpec]:
