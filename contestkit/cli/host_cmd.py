@@ -266,6 +266,20 @@ def actions(
     console.print(table)
 
 
+@server_app.command("close")
+def close(data_dir: Path = _DATA_DIR, json_out: bool = _JSON) -> None:
+    """Close submissions now (the leaderboard phase ends; queued and running jobs still finish)."""
+    from contestkit.server import hosting
+    from contestkit.server.db import now
+
+    with _contest(data_dir) as (config, db):
+        closed = hosting.close_submissions(db, config, _actor(), now())
+    if json_out:
+        print_json({"closed": closed})
+    else:
+        console.print(f"[green]Submissions closed[/] at {_when(closed)}.")
+
+
 def register(_app: typer.Typer) -> None:
     """Called by ``contestkit.cli``: the host's groups join ``contestkit server``."""
     server_app.add_typer(teams_app, name="teams")

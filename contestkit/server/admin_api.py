@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from contestkit.server import hosting
 from contestkit.server.config import ServerConfig
-from contestkit.server.db import Database, Team
+from contestkit.server.db import Database, Team, now
 from contestkit.server.errors import Forbidden
 
 _NOT_HOST = "This is the host's API: your account is not one of the contest's admins (`admins` in server.yaml)."
@@ -110,6 +110,12 @@ def router(database: Database, config: ServerConfig, caller: Callable[[Request],
             hosting.rerun_level(db, actor, job_id, body.level)
         scheduler.wake()
         return {"ok": True, "detail": f"a level of job {job_id} queued again"}
+
+    @api.post("/close")
+    def close(actor: str = Depends(admin)) -> dict[str, Any]:
+        """Close submissions now; returns when they closed (an earlier close stands)."""
+        with database.session() as db:
+            return {"closed": hosting.close_submissions(db, config, actor, now())}
 
     @api.get("/actions")
     def actions(limit: int = 100, actor: str = Depends(admin)) -> list[dict[str, Any]]:

@@ -255,3 +255,17 @@ def rerun_level(db: Session, actor: str, job_id: int, level: str) -> None:
     job.status, job.score, job.error, job.finished_at = QUEUED, None, None, None
     job.queued_at, job.runner, job.heartbeat_at, job.cancel_requested, job.resumes = now(), None, None, 0, 0
     record(db, actor, HostAction.JOB_RERUN_LEVEL, f"job {job_id}", worker.task)
+
+
+# -- the contest ----------------------------------------------------------------------------------
+
+
+def close_submissions(db: Session, config: ServerConfig, actor: str, at: float) -> float:
+    """Close the submission window now (a phase without ``closes`` stays open until this); returns when
+    it closed (an earlier close, by the host or by the configured time, stands)."""
+    earlier = phases.closed_at(db, config, at)
+    if earlier is not None:
+        return earlier
+    phases.set_state(db, phases.StateKey.CLOSED, at, actor)
+    record(db, actor, HostAction.CONTEST_CLOSE, "submissions", phases.format_time(at))
+    return at
