@@ -280,7 +280,101 @@ def close(data_dir: Path = _DATA_DIR, json_out: bool = _JSON) -> None:
         console.print(f"[green]Submissions closed[/] at {_when(closed)}.")
 
 
-def register(_app: typer.Typer) -> None:
-    """Called by ``contestkit.cli``: the host's groups join ``contestkit server``."""
+# -- the final --
+
+final_app = typer.Typer(help="The hidden final: `final start|status|publish`.", no_args_is_help=True)
+
+
+def _print_final(document: dict[str, Any]) -> None:
+    started = _when(document.get("started")) or "not started"
+    published = _when(document.get("published")) or "not published"
+    console.print(f"Final: started {started}; {published}; levels: {escape(', '.join(document['levels']))}.")
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(document["jobs"].items())) or "no final job yet"
+    console.print(f"Final jobs: {counts}.")
+    table = Table("#", "team", "score", "final job", "submission")
+    for row in document["ranking"]:
+        table.add_row(
+            str(row["rank"]), escape(row["name"]), f"{row['score']:.2f}", str(row["job"]), str(row["submission"])
+        )
+    if document["ranking"]:
+        console.print(table)
+
+
+@final_app.command("start")
+def final_start(data_dir: Path = _DATA_DIR, json_out: bool = _JSON) -> None:
+    """Queue each team's selected submission on the final levels; run again after a crash (no team twice)."""
+    _needs_server_extra()
+    from contestkit.server import final
+    from contestkit.server.config import load_config
+    from contestkit.server.db import Database, now
+    from contestkit.server.migrations import migrate
+
+    config = load_config(data_dir)
+    database = Database(config.database())
+    try:
+        migrate(database)
+        document = final.start(database, config, _actor(), now())
+    finally:
+        database.dispose()
+    if json_out:
+        print_json(document)
+    else:
+        _print_final(document)
+
+
+@final_app.command("status")
+def final_status(data_dir: Path = _DATA_DIR, json_out: bool = _JSON) -> None:
+    """The final's progress and its ranking so far (the host's eyes only until publish)."""
+    from contestkit.server import final
+
+    with _contest(data_dir) as (config, db):
+        document = final.status(db, config)
+    if json_out:
+        print_json(document)
+    else:
+        _print_final(document)
+
+
+@final_app.command("publish")
+def final_publish(data_dir: Path = _DATA_DIR, json_out: bool = _JSON) -> None:
+    """Make the final ranking public (GET /rest/leaderboard/final), once every final job ended."""
+    _needs_server_extra()
+    from contestkit.server import final
+    from contestkit.server.config import load_config
+    from contestkit.server.db import Database, now
+    from contestkit.server.migrations import migrate
+
+    config = load_config(data_dir)
+    database = Database(config.database())
+    try:
+        migrate(database)
+        published = final.publish(database, config, _actor(), now())
+    finally:
+        database.dispose()
+    if json_out:
+        print_json({"published": published})
+    else:
+        console.print(f"[green]Final results published[/] at {_when(published)}.")
+
+
+def select(
+    job_id: int = typer.Argument(..., help="Your finished job whose image the final evaluates."),
+    json_out: bool = _JSON,
+) -> None:
+    """Choose the submission the hidden final evaluates (before the close, when the host lets teams choose)."""
+    from contestkit.api_client import ContestClient
+    from contestkit.credentials import load_login
+
+    answer = ContestClient.from_login(load_login()).select(job_id)
+    if json_out:
+        print_json(answer)
+    else:
+        console.print(f"[green]Job {job_id} is your submission for the final[/].")
+
+
+def register(app: typer.Typer) -> None:
+    """Called by ``contestkit.cli``: the host's groups join ``contestkit server``; ``select`` is a team's."""
     server_app.add_typer(teams_app, name="teams")
     server_app.add_typer(jobs_app, name="jobs")
+    server_app.add_typer(final_app, name="final")
+    app.command("select")(select)

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from contestkit.server import hosting
+from contestkit.server import final, hosting
 from contestkit.server.config import ServerConfig
 from contestkit.server.db import Database, Team, now
 from contestkit.server.errors import Forbidden
@@ -116,6 +116,24 @@ def router(database: Database, config: ServerConfig, caller: Callable[[Request],
         """Close submissions now; returns when they closed (an earlier close stands)."""
         with database.session() as db:
             return {"closed": hosting.close_submissions(db, config, actor, now())}
+
+    @api.post("/final/start")
+    def final_start(actor: str = Depends(admin)) -> dict[str, Any]:
+        """Queue each team's selected submission on the hidden final levels (again: only teams missing)."""
+        document = final.start(database, config, actor, now())
+        scheduler.wake()
+        return document
+
+    @api.get("/final")
+    def final_status(actor: str = Depends(admin)) -> dict[str, Any]:
+        """The final's progress and ranking (with the hidden levels: the host's eyes only)."""
+        with database.session() as db:
+            return final.status(db, config)
+
+    @api.post("/final/publish")
+    def final_publish(actor: str = Depends(admin)) -> dict[str, Any]:
+        """Make the final ranking public at /rest/leaderboard/final."""
+        return {"published": final.publish(database, config, actor, now())}
 
     @api.get("/actions")
     def actions(limit: int = 100, actor: str = Depends(admin)) -> list[dict[str, Any]]:

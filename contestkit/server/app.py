@@ -32,7 +32,7 @@ from sqlalchemy import select
 
 from contestkit import __version__
 from contestkit.errors import ContestkitError
-from contestkit.server import admin_api, auth, operations, registry_api, registry_auth
+from contestkit.server import admin_api, auth, final, operations, registry_api, registry_auth
 from contestkit.server.config import ServerConfig, load_config
 from contestkit.server.db import AuthToken, Database, Team, now
 from contestkit.server.documents import job_document
@@ -417,6 +417,7 @@ def create_app(
 
     app.include_router(registry_api.router(realm, caller))
     app.include_router(admin_api.router(database, config, caller, scheduler))
+    app.include_router(final.router(database, config, caller))
 
     # -- jobs --
 

@@ -243,4 +243,3 @@ def test_the_admin_api_lists_and_controls_every_team_and_records_who(contest):
         (ADMIN, "team.enable"),
         (ADMIN, "team.disable"),
     ]
-
