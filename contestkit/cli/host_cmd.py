@@ -8,8 +8,10 @@ each is recorded as done by ``cli:<unix user>``.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -355,6 +357,30 @@ def final_publish(data_dir: Path = _DATA_DIR, json_out: bool = _JSON) -> None:
         print_json({"published": published})
     else:
         console.print(f"[green]Final results published[/] at {_when(published)}.")
+
+
+class ExportFormat(str, Enum):
+    CSV = "csv"
+    JSON = "json"
+
+
+@server_app.command("export")
+def export(
+    fmt: ExportFormat = typer.Option(ExportFormat.CSV, "--format", help="csv or json."),
+    final_board: bool = typer.Option(False, "--final", help="The final's ranking instead of the leaderboard."),
+    output: Path = typer.Option(None, "--output", "-o", help="Write to this file (default: stdout)."),
+    data_dir: Path = _DATA_DIR,
+) -> None:
+    """Export the live leaderboard (or --final ranking) with every level's score, baselines marked."""
+    from contestkit.server import leaderboards
+
+    with _contest(data_dir) as (config, db):
+        text = leaderboards.export(db, config, fmt=fmt.value, final=final_board)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        console.print(f"[green]Exported[/] to {output}.", soft_wrap=True)
 
 
 def select(

@@ -32,7 +32,7 @@ from sqlalchemy import select
 
 from contestkit import __version__
 from contestkit.errors import ContestkitError
-from contestkit.server import admin_api, auth, final, operations, registry_api, registry_auth
+from contestkit.server import admin_api, auth, final, leaderboards, operations, registry_api, registry_auth
 from contestkit.server.config import ServerConfig, load_config
 from contestkit.server.db import AuthToken, Database, Team, now
 from contestkit.server.documents import job_document
@@ -119,11 +119,16 @@ class LeaderboardRow(BaseModel):
     score: float
     job: int | None = None
     finished: float | None = None
+    submitted: float | None = Field(default=None, description="when the job was submitted (ties: earlier first)")
+    baseline: bool | None = Field(default=None, description="true: the host's baseline, not a team")
 
 
 class LeaderboardResponse(BaseModel):
     leaderboard: list[LeaderboardRow]
     start: int = 1
+    ranking: str | None = Field(default=None, description="latest or best: which finished job of a team counts")
+    level: str | None = Field(default=None, description="GAME/STATE when this is one level's view")
+    frozen: float | None = Field(default=None, description="frozen at this UNIX time: later jobs do not count")
 
 
 class TokenRequest(BaseModel):
@@ -482,10 +487,11 @@ def create_app(
     @app.get(
         "/rest/leaderboard", response_model=LeaderboardResponse, response_model_exclude_none=True, tags=["contest"]
     )
-    def board() -> dict[str, Any]:
-        """Each team's latest finished job, best first. Public, as in 2018."""
+    def board(level: str | None = None) -> dict[str, Any]:
+        """Each team's latest (or best) finished job, best first; ``level=GAME/STATE``: that level's view.
+        Public, as in 2018; frozen from ``freeze_at`` on."""
         with database.session() as db:
-            return {"leaderboard": operations.leaderboard(db), "start": 1}
+            return leaderboards.public_board(db, config, level=level)
 
     @app.get("/rest/health", tags=["contest"])
     def health() -> dict[str, Any]:

@@ -98,6 +98,8 @@ class ServerConfig:
     phases: dict[str, Any] = field(default_factory=dict)
     ranking: str = "latest"
     freeze_at: str | None = None
+    # Team emails whose entries are the host's baselines: shown on the leaderboards, marked as such.
+    baselines: list[str] = field(default_factory=list)
     data_dir: Path = field(default=Path("."), repr=False)
 
     # -- derived -------------------------------------------------------------------------------

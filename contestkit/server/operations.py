@@ -21,7 +21,6 @@ from contestkit.server.config import ServerConfig
 from contestkit.server.db import (
     ACTIVE,
     CANCELLED,
-    FINISHED,
     PENDING,
     QUEUED,
     RUNNING,
@@ -32,7 +31,6 @@ from contestkit.server.db import (
     Worker,
     now,
 )
-from contestkit.server.documents import leaderboard_row
 from contestkit.server.errors import Conflict, Forbidden, Invalid, NotFound
 
 DEFAULT_REPOSITORY = "agent"
@@ -275,17 +273,13 @@ def requeue(db: Session, config: ServerConfig, job_id: int, team_id: int, levels
         raise _busy(active) if active else Conflict("Your team already has an active job.") from None
 
 
-def leaderboard(db: Session) -> list[dict[str, Any]]:
-    """Each team's latest finished job, best score first (ties: whoever finished first)."""
-    rows = db.execute(
-        select(Team.name, Job.id, Job.score, Job.finished_at)
-        .join(Job, Job.team_id == Team.id)
-        .where(Job.status == FINISHED, Job.score.is_not(None), Job.phase == phases.PhaseKind.LEADERBOARD.value)
-        .where(Team.removed_at.is_(None))
-        # Latest = finished last: a restarted job that finished after a newer one is the latest.
-        .order_by(Team.id, Job.finished_at.desc().nulls_last(), Job.id.desc())
-    ).all()
-    latest: dict[str, Any] = {}
-    for name, job_id, score, finished in rows:
-        latest.setdefault(name, leaderboard_row(name, job_id, score, finished))
-    return sorted(latest.values(), key=lambda row: (-row["score"], row["finished"] or 0.0))
+def leaderboard(db: Session, config: ServerConfig | None = None) -> list[dict[str, Any]]:
+    """The public leaderboard's rows (``leaderboards`` has the rules: ranking, ties, freeze, baselines)."""
+    from contestkit.server import leaderboards
+
+    if config is None:  # the 2018 rules: each team's latest finished job, nothing frozen
+        return [
+            {k: v for k, v in row.items() if k != "levels"}
+            for row in leaderboards.ranked(db, phases.Ranking.LATEST, set())
+        ]
+    return leaderboards.public_board(db, config)["leaderboard"]
