@@ -163,7 +163,7 @@ def status(db: Session, config: ServerConfig) -> dict[str, Any]:
     return {
         "started": phases.state_at(db, phases.StateKey.FINAL_STARTED),
         "published": phases.state_at(db, phases.StateKey.FINAL_PUBLISHED),
-        "closed": phases.state_at(db, phases.StateKey.CLOSED) or phases.contest_plan(config).leaderboard.closes,
+        "closed": phases.closed_at(db, config, now()),
         "levels": [lv.task for lv in phases.levels_of(config, phases.PhaseKind.FINAL)],
         "jobs": counts,
         "teams_with_final_job": len(jobs),
