@@ -119,7 +119,6 @@ class LeaderboardRow(BaseModel):
     score: float
     job: int | None = None
     finished: float | None = None
-    submitted: float | None = Field(default=None, description="when the job was submitted (ties: earlier first)")
     baseline: bool | None = Field(default=None, description="true: the host's baseline, not a team")
 
 

@@ -88,6 +88,11 @@ def ranked(
     return result
 
 
+def public_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as the public leaderboard shows it: the 2018 keys (and ``baseline``), not every level's score."""
+    return {k: v for k, v in row.items() if k not in ("levels", "submitted")}
+
+
 def public_board(db: Session, config: ServerConfig, *, level: str | None = None, at: float | None = None) -> dict:
     """``/rest/leaderboard``: frozen from ``freeze_at`` on; ``level``: one leaderboard level's view."""
     plan = phases.contest_plan(config)
@@ -97,7 +102,7 @@ def public_board(db: Session, config: ServerConfig, *, level: str | None = None,
         if level not in known:
             raise NotFound(f"The leaderboard has no level '{level}'; its levels are {', '.join(known)}.")
     cutoff = plan.freeze_at if plan.freeze_at is not None and at >= plan.freeze_at else None
-    board = [{k: v for k, v in row.items() if k != "levels"} for row in rows(db, config, level=level, cutoff=cutoff)]
+    board = [public_row(row) for row in rows(db, config, level=level, cutoff=cutoff)]
     return {
         "leaderboard": board,
         "start": 1,

@@ -278,8 +278,5 @@ def leaderboard(db: Session, config: ServerConfig | None = None) -> list[dict[st
     from contestkit.server import leaderboards
 
     if config is None:  # the 2018 rules: each team's latest finished job, nothing frozen
-        return [
-            {k: v for k, v in row.items() if k != "levels"}
-            for row in leaderboards.ranked(db, phases.Ranking.LATEST, set())
-        ]
+        return [leaderboards.public_row(row) for row in leaderboards.ranked(db, phases.Ranking.LATEST, set())]
     return leaderboards.public_board(db, config)["leaderboard"]
