@@ -203,8 +203,12 @@ class ContestClient:
         path = "/rest/job/restart" if job_id is None else f"/rest/job/restart/{job_id}"
         return self._json("POST", path, "Restarting " + ("your latest job" if job_id is None else f"job {job_id}"))
 
-    def leaderboard(self) -> dict[str, Any]:
-        return self._json("GET", "/rest/leaderboard", "Getting the leaderboard")
+    def select(self, job_id: int) -> dict[str, Any]:
+        return self._json("POST", f"/rest/job/select/{job_id}", "Choosing the submission for the final")
+
+    def leaderboard(self, level: str | None = None) -> dict[str, Any]:
+        params = {"level": level} if level else None
+        return self._json("GET", "/rest/leaderboard", "Getting the leaderboard", params=params)
 
     def create_token(self, name: str | None = None, expires_in_days: float | None = None) -> dict[str, Any]:
         return self._json(

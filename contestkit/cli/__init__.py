@@ -65,6 +65,7 @@ _COMMAND_MODULES = (
     "contestkit.cli.new_cmd",
     "contestkit.cli.contest_cmd",
     "contestkit.cli.server_cmd",
+    "contestkit.cli.host_cmd",
 )
 
 

@@ -779,15 +779,16 @@ def tokens_revoke(
 
 def leaderboard(
     server: str = typer.Option(None, "--server", help="Contest server URL (default: the one you logged in to)."),
+    level: str = typer.Option(None, "--level", help="One level's view: GAME/STATE of the leaderboard's level set."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """The contest's leaderboard: each team's latest finished job, best first."""
+    """The contest's leaderboard: each team's latest (or best) finished job, best first."""
     url = known_server(server)
     if url is None:
         raise UsageError("Which contest server? Pass --server URL or log in first (`contestkit login`).")
     stored = load_login()
     client = ContestClient(url) if stored is None or stored.server != url else ContestClient.from_login(stored)
-    board = client.leaderboard()
+    board = client.leaderboard(level)
     if json_out:
         print_json(board)
         return
@@ -797,7 +798,8 @@ def leaderboard(
         return
     table = Table("#", "Team", "Score", "Job finished", title=f"Leaderboard of {url}")
     for place, row in enumerate(rows, start=int(board.get("start") or 1)):
-        table.add_row(str(place), _t(row.get("name")), _score(row.get("score")), _when(row.get("finished")))
+        name = _t(row.get("name")) + (" (baseline)" if row.get("baseline") else "")
+        table.add_row(str(place), name, _score(row.get("score")), _when(row.get("finished")))
     console.print(table)
 
 

@@ -163,7 +163,7 @@ class NewTeam:
     registry_username: str
 
 
-def _check_text(value: str, what: str, limit: int) -> None:
+def check_text(value: str, what: str, limit: int) -> None:
     """Refuse text the teams table cannot hold: too long, not valid Unicode, or control characters."""
     if not auth.encodable(value) or any(unicodedata.category(ch) == "Cc" for ch in value):
         raise UsageError(f"The team {what} contains characters that cannot be stored; use printable text.")
@@ -193,8 +193,8 @@ def add_team(data_dir: Path, *, name: str, email: str, password: str, namespace:
     email = email.strip().lower()
     if not name:
         raise UsageError(f"The team name must have 1 to {NAME_MAX} characters.")
-    _check_text(name, "name", NAME_MAX)
-    _check_text(email, "email", EMAIL_MAX)
+    check_text(name, "name", NAME_MAX)
+    check_text(email, "email", EMAIL_MAX)
     if not _EMAIL.match(email):
         raise UsageError(f"'{email}' is not an email address.")
     auth.check_password_rules(password)

@@ -33,7 +33,18 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from contestkit import __version__
 from contestkit.errors import ContestkitError
-from contestkit.server import auth, metrics, operations, pages, registry_api, registry_auth, results_api
+from contestkit.server import (
+    admin_api,
+    auth,
+    final,
+    leaderboards,
+    metrics,
+    operations,
+    pages,
+    registry_api,
+    registry_auth,
+    results_api,
+)
 from contestkit.server.config import ServerConfig, load_config
 from contestkit.server.db import AuthToken, Database, Team, now
 from contestkit.server.documents import job_document
@@ -123,11 +134,15 @@ class LeaderboardRow(BaseModel):
     score: float
     job: int | None = None
     finished: float | None = None
+    baseline: bool | None = Field(default=None, description="true: the host's baseline, not a team")
 
 
 class LeaderboardResponse(BaseModel):
     leaderboard: list[LeaderboardRow]
     start: int = 1
+    ranking: str | None = Field(default=None, description="latest or best: which finished job of a team counts")
+    level: str | None = Field(default=None, description="GAME/STATE when this is one level's view")
+    frozen: float | None = Field(default=None, description="frozen at this UNIX time: later jobs do not count")
 
 
 class TokenRequest(BaseModel):
@@ -228,6 +243,7 @@ def _token_from(request: Request) -> str | None:
     return request.cookies.get(auth.SESSION_COOKIE)
 
 
+_DISABLED = "Your team is disabled by the organisers; ask them to enable it again."
 _NOT_LOGGED_IN = "Not logged in: run `contestkit login` (scripts: send Authorization: Bearer <token>)."
 
 
@@ -300,6 +316,8 @@ def create_app(
                     row.last_used_at = stamp
                 team = db.get(Team, row.team_id)
                 assert team is not None
+                if team.disabled:
+                    raise Forbidden(_DISABLED)
                 return Caller(team_id=team.id, team_name=team.name, token_id=row.id, kind=row.kind)
         what = "session" if kind == "session" else "API token"
         raise NotLoggedIn(f"Your {what} expired: run `contestkit login` again.")
@@ -323,6 +341,8 @@ def create_app(
                 metrics.login_failed()
                 raise WrongCredentials("Wrong email or password; check both, or ask the organisers to reset it.")
             throttle.succeeded(email)
+            if team.disabled:
+                raise Forbidden(_DISABLED)
             if auth.needs_rehash(team.password_hash):
                 team.password_hash = auth.hash_password(body.password)
             token = auth.new_secret()
@@ -365,6 +385,8 @@ def create_app(
                 if not auth.verify_password(team.password_hash if team else None, body.password or "") or not team:
                     throttle.failed(email)
                     raise WrongCredentials("Wrong email or password; check both, or ask the organisers to reset it.")
+                if team.disabled:
+                    raise Forbidden(_DISABLED)
                 team_id = team.id
         else:
             team_id = caller(request).team_id
@@ -422,6 +444,8 @@ def create_app(
 
     app.include_router(registry_api.router(realm, caller))
     app.include_router(results_api.router(config, database, caller))
+    app.include_router(admin_api.router(database, config, caller, scheduler))
+    app.include_router(final.router(database, config, caller))
 
     # -- jobs --
 
@@ -486,10 +510,11 @@ def create_app(
     @app.get(
         "/rest/leaderboard", response_model=LeaderboardResponse, response_model_exclude_none=True, tags=["contest"]
     )
-    def board() -> dict[str, Any]:
-        """Each team's latest finished job, best first. Public, as in 2018."""
+    def board(level: str | None = None) -> dict[str, Any]:
+        """Each team's latest (or best) finished job, best first; ``level=GAME/STATE``: that level's view.
+        Public, as in 2018; frozen from ``freeze_at`` on."""
         with database.session() as db:
-            return {"leaderboard": operations.leaderboard(db), "start": 1}
+            return leaderboards.public_board(db, config, level=level)
 
     @app.get("/rest/health", tags=["contest"])
     def health() -> JSONResponse:

@@ -100,6 +100,12 @@ class ServerConfig:
     cookie_secure: bool = False
     # Team emails whose accounts may open the host pages (/host): teams, queue, running levels, failures.
     admins: list[str] = field(default_factory=list)
+    # The contest's phases, ranking and freeze (see ``server.phases``); empty: one open leaderboard phase.
+    phases: dict[str, Any] = field(default_factory=dict)
+    ranking: str = "latest"
+    freeze_at: str | None = None
+    # Team emails whose entries are the host's baselines: shown on the leaderboards, marked as such.
+    baselines: list[str] = field(default_factory=list)
     data_dir: Path = field(default=Path("."), repr=False)
 
     # -- derived -------------------------------------------------------------------------------
@@ -332,6 +338,10 @@ def validate(config: ServerConfig) -> None:
         from contestkit.server.executors.kubernetes import KubernetesSettings
 
         KubernetesSettings.from_mapping(config.kubernetes or {}, f"{config.config_path} 'kubernetes'")
+
+    from contestkit.server import phases  # it reads this module's types
+
+    phases.contest_plan(config)  # phases, ranking and freeze: refused here rather than at the first submit
 
 
 def read_levels(path: Path) -> list[LevelSpec]:

@@ -50,6 +50,11 @@ class Team(Base):
     # registry_auth), so no registry secret is stored; bumping it rotates the password.
     registry_generation: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[float] = mapped_column(Float, default=now)
+    # Host controls (issue 15): a disabled team cannot log in or submit; a removed one is also hidden.
+    disabled: Mapped[int] = mapped_column(Integer, default=0)
+    removed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The leaderboard job the team chose for the final (None: its latest finished one).
+    selected_job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     jobs: Mapped[list[Job]] = relationship(back_populates="team")
 
@@ -96,11 +101,38 @@ class Job(Base):
     # The attempt's seed (level i runs with seed + i): drawn when the attempt first starts, kept
     # when it resumes; None until then (and for jobs of an older server).
     seed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The contest phase the job belongs to (``phases.PhaseKind``); the queue takes higher priority first.
+    phase: Mapped[str] = mapped_column(String(32), default="leaderboard")
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    source_job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     team: Mapped[Team] = relationship(back_populates="jobs")
     workers: Mapped[list[Worker]] = relationship(
         back_populates="job", order_by="Worker.idx", cascade="all, delete-orphan"
     )
+
+
+class AdminAction(Base):
+    """One host action, for the record: who (an admin's email, or ``cli:<user>``) did what to what."""
+
+    __tablename__ = "admin_actions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[float] = mapped_column(Float, default=now)
+    actor: Mapped[str] = mapped_column(String(254))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(254), nullable=True)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ContestState(Base):
+    """A moment the host set: ``closed`` (submissions closed), ``final_published``..."""
+
+    __tablename__ = "contest_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[float] = mapped_column(Float)
+    actor: Mapped[str] = mapped_column(String(254))
 
 
 class Worker(Base):

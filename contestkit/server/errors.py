@@ -50,12 +50,17 @@ class TooManyAttempts(Refused):
         self.retry_after = retry_after
 
 
+class QuotaExceeded(TooManyAttempts):
+    """A submission over the team's quota; ``retry_after`` says when the next one is allowed (if ever)."""
+
+
 __all__ = [
     "Conflict",
     "Forbidden",
     "Invalid",
     "NotFound",
     "NotLoggedIn",
+    "QuotaExceeded",
     "Refused",
     "TooManyAttempts",
     "WrongCredentials",

@@ -139,6 +139,58 @@ def _m003_job_seeds_and_running_means(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE workers ADD COLUMN mean_episode_reward FLOAT"))
 
 
+def _m004_contest_phases(conn: Connection) -> None:
+    """Running a contest from start to finish (issue 15): the host's controls, phases and the final.
+
+    - ``teams.disabled`` (a disabled team cannot log in or submit; its data stays) and
+      ``teams.removed_at`` (a removed team is kept for the record of its jobs, hidden and locked out);
+    - ``jobs.phase`` (``leaderboard`` or ``final``), ``jobs.priority`` (the queue takes higher first),
+      ``jobs.source_job_id`` (a final job evaluates the image of this leaderboard job);
+    - ``teams.selected_job_id``: the submission a team chose for the final (``contestkit select``);
+    - ``admin_actions``: who did what, for every host action;
+    - ``contest_state``: the moments the host set (submissions closed, final published).
+
+    The one-active-job index now covers leaderboard jobs only, so that a team's final job can be
+    queued while its last leaderboard job still runs; a second unique index lets each team have at
+    most one final job, which is what makes ``server final start`` idempotent even when two hosts
+    (or a restarted one) run it at once.
+    """
+    conn.execute(text("ALTER TABLE teams ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0"))
+    conn.execute(text("ALTER TABLE teams ADD COLUMN removed_at FLOAT"))
+    conn.execute(text("ALTER TABLE teams ADD COLUMN selected_job_id INTEGER"))
+    conn.execute(text("ALTER TABLE jobs ADD COLUMN phase VARCHAR(32) NOT NULL DEFAULT 'leaderboard'"))
+    conn.execute(text("ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0"))
+    conn.execute(text("ALTER TABLE jobs ADD COLUMN source_job_id INTEGER"))
+    conn.execute(text("DROP INDEX ux_jobs_one_active_per_team"))
+    md = MetaData()
+    jobs = Table("jobs", md, Column("team_id", Integer), Column("status", String(16)), Column("phase", String(32)))
+    active = text("status IN ('queued', 'running') AND phase = 'leaderboard'")
+    Index("ux_jobs_one_active_per_team", jobs.c.team_id, unique=True, sqlite_where=active, postgresql_where=active)
+    final = text("phase = 'final'")
+    Index("ux_jobs_one_final_per_team", jobs.c.team_id, unique=True, sqlite_where=final, postgresql_where=final)
+    for index in jobs.indexes:
+        index.create(conn)
+    Table(
+        "admin_actions",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("at", Float, nullable=False),
+        Column("actor", String(254), nullable=False),
+        Column("action", String(64), nullable=False),
+        Column("target", String(254)),
+        Column("detail", Text),
+    )
+    Table(
+        "contest_state",
+        md,
+        Column("key", String(64), primary_key=True),
+        Column("at", Float, nullable=False),
+        Column("actor", String(254), nullable=False),
+    )
+    md.tables["admin_actions"].create(conn)
+    md.tables["contest_state"].create(conn)
+
+
 # Migrations that removed secrets: the rows they rewrote must not linger in free pages (SQLite) or as
 # dead tuples (PostgreSQL), so the database is compacted once they ran (outside their transaction).
 _SCRUB_AFTER = {2}
@@ -159,6 +211,7 @@ MIGRATIONS: list[Migration] = [
     (1, "initial schema", _m001_initial),
     (2, "derived registry passwords", _m002_derived_registry_passwords),
     (3, "job seeds and running means", _m003_job_seeds_and_running_means),
+    (4, "contest phases, final and host controls", _m004_contest_phases),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -16,11 +16,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from contestkit import imageref
+from contestkit.server import phases, quotas
 from contestkit.server.config import ServerConfig
 from contestkit.server.db import (
     ACTIVE,
     CANCELLED,
-    FINISHED,
     PENDING,
     QUEUED,
     RUNNING,
@@ -31,7 +31,6 @@ from contestkit.server.db import (
     Worker,
     now,
 )
-from contestkit.server.documents import leaderboard_row
 from contestkit.server.errors import Conflict, Forbidden, Invalid, NotFound
 from contestkit.server.events import JobEvent, emit
 
@@ -74,7 +73,12 @@ def image_for(config: ServerConfig, team: Team, tag: str) -> str:
 
 
 def _jobs_of(team_id: int):  # type: ignore[no-untyped-def]
-    return select(Job).where(Job.team_id == team_id).options(selectinload(Job.workers))
+    # A team sees its leaderboard jobs only: a final job names the hidden levels (see ``final``).
+    return (
+        select(Job)
+        .where(Job.team_id == team_id, Job.phase == phases.PhaseKind.LEADERBOARD.value)
+        .options(selectinload(Job.workers))
+    )
 
 
 def latest_job(db: Session, team_id: int) -> Job:
@@ -101,7 +105,11 @@ def all_jobs(db: Session, team_id: int) -> list[Job]:
 
 
 def _active_job(db: Session, team_id: int) -> Job | None:
-    return db.scalars(select(Job).where(Job.team_id == team_id, Job.status.in_(ACTIVE))).first()
+    return db.scalars(
+        select(Job).where(
+            Job.team_id == team_id, Job.status.in_(ACTIVE), Job.phase == phases.PhaseKind.LEADERBOARD.value
+        )
+    ).first()
 
 
 def _busy(job: Job) -> Conflict:
@@ -111,21 +119,32 @@ def _busy(job: Job) -> Conflict:
     )
 
 
-def start_job(database: Database, config: ServerConfig, team_id: int, tag: str, digest: str | None = None) -> Job:
-    """Queue a job for ``tag`` with one worker per level; refused while the team has an active job."""
+def start_job(
+    database: Database,
+    config: ServerConfig,
+    team_id: int,
+    tag: str,
+    digest: str | None = None,
+    *,
+    clock: phases.Clock = now,
+) -> Job:
+    """Queue a job for ``tag`` with one worker per level; refused while the team has an active job,
+    outside the submission window and over the team's quota (``clock``: tests inject the time)."""
     if len(tag) > TAG_MAX_LENGTH:
         raise Invalid(f"The image tag is {len(tag)} characters long; use a tag of at most {TAG_MAX_LENGTH} characters.")
     if digest is not None and not imageref.is_digest(digest):
         raise Invalid(f"'{digest}' is not an image digest (sha256:<64 hex digits>).")
-    levels = config.levels()
+    levels = phases.levels_of(config, phases.PhaseKind.LEADERBOARD)
     with database.session() as db:
         team = db.get(Team, team_id)
         assert team is not None
         image = image_for(config, team, tag)
+        stamp = clock()
+        phases.check_window(db, config, stamp)
         active = _active_job(db, team_id)
         if active is not None:
             raise _busy(active)
-        stamp = now()
+        quotas.check_quota(db, team_id, phases.contest_plan(config).leaderboard.quota, stamp)
         job = Job(
             team_id=team_id,
             tag=tag,
@@ -164,35 +183,37 @@ def kill_job(database: Database, team_id: int, job_id: int | None = None) -> Job
             if job.status not in ACTIVE:
                 raise Conflict(f"Job {job.id} is already {job.status}; there is nothing to cancel.")
         job_id = job.id
-        # Conditional on the status, so that a job the queue claims at this very moment is not
-        # marked cancelled while it runs: then it gets a cancel request instead.
-        cancelled = db.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == QUEUED)
-            .values(status=CANCELLED, finished_at=now(), error="cancelled by the team before it started")
-        )
-        if cancelled.rowcount == 1:  # type: ignore[attr-defined]
-            db.execute(
-                update(Worker).where(Worker.job_id == job_id, Worker.status.not_in(TERMINAL)).values(status=CANCELLED)
-            )
-        else:
-            db.execute(update(Job).where(Job.id == job_id, Job.status == RUNNING).values(cancel_requested=1))
+        cancel(db, job_id, "cancelled by the team before it started")
     with database.session() as db:
         return get_job(db, team_id, job_id)
 
 
-def restart_job(database: Database, config: ServerConfig, team_id: int, job_id: int | None = None) -> Job:
+def cancel(db: Session, job_id: int, why: str) -> None:
+    """Cancel an active job: a queued one at once, a running one as soon as its levels stop."""
+    # Conditional on the status, so that a job the queue claims at this very moment is not
+    # marked cancelled while it runs: then it gets a cancel request instead.
+    cancelled = db.execute(
+        update(Job).where(Job.id == job_id, Job.status == QUEUED).values(status=CANCELLED, finished_at=now(), error=why)
+    )
+    if cancelled.rowcount == 1:  # type: ignore[attr-defined]
+        db.execute(
+            update(Worker).where(Worker.job_id == job_id, Worker.status.not_in(TERMINAL)).values(status=CANCELLED)
+        )
+    else:
+        db.execute(update(Job).where(Job.id == job_id, Job.status == RUNNING).values(cancel_requested=1))
+
+
+def restart_job(
+    database: Database, config: ServerConfig, team_id: int, job_id: int | None = None, *, clock: phases.Clock = now
+) -> Job:
     """Run a finished, failed or cancelled job again from scratch, as a new attempt with the same id.
 
     The image is the one evaluated before (by digest when known), so a restart re-evaluates the same
-    submission; its earlier results stay under ``attempt-<n>``.
-
-    The job is requeued by one UPDATE that is conditional on its status still being a terminal one, so
-    of two restarts racing for the same job exactly one wins (the other is a 409), and a restart racing
-    a new submission of the team ends in a 409 from the database's one-active-job index, not a 500.
+    submission; its earlier results stay under ``attempt-<n>`` (``requeue`` says how races end).
     """
-    levels = config.levels()
+    levels = phases.levels_of(config, phases.PhaseKind.LEADERBOARD)
     with database.session() as db:
+        phases.check_window(db, config, clock())  # a restart after the close would move the leaderboard
         job = latest_job(db, team_id) if job_id is None else get_job(db, team_id, job_id)
         job_id = job.id
         if job.status in ACTIVE:
@@ -200,46 +221,7 @@ def restart_job(database: Database, config: ServerConfig, team_id: int, job_id: 
         active = _active_job(db, team_id)
         if active is not None:
             raise _busy(active)
-        # From here on only statements: nothing loaded above may be flushed over what they write.
-        db.expunge_all()
-        try:
-            claimed = db.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status.in_(TERMINAL))
-                .values(
-                    status=QUEUED,
-                    score=None,
-                    error=None,
-                    started_at=None,
-                    finished_at=None,
-                    queued_at=now(),
-                    attempt=func.coalesce(Job.attempt, 1) + 1,
-                    resumes=0,
-                    cancel_requested=0,
-                    runner=None,
-                    heartbeat_at=None,
-                    timestep_limit=config.timestep_limit,
-                    wallclock_limit=config.wallclock_limit,
-                )
-                .execution_options(synchronize_session=False)
-            )
-            if claimed.rowcount != 1:  # type: ignore[attr-defined]
-                # Another request restarted (or the queue claimed) this job since we read it.
-                raise Conflict(
-                    f"Job {job_id} was restarted by another request at the same moment; "
-                    f"follow it with `contestkit jobs {job_id} --watch`.",
-                )
-            db.execute(delete(Worker).where(Worker.job_id == job_id).execution_options(synchronize_session=False))
-            db.add_all(
-                Worker(job_id=job_id, idx=i, game=lv.game, state=lv.state, status=PENDING)
-                for i, lv in enumerate(levels)
-            )
-            db.flush()
-        except IntegrityError:
-            # A submission of the same team won the race; the unique partial index refused us.
-            db.rollback()
-            active = _active_job(db, team_id)
-            raise _busy(active) if active else Conflict("Your team already has an active job.") from None
+        requeue(db, config, job_id, team_id, levels)
     with database.session() as db:
         job = get_job(db, team_id, job_id)
         namespace = job.team.namespace
@@ -247,16 +229,59 @@ def restart_job(database: Database, config: ServerConfig, team_id: int, job_id: 
     return job
 
 
-def leaderboard(db: Session) -> list[dict[str, Any]]:
-    """Each team's latest finished job, best score first (ties: whoever finished first)."""
-    rows = db.execute(
-        select(Team.name, Job.id, Job.score, Job.finished_at)
-        .join(Job, Job.team_id == Team.id)
-        .where(Job.status == FINISHED, Job.score.is_not(None))
-        # Latest = finished last: a restarted job that finished after a newer one is the latest.
-        .order_by(Team.id, Job.finished_at.desc().nulls_last(), Job.id.desc())
-    ).all()
-    latest: dict[str, Any] = {}
-    for name, job_id, score, finished in rows:
-        latest.setdefault(name, leaderboard_row(name, job_id, score, finished))
-    return sorted(latest.values(), key=lambda row: (-row["score"], row["finished"] or 0.0))
+def requeue(db: Session, config: ServerConfig, job_id: int, team_id: int, levels: list[Any]) -> None:
+    """Queue a terminal job again as a new attempt on ``levels``; its earlier results stay on disk.
+
+    The job is requeued by one UPDATE that is conditional on its status still being a terminal one, so
+    of two restarts racing for the same job exactly one wins (the other is a 409), and a restart racing
+    a new submission of the team ends in a 409 from the database's one-active-job index, not a 500.
+    """
+    # From here on only statements: nothing loaded above may be flushed over what they write.
+    db.expunge_all()
+    try:
+        claimed = db.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_(TERMINAL))
+            .values(
+                status=QUEUED,
+                score=None,
+                error=None,
+                started_at=None,
+                finished_at=None,
+                queued_at=now(),
+                attempt=func.coalesce(Job.attempt, 1) + 1,
+                resumes=0,
+                cancel_requested=0,
+                runner=None,
+                heartbeat_at=None,
+                timestep_limit=config.timestep_limit,
+                wallclock_limit=config.wallclock_limit,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            # Another request restarted (or the queue claimed) this job since we read it.
+            raise Conflict(
+                f"Job {job_id} was restarted by another request at the same moment; "
+                f"follow it with `contestkit jobs {job_id} --watch`.",
+            )
+        db.execute(delete(Worker).where(Worker.job_id == job_id).execution_options(synchronize_session=False))
+        db.add_all(
+            Worker(job_id=job_id, idx=i, game=lv.game, state=lv.state, status=PENDING)
+            for i, lv in enumerate(levels)
+        )
+        db.flush()
+    except IntegrityError:
+        # A submission of the same team won the race; the unique partial index refused us.
+        db.rollback()
+        active = _active_job(db, team_id)
+        raise _busy(active) if active else Conflict("Your team already has an active job.") from None
+
+
+def leaderboard(db: Session, config: ServerConfig | None = None) -> list[dict[str, Any]]:
+    """The public leaderboard's rows (``leaderboards`` has the rules: ranking, ties, freeze, baselines)."""
+    from contestkit.server import leaderboards
+
+    if config is None:  # the 2018 rules: each team's latest finished job, nothing frozen
+        return [leaderboards.public_row(row) for row in leaderboards.ranked(db, phases.Ranking.LATEST, set())]
+    return leaderboards.public_board(db, config)["leaderboard"]

@@ -85,7 +85,7 @@ class JobQueue:
         """The oldest queued job, now running here; None when the queue is empty."""
         with self.database.session() as db:
             candidates = db.scalars(
-                select(Job.id).where(Job.status == QUEUED).order_by(Job.queued_at, Job.id).limit(5)
+                select(Job.id).where(Job.status == QUEUED).order_by(Job.priority.desc(), Job.queued_at, Job.id).limit(5)
             ).all()
             for job_id in candidates:
                 stamp = now()
