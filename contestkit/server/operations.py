@@ -278,10 +278,8 @@ def requeue(db: Session, config: ServerConfig, job_id: int, team_id: int, levels
         raise _busy(active) if active else Conflict("Your team already has an active job.") from None
 
 
-def leaderboard(db: Session, config: ServerConfig | None = None) -> list[dict[str, Any]]:
+def leaderboard(db: Session, config: ServerConfig) -> list[dict[str, Any]]:
     """The public leaderboard's rows (``leaderboards`` has the rules: ranking, ties, freeze, baselines)."""
     from contestkit.server import leaderboards
 
-    if config is None:  # the 2018 rules: each team's latest finished job, nothing frozen
-        return [leaderboards.public_row(row) for row in leaderboards.ranked(db, phases.Ranking.LATEST, set())]
     return leaderboards.public_board(db, config)["leaderboard"]

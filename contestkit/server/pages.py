@@ -306,7 +306,7 @@ class Leaderboard:
 
     def _build(self, session: Any) -> BoardData:
         levels = [level.task for level in self.config.levels()]
-        top = operations.leaderboard(session)
+        top = operations.leaderboard(session, self.config)  # the API's rules: ranking, freeze, baselines
         ids = [row["job"] for row in top if row.get("job") is not None]
         per_job: dict[int, dict[str, float | None]] = {}
         for start in range(0, len(ids), 500):
