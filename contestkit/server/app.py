@@ -29,10 +29,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from contestkit import __version__
 from contestkit.errors import ContestkitError
-from contestkit.server import auth, operations, registry_api, registry_auth
+from contestkit.server import auth, operations, registry_api, registry_auth, throttle
 from contestkit.server.config import ServerConfig, load_config
 from contestkit.server.db import AuthToken, Database, Team, now
 from contestkit.server.documents import job_document
@@ -42,8 +43,10 @@ from contestkit.server.errors import (
     Invalid,
     NotFound,
     NotLoggedIn,
+    Overloaded,
     Refused,
     TooManyAttempts,
+    Unavailable,
     WrongCredentials,
 )
 from contestkit.server.executors import Executor, load_executor
@@ -174,6 +177,8 @@ STATUS_OF: dict[type[Refused], int] = {
     Conflict: 409,
     Invalid: 422,
     TooManyAttempts: 429,
+    Overloaded: 503,
+    Unavailable: 503,
 }
 MISCONFIGURED = 503  # any other ContestkitError: the server's own setup is wrong, not the request
 INVALID_REQUEST = 422  # a body or path that does not fit the request's shape (FastAPI's validation)
@@ -193,7 +198,7 @@ def error_answer(exc: Exception) -> JSONResponse:
         detail = str(exc)
         if isinstance(exc, NotLoggedIn):
             headers["WWW-Authenticate"] = "Bearer"
-        if isinstance(exc, TooManyAttempts) and exc.retry_after is not None:
+        if isinstance(exc, (TooManyAttempts, Overloaded)) and exc.retry_after is not None:
             headers["Retry-After"] = str(exc.retry_after)
     else:
         log.error("request failed: %s", exc)
@@ -239,7 +244,14 @@ def create_app(
         log.warning("%s", note)
     realm = registry_api.Realm(config, database)
     scheduler = Scheduler(database, config, executor or load_executor(config))
-    throttle = auth.LoginThrottle()
+    guard = throttle.LoginGuard(
+        registry_auth.read_credentials_key(config.credentials_key_path),
+        window=config.login_window_seconds,
+        account_limit=config.login_account_limit,
+        client_limit=config.login_client_limit,
+        device_limit=config.login_account_limit,
+    )
+    hashes = auth.HashPool()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -251,6 +263,7 @@ def create_app(
             if start_scheduler:
                 scheduler.stop()
             database.dispose()
+            hashes.close()
 
     app = FastAPI(
         title="contestkit contest server",
@@ -295,38 +308,77 @@ def create_app(
 
     # -- sessions --
 
-    @app.post("/rest/login", response_model=LoginResponse, tags=["auth"])
-    def login(body: LoginRequest, response: Response) -> LoginResponse:
-        """Check the team's email and password and start a session (cookie ``contestkit_session``)."""
-        email = body.email.strip().lower()
-        wait = throttle.retry_after(email)
-        if wait > 0:
-            raise TooManyAttempts(
-                f"Too many failed logins for {email}; try again in {int(wait) + 1} s.", retry_after=int(wait) + 1
-            )
+    def find_team(email: str) -> tuple[int, str] | None:
+        # An email that is not valid text (a lone surrogate) cannot be stored, so no team has it.
+        if not auth.encodable(email):
+            return None
         with database.session() as db:
-            # An email that is not valid text (a lone surrogate) cannot be stored, so no team has it.
-            team = db.scalar(select(Team).where(Team.email == email)) if auth.encodable(email) else None
-            if not auth.verify_password(team.password_hash if team else None, body.password) or team is None:
-                throttle.failed(email)
-                raise WrongCredentials("Wrong email or password; check both, or ask the organisers to reset it.")
-            throttle.succeeded(email)
-            if auth.needs_rehash(team.password_hash):
-                team.password_hash = auth.hash_password(body.password)
-            token = auth.new_secret()
-            ttl = config.session_ttl_hours * 3600.0
-            expires = now() + ttl
+            found = db.execute(select(Team.id, Team.password_hash).where(Team.email == email)).first()
+            return (found[0], found[1]) if found else None
+
+    def store_rehash(team_id: int, password_hash: str) -> None:
+        with database.session() as db:
+            team = db.get(Team, team_id)
+            if team is not None:
+                team.password_hash = password_hash
+
+    async def check_password(request: Request, email: str, password: str) -> tuple[int, bool]:
+        """The team whose email and password these are, and whether the client is a known device.
+
+        The throttle admits the check first (``throttle``), then the password is hashed on the hash
+        pool, never on the request threads; wrong credentials and unknown emails cost the same."""
+        device = guard.device_of(request.cookies.get(throttle.DEVICE_COOKIE), email)
+        ticket = guard.admit(email, request.client.host if request.client else "", device)
+        try:
+            found = await run_in_threadpool(find_team, email)
+            right = await hashes.run(auth.verify_password, found[1] if found else None, password)
+        except BaseException:
+            guard.abandoned(ticket)
+            raise
+        if not right or found is None:
+            raise WrongCredentials("Wrong email or password; check both, or ask the organisers to reset it.")
+        guard.succeeded(ticket)
+        if auth.needs_rehash(found[1]):
+            await run_in_threadpool(store_rehash, found[0], str(await hashes.run(auth.hash_password, password)))
+        return found[0], device is not None
+
+    def open_session(team_id: int) -> tuple[str, float, str]:
+        token = auth.new_secret()
+        expires = now() + config.session_ttl_hours * 3600.0
+        with database.session() as db:
+            team = db.get(Team, team_id)
+            assert team is not None
             db.add(AuthToken(team_id=team.id, kind="session", token_hash=auth.token_digest(token), expires_at=expires))
-            name = team.name
+            return token, expires, team.name
+
+    @app.post("/rest/login", response_model=LoginResponse, tags=["auth"])
+    async def login(body: LoginRequest, request: Request, response: Response) -> LoginResponse:
+        """Check the team's email and password and start a session (cookie ``contestkit_session``).
+
+        It also sets ``contestkit_device``, which lets this client log in to this account again while
+        someone else's wrong guesses have it throttled (see ``throttle``)."""
+        email = body.email.strip().lower()
+        team_id, known_device = await check_password(request, email, body.password)
+        token, expires, name = await run_in_threadpool(open_session, team_id)
         response.set_cookie(
             auth.SESSION_COOKIE,
             token,
-            max_age=int(ttl),
+            max_age=int(config.session_ttl_hours * 3600.0),
             httponly=True,
             samesite="lax",
             secure=config.cookie_secure,
             path="/",
         )
+        if not known_device:
+            response.set_cookie(
+                throttle.DEVICE_COOKIE,
+                guard.device_cookie(email),
+                max_age=throttle.DEVICE_COOKIE_DAYS * 86400,
+                httponly=True,
+                samesite="lax",
+                secure=config.cookie_secure,
+                path="/rest",
+            )
         return LoginResponse(team=name, expires=expires)
 
     @app.post("/rest/logout", response_model=Message, tags=["auth"])
@@ -341,21 +393,7 @@ def create_app(
         response.delete_cookie(auth.SESSION_COOKIE, path="/")
         return Message(detail="logged out")
 
-    @app.post("/rest/token", response_model=TokenResponse, status_code=201, tags=["auth"])
-    def create_token(body: TokenRequest, request: Request) -> TokenResponse:
-        """Create an API token for scripts, from a session/token or from ``email`` + ``password``."""
-        if body.email is not None or body.password is not None:
-            email = (body.email or "").strip().lower()
-            if throttle.retry_after(email) > 0:
-                raise TooManyAttempts(f"Too many failed logins for {email}; try again later.")
-            with database.session() as db:
-                team = db.scalar(select(Team).where(Team.email == email)) if auth.encodable(email) else None
-                if not auth.verify_password(team.password_hash if team else None, body.password or "") or not team:
-                    throttle.failed(email)
-                    raise WrongCredentials("Wrong email or password; check both, or ask the organisers to reset it.")
-                team_id = team.id
-        else:
-            team_id = caller(request).team_id
+    def mint_token(team_id: int, body: TokenRequest) -> TokenResponse:
         token = auth.new_secret(auth.TOKEN_PREFIX)
         expires = now() + body.expires_in_days * 86400 if body.expires_in_days else None
         with database.session() as db:
@@ -365,6 +403,16 @@ def create_app(
             db.add(row)
             db.flush()
             return TokenResponse(id=row.id, token=token, name=body.name, expires=expires)
+
+    @app.post("/rest/token", response_model=TokenResponse, status_code=201, tags=["auth"])
+    async def create_token(body: TokenRequest, request: Request) -> TokenResponse:
+        """Create an API token for scripts, from a session/token or from ``email`` + ``password``."""
+        if body.email is not None or body.password is not None:
+            email = (body.email or "").strip().lower()
+            team_id, _ = await check_password(request, email, body.password or "")
+        else:
+            team_id = (await run_in_threadpool(caller, request)).team_id
+        return await run_in_threadpool(mint_token, team_id, body)
 
     @app.get("/rest/tokens", response_model=list[TokenInfo], tags=["auth"])
     def list_tokens(who: Caller = Depends(caller)) -> list[TokenInfo]:

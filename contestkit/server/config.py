@@ -92,6 +92,13 @@ class ServerConfig:
     max_resumes: int = 2
     budget_grace_seconds: float = 120.0
     cookie_secure: bool = False
+    # Login throttling (server/throttle.py): failed password checks allowed per window, per account
+    # (for clients without that account's device cookie) and per client address across accounts.
+    login_window_seconds: float = 300.0
+    login_account_limit: int = 10
+    login_client_limit: int = 30
+    # How long pulling a job's image is retried (with backoff) while the registry does not answer.
+    pull_retry_seconds: float = 120.0
     data_dir: Path = field(default=Path("."), repr=False)
 
     # -- derived -------------------------------------------------------------------------------
@@ -292,6 +299,10 @@ def validate(config: ServerConfig) -> None:
         raise UsageError("parallel_jobs and parallel_levels must be at least 1.")
     if config.session_ttl_hours <= 0:
         raise UsageError("session_ttl_hours must be positive.")
+    if config.login_window_seconds <= 0 or config.login_account_limit < 1 or config.login_client_limit < 1:
+        raise UsageError("login_window_seconds must be positive; login_account_limit, login_client_limit >= 1.")
+    if config.pull_retry_seconds < 0:
+        raise UsageError("pull_retry_seconds must be 0 (no retry) or more.")
     taken: dict[int, str] = {}
     for text in config.cpusets:
         for cpu in cpuset.parse(text, what="cpusets entry"):
