@@ -22,18 +22,19 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 from sqlalchemy import select
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from contestkit import __version__
 from contestkit.errors import ContestkitError
-from contestkit.server import auth, operations, registry_api, registry_auth, throttle
+from contestkit.server import auth, housekeeping, limits, operations, registry_api, registry_auth, throttle
 from contestkit.server.config import ServerConfig, load_config
 from contestkit.server.db import AuthToken, Database, Team, now
 from contestkit.server.documents import job_document
@@ -59,9 +60,13 @@ log = logging.getLogger("contestkit.server")
 # -- request and response shapes (they make the OpenAPI description) ------------------------------
 
 
+# Text that is stored or looked up in the database: no NUL or other control characters (``limits``).
+PlainText = Annotated[str, AfterValidator(limits.refuse_control_characters)]
+
+
 class LoginRequest(BaseModel):
-    email: str
-    password: str
+    email: PlainText
+    password: str  # never stored nor looked up (only hashed), so any text is checked as a password
 
 
 class LoginResponse(BaseModel):
@@ -83,8 +88,8 @@ class UserResponse(BaseModel):
 
 
 class StartRequest(BaseModel):
-    tag: str = Field(description="TAG or REPOSITORY:TAG inside the team's registry namespace")
-    digest: str | None = Field(default=None, description="sha256:... of the pushed manifest, to pin the image")
+    tag: PlainText = Field(description="TAG or REPOSITORY:TAG inside the team's registry namespace")
+    digest: PlainText | None = Field(default=None, description="sha256:... of the pushed manifest, to pin the image")
 
 
 class WorkerStatus(BaseModel):
@@ -130,8 +135,8 @@ class LeaderboardResponse(BaseModel):
 
 
 class TokenRequest(BaseModel):
-    name: str | None = Field(default=None, max_length=128)
-    email: str | None = Field(default=None, description="with password: mint a token without a session")
+    name: PlainText | None = Field(default=None, max_length=128)
+    email: PlainText | None = Field(default=None, description="with password: mint a token without a session")
     password: str | None = None
     expires_in_days: float | None = Field(default=None, gt=0, description="none: the token does not expire")
 
@@ -180,6 +185,7 @@ STATUS_OF: dict[type[Refused], int] = {
     Overloaded: 503,
     Unavailable: 503,
 }
+UNAVAILABLE = 503  # the database or the data directory refuses writes (read-only, full, down)
 MISCONFIGURED = 503  # any other ContestkitError: the server's own setup is wrong, not the request
 INVALID_REQUEST = 422  # a body or path that does not fit the request's shape (FastAPI's validation)
 
@@ -200,6 +206,15 @@ def error_answer(exc: Exception) -> JSONResponse:
             headers["WWW-Authenticate"] = "Bearer"
         if isinstance(exc, (TooManyAttempts, Overloaded)) and exc.retry_after is not None:
             headers["Retry-After"] = str(exc.retry_after)
+    elif isinstance(exc, DataError):
+        # A backstop for text the request models let through that the database cannot hold.
+        status, detail = INVALID_REQUEST, "The request holds text the database cannot store (a NUL?); remove it."
+    elif isinstance(exc, (OperationalError, OSError)):
+        log.error("the database or data directory refused a write: %s", exc)
+        status, detail = UNAVAILABLE, (
+            "The contest server cannot store anything right now (its data directory is read-only or full, or "
+            "its database is down); try again in a few minutes."
+        )
     else:
         log.error("request failed: %s", exc)
         status, detail = MISCONFIGURED, f"The contest server is misconfigured: {exc}"
@@ -252,14 +267,17 @@ def create_app(
         device_limit=config.login_account_limit,
     )
     hashes = auth.HashPool()
+    sweeper = housekeeping.Sweeper(database, config.sweep_seconds)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if start_scheduler:
             scheduler.start()
+        sweeper.start()
         try:
             yield
         finally:
+            sweeper.stop()
             if start_scheduler:
                 scheduler.stop()
             database.dispose()
@@ -281,8 +299,9 @@ def create_app(
     async def _answer(_request: Request, exc: Exception) -> JSONResponse:
         return error_answer(exc)
 
-    for kind in (Refused, ContestkitError, RequestValidationError):
+    for kind in (Refused, ContestkitError, RequestValidationError, DataError, OperationalError, OSError):
         app.add_exception_handler(kind, _answer)
+    app.add_middleware(limits.RequestLimits, session_cookie=auth.SESSION_COOKIE, public_url=config.server_url)
 
     def caller(request: Request) -> Caller:
         token = _token_from(request)

@@ -99,6 +99,8 @@ class ServerConfig:
     login_client_limit: int = 30
     # How long pulling a job's image is retried (with backoff) while the registry does not answer.
     pull_retry_seconds: float = 120.0
+    # How often expired sessions and API tokens are deleted (server/housekeeping.py).
+    sweep_seconds: float = 600.0
     data_dir: Path = field(default=Path("."), repr=False)
 
     # -- derived -------------------------------------------------------------------------------
@@ -301,6 +303,8 @@ def validate(config: ServerConfig) -> None:
         raise UsageError("session_ttl_hours must be positive.")
     if config.login_window_seconds <= 0 or config.login_account_limit < 1 or config.login_client_limit < 1:
         raise UsageError("login_window_seconds must be positive; login_account_limit, login_client_limit >= 1.")
+    if config.sweep_seconds <= 0:
+        raise UsageError("sweep_seconds must be positive.")
     if config.pull_retry_seconds < 0:
         raise UsageError("pull_retry_seconds must be 0 (no retry) or more.")
     taken: dict[int, str] = {}
