@@ -34,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 
 from contestkit import __version__
 from contestkit.errors import ContestkitError
-from contestkit.server import auth, housekeeping, limits, operations, registry_api, registry_auth, throttle
+from contestkit.server import auth, boardcache, housekeeping, limits, operations, registry_api, registry_auth, throttle
 from contestkit.server.config import ServerConfig, load_config
 from contestkit.server.db import AuthToken, Database, Team, now
 from contestkit.server.documents import job_document
@@ -537,13 +537,18 @@ def create_app(
 
     # -- public --
 
+    def build_board(db: Any) -> bytes:
+        document = LeaderboardResponse.model_validate({"leaderboard": operations.leaderboard(db), "start": 1})
+        return document.model_dump_json(exclude_none=True).encode("utf-8")
+
+    board_cache = boardcache.BoardCache(database, build_board)
+
     @app.get(
         "/rest/leaderboard", response_model=LeaderboardResponse, response_model_exclude_none=True, tags=["contest"]
     )
-    def board() -> dict[str, Any]:
-        """Each team's latest finished job, best first. Public, as in 2018."""
-        with database.session() as db:
-            return {"leaderboard": operations.leaderboard(db), "start": 1}
+    def board() -> Response:
+        """Each team's latest finished job, best first. Public, as in 2018 (cached: ``boardcache``)."""
+        return Response(board_cache.get(), media_type="application/json")
 
     @app.get("/rest/health", tags=["contest"])
     def health() -> dict[str, Any]:
