@@ -179,3 +179,40 @@ def test_expired_sessions_and_tokens_are_swept(offline_contest):
         sweeper.stop()
     with db.session() as session:
         assert sorted(session.scalars(select(AuthToken.token_hash))) == ["h1", "h3"]
+
+
+def test_a_full_hash_pool_refuses_at_once_with_retry_after():
+    """Finding: 100 concurrent logins (Argon2 on the request pool) made /rest/health take 8-15 s. The
+    checks now run on a pool of their own; when it is full a login is refused at once (503), not queued."""
+    import asyncio
+    import threading
+
+    from contestkit.server import auth
+    from contestkit.server.errors import Overloaded
+
+    pool = auth.HashPool(workers=1, waiting=1)
+    release = threading.Event()
+
+    async def scenario() -> None:
+        first = asyncio.ensure_future(pool.run(release.wait, 30))
+        second = asyncio.ensure_future(pool.run(release.wait, 30))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        try:
+            await pool.run(release.wait, 30)
+        except Overloaded as exc:
+            assert exc.retry_after == 1
+            assert time.monotonic() - started < 0.5
+        else:
+            raise AssertionError("a third check was accepted by a pool of one worker and one waiting slot")
+        release.set()
+        assert await first and await second
+        assert await pool.run(lambda: "free again") == "free again"
+
+    asyncio.run(scenario())
+    pool.close()
+    # And the server's own pool is sized to the CPUs it may use.
+    import os
+
+    assert auth.HashPool().workers == len(os.sched_getaffinity(0))
+    assert auth.ARGON2_PARAMETERS.memory_cost == 65536 and auth.ARGON2_PARAMETERS.time_cost == 3
