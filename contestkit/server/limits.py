@@ -11,9 +11,10 @@ something, pages included, so that no new route can forget it.
   single header line; this bounds the sum.)
 - Origins (CSRF): a request that changes something (not GET, HEAD, OPTIONS) and is authenticated by
   the session cookie, not by ``Authorization``, is refused (403) when the browser says it comes from
-  another origin: ``Sec-Fetch-Site`` other than ``same-origin``/``none``, or an ``Origin`` whose
-  scheme, host and port are not this server's (the same host on another port is another origin, and
-  ``SameSite=Lax`` cookies do not stop it). Clients that send neither header (the 2018
+  another origin: ``Sec-Fetch-Site`` other than ``same-origin``/``none`` (current browsers), or,
+  without it, an ``Origin`` whose scheme, host and port are neither the request's ``Host`` nor
+  ``server_url`` (the same host on another port is another origin, and ``SameSite=Lax`` cookies do
+  not stop it). Clients that send neither header (the 2018
   ``retro_contest`` client, scripts, curl) are not browsers and are not refused.
 - Text: ``control_characters`` is the one rule for text fields that are stored or looked up (no NUL,
   which PostgreSQL cannot store, nor other control characters); the API's request models use it.
@@ -92,8 +93,8 @@ def _own_origins(headers: list[tuple[bytes, bytes]], scope: dict[str, Any], publ
 def foreign_origin(headers: list[tuple[bytes, bytes]], scope: dict[str, Any], public_url: str | None) -> bool:
     """Whether a browser says this request comes from a page of another origin."""
     site = _header(headers, b"sec-fetch-site")
-    if site is not None and site.lower() not in ("same-origin", "none"):
-        return True
+    if site is not None:  # set by the browser, not by a page's script: it decides alone (proxies rewrite Host)
+        return site.lower() not in ("same-origin", "none")
     origin = _header(headers, b"origin")
     if origin is None:
         return False
