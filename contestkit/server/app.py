@@ -22,28 +22,33 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, OperationalError, SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
 
 from contestkit import __version__
 from contestkit.errors import ContestkitError
 from contestkit.server import (
     admin_api,
     auth,
+    boardcache,
     final,
+    housekeeping,
     leaderboards,
+    limits,
     metrics,
     operations,
     pages,
     registry_api,
     registry_auth,
     results_api,
+    throttle,
 )
 from contestkit.server.config import ServerConfig, load_config
 from contestkit.server.db import AuthToken, Database, Team, now
@@ -54,8 +59,10 @@ from contestkit.server.errors import (
     Invalid,
     NotFound,
     NotLoggedIn,
+    Overloaded,
     Refused,
     TooManyAttempts,
+    Unavailable,
     WrongCredentials,
 )
 from contestkit.server.executors import Executor, load_executor
@@ -68,9 +75,13 @@ log = logging.getLogger("contestkit.server")
 # -- request and response shapes (they make the OpenAPI description) ------------------------------
 
 
+# Text that is stored or looked up in the database: no NUL or other control characters (``limits``).
+PlainText = Annotated[str, AfterValidator(limits.refuse_control_characters)]
+
+
 class LoginRequest(BaseModel):
-    email: str
-    password: str
+    email: PlainText
+    password: str  # never stored nor looked up (only hashed), so any text is checked as a password
 
 
 class LoginResponse(BaseModel):
@@ -92,8 +103,8 @@ class UserResponse(BaseModel):
 
 
 class StartRequest(BaseModel):
-    tag: str = Field(description="TAG or REPOSITORY:TAG inside the team's registry namespace")
-    digest: str | None = Field(default=None, description="sha256:... of the pushed manifest, to pin the image")
+    tag: PlainText = Field(description="TAG or REPOSITORY:TAG inside the team's registry namespace")
+    digest: PlainText | None = Field(default=None, description="sha256:... of the pushed manifest, to pin the image")
 
 
 class WorkerStatus(BaseModel):
@@ -146,8 +157,8 @@ class LeaderboardResponse(BaseModel):
 
 
 class TokenRequest(BaseModel):
-    name: str | None = Field(default=None, max_length=128)
-    email: str | None = Field(default=None, description="with password: mint a token without a session")
+    name: PlainText | None = Field(default=None, max_length=128)
+    email: PlainText | None = Field(default=None, description="with password: mint a token without a session")
     password: str | None = None
     expires_in_days: float | None = Field(default=None, gt=0, description="none: the token does not expire")
 
@@ -193,7 +204,10 @@ STATUS_OF: dict[type[Refused], int] = {
     Conflict: 409,
     Invalid: 422,
     TooManyAttempts: 429,
+    Overloaded: 503,
+    Unavailable: 503,
 }
+UNAVAILABLE = 503  # the database or the data directory refuses writes (read-only, full, down)
 MISCONFIGURED = 503  # any other ContestkitError: the server's own setup is wrong, not the request
 INVALID_REQUEST = 422  # a body or path that does not fit the request's shape (FastAPI's validation)
 
@@ -217,8 +231,17 @@ def error_answer(exc: Exception) -> JSONResponse:
         detail = str(exc)
         if isinstance(exc, NotLoggedIn):
             headers["WWW-Authenticate"] = "Bearer"
-        if isinstance(exc, TooManyAttempts) and exc.retry_after is not None:
+        if isinstance(exc, (TooManyAttempts, Overloaded)) and exc.retry_after is not None:
             headers["Retry-After"] = str(exc.retry_after)
+    elif isinstance(exc, DataError):
+        # A backstop for text the request models let through that the database cannot hold.
+        status, detail = INVALID_REQUEST, "The request holds text the database cannot store (a NUL?); remove it."
+    elif isinstance(exc, (OperationalError, OSError)):
+        log.error("the database or data directory refused a write: %s", exc)
+        status, detail = UNAVAILABLE, (
+            "The contest server cannot store anything right now (its data directory is read-only or full, or "
+            "its database is down); try again in a few minutes."
+        )
     else:
         log.error("request failed: %s", exc)
         status, detail = MISCONFIGURED, f"The contest server is misconfigured: {exc}"
@@ -264,18 +287,29 @@ def create_app(
         log.warning("%s", note)
     realm = registry_api.Realm(config, database)
     scheduler = Scheduler(database, config, executor or load_executor(config))
-    throttle = auth.LoginThrottle()
+    guard = throttle.LoginGuard(
+        registry_auth.read_credentials_key(config.credentials_key_path),
+        window=config.login_window_seconds,
+        account_limit=config.login_account_limit,
+        client_limit=config.login_client_limit,
+        device_limit=config.login_account_limit,
+    )
+    hashes = auth.HashPool()
+    sweeper = housekeeping.Sweeper(database, config.sweep_seconds)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if start_scheduler:
             scheduler.start()
+        sweeper.start()
         try:
             yield
         finally:
+            sweeper.stop()
             if start_scheduler:
                 scheduler.stop()
             database.dispose()
+            hashes.close()
 
     app = FastAPI(
         title="contestkit contest server",
@@ -295,8 +329,9 @@ def create_app(
     async def _answer(_request: Request, exc: Exception) -> JSONResponse:
         return error_answer(exc)
 
-    for kind in (Refused, ContestkitError, RequestValidationError):
+    for kind in (Refused, ContestkitError, RequestValidationError, DataError, OperationalError, OSError):
         app.add_exception_handler(kind, _answer)
+    app.add_middleware(limits.RequestLimits, session_cookie=auth.SESSION_COOKIE, public_url=config.server_url)
 
     def caller(request: Request) -> Caller:
         token = _token_from(request)
@@ -324,41 +359,80 @@ def create_app(
 
     # -- sessions --
 
-    @app.post("/rest/login", response_model=LoginResponse, tags=["auth"])
-    def login(body: LoginRequest, response: Response) -> LoginResponse:
-        """Check the team's email and password and start a session (cookie ``contestkit_session``)."""
-        email = body.email.strip().lower()
-        wait = throttle.retry_after(email)
-        if wait > 0:
-            raise TooManyAttempts(
-                f"Too many failed logins for {email}; try again in {int(wait) + 1} s.", retry_after=int(wait) + 1
-            )
+    def find_team(email: str) -> tuple[int, str, bool] | None:
+        # An email that is not valid text (a lone surrogate) cannot be stored, so no team has it.
+        if not auth.encodable(email):
+            return None
         with database.session() as db:
-            # An email that is not valid text (a lone surrogate) cannot be stored, so no team has it.
-            team = db.scalar(select(Team).where(Team.email == email)) if auth.encodable(email) else None
-            if not auth.verify_password(team.password_hash if team else None, body.password) or team is None:
-                throttle.failed(email)
-                metrics.login_failed()
-                raise WrongCredentials("Wrong email or password; check both, or ask the organisers to reset it.")
-            throttle.succeeded(email)
-            if team.disabled:
-                raise Forbidden(_DISABLED)
-            if auth.needs_rehash(team.password_hash):
-                team.password_hash = auth.hash_password(body.password)
-            token = auth.new_secret()
-            ttl = config.session_ttl_hours * 3600.0
-            expires = now() + ttl
+            found = db.execute(select(Team.id, Team.password_hash, Team.disabled).where(Team.email == email)).first()
+            return (found[0], found[1], bool(found[2])) if found else None
+
+    def store_rehash(team_id: int, password_hash: str) -> None:
+        with database.session() as db:
+            team = db.get(Team, team_id)
+            if team is not None:
+                team.password_hash = password_hash
+
+    async def check_password(request: Request, email: str, password: str) -> tuple[int, bool]:
+        """The team whose email and password these are, and whether the client is a known device.
+
+        The throttle admits the check first (``throttle``), then the password is hashed on the hash
+        pool, never on the request threads; wrong credentials and unknown emails cost the same."""
+        device = guard.device_of(request.cookies.get(throttle.DEVICE_COOKIE), email)
+        ticket = guard.admit(email, request.client.host if request.client else "", device)
+        try:
+            found = await run_in_threadpool(find_team, email)
+            right = await hashes.run(auth.verify_password, found[1] if found else None, password)
+        except BaseException:
+            guard.abandoned(ticket)
+            raise
+        if not right or found is None:
+            metrics.login_failed()
+            raise WrongCredentials("Wrong email or password; check both, or ask the organisers to reset it.")
+        guard.succeeded(ticket)
+        if found[2]:
+            raise Forbidden(_DISABLED)
+        if auth.needs_rehash(found[1]):
+            await run_in_threadpool(store_rehash, found[0], str(await hashes.run(auth.hash_password, password)))
+        return found[0], device is not None
+
+    def open_session(team_id: int) -> tuple[str, float, str]:
+        token = auth.new_secret()
+        expires = now() + config.session_ttl_hours * 3600.0
+        with database.session() as db:
+            team = db.get(Team, team_id)
+            assert team is not None
             db.add(AuthToken(team_id=team.id, kind="session", token_hash=auth.token_digest(token), expires_at=expires))
-            name = team.name
+            return token, expires, team.name
+
+    @app.post("/rest/login", response_model=LoginResponse, tags=["auth"])
+    async def login(body: LoginRequest, request: Request, response: Response) -> LoginResponse:
+        """Check the team's email and password and start a session (cookie ``contestkit_session``).
+
+        It also sets ``contestkit_device``, which lets this client log in to this account again while
+        someone else's wrong guesses have it throttled (see ``throttle``)."""
+        email = body.email.strip().lower()
+        team_id, known_device = await check_password(request, email, body.password)
+        token, expires, name = await run_in_threadpool(open_session, team_id)
         response.set_cookie(
             auth.SESSION_COOKIE,
             token,
-            max_age=int(ttl),
+            max_age=int(config.session_ttl_hours * 3600.0),
             httponly=True,
             samesite="lax",
             secure=config.cookie_secure,
             path="/",
         )
+        if not known_device:
+            response.set_cookie(
+                throttle.DEVICE_COOKIE,
+                guard.device_cookie(email),
+                max_age=throttle.DEVICE_COOKIE_DAYS * 86400,
+                httponly=True,
+                samesite="lax",
+                secure=config.cookie_secure,
+                path="/rest",
+            )
         return LoginResponse(team=name, expires=expires)
 
     @app.post("/rest/logout", response_model=Message, tags=["auth"])
@@ -373,23 +447,7 @@ def create_app(
         response.delete_cookie(auth.SESSION_COOKIE, path="/")
         return Message(detail="logged out")
 
-    @app.post("/rest/token", response_model=TokenResponse, status_code=201, tags=["auth"])
-    def create_token(body: TokenRequest, request: Request) -> TokenResponse:
-        """Create an API token for scripts, from a session/token or from ``email`` + ``password``."""
-        if body.email is not None or body.password is not None:
-            email = (body.email or "").strip().lower()
-            if throttle.retry_after(email) > 0:
-                raise TooManyAttempts(f"Too many failed logins for {email}; try again later.")
-            with database.session() as db:
-                team = db.scalar(select(Team).where(Team.email == email)) if auth.encodable(email) else None
-                if not auth.verify_password(team.password_hash if team else None, body.password or "") or not team:
-                    throttle.failed(email)
-                    raise WrongCredentials("Wrong email or password; check both, or ask the organisers to reset it.")
-                if team.disabled:
-                    raise Forbidden(_DISABLED)
-                team_id = team.id
-        else:
-            team_id = caller(request).team_id
+    def mint_token(team_id: int, body: TokenRequest) -> TokenResponse:
         token = auth.new_secret(auth.TOKEN_PREFIX)
         expires = now() + body.expires_in_days * 86400 if body.expires_in_days else None
         with database.session() as db:
@@ -399,6 +457,16 @@ def create_app(
             db.add(row)
             db.flush()
             return TokenResponse(id=row.id, token=token, name=body.name, expires=expires)
+
+    @app.post("/rest/token", response_model=TokenResponse, status_code=201, tags=["auth"])
+    async def create_token(body: TokenRequest, request: Request) -> TokenResponse:
+        """Create an API token for scripts, from a session/token or from ``email`` + ``password``."""
+        if body.email is not None or body.password is not None:
+            email = (body.email or "").strip().lower()
+            team_id, _ = await check_password(request, email, body.password or "")
+        else:
+            team_id = (await run_in_threadpool(caller, request)).team_id
+        return await run_in_threadpool(mint_token, team_id, body)
 
     @app.get("/rest/tokens", response_model=list[TokenInfo], tags=["auth"])
     def list_tokens(who: Caller = Depends(caller)) -> list[TokenInfo]:
@@ -507,14 +575,23 @@ def create_app(
 
     # -- public --
 
+    def build_board(db: Any) -> bytes:
+        document = LeaderboardResponse.model_validate(leaderboards.public_board(db, config))
+        return document.model_dump_json(exclude_none=True).encode("utf-8")
+
+    board_cache = boardcache.BoardCache(database, build_board)
+
     @app.get(
         "/rest/leaderboard", response_model=LeaderboardResponse, response_model_exclude_none=True, tags=["contest"]
     )
-    def board(level: str | None = None) -> dict[str, Any]:
+    def board(level: str | None = None) -> Response:
         """Each team's latest (or best) finished job, best first; ``level=GAME/STATE``: that level's view.
-        Public, as in 2018; frozen from ``freeze_at`` on."""
+        Public, as in 2018; frozen from ``freeze_at`` on. The whole board is cached (``boardcache``)."""
+        if level is None:
+            return Response(board_cache.get(), media_type="application/json")
         with database.session() as db:
-            return leaderboards.public_board(db, config, level=level)
+            document = LeaderboardResponse.model_validate(leaderboards.public_board(db, config, level=level))
+        return Response(document.model_dump_json(exclude_none=True), media_type="application/json")
 
     @app.get("/rest/health", tags=["contest"])
     def health() -> JSONResponse:

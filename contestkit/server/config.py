@@ -106,6 +106,15 @@ class ServerConfig:
     freeze_at: str | None = None
     # Team emails whose entries are the host's baselines: shown on the leaderboards, marked as such.
     baselines: list[str] = field(default_factory=list)
+    # Login throttling (server/throttle.py): failed password checks allowed per window, per account
+    # (for clients without that account's device cookie) and per client address across accounts.
+    login_window_seconds: float = 300.0
+    login_account_limit: int = 10
+    login_client_limit: int = 30
+    # How long pulling a job's image is retried (with backoff) while the registry does not answer.
+    pull_retry_seconds: float = 120.0
+    # How often expired sessions and API tokens are deleted (server/housekeeping.py).
+    sweep_seconds: float = 600.0
     data_dir: Path = field(default=Path("."), repr=False)
 
     # -- derived -------------------------------------------------------------------------------
@@ -313,6 +322,12 @@ def validate(config: ServerConfig) -> None:
         raise UsageError("seed must be a number of 0 or more, or null to draw a fresh seed for every job attempt.")
     if config.session_ttl_hours <= 0:
         raise UsageError("session_ttl_hours must be positive.")
+    if config.login_window_seconds <= 0 or config.login_account_limit < 1 or config.login_client_limit < 1:
+        raise UsageError("login_window_seconds must be positive; login_account_limit, login_client_limit >= 1.")
+    if config.sweep_seconds <= 0:
+        raise UsageError("sweep_seconds must be positive.")
+    if config.pull_retry_seconds < 0:
+        raise UsageError("pull_retry_seconds must be 0 (no retry) or more.")
     taken: dict[int, str] = {}
     for text in config.cpusets:
         for cpu in cpuset.parse(text, what="cpusets entry"):

@@ -54,14 +54,28 @@ class QuotaExceeded(TooManyAttempts):
     """A submission over the team's quota; ``retry_after`` says when the next one is allowed (if ever)."""
 
 
+class Overloaded(Refused):
+    """The server cannot take this request now (its password-checking pool is full); ``retry_after`` s."""
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unavailable(Refused):
+    """The server cannot store anything now (its data directory is read-only or full)."""
+
+
 __all__ = [
     "Conflict",
     "Forbidden",
     "Invalid",
     "NotFound",
     "NotLoggedIn",
+    "Overloaded",
     "QuotaExceeded",
     "Refused",
     "TooManyAttempts",
+    "Unavailable",
     "WrongCredentials",
 ]

@@ -205,6 +205,19 @@ def _scrub(database: Database) -> None:
             conn.exec_driver_sql("VACUUM FULL teams")
 
 
+def _m005_read_indexes(conn: Connection) -> None:
+    """Indexes for the API's reads at the 2018 scale (tests/server/test_query_plans.py checks them):
+    the leaderboard and its fingerprint (finished jobs by team and finish time), a team's latest job
+    (by queue time), a team's API tokens, and the sweep of expired sessions."""
+    for statement in (
+        "CREATE INDEX ix_jobs_status_team_finished ON jobs (status, team_id, finished_at)",
+        "CREATE INDEX ix_jobs_team_queued ON jobs (team_id, queued_at)",
+        "CREATE INDEX ix_auth_tokens_team_kind ON auth_tokens (team_id, kind)",
+        "CREATE INDEX ix_auth_tokens_expires ON auth_tokens (expires_at)",
+    ):
+        conn.execute(text(statement))
+
+
 Migration = tuple[int, str, Callable[[Connection], None]]
 
 MIGRATIONS: list[Migration] = [
@@ -212,6 +225,7 @@ MIGRATIONS: list[Migration] = [
     (2, "derived registry passwords", _m002_derived_registry_passwords),
     (3, "job seeds and running means", _m003_job_seeds_and_running_means),
     (4, "contest phases, final and host controls", _m004_contest_phases),
+    (5, "indexes for the API's reads", _m005_read_indexes),
 ]
 
 LATEST = MIGRATIONS[-1][0]

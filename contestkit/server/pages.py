@@ -32,7 +32,7 @@ import socket
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,7 +101,7 @@ class ApiFunctions:
     """
 
     caller: Callable[[Request], Any]
-    login: Callable[[Any, Response], Any]
+    login: Callable[[Any, Request, Response], Awaitable[Any]]
     login_body: Callable[[str, str], Any]
     logout: Callable[[Request, Response], Any]
     cancel: Callable[[int, Any], Any]
@@ -573,14 +573,15 @@ def install(
         return response
 
     @router.post("/signin", response_class=HTMLResponse)
-    def signin(request: Request, form: dict[str, str] = Depends(read_form)) -> Response:
+    async def signin(request: Request, form: dict[str, str] = Depends(read_form)) -> Response:
         cookie = request.cookies.get(CSRF_COOKIE, "")
         target = _safe_next(form.get("next"))
         if not same_origin(request) or not cookie or not hmac.compare_digest(form.get(CSRF_FIELD, ""), cookie):
             return message(request, None, 403, "Refused", "Open the sign-in page again and sign in from it.")
         response = RedirectResponse(target, status_code=303)
         try:
-            api.login(api.login_body(form.get("email", ""), form.get("password", "")), response)
+            # The API's own login: the same throttle, hash pool, device cookie and session.
+            await api.login(api.login_body(form.get("email", ""), form.get("password", "")), request, response)
         except api.refused as exc:
             status = api.status_of(exc)
             retry = _retry_after(exc)

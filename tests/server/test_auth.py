@@ -21,8 +21,11 @@ LEVELS = [("Fake", "Level1")]
 
 @pytest.fixture(scope="module")
 def contest(make_module_contest) -> Contest:
-    """One server for the tests that need no special configuration; each test has its own teams."""
-    return make_module_contest(LEVELS)
+    """One server for the tests that need no special configuration; each test has its own teams.
+
+    All of them log in from 127.0.0.1, so the per-address limit is raised here (its own test has its own
+    server): the module's deliberate wrong passwords must not add up to throttling unrelated tests."""
+    return make_module_contest(LEVELS, extra_config={"login_client_limit": 10_000})
 
 
 def test_wrong_password_and_unknown_email_are_refused(contest, unique_team, password):
@@ -120,10 +123,107 @@ def test_repeated_wrong_passwords_are_throttled(contest, unique_team, password):
     codes = [requests.post(contest.url + "/rest/login", json=body).status_code for _ in range(11)]
     assert codes[:10] == [401] * 10
     assert codes[10] == 429
-    # Even the right password waits now: the guesser cannot tell it found it.
+    # A client the server does not know waits even with the right password: the guesser cannot tell it found it.
     right = requests.post(contest.url + "/rest/login", json={"email": email, "password": password})
     assert right.status_code == 429
     assert int(right.headers["retry-after"]) > 0
+
+
+def test_someone_elses_guesses_do_not_lock_the_team_out(contest, unique_team, password):
+    """Finding of issue 11: after 10 wrong passwords from anyone, the right one got 429 for 5 minutes.
+    Now a client that logged in before (its device cookie) logs in again, its open session and the
+    team's API tokens keep working; only clients the server does not know for this account wait."""
+    name, email = unique_team("alpha")
+    contest.add_team(name, email)
+    url = contest.url
+    laptop = requests.Session()
+    assert laptop.post(url + "/rest/login", json={"email": email, "password": password}).status_code == 200
+    assert laptop.cookies.get("contestkit_device")
+    token = requests.post(url + "/rest/token", json={"email": email, "password": password}).json()["token"]
+    guesses = [
+        requests.post(url + "/rest/login", json={"email": email, "password": f"guess {i}"}).status_code
+        for i in range(12)
+    ]
+    assert guesses == [401] * 10 + [429] * 2
+    assert requests.post(url + "/rest/login", json={"email": email, "password": password}).status_code == 429
+    assert laptop.get(url + "/rest/user").status_code == 200  # the open session
+    again = laptop.post(url + "/rest/login", json={"email": email, "password": password})
+    assert again.status_code == 200, again.text  # a new session for the known device
+    assert laptop.get(url + "/rest/user").json()["name"] == name
+    assert requests.get(url + "/rest/user", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    # The device cookie is bound to its account and signed: for another email, or altered, it is worthless.
+    other_name, other_email = unique_team("beta")
+    contest.add_team(other_name, other_email)
+    for _ in range(10):
+        requests.post(url + "/rest/login", json={"email": other_email, "password": "guess guess"})
+    borrowed = requests.post(
+        url + "/rest/login",
+        json={"email": other_email, "password": password},
+        cookies={"contestkit_device": laptop.cookies["contestkit_device"]},
+    )
+    assert borrowed.status_code == 429
+    forged = laptop.cookies["contestkit_device"][:-2] + "AA"
+    assert (
+        requests.post(
+            url + "/rest/login", json={"email": email, "password": password}, cookies={"contestkit_device": forged}
+        ).status_code
+        == 429
+    )
+
+
+def test_a_known_device_has_a_limit_of_its_own(contest, unique_team, password):
+    """A device cookie is no licence to guess: its own wrong passwords are limited like an account's."""
+    name, email = unique_team("alpha")
+    contest.add_team(name, email)
+    device = requests.Session()
+    assert device.post(contest.url + "/rest/login", json={"email": email, "password": password}).status_code == 200
+    codes = [
+        device.post(contest.url + "/rest/login", json={"email": email, "password": "guess"}).status_code
+        for _ in range(11)
+    ]
+    assert codes == [401] * 10 + [429]
+
+
+def test_concurrent_guessers_cannot_race_past_the_limit(contest, unique_team):
+    """Finding: 20 concurrent guessers got 28-29 guesses checked against a limit of 10. A check now
+    takes its slot before the password is hashed, so at most 10 are ever checked (401); the rest 429."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    name, email = unique_team("alpha")
+    contest.add_team(name, email)
+
+    def guess(i: int) -> int:
+        return requests.post(contest.url + "/rest/login", json={"email": email, "password": f"guess {i}"}).status_code
+
+    with ThreadPoolExecutor(20) as pool:
+        codes = list(pool.map(guess, range(60)))
+    assert codes.count(401) == 10, codes
+    assert codes.count(429) == 50, codes
+
+
+def test_one_client_is_limited_across_accounts(make_contest, password):
+    """Finding: 60 guesses spread over 60 emails were all checked. Now one address gets
+    ``login_client_limit`` failed checks per window, whichever emails it tries; a team's known
+    device (logged in before) still gets in from that address."""
+    contest = make_contest(LEVELS, extra_config={"login_client_limit": 15})
+    contest.add_team("Alpha", "alpha@example.org")
+    device = contest.session("alpha@example.org")
+    codes = [
+        requests.post(contest.url + "/rest/login", json={"email": f"user{i}@example.org", "password": "guess"})
+        for i in range(20)
+    ]
+    assert [c.status_code for c in codes] == [401] * 15 + [429] * 5
+    assert "from this address" in codes[-1].json()["detail"]
+    assert (
+        requests.post(
+            contest.url + "/rest/login", json={"email": "alpha@example.org", "password": password}
+        ).status_code
+        == 429
+    )
+    assert (
+        device.post(contest.url + "/rest/login", json={"email": "alpha@example.org", "password": password}).status_code
+        == 200
+    )
 
 
 def test_a_password_that_is_not_valid_text_is_a_failed_login_and_is_throttled(contest, unique_team, password):

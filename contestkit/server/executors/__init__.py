@@ -154,7 +154,9 @@ def load_executor(config: ServerConfig) -> Executor:
         return executor_from_config(config)
 
     account = (
-        RegistryAccount(config.evaluator_username, config.evaluator_registry_password) if config.pull_images else None
+        RegistryAccount(config.evaluator_username, config.evaluator_registry_password, config.pull_retry_seconds)
+        if config.pull_images
+        else None
     )
     if config.evaluator:
         return FunctionExecutor(load_level_function(config.evaluator), pull_with=account)

@@ -1,0 +1,220 @@
+"""The server against hostile or careless clients (issue 11): sizes, control characters, cross-origin
+cookie requests, a read-only data directory, sweeping, and what a commit guarantees (real server
+processes; both databases where the finding was database-specific)."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+import requests
+
+LEVELS = [("Fake", "Level1")]
+
+
+@pytest.fixture(scope="module")
+def contest(make_module_contest):
+    return make_module_contest(LEVELS, extra_config={"login_client_limit": 10_000})
+
+
+def _raw_post(url: str, path: str, head: bytes, body_chunks: list[bytes]) -> bytes:
+    host, port = url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: " + f"{host}:{port}".encode() + b"\r\n" + head)
+        try:
+            for chunk in body_chunks:
+                conn.sendall(chunk)
+        except OSError:
+            pass  # the server answered and closed without reading it all: the point
+        return conn.recv(65536)
+
+
+def test_a_body_over_64_kib_is_refused_unread(contest):
+    """Finding: a 100 MB login body was read whole. A Content-Length over 64 KiB is a 413 at once,
+    before the body is sent; a chunked body is a 413 once it passes 64 KiB."""
+    big = requests.post(contest.url + "/rest/login", data=b"x" * (64 * 1024 + 1),
+                        headers={"Content-Type": "application/json"})  # fmt: skip
+    assert big.status_code == 413 and "64 KiB" in big.json()["detail"]
+    started = time.monotonic()
+    answer = _raw_post(
+        contest.url,
+        "/rest/login",
+        b"Content-Type: application/json\r\nContent-Length: 100000000\r\n\r\n",
+        [],  # nothing of the 100 MB is sent: the answer must come without it
+    )
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert time.monotonic() - started < 10
+
+    def chunks():
+        for _ in range(200):
+            yield b"x" * 4096
+
+    streamed = requests.post(contest.url + "/rest/login", data=chunks(), headers={"Content-Type": "application/json"})
+    assert streamed.status_code == 413, streamed.text
+    small = requests.post(contest.url + "/rest/login", json={"email": "a@example.org", "password": "p" * 100})
+    assert small.status_code == 401
+    headers = {f"X-Filler-{i}": "y" * 1000 for i in range(20)}
+    assert requests.get(contest.url + "/rest/health", headers=headers).status_code == 431
+
+
+@pytest.fixture
+def db_contest(make_contest, database_url):
+    contest = make_contest(LEVELS, database_url=database_url, extra_config={"login_client_limit": 10_000})
+    contest.add_team("Alpha", "alpha@example.org")
+    return contest
+
+
+def test_control_characters_are_a_4xx_on_both_databases(db_contest):
+    """Finding: on PostgreSQL a NUL in the login email or the token name was a 500 (psycopg.DataError)."""
+    url = db_contest.url
+    http = db_contest.session("alpha@example.org")
+    for path, body, client in (
+        ("/rest/login", {"email": "alpha\u0000@example.org", "password": "whatever it is"}, requests),
+        ("/rest/token", {"email": "alpha\u0000@example.org", "password": "whatever it is"}, requests),
+        ("/rest/token", {"name": "ci\u0000"}, http),
+        ("/rest/token", {"name": "ci\u0007bell"}, http),
+        ("/rest/job/start", {"tag": "v1\u0000"}, http),
+    ):
+        answer = client.post(url + path, json=body)
+        assert answer.status_code == 422, (path, body, answer.text)
+        assert "control character" in answer.json()["detail"]
+    assert http.post(url + "/rest/token", json={"name": "ci"}).status_code == 201
+
+
+def test_a_cookie_request_from_another_origin_is_refused_and_the_2018_client_still_works(contest):
+    """Finding: a page on the same host, another port, cancelled a team's job through its cookie."""
+    _, http = contest.team("alpha")
+    url = contest.url
+    other_port = "http://127.0.0.1:1"  # the same host, another port: another origin
+    for headers in ({"Origin": other_port}, {"Origin": "null"}, {"Sec-Fetch-Site": "same-site"},
+                    {"Sec-Fetch-Site": "cross-site", "Origin": url}):  # fmt: skip
+        refused = http.post(url + "/rest/job/start", json={"tag": "v1"}, headers=headers)
+        assert refused.status_code == 403, (headers, refused.text)
+        assert "another site or port" in refused.json()["detail"]
+    assert http.get(url + "/rest/job/status").status_code == 404  # nothing was started
+    # The 2018 client: the cookie and nothing else; a page of the server itself: its own origin.
+    started = http.post(url + "/rest/job/start", json={"tag": "v1"})
+    assert started.status_code == 201, started.text
+    own = {"Origin": url, "Sec-Fetch-Site": "same-origin"}
+    assert http.post(url + "/rest/job/kill", headers=own).status_code == 200
+    contest.wait_job(http, started.json()["id"], ("cancelled", "finished", "failed"))
+    assert http.post(url + "/rest/job/restart").status_code == 200
+    assert http.post(url + "/rest/job/kill").status_code == 200
+    # A bearer token is no ambient credential: Origin does not matter for it.
+    token = http.post(url + "/rest/token", json={"name": "ci"}).json()["token"]
+    bearer = requests.get(url + "/rest/tokens", headers={"Authorization": f"Bearer {token}", "Origin": other_port})
+    assert bearer.status_code == 200
+    # Reading is never refused (a GET changes nothing).
+    assert http.get(url + "/rest/user", headers={"Origin": other_port}).status_code == 200
+
+
+def test_the_server_sqlite_connections_commit_with_synchronous_full(tmp_path):
+    """Finding: synchronous=NORMAL lost commits up to 6 s old after a forced filesystem error."""
+    from contestkit.server.db import Database
+
+    database = Database(f"sqlite:///{tmp_path / 'contest.db'}")
+    with database.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    database.dispose()
+
+
+def test_a_read_only_database_is_a_json_503(tmp_path, init_contest, server_process, password):
+    """Finding: with a read-only data directory, login and token were plain-text 500s. Here SQLite
+    itself refuses every write (the database opened with ``mode=ro``, as a read-only mount makes
+    it), while reads still work."""
+    import yaml
+
+    from contestkit.server.admin import add_team
+
+    data_dir = init_contest(tmp_path, LEVELS)
+    add_team(data_dir, name="alpha", email="alpha@example.org", password=password)
+    config = yaml.safe_load((data_dir / "server.yaml").read_text())
+    config["database_url"] = f"sqlite:///file:{data_dir / 'contest.db'}?mode=ro&uri=true"
+    (data_dir / "server.yaml").write_text(yaml.safe_dump(config))
+    server = server_process(data_dir).start()
+    try:
+        login = requests.post(server.url + "/rest/login", json={"email": "alpha@example.org", "password": password})
+        token = requests.post(server.url + "/rest/token", json={"email": "alpha@example.org", "password": password})
+        for answer in (login, token):
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["content-type"] == "application/json"
+            assert "read-only or full" in answer.json()["detail"]
+        assert requests.get(server.url + "/rest/leaderboard").status_code == 200  # reads still work
+    finally:
+        server.stop()
+
+
+def test_expired_sessions_and_tokens_are_swept(offline_contest):
+    """Finding: sessions were never swept (2,090 rows after the probe). Each database."""
+    from sqlalchemy import func, select
+
+    from contestkit.server import housekeeping
+    from contestkit.server.db import AuthToken, now
+
+    db = offline_contest.database
+    stamp = now()
+    with db.session() as session:
+        for i, (kind, expires) in enumerate(
+            [("session", stamp - 10), ("session", stamp + 3600), ("api", stamp - 1), ("api", None)]
+        ):
+            session.add(AuthToken(team_id=offline_contest.team_id, kind=kind, token_hash=f"h{i}", expires_at=expires))
+    assert housekeeping.sweep_expired(db) == 2
+    with db.session() as session:
+        assert sorted(session.scalars(select(AuthToken.token_hash))) == ["h1", "h3"]
+    # The server's own thread does it without being asked, every sweep_seconds.
+    sweeper = housekeeping.Sweeper(db, interval=0.2)
+    with db.session() as session:
+        session.add(AuthToken(team_id=offline_contest.team_id, kind="session", token_hash="h9", expires_at=now() + 0.3))
+    sweeper.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with db.session() as session:
+                if session.scalar(select(func.count()).select_from(AuthToken)) == 2:
+                    break
+            time.sleep(0.1)
+    finally:
+        sweeper.stop()
+    with db.session() as session:
+        assert sorted(session.scalars(select(AuthToken.token_hash))) == ["h1", "h3"]
+
+
+def test_a_full_hash_pool_refuses_at_once_with_retry_after():
+    """Finding: 100 concurrent logins (Argon2 on the request pool) made /rest/health take 8-15 s. The
+    checks now run on a pool of their own; when it is full a login is refused at once (503), not queued."""
+    import asyncio
+    import os
+    import threading
+
+    from contestkit.server import auth
+    from contestkit.server.errors import Overloaded
+
+    pool = auth.HashPool(workers=1, waiting=1)
+    release = threading.Event()
+
+    async def scenario() -> None:
+        first = asyncio.ensure_future(pool.run(release.wait, 30))
+        second = asyncio.ensure_future(pool.run(release.wait, 30))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        try:
+            await pool.run(release.wait, 30)
+        except Overloaded as exc:
+            assert exc.retry_after == 1
+            assert time.monotonic() - started < 0.5
+        else:
+            raise AssertionError("a third check was accepted by a pool of one worker and one waiting slot")
+        release.set()
+        assert await first and await second
+        assert await pool.run(lambda: "free again") == "free again"
+        # The checks run at a lower priority than the request threads (they take the CPU others leave).
+        niceness = await pool.run(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        assert niceness == min(19, os.getpriority(os.PRIO_PROCESS, 0) + auth.HASH_NICENESS)
+
+    asyncio.run(scenario())
+    pool.close()
+    # And the server's own pool is sized to the CPUs it may use.
+    assert auth.HashPool().workers == len(os.sched_getaffinity(0))
+    assert auth.ARGON2_PARAMETERS.memory_cost == 65536 and auth.ARGON2_PARAMETERS.time_cost == 3
