@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from contestkit import results
-from contestkit.curves import structured_log, write_level_curve
+from contestkit import results, structured_log
+from contestkit.curves import write_level_curve
 from contestkit.evaluation import BUNDLED_AGENT
 from contestkit.server.executors import kubernetes as kx
 
