@@ -60,6 +60,7 @@ from contestkit.server.errors import (
     NotFound,
     NotLoggedIn,
     Overloaded,
+    QuotaExceeded,
     Refused,
     TooManyAttempts,
     Unavailable,
@@ -204,6 +205,7 @@ STATUS_OF: dict[type[Refused], int] = {
     Conflict: 409,
     Invalid: 422,
     TooManyAttempts: 429,
+    QuotaExceeded: 429,
     Overloaded: 503,
     Unavailable: 503,
 }
