@@ -73,3 +73,34 @@ def test_a_new_project_evaluates_and_passes_its_own_tests(template: str, tmp_pat
 
     proc = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project, timeout=600)
     assert " passed" in proc.stdout and "failed" not in proc.stdout, proc.stdout[-2000:]
+
+
+@pytest.mark.parametrize(("template", "other"), [("pytorch", "tf"), ("tf", "pytorch")])
+def test_pretraining_refuses_the_other_frameworks_checkpoint(template: str, other: str, tmp_path: Path) -> None:
+    """A real checkpoint of one template, given to the other: one sentence, and the file is kept."""
+    _need_framework(template)
+    _need_framework(other)
+    ck = [sys.executable, "-m", "contestkit"]
+    for name in (template, other):
+        _run([*ck, "new", name, "--template", name], cwd=tmp_path, timeout=120)
+    foreign = tmp_path / ("ppo.npz" if other == "tf" else "ppo.pt")
+    env = dict(_env(), PYTHONPATH=os.pathsep.join((str(tmp_path / other), _env()["PYTHONPATH"])))
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from pathlib import Path; from agent.config import Config; "
+         "from agent.ppo import PPO; PPO(Config(), (4, 84, 84), 12).save(Path(sys.argv[1]))", str(foreign)],
+        cwd=tmp_path / other, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    before = foreign.read_bytes()
+    project = tmp_path / template
+    (project / "air.csv").write_text("game,state\nAirstriker-Genesis,Level1\n")
+    env = dict(_env(), PYTHONPATH=os.pathsep.join((str(project), _env()["PYTHONPATH"])))
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.pretrain", "--levels", "air.csv", "--timesteps", "512", "--out", str(foreign)],
+        cwd=project, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    framework = {"pytorch": "PyTorch", "tf": "TensorFlow"}[other]
+    assert proc.stderr.strip().startswith(f"error: {foreign} is a {framework} checkpoint"), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert foreign.read_bytes() == before
