@@ -143,3 +143,19 @@ def test_bad_input_is_one_sentence_and_the_checkpoint_survives(
     assert err.startswith("error: ") and message in err, err
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     assert {p: sha(p) for p in before} == before  # nothing written over
+
+
+def test_the_default_list_needs_the_sonic_roms_and_says_so(project: Path) -> None:
+    from contestkit.games import rom_path
+
+    if all(
+        rom_path(g)
+        for g in ("SonicTheHedgehog-Genesis", "SonicTheHedgehog2-Genesis", "SonicAndKnuckles3-Genesis")
+    ):
+        pytest.skip("the Sonic ROMs are imported here: the default list would train")
+    proc = pretrain(project, "--timesteps", "512")
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    err = proc.stderr.strip()
+    assert err.startswith("error: The contest's training list needs the ROMs of "), err
+    assert "contestkit roms import" in err and len(err.splitlines()) == 1, err
+    assert not (project / PRETRAINED).exists()
