@@ -32,7 +32,9 @@ from typing import Any
 
 import numpy as np
 from agent.actions import action_set
+from agent.checkpoints import unreadable
 from agent.config import PRETRAINED, PROJECT_DIR, Config
+from agent.framework import CHECKPOINT_SUFFIX
 
 DEFAULT_TIMESTEPS = 1_000_000
 CURVE_SUFFIX = "-reward-curve.svg"
@@ -240,9 +242,15 @@ def pretrain(
     levels_path, levels = check_levels(levels_csv)
     # Read an existing checkpoint's metadata before starting anything: a checkpoint this run
     # cannot continue is refused with the file untouched.
+    resume = out.is_file()
+    if out.suffix != CHECKPOINT_SUFFIX:
+        if resume:
+            raise unreadable(out)  # the other framework's file: say so before loading a framework
+        raise PretrainError(
+            f"--out {out} must end in {CHECKPOINT_SUFFIX}, this template's checkpoint format."
+        )
     from agent.ppo import PPO, read_checkpoint
 
-    resume = out.is_file()
     if resume:
         read_checkpoint(out)
     cfg.total_timesteps = timesteps
