@@ -38,6 +38,8 @@ class PPO:
     def __init__(self, cfg: Config, obs_shape: tuple[int, int, int], n_actions: int, n_envs: int = 1) -> None:
         self.cfg = cfg
         self.device = pick_device(cfg.device)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         self.obs_shape = obs_shape

@@ -42,6 +42,12 @@ class PPO:
 
     def __init__(self, cfg: Config, obs_shape: tuple[int, int, int], n_actions: int, n_envs: int = 1) -> None:
         self.cfg = cfg
+        if cfg.threads > 0:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
+                tf.config.threading.set_inter_op_parallelism_threads(cfg.threads)
+            except RuntimeError:  # TensorFlow already started in this process: keep its threads
+                pass
         self.device = pick_device(cfg.device)
         tf.random.set_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import signal
 import sys
 import time
@@ -254,6 +255,8 @@ def pretrain(
     if resume:
         read_checkpoint(out)
     cfg.total_timesteps = timesteps
+    if cfg.threads <= 0:  # the cores the env workers leave free (see Config.threads)
+        cfg.threads = max(1, len(os.sched_getaffinity(0)) - n_envs)
     cfg.n_steps = max(1, cfg.n_steps // n_envs)  # the same update batch as evaluation's single env
     envs = Envs(levels, n_envs, cfg.seed, cfg)
     try:
