@@ -102,7 +102,7 @@ def eval_agent(agent: str, timesteps: int, out: Path, threads: int | None, seed:
     env = dict(os.environ, **seed_env(agent, seed, timesteps))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     if threads:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TF_NUM_INTRAOP_THREADS=str(threads))
+        env.update(thread_env(threads), AGENT_THREADS=str(threads))
     results = out / agent / f"seed{seed}"
     cwd = ROOT
     extra: list[str] = ["--seed", str(seed)]
@@ -237,7 +237,7 @@ def inproc_agent(agent: str, timesteps: int, out: Path, threads: int | None, see
     env = dict(os.environ, **seed_env(agent, seed, timesteps))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     if threads:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TF_NUM_INTRAOP_THREADS=str(threads))
+        env.update(thread_env(threads), AGENT_THREADS=str(threads))
     results = out / agent / f"seed{seed}"
     cmd = [sys.executable, __file__, "--worker", agent, "--timesteps", str(timesteps),
            "--results-dir", str(results), "--seed", str(seed)]  # fmt: skip
