@@ -104,3 +104,53 @@ def test_pretraining_refuses_the_other_frameworks_checkpoint(template: str, othe
     assert proc.stderr.strip().startswith(f"error: {foreign} is a {framework} checkpoint"), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert foreign.read_bytes() == before
+
+
+SAME_NUMBERS = """
+import json
+import numpy as np
+from agent.config import Config
+from agent.ppo import PPO
+
+cfg = Config(seed=3, n_steps=64, n_minibatches=2, n_epochs=2, threads=1)
+ppo = PPO(cfg, (4, 84, 84), 12)
+rng = np.random.default_rng(0)
+obs = rng.integers(0, 255, (8, 4, 84, 84), dtype=np.uint8)
+out = {}
+out["actions"], out["log_probs"], out["values"] = (x.tolist() for x in ppo.act_batch(obs))
+for t in range(64):
+    action, log_prob, value = ppo.act(obs[t % 8])
+    ppo.rollout.add(obs[t % 8], action, log_prob, value)
+    ppo.rollout.rewards[t] = float(rng.random())
+    ppo.timesteps += 1
+ppo.update(0.0)
+out["actions2"], out["log_probs2"], out["values2"] = (x.tolist() for x in ppo.act_batch(obs))
+print(json.dumps(out))
+"""
+
+
+def test_both_frameworks_compute_the_same_numbers_for_the_same_seed(tmp_path: Path) -> None:
+    """Same seed, same observations: the same initial network, the same actions, the same update."""
+    import json
+
+    import numpy as np
+
+    _need_framework("pytorch")
+    _need_framework("tf")
+    ck = [sys.executable, "-m", "contestkit"]
+    numbers = {}
+    for template in ("pytorch", "tf"):
+        _run([*ck, "new", template, "--template", template], cwd=tmp_path, timeout=120)
+        project = tmp_path / template
+        env = dict(_env(), PYTHONPATH=os.pathsep.join((str(project), _env()["PYTHONPATH"])))
+        proc = subprocess.run([sys.executable, "-c", SAME_NUMBERS], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        numbers[template] = json.loads(proc.stdout.strip().splitlines()[-1])
+    torch_, tf_ = numbers["pytorch"], numbers["tf"]
+    assert torch_["actions"] == tf_["actions"] and torch_["actions2"] == tf_["actions2"]
+    for key in ("log_probs", "values"):
+        np.testing.assert_allclose(torch_[key], tf_[key], atol=1e-5)
+    # After one update (4 Adam steps): rounding, not a different algorithm.
+    np.testing.assert_allclose(torch_["log_probs2"], tf_["log_probs2"], atol=1e-4)
+    np.testing.assert_allclose(torch_["values2"], tf_["values2"], atol=1e-3, rtol=1e-4)

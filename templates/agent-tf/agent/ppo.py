@@ -54,7 +54,9 @@ class PPO:
         self.obs_shape = tuple(obs_shape)
         self.n_actions = n_actions
         with tf.device(self.device):
-            self.model = build_actor_critic(obs_shape[0], n_actions, obs_shape[1], obs_shape[2])
+            self.model = build_actor_critic(
+                obs_shape[0], n_actions, obs_shape[1], obs_shape[2], seed=cfg.seed
+            )
             self.optimizer = tf.keras.optimizers.Adam(
                 learning_rate=cfg.learning_rate, epsilon=1e-5, global_clipnorm=cfg.max_grad_norm
             )
