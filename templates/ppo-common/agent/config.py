@@ -49,10 +49,11 @@ class Config:
     gamma: float = 0.99
     gae_lambda: float = 0.95
     clip_range: float = 0.2
-    # baselines' ppo2 schedule: learning rate and clip range fall linearly to zero over
-    # total_timesteps (the contest's per-level budget; pretraining sets it to --timesteps), so the
-    # last updates are small and the policy settles instead of swinging.
-    anneal: bool = True
+    # baselines' ppo2 (Atari) schedule: learning rate and clip range fall linearly to zero over
+    # total_timesteps (the contest's per-level budget; pretraining sets it to --timesteps). Off
+    # until bench/agents.py --seeds shows it pays on the contest's budget (AGENT_ANNEAL=1 to try);
+    # the contest's own PPO baseline kept both constant.
+    anneal: bool = False
     total_timesteps: int = 1_000_000
     entropy_coef: float = 0.01
     value_coef: float = 0.5

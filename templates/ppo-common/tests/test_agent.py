@@ -152,3 +152,20 @@ def test_a_short_local_eval_plays_episodes(tmp_path: Path) -> None:
     assert "saved" in stdout, stdout[-2000:]
     # The checkpoint lands in the runtime's output directory ($CONTESTKIT_OUT_DIR).
     assert list(results.rglob(CHECKPOINT)), f"no {CHECKPOINT} under {results}"
+
+
+def test_annealing_scales_learning_rate_and_clip_down_to_zero(tmp_path: Path) -> None:
+    from agent.ppo import PPO
+
+    cfg = small_config(tmp_path, anneal=True, total_timesteps=256)
+    assert [cfg.schedule(t) for t in (0, 128, 256, 512)] == [1.0, 0.5, 0.0, 0.0]
+    assert small_config(tmp_path).schedule(10**9) == 1.0  # off by default: constant, as the contest baseline
+    ppo = PPO(cfg, (4, 84, 84), 12)
+    rng = np.random.default_rng(0)
+    for _ in range(2):  # two rollouts of 64: the second starts at timestep 64 of 256
+        for t in range(64):
+            ppo.rollout.add(rng.integers(0, 255, (4, 84, 84), dtype=np.uint8), 0, -2.5, 0.0)
+            ppo.rollout.rewards[t] = 1.0
+            ppo.timesteps += 1
+        stats = ppo.update(0.0)
+    assert stats["lr_frac"] == pytest.approx(0.75)
