@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from bench.agents import machine  # noqa: E402
 
 RATE = re.compile(r"\(([\d.]+) steps/s this run\)")
+CPU = re.compile(r"cpu per timestep: learner ([\d.]+) ms, env workers ([\d.]+) ms")
 
 
 def scaffold(template: str, parent: Path) -> Path:
@@ -62,7 +63,15 @@ def one_run(project: Path, envs: int, timesteps: int, seed: int, n_steps: int | 
         raise SystemExit(
             f"pretrain --envs {envs} failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}"
         )
-    return {"envs": envs, "seed": seed, "timesteps": timesteps, "steps_per_s": float(match.group(1))}
+    cpu = CPU.search(proc.stdout)
+    return {
+        "envs": envs,
+        "seed": seed,
+        "timesteps": timesteps,
+        "steps_per_s": float(match.group(1)),
+        "cpu_ms_per_timestep": {"learner": float(cpu.group(1)), "env_workers": float(cpu.group(2))} if cpu else None,
+        "load_average": os.getloadavg()[0],
+    }
 
 
 def main() -> None:

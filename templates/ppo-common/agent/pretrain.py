@@ -100,9 +100,11 @@ def _worker(conn: Connection, spec: WorkerSpec) -> None:
     try:
         stack = start_episode()
         conn.send(("ready", stack, table))
+        cpu_start = time.process_time()
         while True:
             cmd, arg = conn.recv()
             if cmd == "close":
+                conn.send(("cpu", time.process_time() - cpu_start, None))  # stepping only, start-up excluded
                 break
             assert table is not None
             obs, reward, terminated, truncated, _ = env.step(table[arg])
@@ -163,16 +165,22 @@ class Envs:
             conn.send(("step", int(a)))
         return [self._recv(c) for c in self.conns]
 
-    def close(self) -> None:
+    def close(self) -> float:
+        """Stop the workers; returns the CPU seconds they spent stepping, together."""
+        cpu = 0.0
         for conn in self.conns:
             try:
                 conn.send(("close", None))
-            except (BrokenPipeError, OSError):
+                if conn.poll(10):
+                    reply = conn.recv()
+                    cpu += reply[1] if reply[0] == "cpu" else 0.0
+            except (BrokenPipeError, EOFError, OSError):
                 pass
         for proc in self.procs:
             proc.join(timeout=10)
             if proc.is_alive():
                 proc.terminate()
+        return cpu
 
 
 # -- input checks ------------------------------------------------------------------------------
@@ -272,9 +280,22 @@ def pretrain(
                     f"{out} already holds {ppo.timesteps:,} timesteps of training, "
                     f"not fewer than --timesteps {timesteps:,}: pass a larger --timesteps to continue it."
                 )
-        return _train(ppo, envs, levels_path, levels, timesteps, out, history, resume, progress)
+        summary = _train(ppo, envs, levels_path, levels, timesteps, out, history, resume, progress)
     finally:
-        envs.close()
+        worker_cpu = envs.close()
+    # CPU seconds per timestep of the learner (this process) and of the env workers together: what
+    # the run would cost on an idle machine, which a shared one's wall clock does not show.
+    steps = max(summary["timesteps_this_run"], 1)
+    summary["cpu_ms_per_timestep"] = {
+        "learner": 1000 * summary.pop("_learner_cpu_s") / steps,
+        "env_workers": 1000 * worker_cpu / steps,
+    }
+    cpu = summary["cpu_ms_per_timestep"]
+    print(
+        f"cpu per timestep: learner {cpu['learner']:.2f} ms, env workers {cpu['env_workers']:.2f} ms",
+        flush=True,
+    )
+    return summary
 
 
 def _train(
@@ -297,6 +318,7 @@ def _train(
     stacks = envs.first
     started_at = ppo.timesteps
     start = time.monotonic()
+    cpu_start = time.process_time()
     next_ckpt = ppo.timesteps + cfg.checkpoint_every
     next_log = ppo.timesteps + cfg.log_every
     ended_by = "done"
@@ -365,6 +387,7 @@ def _train(
             save()
     seconds = time.monotonic() - start
     summary = {
+        "_learner_cpu_s": time.process_time() - cpu_start,
         "checkpoint": str(out),
         "curve": str(curve),
         "timesteps": ppo.timesteps,
