@@ -71,7 +71,8 @@ def test_a_new_project_evaluates_and_passes_its_own_tests(template: str, tmp_pat
         out = monitors[0].parent / "out" / "checkpoints"
         assert any(out.glob("latest.*")), f"no checkpoint in {out}"
 
-    proc = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project, timeout=600)
+    # The project's tests include a short pretraining and two short evaluations: minutes on a loaded CPU.
+    proc = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project, timeout=2400)
     assert " passed" in proc.stdout and "failed" not in proc.stdout, proc.stdout[-2000:]
 
 
