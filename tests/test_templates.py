@@ -52,6 +52,7 @@ def _run(cmd: list[str], cwd: Path, timeout: int) -> subprocess.CompletedProcess
     return proc
 
 
+@pytest.mark.timeout(3600)  # an eval of 6,000 timesteps, then the project's tests, which pretrain
 @pytest.mark.parametrize("template", ["random", "pytorch", "tf"])
 def test_a_new_project_evaluates_and_passes_its_own_tests(template: str, tmp_path: Path) -> None:
     _need_framework(template)
