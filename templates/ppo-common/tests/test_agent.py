@@ -134,7 +134,9 @@ def test_fine_tuning_starts_from_a_shipped_checkpoint(tmp_path: Path) -> None:
 @pytest.mark.eval
 def test_a_short_local_eval_plays_episodes(tmp_path: Path) -> None:
     results = tmp_path / "results"
-    env = dict(os.environ, AGENT_N_STEPS="256", AGENT_LOG_EVERY="500")
+    # One math thread: on a shared CPU a second one spins on the env's core while it waits (measured:
+    # acting 8x slower on a loaded 2-core machine), and this test is about playing, not speed.
+    env = dict(os.environ, AGENT_N_STEPS="256", AGENT_LOG_EVERY="500", AGENT_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "-m", "contestkit", "eval", "Airstriker-Genesis", "Level1", "--runtime", "local",
          "--timestep-limit", "1500", "--results-dir", str(results)],

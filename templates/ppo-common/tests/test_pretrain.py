@@ -42,7 +42,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def run(cwd: Path, *args: str, timeout: int = 900, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = dict(os.environ, AGENT_N_STEPS="256", AGENT_LOG_EVERY="512", **env)
+    environ = dict(os.environ, AGENT_N_STEPS="256", AGENT_LOG_EVERY="512", AGENT_THREADS="1", **env)
     environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(cwd), environ.get("PYTHONPATH", "")) if p)
     return subprocess.run(args, cwd=cwd, env=environ, capture_output=True, text=True, timeout=timeout)
 
