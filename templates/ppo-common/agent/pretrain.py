@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from agent.actions import action_set
 from agent.checkpoints import unreadable
 from agent.config import PRETRAINED, PROJECT_DIR, Config
@@ -72,8 +73,9 @@ def _worker(conn: Connection, spec: WorkerSpec) -> None:
     against 4,500 timesteps).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
-    from agent.preprocess import FrameStack
     from contestkit.envs import make_contest_env
+
+    from agent.preprocess import FrameStack
 
     frames = FrameStack(spec.height, spec.width, spec.grayscale, spec.stack)
     env: Any = None
@@ -478,8 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed is not None:
         cfg.seed = args.seed
     out = args.out or PROJECT_DIR / PRETRAINED
-    from agent.checkpoints import CheckpointError
     from contestkit.errors import ContestkitError
+
+    from agent.checkpoints import CheckpointError
 
     try:
         summary = pretrain(args.levels, args.envs, args.timesteps, out, cfg, progress=not args.no_progress)
