@@ -10,6 +10,12 @@ of its budget), the mean over all episodes (the contest's score for the level) a
     python bench/agents.py                              # 200k timesteps each, all agents
     python bench/agents.py --timesteps 50000 --agents random,ppo-pytorch
     python bench/agents.py --parallel 2 --json          # two agents at a time (one core each)
+    python bench/agents.py --seeds 0,1,2 --output bench/results/agents.json   # per seed, median, worst
+
+With ``--seeds``, every agent runs once per seed (PPO: ``AGENT_SEED``, JERK: ``JERK_SEED``, the
+env's sticky frame skip: ``--seed``), the table gains per agent the median and the worst seed's
+last-20-episode mean, and ``--output`` is rewritten after every finished run, so a benchmark cut
+short still leaves what it measured.
 
 ``--runtime inproc`` steps the contest env in the agent's own process instead (no bridge, no
 ``contestkit eval``); the env and the agents' code are the same, so the scores are comparable.
@@ -81,20 +87,29 @@ def summarize(agent: str, episodes: list[dict[str, float]], timesteps: int, seco
 
 
 # -- through contestkit eval ---------------------------------------------------------------------
-def eval_agent(agent: str, timesteps: int, out: Path, threads: int | None) -> dict[str, Any]:
+def seed_env(agent: str, seed: int, timesteps: int) -> dict[str, str]:
+    """The seed of an agent's own randomness, and the budget its schedules span."""
+    if agent.startswith("ppo-"):
+        # The PPO's learning-rate and clip schedules span the budget it is given, as in evaluation.
+        return {"AGENT_SEED": str(seed), "AGENT_TOTAL_TIMESTEPS": str(timesteps)}
+    if agent == "jerk":
+        return {"JERK_SEED": str(seed), "JERK_TOTAL_TIMESTEPS": str(timesteps)}
+    return {}
+
+
+def eval_agent(agent: str, timesteps: int, out: Path, threads: int | None, seed: int = 0) -> dict[str, Any]:
     """One agent through ``contestkit eval --runtime local``: the way users run it."""
-    env = dict(os.environ)
+    env = dict(os.environ, **seed_env(agent, seed, timesteps))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     if threads:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TF_NUM_INTRAOP_THREADS=str(threads))
-    results = out / agent
+        env.update(thread_env(threads), AGENT_THREADS=str(threads))
+    results = out / agent / f"seed{seed}"
     cwd = ROOT
-    extra: list[str] = []
+    extra: list[str] = ["--seed", str(seed)]
     if agent == "random-right":
-        extra = ["--agent", str(ROOT / "examples" / "random_agent.py")]
+        extra += ["--agent", str(ROOT / "examples" / "random_agent.py")]
     elif agent == "jerk":
-        extra = ["--agent", str(ROOT / "examples" / "jerk_agent.py")]
-        env["JERK_TOTAL_TIMESTEPS"] = str(timesteps)  # its replay schedule spans the budget it gets
+        extra += ["--agent", str(ROOT / "examples" / "jerk_agent.py")]
     elif agent in TEMPLATES:
         sys.path.insert(0, str(ROOT))
         from contestkit.scaffold import create_project
@@ -105,7 +120,7 @@ def eval_agent(agent: str, timesteps: int, out: Path, threads: int | None) -> di
         if not project.exists():
             create_project(name, template=TEMPLATES[agent], directory=projects)
         cwd = project
-        extra = ["--agent", "agent.main:main"]  # the project's entry, spelled out
+        extra += ["--agent", "agent.main:main"]  # the project's entry, spelled out
     else:
         raise SystemExit(f"unknown agent {agent!r}; choose from {', '.join(AGENTS)}")
     cmd = [sys.executable, "-m", "contestkit", "eval", GAME, STATE, "--runtime", "local",
@@ -121,7 +136,7 @@ def eval_agent(agent: str, timesteps: int, out: Path, threads: int | None) -> di
         )
     summary = json.loads((results / "summary.json").read_text()) if (results / "summary.json").exists() else {}
     row = summarize(agent, read_monitor(monitor), int(summary.get("timesteps") or timesteps), seconds)
-    row.update(exit_code=proc.returncode, results_dir=str(results))
+    row.update(seed=seed, exit_code=proc.returncode, results_dir=str(results))
     return row
 
 
@@ -219,21 +234,22 @@ def inproc_worker(agent: str, timesteps: int, results: Path, seed: int) -> None:
 
 
 def inproc_agent(agent: str, timesteps: int, out: Path, threads: int | None, seed: int) -> dict[str, Any]:
-    env = dict(os.environ)
+    env = dict(os.environ, **seed_env(agent, seed, timesteps))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     if threads:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TF_NUM_INTRAOP_THREADS=str(threads))
-    results = out / agent
+        env.update(thread_env(threads), AGENT_THREADS=str(threads))
+    results = out / agent / f"seed{seed}"
     cmd = [sys.executable, __file__, "--worker", agent, "--timesteps", str(timesteps),
            "--results-dir", str(results), "--seed", str(seed)]  # fmt: skip
     start = time.monotonic()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     seconds = time.monotonic() - start
-    (out / f"{agent}.log").write_text(proc.stdout + proc.stderr)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "worker.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         raise SystemExit(f"{agent} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
     row = summarize(agent, read_monitor(results / "monitor.csv"), timesteps, seconds)
-    row.update(exit_code=proc.returncode, results_dir=str(results))
+    row.update(seed=seed, exit_code=proc.returncode, results_dir=str(results))
     return row
 
 
@@ -245,15 +261,33 @@ def table(rows: list[dict[str, Any]], timesteps: int, runtime: str) -> str:
         f"{GAME} {STATE}, {timesteps:,} timesteps per agent, runtime {runtime}; "
         f"{datetime.date.today().isoformat()}, {machine()}",
         "",
-        "| agent | mean reward, last 20 episodes | first 20 | all episodes | episodes | timesteps/s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| agent | seed | mean reward, last 20 episodes | first 20 | all episodes | episodes | timesteps/s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
-            f"| {r['agent']} | {num(r['mean_reward_last20'])} | {num(r['mean_reward_first20'])} "
+            f"| {r['agent']} | {r.get('seed', '-')} | {num(r['mean_reward_last20'])} | {num(r['mean_reward_first20'])} "
             f"| {num(r['mean_reward_all'])} | {r['episodes']} | {num(r['timesteps_per_s'], '.0f')} |"
         )
+    lines += ["", "| agent | seeds | median of last-20 means | worst seed |", "| --- | ---: | ---: | ---: |"]
+    for agent, s in per_agent(rows).items():
+        lines.append(f"| {agent} | {s['seeds']} | {num(s['median_last20'])} | {num(s['worst_last20'])} |")
     return "\n".join(lines)
+
+
+def per_agent(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Across seeds: the median and the worst of the last-20-episode means."""
+    import statistics
+
+    out: dict[str, dict[str, Any]] = {}
+    for agent in dict.fromkeys(r["agent"] for r in rows):
+        scores = [r["mean_reward_last20"] for r in rows if r["agent"] == agent and r["mean_reward_last20"] is not None]
+        out[agent] = {
+            "seeds": len(scores),
+            "median_last20": statistics.median(scores) if scores else None,
+            "worst_last20": min(scores) if scores else None,
+        }
+    return out
 
 
 def main() -> None:
@@ -264,6 +298,10 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=1, help="agents run at once (default 1)")
     parser.add_argument("--threads", type=int, default=None, help="math threads per agent (default: all)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds", default=None, help="comma-separated seeds, each agent once per seed (default: --seed)"
+    )
+    parser.add_argument("--output", type=Path, default=None, help="JSON results, rewritten after every finished run")
     parser.add_argument("--results-dir", type=Path, default=None, help="default: a fresh temporary directory")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -276,26 +314,44 @@ def main() -> None:
     agents = [a.strip() for a in args.agents.split(",") if a.strip()]
     threads = args.threads or (max(1, (os.cpu_count() or 1) // args.parallel) if args.parallel > 1 else None)
 
-    def one(agent: str) -> dict[str, Any]:
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
+    # Seed-major order: a run cut short has every agent at the first seeds rather than one agent at all.
+    jobs = [(agent, seed) for seed in seeds for agent in agents]
+    rows: list[dict[str, Any]] = []
+
+    def document() -> dict[str, Any]:
+        return {
+            "game": GAME,
+            "state": STATE,
+            "timesteps": args.timesteps,
+            "runtime": args.runtime,
+            "date": datetime.date.today().isoformat(),
+            "machine": machine(),
+            "parallel": args.parallel,
+            "seeds": seeds,
+            "finished": f"{len(rows)} of {len(jobs)} runs",
+            "agents": rows,
+            "per_agent": per_agent(rows),
+        }
+
+    def one(job: tuple[str, int]) -> dict[str, Any]:
+        agent, seed = job
         if args.runtime == "local":
-            return eval_agent(agent, args.timesteps, out, threads)
-        return inproc_agent(agent, args.timesteps, out, threads, args.seed)
+            row = eval_agent(agent, args.timesteps, out, threads, seed)
+        else:
+            row = inproc_agent(agent, args.timesteps, out, threads, seed)
+        rows.append(row)
+        if args.output:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(json.dumps(document(), indent=2))
+        return row
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
-        rows = list(pool.map(one, agents))
-    document = {
-        "game": GAME,
-        "state": STATE,
-        "timesteps": args.timesteps,
-        "runtime": args.runtime,
-        "date": datetime.date.today().isoformat(),
-        "machine": machine(),
-        "parallel": args.parallel,
-        "agents": rows,
-    }
-    (out / "agents.json").write_text(json.dumps(document, indent=2))
+        list(pool.map(one, jobs))
+    rows.sort(key=lambda r: (agents.index(r["agent"]), r["seed"]))
+    (out / "agents.json").write_text(json.dumps(document(), indent=2))
     if args.json:
-        print(json.dumps(document))
+        print(json.dumps(document()))
     else:
         print(table(rows, args.timesteps, args.runtime))
         print(f"\nresults: {out}")

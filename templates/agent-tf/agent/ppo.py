@@ -1,10 +1,12 @@
-"""Proximal Policy Optimization for a single environment, with checkpoints (TensorFlow).
+"""Proximal Policy Optimization over one env (evaluation) or several (pretraining), with checkpoints
+(TensorFlow).
 
-The contest gives one env instance, so rollouts are ``n_steps`` consecutive timesteps of that
-one env. Episodes that end by the 4,500-timestep limit (``truncated``) are bootstrapped with the
-value of their last observation instead of being treated as deaths, so the agent is not taught
-that time running out is a punishment. Acting and the update are compiled with ``tf.function``:
-eager Keras calls cost milliseconds each, which one timestep cannot afford.
+The contest gives one env instance, so during evaluation rollouts are ``n_steps`` consecutive
+timesteps of that one env; pretraining steps ``n_envs`` envs in lockstep. Episodes that end by the
+4,500-timestep limit (``truncated``) are bootstrapped with the value of their last observation
+instead of being treated as deaths, so the agent is not taught that time running out is a
+punishment. Acting and the update are compiled with ``tf.function``: eager Keras calls cost
+milliseconds each, which one timestep cannot afford.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TF start-up lines in
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from agent.config import Config
+from agent.checkpoints import CheckpointError, check_compatible, digest, unreadable  # noqa: E402
+from agent.config import Config  # noqa: E402
+from agent.framework import FRAMEWORK  # noqa: E402
 from agent.model import build_actor_critic  # noqa: E402
-from agent.rollout import Rollout  # noqa: E402
+from agent.rollout import Rollout, sample_actions  # noqa: E402
 
 
 def pick_device(name: str) -> str:
@@ -36,20 +40,28 @@ def pick_device(name: str) -> str:
 class PPO:
     """A policy that acts one observation at a time and learns from full rollouts."""
 
-    def __init__(self, cfg: Config, obs_shape: tuple[int, int, int], n_actions: int) -> None:
+    def __init__(self, cfg: Config, obs_shape: tuple[int, int, int], n_actions: int, n_envs: int = 1) -> None:
         self.cfg = cfg
+        if cfg.threads > 0:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
+                tf.config.threading.set_inter_op_parallelism_threads(cfg.threads)
+            except RuntimeError:  # TensorFlow already started in this process: keep its threads
+                pass
         self.device = pick_device(cfg.device)
         tf.random.set_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         self.obs_shape = tuple(obs_shape)
         self.n_actions = n_actions
         with tf.device(self.device):
-            self.model = build_actor_critic(obs_shape[0], n_actions, obs_shape[1], obs_shape[2])
+            self.model = build_actor_critic(
+                obs_shape[0], n_actions, obs_shape[1], obs_shape[2], seed=cfg.seed
+            )
             self.optimizer = tf.keras.optimizers.Adam(
                 learning_rate=cfg.learning_rate, epsilon=1e-5, global_clipnorm=cfg.max_grad_norm
             )
             self.optimizer.build(self.model.trainable_variables)
-        self.rollout = Rollout(cfg.n_steps, obs_shape, np.int32)
+        self.rollout = Rollout(cfg.n_steps, obs_shape, np.int32, n_envs)
         self.timesteps = 0
         self.updates = 0
         self.last_stats: dict[str, float] = {}
@@ -64,6 +76,7 @@ class PPO:
                 tf.TensorSpec((None,), tf.float32),
                 tf.TensorSpec((None,), tf.float32),
                 tf.TensorSpec((None,), tf.float32),
+                tf.TensorSpec((), tf.float32),
             ],
         )
 
@@ -71,16 +84,27 @@ class PPO:
         logits, value = self.model(obs, training=False)
         return tf.nn.log_softmax(logits), value
 
+    def act_batch(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sample actions for a batch ``(n, C, H, W)``: action indices, their log-probabilities, values."""
+        log_probs, values = self._forward(obs)
+        lp = log_probs.numpy()
+        actions = sample_actions(lp, self.rng)
+        return actions, lp[np.arange(len(actions)), actions], values.numpy()
+
     def act(self, obs: np.ndarray) -> tuple[int, float, float]:
         """Sample an action for one observation: (action index, its log-probability, value)."""
-        log_probs, value = self._forward(obs[None])
-        lp = log_probs.numpy()[0].astype(np.float64)
-        probs = np.exp(lp)
-        action = int(self.rng.choice(self.n_actions, p=probs / probs.sum()))
-        return action, float(lp[action]), float(value.numpy()[0])
+        actions, log_probs, values = self.act_batch(obs[None])
+        return int(actions[0]), float(log_probs[0]), float(values[0])
+
+    def values(self, obs: np.ndarray) -> np.ndarray:
+        return self._forward(obs)[1].numpy()
 
     def value(self, obs: np.ndarray) -> float:
-        return float(self._forward(obs[None])[1].numpy()[0])
+        return float(self.values(obs[None])[0])
+
+    def weights_digest(self) -> str:
+        """Fingerprint of the network's weights (see ``agent.checkpoints.digest``)."""
+        return digest(self.model.get_weights())
 
     def _train_step_impl(
         self,
@@ -90,6 +114,7 @@ class PPO:
         old_values: tf.Tensor,
         adv: tf.Tensor,
         returns: tf.Tensor,
+        clip_range: tf.Tensor,
     ) -> dict[str, tf.Tensor]:
         cfg = self.cfg
         adv = (adv - tf.reduce_mean(adv)) / (tf.math.reduce_std(adv) + 1e-8)
@@ -99,17 +124,17 @@ class PPO:
             log_probs = tf.gather(log_probs_all, actions, batch_dims=1)
             entropy = -tf.reduce_mean(tf.reduce_sum(tf.exp(log_probs_all) * log_probs_all, axis=-1))
             ratio = tf.exp(log_probs - old_log_probs)
-            clipped = tf.clip_by_value(ratio, 1 - cfg.clip_range, 1 + cfg.clip_range)
+            clipped = tf.clip_by_value(ratio, 1 - clip_range, 1 + clip_range)
             policy_loss = -tf.reduce_mean(tf.minimum(ratio * adv, clipped * adv))
             # Clipped value loss, as in baselines' ppo2.
-            v_clipped = old_values + tf.clip_by_value(values - old_values, -cfg.clip_range, cfg.clip_range)
+            v_clipped = old_values + tf.clip_by_value(values - old_values, -clip_range, clip_range)
             value_loss = 0.5 * tf.reduce_mean(
                 tf.maximum(tf.square(values - returns), tf.square(v_clipped - returns))
             )
             loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
         grads = tape.gradient(loss, self.model.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables, strict=True))
-        clip_frac = tf.reduce_mean(tf.cast(tf.abs(ratio - 1) > cfg.clip_range, tf.float32))
+        clip_frac = tf.reduce_mean(tf.cast(tf.abs(ratio - 1) > clip_range, tf.float32))
         return {
             "policy_loss": policy_loss,
             "value_loss": value_loss,
@@ -121,8 +146,14 @@ class PPO:
         """The clipped PPO update over the stored rollout; empties it."""
         cfg = self.cfg
         ro = self.rollout
-        n = ro.size
         adv, returns = ro.advantages(last_value, cfg.gamma, cfg.gae_lambda)
+        adv, returns = adv.reshape(-1), returns.reshape(-1)
+        flat = ro.flat()
+        n = len(flat["actions"])
+        # The schedule's fraction at the start of this rollout, as baselines' ppo2 computes it.
+        frac = cfg.schedule(self.timesteps - n)
+        clip_range = np.float32(cfg.clip_range * frac)
+        self.optimizer.learning_rate.assign(cfg.learning_rate * frac)
         batch = max(1, n // cfg.n_minibatches)
         totals = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "clip_frac": 0.0}
         count = 0
@@ -132,12 +163,13 @@ class PPO:
                 for start in range(0, n - batch + 1, batch):
                     idx = order[start : start + batch]
                     stats = self._train_step(
-                        ro.obs[idx],
-                        ro.actions[idx],
-                        ro.log_probs[idx],
-                        ro.values[idx],
+                        flat["obs"][idx],
+                        flat["actions"][idx],
+                        flat["log_probs"][idx],
+                        flat["values"][idx],
                         adv[idx],
                         returns[idx],
+                        clip_range,
                     )
                     for k, v in stats.items():
                         totals[k] += float(v)
@@ -145,6 +177,7 @@ class PPO:
         ro.size = 0
         self.updates += 1
         self.last_stats = {k: v / max(count, 1) for k, v in totals.items()}
+        self.last_stats["lr_frac"] = frac
         return self.last_stats
 
     # -- checkpoints -----------------------------------------------------------------------------
@@ -152,6 +185,7 @@ class PPO:
         """Write weights, optimizer state and metadata to one .npz file, atomically."""
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {
+            "framework": FRAMEWORK,
             "obs_shape": list(self.obs_shape),
             "n_actions": self.n_actions,
             "timesteps": self.timesteps,
@@ -172,18 +206,34 @@ class PPO:
 
     def load(self, path: Path, *, weights_only: bool = False) -> dict:
         """Start from a checkpoint; ``weights_only`` keeps a fresh optimizer (fine-tuning)."""
-        with np.load(path) as data:
-            meta = json.loads(bytes(data["meta"]).decode())
-            if list(meta["obs_shape"]) != list(self.obs_shape) or meta["n_actions"] != self.n_actions:
-                raise ValueError(
-                    f"checkpoint {path} was trained with observations {tuple(meta['obs_shape'])} and "
-                    f"{meta['n_actions']} actions, but this run uses {self.obs_shape} and {self.n_actions}: "
-                    "keep the preprocessing settings and the game family the same"
-                )
-            n_weights = len(self.model.get_weights())
-            self.model.set_weights([data[f"w{i}"] for i in range(n_weights)])
-            if not weights_only:
-                for i, var in enumerate(self.optimizer.variables):
-                    if f"o{i}" in data:
-                        var.assign(data[f"o{i}"])
+        meta, arrays = read_checkpoint(path)
+        check_compatible(meta, path, self.obs_shape, self.n_actions)
+        n_weights = len(self.model.get_weights())
+        self.model.set_weights([arrays[f"w{i}"] for i in range(n_weights)])
+        if not weights_only:
+            for i, var in enumerate(self.optimizer.variables):
+                if f"o{i}" in arrays:
+                    var.assign(arrays[f"o{i}"])
+            self.timesteps = int(meta.get("timesteps", 0))
+            self.updates = int(meta.get("updates", 0))
         return meta
+
+
+def read_checkpoint(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """A checkpoint's metadata and arrays; CheckpointError for any other file."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(bytes(data["meta"]).decode())
+            arrays = {k: data[k] for k in data.files if k != "meta"}
+    except OSError:
+        if not path.exists():
+            raise
+        raise unreadable(path) from None
+    except Exception as exc:  # not an .npz, or one without our metadata
+        raise unreadable(path, exc) from None
+    if not isinstance(meta, dict) or "n_actions" not in meta:
+        raise unreadable(path)
+    return meta, arrays
+
+
+__all__ = ["PPO", "CheckpointError", "pick_device", "read_checkpoint"]

@@ -13,9 +13,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.framework import CHECKPOINT_SUFFIX
+
 # The project directory (where contestkit.yaml lives; /root/compo in the image). Relative paths
 # in the config resolve against it, so they mean the same thing locally and in Docker.
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+AUTO = "auto"
+#: Where pretraining writes its checkpoint and where the agent looks for one (init_checkpoint "auto").
+PRETRAINED = Path("pretrained") / f"ppo{CHECKPOINT_SUFFIX}"
 
 
 @dataclass
@@ -23,11 +28,11 @@ class Config:
     """Hyperparameters and paths of one run."""
 
     # --- "Pretrain on the training levels, fine-tune on the test level" -----------------------
-    # The one switch: a checkpoint to start from instead of random weights. Train on the
-    # training levels (each eval run leaves out/checkpoints/latest<suffix>, .pt for PyTorch,
-    # .npz for TensorFlow), copy it to pretrained/, point this at it and rebuild: the image fine-tunes
-    # that policy online on whatever level it is evaluated on.
-    init_checkpoint: str | None = None
+    # A checkpoint to start from instead of random weights. "auto" (the default) takes
+    # pretrained/ppo<suffix> (.pt for PyTorch, .npz for TensorFlow) when it exists, which is where
+    # `python -m agent.pretrain` writes and what the Dockerfile ships; the image then fine-tunes
+    # that policy online on whatever level it is evaluated on. None: always random weights.
+    init_checkpoint: str | None = AUTO
 
     # --- observation preprocessing -------------------------------------------------------------
     frame_height: int = 84
@@ -44,6 +49,12 @@ class Config:
     gamma: float = 0.99
     gae_lambda: float = 0.95
     clip_range: float = 0.2
+    # baselines' ppo2 (Atari) schedule: learning rate and clip range fall linearly to zero over
+    # total_timesteps (the contest's per-level budget; pretraining sets it to --timesteps). Off
+    # until bench/agents.py --seeds shows it pays on the contest's budget (AGENT_ANNEAL=1 to try);
+    # the contest's own PPO baseline kept both constant.
+    anneal: bool = False
+    total_timesteps: int = 1_000_000
     entropy_coef: float = 0.01
     value_coef: float = 0.5
     max_grad_norm: float = 0.5
@@ -53,6 +64,10 @@ class Config:
     log_every: int = 10_000  # timesteps between progress lines on stdout
     seed: int = 0
     device: str = "auto"  # "auto": CUDA when present, else CPU
+    # Math threads of the framework on the CPU; 0: its default (one per core). Pretraining sets
+    # it to the cores its env workers leave free: threads waiting for a busy core spin, and on a
+    # loaded 2-core machine two threads made acting 8x and an update 2.5x slower than one.
+    threads: int = 0
     out_dir: str | None = None  # default: $CONTESTKIT_OUT_DIR, else ./out (/root/compo/out)
 
     @classmethod
@@ -72,11 +87,23 @@ class Config:
         return Path(self.out_dir or os.environ.get("CONTESTKIT_OUT_DIR") or "out")
 
     def resolved_init_checkpoint(self) -> Path | None:
-        """The pretrained checkpoint, relative paths taken from the project directory."""
+        """The pretrained checkpoint, relative paths taken from the project directory.
+
+        ``auto`` is the shipped checkpoint when there is one and None (random weights) otherwise.
+        """
         if not self.init_checkpoint:
             return None
+        if self.init_checkpoint == AUTO:
+            shipped = PROJECT_DIR / PRETRAINED
+            return shipped if shipped.is_file() else None
         path = Path(self.init_checkpoint)
         return path if path.is_absolute() else PROJECT_DIR / path
+
+    def schedule(self, timesteps: int) -> float:
+        """The fraction of the learning rate and clip range in force after ``timesteps``."""
+        if not self.anneal:
+            return 1.0
+        return max(0.0, 1.0 - timesteps / max(self.total_timesteps, 1))
 
 
 def _parse(name: str, raw: str, default: object, annotation: object) -> object:

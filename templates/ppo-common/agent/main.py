@@ -15,8 +15,10 @@ from collections import deque
 from typing import Any, Protocol
 
 import numpy as np
+
 from agent.actions import action_set
-from agent.config import Config
+from agent.checkpoints import CheckpointError
+from agent.config import AUTO, Config
 from agent.framework import CHECKPOINT_SUFFIX
 from agent.preprocess import FrameStack
 
@@ -59,8 +61,16 @@ def run(env: GymnasiumEnv, cfg: Config) -> dict[str, Any]:
     ppo = PPO(cfg, frames.shape, len(actions))
     init = cfg.resolved_init_checkpoint()
     if init is not None:
-        ppo.load(init, weights_only=True)
-        log(f"fine-tuning from {init}")
+        try:
+            ppo.load(init, weights_only=True)
+            log(f"fine-tuning from {init}")
+        except CheckpointError as exc:
+            if cfg.init_checkpoint != AUTO:
+                raise  # asked for by name: a wrong checkpoint is an error, not a silent restart
+            # The shipped checkpoint is for another game family: learn this one from scratch.
+            log(f"not starting from the shipped checkpoint: {exc}")
+    # The weights the first step is taken with, to compare with the checkpoint's (tests do).
+    log(f"initial weights sha256={ppo.weights_digest()}")
     out_dir = cfg.resolved_out_dir()
     checkpoint = out_dir / "checkpoints" / f"latest{CHECKPOINT_SUFFIX}"
     log(f"PPO on {game or 'unknown game'}: {len(actions)} actions, obs {frames.shape}, device {ppo.device}")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from agent.actions import GENESIS_BUTTONS, action_set, combos_for
 from agent.config import Config
 from agent.framework import CHECKPOINT_SUFFIX
@@ -134,7 +135,9 @@ def test_fine_tuning_starts_from_a_shipped_checkpoint(tmp_path: Path) -> None:
 @pytest.mark.eval
 def test_a_short_local_eval_plays_episodes(tmp_path: Path) -> None:
     results = tmp_path / "results"
-    env = dict(os.environ, AGENT_N_STEPS="256", AGENT_LOG_EVERY="500")
+    # One math thread: on a shared CPU a second one spins on the env's core while it waits (measured:
+    # acting 8x slower on a loaded 2-core machine), and this test is about playing, not speed.
+    env = dict(os.environ, AGENT_N_STEPS="256", AGENT_LOG_EVERY="500", AGENT_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "-m", "contestkit", "eval", "Airstriker-Genesis", "Level1", "--runtime", "local",
          "--timestep-limit", "1500", "--results-dir", str(results)],
@@ -152,3 +155,20 @@ def test_a_short_local_eval_plays_episodes(tmp_path: Path) -> None:
     assert "saved" in stdout, stdout[-2000:]
     # The checkpoint lands in the runtime's output directory ($CONTESTKIT_OUT_DIR).
     assert list(results.rglob(CHECKPOINT)), f"no {CHECKPOINT} under {results}"
+
+
+def test_annealing_scales_learning_rate_and_clip_down_to_zero(tmp_path: Path) -> None:
+    from agent.ppo import PPO
+
+    cfg = small_config(tmp_path, anneal=True, total_timesteps=256)
+    assert [cfg.schedule(t) for t in (0, 128, 256, 512)] == [1.0, 0.5, 0.0, 0.0]
+    assert small_config(tmp_path).schedule(10**9) == 1.0  # off by default: constant, as the contest baseline
+    ppo = PPO(cfg, (4, 84, 84), 12)
+    rng = np.random.default_rng(0)
+    for _ in range(2):  # two rollouts of 64: the second starts at timestep 64 of 256
+        for t in range(64):
+            ppo.rollout.add(rng.integers(0, 255, (4, 84, 84), dtype=np.uint8), 0, -2.5, 0.0)
+            ppo.rollout.rewards[t] = 1.0
+            ppo.timesteps += 1
+        stats = ppo.update(0.0)
+    assert stats["lr_frac"] == pytest.approx(0.75)

@@ -1,0 +1,178 @@
+"""Pretrain, then fine-tune: does starting evaluation from a pretrained checkpoint pay?
+
+For each seed: ``python -m agent.pretrain`` on Airstriker-Genesis Level1 for ``--pretrain``
+timesteps, then a normal ``contestkit eval --runtime local`` of ``--eval`` timesteps starting
+from that checkpoint (``AGENT_INIT_CHECKPOINT``), against the same evaluation from random weights.
+Reports each evaluation's mean episode reward (the contest's score for the level) and draws both
+learning curves (episode reward against timestep, averaged over seeds) in one SVG.
+
+Airstriker is a single level, so this measures warm-starting on the level itself, not
+generalisation to unseen levels (the contest's case, which needs the Sonic ROMs).
+
+    python bench/finetune.py --output bench/results/finetune.json --svg bench/results/finetune.svg
+    python bench/finetune.py --pretrain 20000 --eval 5000 --seeds 0     # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from html import escape
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.agents import machine  # noqa: E402
+from bench.pretrain import scaffold  # noqa: E402
+
+GAME, STATE = "Airstriker-Genesis", "Level1"
+COLOURS = {"pretrained": "#c33", "scratch": "#36c"}
+
+
+def _env(project: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, **extra)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(project), str(ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _check(proc: subprocess.CompletedProcess[str], what: str) -> None:
+    if proc.returncode != 0:
+        raise SystemExit(f"{what} failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
+
+
+def pretrain(project: Path, seed: int, timesteps: int, envs: int, work: Path) -> Path:
+    framework = (project / "agent" / "framework.py").read_text()
+    suffix = ".pt" if '".pt"' in framework else ".npz"
+    out = work / f"pretrained-seed{seed}{suffix}"
+    cmd = [sys.executable, "-m", "agent.pretrain", "--levels", "air.csv", "--envs", str(envs),
+           "--timesteps", str(timesteps), "--out", str(out), "--seed", str(seed), "--no-progress"]  # fmt: skip
+    # An earlier, interrupted run of this benchmark is resumed; a finished one is reused as it is.
+    proc = subprocess.run(cmd, cwd=project, env=_env(project), capture_output=True, text=True)
+    if "already holds" not in proc.stderr:
+        _check(proc, f"pretraining seed {seed}")
+    return out
+
+
+def evaluate(project: Path, seed: int, timesteps: int, init: Path | None, results: Path) -> dict[str, Any]:
+    """One ``contestkit eval``; its episodes as (end timestep, reward) and its score."""
+    env = _env(
+        project,
+        AGENT_SEED=str(seed),
+        AGENT_TOTAL_TIMESTEPS=str(timesteps),
+        AGENT_INIT_CHECKPOINT=str(init) if init else "none",
+    )
+    cmd = [sys.executable, "-m", "contestkit", "eval", GAME, STATE, "--runtime", "local", "--seed", str(seed),
+           "--timestep-limit", str(timesteps), "--results-dir", str(results), "--force"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)
+    _check(proc, f"eval seed {seed} ({'pretrained' if init else 'scratch'})")
+    with (results / "monitor.csv").open() as fh:
+        rows = [r for r in csv.DictReader(line for line in fh if not line.startswith("#"))]
+    rewards = [float(r["r"]) for r in rows]
+    ends, t = [], 0
+    for r in rows:
+        t += int(float(r["l"]))
+        ends.append(t)
+    stdout = (results / "agent-stdout.txt").read_text()
+    if init is not None and f"fine-tuning from {init}" not in stdout:
+        raise SystemExit(f"the agent did not start from {init}:\n{stdout[-2000:]}")
+    return {
+        "seed": seed,
+        "start": "pretrained" if init else "scratch",
+        "episodes": len(rewards),
+        "score": statistics.fmean(rewards) if rewards else None,
+        "mean_reward_last20": statistics.fmean(rewards[-20:]) if rewards else None,
+        "curve": list(zip(ends, rewards, strict=True)),
+    }
+
+
+def curve_svg(runs: list[dict[str, Any]], timesteps: int, path: Path, title: str) -> None:
+    """Both starts' mean episode reward in windows of the evaluation, averaged over seeds."""
+    w, h, pad, bins = 640, 320, 48, 20
+    series: dict[str, list[float | None]] = {}
+    for start in COLOURS:
+        per_bin: list[list[float]] = [[] for _ in range(bins)]
+        for run in (r for r in runs if r["start"] == start):
+            for end, reward in run["curve"]:
+                per_bin[min(bins - 1, (end - 1) * bins // timesteps)].append(reward)
+        series[start] = [statistics.fmean(b) if b else None for b in per_bin]
+    values = [v for s in series.values() for v in s if v is not None] or [0.0]
+    lo, hi = min(0.0, *values), max(values) or 1.0
+
+    def xy(i: int, v: float) -> str:
+        x = pad + (w - 2 * pad) * (i + 0.5) / bins
+        y = h - pad - (h - 2 * pad) * (v - lo) / (hi - lo)
+        return f"{x:.1f},{y:.1f}"
+
+    lines = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+        '<rect width="100%" height="100%" fill="white"/>',
+        f'<text x="{pad}" y="20" font-size="14">{escape(title)}</text>',
+        f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#888"/>',
+        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#888"/>',
+        f'<text x="{pad - 4}" y="{pad + 4}" text-anchor="end">{hi:.0f}</text>',
+        f'<text x="{pad - 4}" y="{h - pad}" text-anchor="end">{lo:.0f}</text>',
+        f'<text x="{w - pad}" y="{h - pad + 16}" text-anchor="end">timestep {timesteps:,}</text>',
+    ]
+    for k, (start, colour) in enumerate(COLOURS.items()):
+        points = " ".join(xy(i, v) for i, v in enumerate(series[start]) if v is not None)
+        lines.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        lines.append(f'<text x="{w - pad}" y="{pad + 16 * k}" text-anchor="end" fill="{colour}">{start}</text>')
+    lines.append("</svg>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--template", default="pytorch", choices=("pytorch", "tf"))
+    parser.add_argument("--pretrain", type=int, default=500_000, help="pretraining timesteps (default 500,000)")
+    parser.add_argument("--eval", type=int, default=100_000, help="evaluation timesteps (default 100,000)")
+    parser.add_argument("--envs", type=int, default=2, help="pretraining envs (default 2)")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument("--output", type=Path, default=None, help="JSON, rewritten after every finished run")
+    parser.add_argument("--svg", type=Path, default=None, help="the two learning curves")
+    args = parser.parse_args()
+    work = (args.work_dir or Path(tempfile.mkdtemp(prefix="bench-finetune-"))).absolute()
+    work.mkdir(parents=True, exist_ok=True)
+    project = scaffold(args.template, work)
+    runs: list[dict[str, Any]] = []
+
+    def summary() -> dict[str, Any]:
+        by_start = {
+            start: [r["score"] for r in runs if r["start"] == start and r["score"] is not None] for start in COLOURS
+        }
+        return {
+            "what": f"pretrain {args.pretrain:,} then eval {args.eval:,} from the checkpoint vs from scratch",
+            "template": args.template,
+            "date": datetime.date.today().isoformat(),
+            "machine": machine(),
+            "runs": [{k: v for k, v in r.items() if k != "curve"} for r in runs],
+            "mean_score": {k: statistics.fmean(v) if v else None for k, v in by_start.items()},
+        }
+
+    for seed in (int(s) for s in args.seeds.split(",")):
+        ckpt = pretrain(project, seed, args.pretrain, args.envs, work)
+        for init in (ckpt, None):
+            results = work / f"eval-seed{seed}-{'pretrained' if init else 'scratch'}"
+            runs.append(evaluate(project, seed, args.eval, init, results))
+            if args.output:
+                args.output.parent.mkdir(parents=True, exist_ok=True)
+                args.output.write_text(json.dumps(summary(), indent=2))
+            if args.svg:
+                title = f"{GAME} {STATE}: eval of {args.eval:,} from a {args.pretrain:,}-timestep checkpoint vs scratch"
+                curve_svg(runs, args.eval, args.svg, title)
+    print(json.dumps(summary(), indent=2))
+
+
+if __name__ == "__main__":
+    main()
