@@ -87,6 +87,21 @@ class LevelResult:
     error: str | None
     summary: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_summary(cls, game: str, state: str, results_dir: Path, summary: dict[str, Any]) -> LevelResult:
+        """The result a ``summary.json`` document describes (every executor reports a level this way)."""
+        return cls(
+            game=game,
+            state=state,
+            results_dir=results_dir,
+            score=summary["score"],
+            episodes=summary["episodes"],
+            timesteps=summary["timesteps"] or 0,
+            ok=summary["ok"],
+            error=summary["error"],
+            summary=summary,
+        )
+
 
 @dataclass
 class ContestResult:
@@ -191,7 +206,7 @@ def _agent_error(code: int, results_dir: Path) -> str:
     return msg
 
 
-def _watch(
+def watch_session(
     session: Session,
     spec: LevelRunSpec,
     results_dir: Path,
@@ -200,7 +215,10 @@ def _watch(
     cancel: threading.Event | None,
     output: _OutputTail,
 ) -> dict[str, Any]:
-    """Run until both halves have ended; returns what happened, for the summary."""
+    """Run until both halves have ended; returns what happened, for the summary.
+
+    Public because every way of running a level-run watches it the same way: the local and Docker
+    launchers here, and the Kubernetes executor through its own session object."""
     events: dict[str, Any] = {"stopped_agent": False, "stopped_env": False, "interrupted": False}
     env_ended_at = agent_ended_at = None
     hard_deadline = start + spec.wallclock_limit + HARD_LIMIT_SLACK
@@ -256,9 +274,11 @@ def _env_grace(results_dir: Path) -> float:
     return ENV_GRACE if (results_dir / results.PROGRESS).exists() else ENV_GRACE_UNCONNECTED
 
 
-def _summarize(
+def summarize_level(
     spec: LevelRunSpec, rd: Path, runtime: str, events: dict[str, Any], started_at: float, wall: float
 ) -> dict[str, Any]:
+    """``summary.json`` of a level-run from its results directory and what the watch saw: one
+    classification of how it ended (agent fault, budget, env fault) for every runtime and executor."""
     env_status = results.read_json(rd / results.ENV_STATUS) or {}
     episodes = results.read_monitor(rd / results.MONITOR)
     rewards = [r for r, _, _ in episodes]
@@ -395,26 +415,16 @@ def evaluate_level(
         raise
     try:
         output = _OutputTail(results_dir / results.AGENT_STDOUT, on_output)
-        events = _watch(session, spec, results_dir, start, on_progress, cancel, output)
+        events = watch_session(session, spec, results_dir, start, on_progress, cancel, output)
     except KeyboardInterrupt:
         interrupted = True
         events["interrupted"] = True
     finally:
         if session is not None:
             session.close()
-        summary = _summarize(spec, results_dir, launcher.name, events, started_at, time.monotonic() - start)
+        summary = summarize_level(spec, results_dir, launcher.name, events, started_at, time.monotonic() - start)
         results.write_json(results_dir / results.SUMMARY, summary)
-    result = LevelResult(
-        game=level.game,
-        state=level.state,
-        results_dir=results_dir,
-        score=summary["score"],
-        episodes=summary["episodes"],
-        timesteps=summary["timesteps"] or 0,
-        ok=summary["ok"],
-        error=summary["error"],
-        summary=summary,
-    )
+    result = LevelResult.from_summary(level.game, level.state, results_dir, summary)
     if on_progress is not None:
         final = _read_progress(spec, results_dir, start, "done" if result.ok else "failed")
         on_progress(final)

@@ -744,7 +744,11 @@ class KubernetesRun(LevelRun):
         self.executor.api.delete_job(self.name, None if grace is None else max(0, int(grace)))
 
     def follow(self, on_progress: Callable[[Any], None]) -> Any:
-        from contestkit.evaluation import LevelResult, _summarize, _watch  # deferred: the emulator loads late
+        from contestkit.evaluation import (  # deferred: the emulator loads late
+            LevelResult,
+            summarize_level,
+            watch_session,
+        )
 
         rd = self.task.results_dir
         rd.mkdir(parents=True, exist_ok=True)
@@ -762,7 +766,7 @@ class KubernetesRun(LevelRun):
                 if session.started_at is not None:  # adopted: the budget started with the pod
                     start = time.monotonic() - max(0.0, time.time() - session.started_at)
                     started_at = session.started_at
-                events = _watch(session, self.spec, rd, start, on_progress, self._cancelled, _NoOutput())
+                events = watch_session(session, self.spec, rd, start, on_progress, self._cancelled, _NoOutput())
                 if not self.detached.is_set():
                     session.wait_logs(timeout=10.0)
                 session.close()
@@ -793,7 +797,7 @@ class KubernetesRun(LevelRun):
                 f"The server is stopping; the Kubernetes Job {self.name} keeps running and is adopted "
                 "at its next start."
             )
-        summary = _summarize(self.spec, rd, "kubernetes", events, started_at, time.monotonic() - start)
+        summary = summarize_level(self.spec, rd, "kubernetes", events, started_at, time.monotonic() - start)
         summary["kubernetes_job"] = self.name
         summary["disruptions"] = self.disruptions
         if session is not None and session.deadline_exceeded and not events.get("interrupted"):
@@ -807,17 +811,7 @@ class KubernetesRun(LevelRun):
         results.write_json(rd / results.SUMMARY, summary)
         if not self.cancelled:
             self.delete()  # the results are in; ttlSecondsAfterFinished is only the backstop
-        return LevelResult(
-            game=self.spec.game,
-            state=self.spec.state or "",
-            results_dir=rd,
-            score=summary["score"],
-            episodes=summary["episodes"],
-            timesteps=summary["timesteps"] or 0,
-            ok=summary["ok"],
-            error=summary["error"],
-            summary=summary,
-        )
+        return LevelResult.from_summary(self.spec.game, self.spec.state or "", rd, summary)
 
     def _wait_for_pod(self) -> str | None:
         """The Job's live pod (the newest not disrupted), waiting for the Job controller to make it."""
