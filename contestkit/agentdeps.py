@@ -147,12 +147,32 @@ def _local_file(dotted: str, roots: list[Path]) -> Path | None:
     return None
 
 
+def _find_top_level(top: str, path: list[str]):  # type: ignore[no-untyped-def]
+    """The spec of a top-level module on ``path``, or from a meta-path finder that is not a path.
+
+    ``PathFinder`` alone misses packages an editable install maps with a finder of its own
+    (setuptools' ``__editable__`` finders: ``pip install -e .`` of contestkit itself, whose
+    ``gym_remote`` the contest's agents import), so those finders are asked too.
+    """
+    spec = PathFinder.find_spec(top, path)
+    for finder in sys.meta_path:
+        if spec is not None:
+            break
+        if finder is PathFinder or not hasattr(finder, "find_spec"):
+            continue
+        try:
+            spec = finder.find_spec(top, None)
+        except (ImportError, ValueError, TypeError):
+            spec = None
+    return spec
+
+
 def _installed(top: str, roots: list[Path]) -> bool:
     if top in sys.builtin_module_names or top in sys.stdlib_module_names:
         return True
     cwd = os.getcwd()
     path = [str(r) for r in roots] + [p for p in sys.path if p not in ("", cwd)]
-    return PathFinder.find_spec(top, path) is not None
+    return _find_top_level(top, path) is not None
 
 
 def unresolved_imports(start: Path, roots: list[Path]) -> list[str]:
@@ -222,7 +242,7 @@ def agent_start_file(agent: str, root: Path) -> Path:
     origin = str(local) if local else None
     if origin is None:
         try:
-            spec = PathFinder.find_spec(module.split(".")[0], [str(root), *sys.path]) if module else None
+            spec = _find_top_level(module.split(".")[0], [str(root), *sys.path]) if module else None
             if spec is not None and "." in module:
                 import importlib.util
 

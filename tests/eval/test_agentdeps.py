@@ -57,3 +57,28 @@ def test_requirements_follow_includes_and_skip_options(tmp_path: Path) -> None:
     reqs = read_requirements(tmp_path / "requirements-dev.txt")
     assert [r.line for r in reqs] == ["numpy==2.4.6", "tensorflow-cpu==2.21.0", "pytest==9.0.3"]
     assert [r.module for r in reqs] == ["numpy", "tensorflow", "pytest"]
+
+
+def test_a_package_only_a_meta_path_finder_knows_counts_as_installed(tmp_path: Path, monkeypatch) -> None:
+    """``pip install -e .`` maps contestkit's own ``gym_remote`` through setuptools' editable finder
+    (a ``sys.meta_path`` entry, not a ``sys.path`` folder); the check missed it, so the README's first
+    command failed in a fresh venv ("The agent imports gym_remote, which this Python cannot find").
+    A finder of the same kind stands in for setuptools' here: a real editable install takes a venv."""
+    import importlib.machinery
+    import sys
+
+    package = tmp_path / "elsewhere" / "ck_editable_only"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+
+    class EditableFinder:
+        @staticmethod
+        def find_spec(name: str, path: object = None, target: object = None):  # type: ignore[no-untyped-def]
+            if name != "ck_editable_only":
+                return None
+            return importlib.machinery.PathFinder.find_spec(name, [str(package.parent)])
+
+    monkeypatch.setattr(sys, "meta_path", [*sys.meta_path, EditableFinder()])
+    agent = tmp_path / "agent.py"
+    agent.write_text("import ck_editable_only\nimport ck_really_missing_module\n")
+    assert unresolved_imports(agent, [tmp_path]) == ["ck_really_missing_module"]
