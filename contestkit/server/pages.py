@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
@@ -50,7 +50,7 @@ from contestkit.curves import histogram_svg, reward_svg
 
 # After the split of ``jobs`` (operations / documents / queue), these two names are re-pointed:
 # ``operations`` to ``contestkit.server.operations`` and ``documents`` to ``contestkit.server.documents``.
-from contestkit.server import auth, documents, operations
+from contestkit.server import auth, documents, limits, operations
 from contestkit.server.config import ServerConfig
 from contestkit.server.db import ACTIVE, FAILED, QUEUED, RUNNING, TERMINAL, Database, Job, Team, Worker
 
@@ -166,24 +166,12 @@ def csrf_token(session_secret: str) -> str:
     return hmac.new(session_secret.encode("utf-8"), b"contestkit-csrf-v1", hashlib.sha256).hexdigest()
 
 
-def same_origin(request: Request) -> bool:
-    """Whether a browser says the request comes from a page of this very origin.
-
-    ``Sec-Fetch-Site`` (sent by current browsers, and not settable by a page's script) must be
-    ``same-origin`` (or ``none``: typed or bookmarked); it decides alone, so a proxy that rewrites
-    ``Host`` does not matter. Older browsers send only ``Origin``, which must then name this host and
-    port. A request with neither is not from a browser form, and the CSRF token alone decides.
-    """
-    site = request.headers.get("sec-fetch-site")
-    if site is not None:
-        return site in ("same-origin", "none")
-    origin = request.headers.get("origin")
-    if origin is None:
-        return True
-    if origin == "null":
-        return False
-    host = request.headers.get("host", "")
-    return urlsplit(origin).netloc.lower() == host.lower()
+def same_origin(request: Request, public_url: str | None) -> bool:
+    """Whether a browser says the request comes from a page of this very origin: the API's rule
+    (``limits.foreign_origin``: ``Sec-Fetch-Site`` decides alone, else ``Origin`` must name this
+    host and port or the public URL). A request with neither is not from a browser form, and the
+    CSRF token alone decides."""
+    return not limits.foreign_origin(request.scope.get("headers", []), request.scope, public_url)
 
 
 async def read_form(request: Request) -> dict[str, str]:
@@ -490,7 +478,7 @@ def install(
         if team is None or not secret:
             return None, message(request, None, 401, "Not signed in", "Sign in first, then try again.")
         expected = csrf_token(secret)
-        if not same_origin(request) or not hmac.compare_digest(form.get(CSRF_FIELD, ""), expected):
+        if not same_origin(request, config.server_url) or not hmac.compare_digest(form.get(CSRF_FIELD, ""), expected):
             return team, message(
                 request,
                 team,
@@ -576,7 +564,8 @@ def install(
     async def signin(request: Request, form: dict[str, str] = Depends(read_form)) -> Response:
         cookie = request.cookies.get(CSRF_COOKIE, "")
         target = _safe_next(form.get("next"))
-        if not same_origin(request) or not cookie or not hmac.compare_digest(form.get(CSRF_FIELD, ""), cookie):
+        token_ok = bool(cookie) and hmac.compare_digest(form.get(CSRF_FIELD, ""), cookie)
+        if not same_origin(request, config.server_url) or not token_ok:
             return message(request, None, 403, "Refused", "Open the sign-in page again and sign in from it.")
         response = RedirectResponse(target, status_code=303)
         try:

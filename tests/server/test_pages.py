@@ -304,8 +304,12 @@ def test_the_evaluations_reward_curve_is_served_to_its_team_only(contest):
     _a, _ea, alice = _team(contest, "curve")
     _b, _eb, bob = _team(contest, "nocurve")
     job = _finished_job(contest, alice)
-    level_dir = contest.data_dir / "jobs" / str(job["id"]) / "attempt-1" / "01-Fake-Level2"
+    attempt = contest.data_dir / "jobs" / str(job["id"]) / "attempt-1"
+    level_dir = attempt / "01-Fake-Level2"
     write_reward_svg([1.0, 5.0, 3.0], level_dir / "reward-curve.svg", title="<Fake/Level2>")
+    # The server draws every level's curve when it ends; without the file (a running level, or a
+    # results folder from before) the page draws it inline from monitor.csv.
+    (attempt / "00-Fake-Level1" / "reward-curve.svg").unlink()
     page = alice.get(f"{contest.url}/jobs/{job['id']}").text
     url = f"/jobs/{job['id']}/levels/1/reward-curve.svg"
     assert f'<img src="{url}"' in page

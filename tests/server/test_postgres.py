@@ -18,6 +18,7 @@ from contestkit.server.db import Database
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 LEVELS = [("Fake", "Level1"), ("Fake", "Crash"), ("Fake", "Level3")]
+CLEAN = [("Fake", "Level1"), ("Fake", "Level2"), ("Fake", "Level3")]
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def database_url(postgres_url: str) -> str:
 
 
 def test_jobs_isolation_and_leaderboard_on_postgres(make_contest, postgres_url):
-    contest = make_contest(LEVELS, database_url=postgres_url)
+    contest = make_contest(CLEAN, database_url=postgres_url)
     assert not (contest.data_dir / "contest.db").exists()  # really not SQLite
     alpha_ns, alpha = contest.team("alpha")
     _, beta = contest.team("beta")
@@ -43,9 +44,18 @@ def test_jobs_isolation_and_leaderboard_on_postgres(make_contest, postgres_url):
     assert beta.post(f"{contest.url}/rest/job/kill/{job['id']}").status_code == 404
     done = contest.wait_job(alpha, job["id"])
     assert done["status"] == "finished"
-    assert done["score"] == pytest.approx((61 + 0 + 61) / 3)
+    assert done["score"] == pytest.approx(61.0)
     board = requests.get(contest.url + "/rest/leaderboard").json()
-    assert [(r["name"], r["score"]) for r in board["leaderboard"]] == [(alpha_ns, pytest.approx(122 / 3))]
+    assert [(r["name"], r["score"]) for r in board["leaderboard"]] == [(alpha_ns, pytest.approx(61.0))]
+
+    # A job with a crashed level fails and is not ranked (the rule of tests/server/test_jobs.py, here
+    # on PostgreSQL): the leaderboard keeps the clean job.
+    (contest.data_dir / "levels.csv").write_text("game,state\n" + "".join(f"{g},{s}\n" for g, s in LEVELS))
+    second = alpha.post(contest.url + "/rest/job/start", json={"tag": "score-90"}).json()
+    crashed = contest.wait_job(alpha, second["id"])
+    assert crashed["status"] == "failed" and "score" not in crashed
+    board = requests.get(contest.url + "/rest/leaderboard").json()
+    assert [(r["name"], r["job"]) for r in board["leaderboard"]] == [(alpha_ns, job["id"])]
 
 
 def test_ids_beyond_integer_columns_and_overlong_tags_on_postgres(make_contest, postgres_url):

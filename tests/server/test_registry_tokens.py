@@ -454,7 +454,7 @@ def test_a_team_cannot_delete_another_teams_repository(stack: Stack, images: Ima
 
 @pytest.mark.docker
 def test_the_evaluator_pulls_any_teams_image_with_its_own_account(stack: Stack, images: Images, tmp_path):
-    from contestkit.server.evaluator import pull_image
+    from contestkit.server.executors.pull import RegistryAccount, pull_image
 
     engine = images.engine
     teams = [_new_team(stack, "evala"), _new_team(stack, "evalb")]
@@ -464,7 +464,7 @@ def test_the_evaluator_pulls_any_teams_image_with_its_own_account(stack: Stack, 
         tiny_image(engine, tmp_path, reference)
         assert _push(engine, reference, team.credentials) is None
         engine.images.remove(reference, force=True)
-        pulled = pull_image(reference, username=stack.evaluator()[0], password=stack.evaluator()[1])
+        pulled = pull_image(reference, RegistryAccount(*stack.evaluator()))
         assert pulled.startswith(f"{stack.address}/{team.name}/agent@sha256:"), pulled
         images.add(pulled)
     # Without credentials the same pull is refused by the registry.

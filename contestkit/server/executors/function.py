@@ -1,7 +1,7 @@
 """The executor for a plain function: ``evaluator: MODULE:FUNCTION`` in server.yaml.
 
 Why: a host can evaluate levels with their own code without writing an executor class, and the
-tests plug in an in-process fake game this way (``tests/server_support.py``). The function is
+tests plug in an in-process fake game this way (``tests/server/fake_level_runner.py``). The function is
 
     function(task: LevelTask, on_progress: ProgressCallback, cancel: threading.Event) -> result
 
