@@ -37,7 +37,7 @@ from contestkit.credentials import (
 from contestkit.errors import ContestkitError, NotFoundError, UsageError
 
 TERMINAL_STATES = ("finished", "failed", "cancelled")
-ACTIVE_STATES = ("queued", "running")
+ACTIVE_STATES = ("queued", "running", "stalled")
 NO_JOBS_YET = "No jobs yet; `contestkit submit TAG` starts one."
 
 

@@ -88,7 +88,7 @@ def router(database: Database, config: ServerConfig, caller: Callable[[Request],
     def jobs(all: bool = False, actor: str = Depends(admin)) -> list[dict[str, Any]]:  # noqa: A002
         """Queued and running jobs of every team (``all=true``: every job)."""
         with database.session() as db:
-            return hosting.list_jobs(db, all_jobs=all)
+            return hosting.list_jobs(db, all_jobs=all, stale_after=config.heartbeat_timeout)
 
     @api.post("/jobs/{job_id}/cancel")
     def cancel(job_id: int, actor: str = Depends(admin)) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from contestkit.server import (
     admin_api,
     auth,
     boardcache,
+    documents,
     final,
     housekeeping,
     leaderboards,
@@ -52,7 +53,6 @@ from contestkit.server import (
 )
 from contestkit.server.config import ServerConfig, load_config
 from contestkit.server.db import AuthToken, Database, Team, now
-from contestkit.server.documents import job_document
 from contestkit.server.errors import (
     Conflict,
     Forbidden,
@@ -125,7 +125,10 @@ class WorkerStatus(BaseModel):
 
 class JobStatus(BaseModel):
     id: int
-    status: str = Field(description="queued, running, finished, failed or cancelled")
+    status: str = Field(
+        description="queued, running, finished, failed or cancelled; stalled: running, but its server has not "
+        "reported for the heartbeat timeout"
+    )
     score: float | None = None
     error: str | None = None
     tag: str | None = None
@@ -519,6 +522,10 @@ def create_app(
 
     # -- jobs --
 
+    def job_document(job: Any) -> dict[str, Any]:
+        """A job as its team sees it: stalled, not running, once its heartbeat is stale."""
+        return documents.job_document(job, stale_after=config.heartbeat_timeout)
+
     @app.post(
         "/rest/job/start", response_model=JobStatus, response_model_exclude_none=True, status_code=201, tags=["jobs"]
     )
@@ -586,11 +593,18 @@ def create_app(
     @app.get(
         "/rest/leaderboard", response_model=LeaderboardResponse, response_model_exclude_none=True, tags=["contest"]
     )
-    def board(level: str | None = None) -> Response:
+    async def board(level: str | None = None) -> Response:
         """Each team's latest (or best) finished job, best first; ``level=GAME/STATE``: that level's view.
-        Public, as in 2018; frozen from ``freeze_at`` on. The whole board is cached (``boardcache``)."""
+        Public, as in 2018; frozen from ``freeze_at`` on. The whole board is cached (``boardcache``):
+        while nothing changed it is answered here, on the event loop, without a thread or a query."""
         if level is None:
-            return Response(board_cache.get(), media_type="application/json")
+            body = board_cache.peek()
+            if body is None:
+                body = await run_in_threadpool(board_cache.get)
+            return Response(body, media_type="application/json")
+        return await run_in_threadpool(level_board, level)
+
+    def level_board(level: str) -> Response:
         with database.session() as db:
             document = LeaderboardResponse.model_validate(leaderboards.public_board(db, config, level=level))
         return Response(document.model_dump_json(exclude_none=True), media_type="application/json")

@@ -202,19 +202,27 @@ class LoginThrottle:
                     del self._failures[key]
 
 
-HASH_NICENESS = 10
+HASH_NICENESS = 19
 
 
 def _lower_priority() -> None:
-    """Hash at a lower CPU priority than the request threads (Linux: niceness is per thread, and the
-    threads libargon2 starts for its lanes inherit it): a burst of logins then takes the CPU the other
-    routes leave, instead of sharing it equally with them (measured: /rest/health p99 went from 1.5 s
-    to 10 s during 100 concurrent logins before this, on a loaded 2-core machine)."""
+    """Hash only with the CPU the request threads leave: Linux's ``SCHED_IDLE`` policy for this
+    thread (the threads libargon2 starts for its lanes inherit it), else the lowest niceness.
+
+    Why the idle policy and not only a niceness: at niceness 10 a burst of 100 logins on a 2-core
+    machine still took enough CPU to raise the other routes' p99 from 15 to 444 ms (SQLite, seeded,
+    200 clients; ``bench/server_load.py --login-burst``, 2026-11-29): a niced thread keeps about a
+    tenth of the CPU against every runnable request thread, an idle-policy thread none of it. A
+    login waits longer during a burst; nothing else does.
+    """
+    tid = threading.get_native_id()
     try:
-        os.setpriority(
-            os.PRIO_PROCESS, threading.get_native_id(), min(19, os.getpriority(os.PRIO_PROCESS, 0) + HASH_NICENESS)
-        )
-    except (AttributeError, OSError):  # not Linux, or not allowed: hashing at the same priority still works
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):  # not Linux: the niceness below still lowers it
+        pass
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, HASH_NICENESS)
+    except (AttributeError, OSError):  # not allowed: hashing at the same priority still works
         pass
 
 

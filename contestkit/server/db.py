@@ -27,6 +27,9 @@ QUEUED, RUNNING, FINISHED, FAILED, CANCELLED = "queued", "running", "finished", 
 ACTIVE = (QUEUED, RUNNING)
 TERMINAL = (FINISHED, FAILED, CANCELLED)
 PENDING = "pending"  # a worker (level) that has not started yet
+# Shown, never stored: a running job whose heartbeat is older than the heartbeat timeout (its server
+# died, or cannot write to its database). Recovery requeues it; until then it is not "running".
+STALLED = "stalled"
 
 
 def now() -> float:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from contestkit.server.db import ACTIVE, Job, Worker
+from contestkit.server.db import ACTIVE, RUNNING, STALLED, Job, Worker, now
 from contestkit.server.seeds import level_seed
 
 
@@ -40,13 +40,34 @@ def worker_document(worker: Worker, attempt_seed: int | None = None) -> dict[str
     )
 
 
-def job_document(job: Job) -> dict[str, Any]:
+def job_document(job: Job, *, stale_after: float | None = None) -> dict[str, Any]:
+    """A job; with ``stale_after`` (the heartbeat timeout), a running job whose server has not beaten
+    for that long is shown ``stalled``, its running levels too.
+
+    Why at read time: the server that would record the change is the one that cannot (it died, or
+    its data directory is read-only or full), so the readers must notice it themselves.
+    """
+    stalled = (
+        stale_after is not None
+        and job.status == RUNNING
+        and (job.heartbeat_at is None or job.heartbeat_at < now() - stale_after)
+    )
+    workers = [worker_document(w, job.seed) for w in job.workers]
+    error = job.error
+    if stalled:
+        error = (
+            f"the server running this job has not reported for over {stale_after:.0f} s (it stopped, or its "
+            "data directory is read-only or full); the job resumes, its finished levels kept, once it can write again"
+        )
+        for worker in workers:
+            if worker["state"] == RUNNING:
+                worker["state"] = STALLED
     return _drop_none(
         {
             "id": job.id,
-            "status": job.status,
+            "status": STALLED if stalled else job.status,
             "score": job.score,
-            "error": job.error,
+            "error": error,
             "tag": job.tag,
             "image": job.image,
             "digest": job.digest,
@@ -57,7 +78,7 @@ def job_document(job: Job) -> dict[str, Any]:
             "resumes": job.resumes or None,
             "seed": job.seed,
             "cancel_requested": True if job.cancel_requested and job.status in ACTIVE else None,
-            "workers": [worker_document(w, job.seed) for w in job.workers],
+            "workers": workers,
         }
     )
 

@@ -179,24 +179,28 @@ def remove(db: Session, config: ServerConfig, actor: str, ref: str, *, purge: bo
 # -- jobs -----------------------------------------------------------------------------------------
 
 
-def host_job_document(job: Job, team_name: str, *, with_levels: bool = True) -> dict[str, Any]:
+def host_job_document(
+    job: Job, team_name: str, *, with_levels: bool = True, stale_after: float | None = None
+) -> dict[str, Any]:
     """A job as the host sees it: every team's, every phase's (final levels included: the host's)."""
     from contestkit.server.documents import job_document
 
-    document = job_document(job)
+    document = job_document(job, stale_after=stale_after)
     document.update(team=team_name, phase=job.phase, priority=job.priority)
     if not with_levels:
         document.pop("workers", None)
     return document
 
 
-def list_jobs(db: Session, *, all_jobs: bool = False, limit: int = 500) -> list[dict[str, Any]]:
+def list_jobs(
+    db: Session, *, all_jobs: bool = False, limit: int = 500, stale_after: float | None = None
+) -> list[dict[str, Any]]:
     """Queued and running jobs (``all_jobs``: every job too, newest first)."""
     query = select(Job, Team.name).join(Team, Team.id == Job.team_id).options(selectinload(Job.workers))
     if not all_jobs:
         query = query.where(Job.status.in_(ACTIVE))
     rows = db.execute(query.order_by(Job.id.desc()).limit(limit)).all()
-    return [host_job_document(job, name) for job, name in rows]
+    return [host_job_document(job, name, stale_after=stale_after) for job, name in rows]
 
 
 def _job(db: Session, job_id: int) -> Job:

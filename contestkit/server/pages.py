@@ -42,15 +42,14 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
-from sqlalchemy import event, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
 
 from contestkit import results
 from contestkit.curves import histogram_svg, reward_svg
 
 # After the split of ``jobs`` (operations / documents / queue), these two names are re-pointed:
 # ``operations`` to ``contestkit.server.operations`` and ``documents`` to ``contestkit.server.documents``.
-from contestkit.server import auth, documents, limits, operations
+from contestkit.server import auth, boardcache, documents, limits, operations
 from contestkit.server.config import ServerConfig
 from contestkit.server.db import ACTIVE, FAILED, QUEUED, RUNNING, TERMINAL, Database, Job, Team, Worker
 
@@ -216,33 +215,6 @@ class BoardData:
     html: dict[int, Markup] = field(default_factory=dict)
 
 
-# Every commit in this process that wrote the jobs table bumps this counter (SQLAlchemy session
-# events, so the code that writes jobs needs no hook): the leaderboard notices its own server's
-# changes at once. Other processes' changes (several servers on one PostgreSQL) show within
-# ``Leaderboard.RECHECK`` seconds, through the table's fingerprint.
-_jobs_version = [0]
-
-
-@event.listens_for(Session, "after_flush")
-def _note_job_rows(session: Session, _context: Any) -> None:
-    if any(isinstance(row, Job) for row in (*session.new, *session.dirty, *session.deleted)):
-        session.info["contestkit_jobs_written"] = True
-
-
-@event.listens_for(Session, "do_orm_execute")
-def _note_job_statements(state: Any) -> None:
-    if (state.is_update or state.is_insert or state.is_delete) and getattr(state.statement, "table", None) is (
-        Job.__table__
-    ):
-        state.session.info["contestkit_jobs_written"] = True
-
-
-@event.listens_for(Session, "after_commit")
-def _bump_jobs_version(session: Session) -> None:
-    if session.info.pop("contestkit_jobs_written", False):
-        _jobs_version[0] += 1
-
-
 class Leaderboard:
     """The leaderboard's rows and rendered pages, rebuilt only when the jobs that rank change.
 
@@ -277,7 +249,7 @@ class Leaderboard:
         return (count, finished, queued, levels_mtime)
 
     def get(self) -> BoardData:
-        version = _jobs_version[0]
+        version = boardcache.writes_version()  # this process's job and team writes
         if self._fresh(version):
             return self._data  # type: ignore[return-value]
         with self._lock:  # one thread looks (and rebuilds); the others wait for its result
@@ -598,7 +570,8 @@ def install(
         if team is None:
             return signin_redirect(request)
         with database.session() as session:
-            docs = [documents.job_document(job) for job in operations.all_jobs(session, team.team_id)]
+            jobs = operations.all_jobs(session, team.team_id)
+            docs = [documents.job_document(job, stale_after=config.heartbeat_timeout) for job in jobs]
         return page(request, "jobs.html", team, jobs=docs)
 
     def load_job(team: Any, job_id: int | None) -> tuple[dict[str, Any], list[LevelView]] | None:
@@ -609,7 +582,7 @@ def install(
                 job = operations.get_job(session, team.team_id, job_id)
             except api.refused:
                 return None
-            doc = documents.job_document(job)
+            doc = documents.job_document(job, stale_after=config.heartbeat_timeout)
             views = [level_view(worker, wdoc) for worker, wdoc in zip(job.workers, doc["workers"], strict=True)]
         return doc, views
 

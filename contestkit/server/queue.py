@@ -45,6 +45,9 @@ class StopReason(str, Enum):
 
     USER = "user"  # the team cancelled it
     SHUTDOWN = "shutdown"  # the server is stopping; the job goes back to the queue
+    # A level's end could not be written (read-only or full data directory): the job's other levels
+    # stop, its heartbeat stops, and recovery puts it back in the queue once writes work again.
+    UNWRITABLE = "unwritable"
 
 
 @dataclass(frozen=True)
@@ -218,13 +221,17 @@ class JobQueue:
         error: str | None,
     ) -> None:
         """The level's state after its end: interrupted (runs again), overran, cancelled, finished or failed."""
-        if reason is StopReason.SHUTDOWN and not overran and not ok:
-            # The server is stopping and stopped this level: it runs again after the restart. A
-            # level whose run had already finished (ok) when the shutdown came keeps its result.
+        if reason in (StopReason.SHUTDOWN, StopReason.UNWRITABLE) and not overran and not ok:
+            # The server is stopping (or could not record a level) and stopped this level: it runs
+            # again. A level whose run had already finished (ok) when the stop came keeps its result.
             worker.status = PENDING
             worker.progress = None
             worker.finished_at = None
-            worker.error = "interrupted by a server shutdown; this level runs again"
+            worker.error = (
+                "interrupted by a server shutdown; this level runs again"
+                if reason is StopReason.SHUTDOWN
+                else "interrupted: the server could not record another level of this job; this level runs again"
+            )
             return
         if overran:
             job = db.get(Job, worker.job_id)
@@ -250,8 +257,8 @@ class JobQueue:
         """All levels ended (or were stopped): score the job, or requeue it on a shutdown."""
         with self.database.session() as db:
             job = db.scalars(select(Job).where(Job.id == job_id).options(selectinload(Job.workers))).one()
-            if reason is StopReason.SHUTDOWN:
-                ended = self.requeue(job, counts_as_resume=False)
+            if reason in (StopReason.SHUTDOWN, StopReason.UNWRITABLE):
+                ended = self.requeue(job, counts_as_resume=reason is StopReason.UNWRITABLE)
                 document = None
             else:
                 job.finished_at = now()
@@ -306,8 +313,8 @@ class JobQueue:
         """The job could not be run (its image could not be pulled, an internal error)."""
         with self.database.session() as db:
             job = db.scalars(select(Job).where(Job.id == job_id).options(selectinload(Job.workers))).one()
-            if reason is StopReason.SHUTDOWN:
-                ended = self.requeue(job, counts_as_resume=False)
+            if reason in (StopReason.SHUTDOWN, StopReason.UNWRITABLE):
+                ended = self.requeue(job, counts_as_resume=reason is StopReason.UNWRITABLE)
             else:
                 job.status = CANCELLED if reason is StopReason.USER else FAILED
                 job.error = message if job.status == FAILED else "cancelled by the team"

@@ -57,6 +57,9 @@ class _JobControl:
     reason: StopReason | None = None
     levels: dict[int, _LevelWatch] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Levels whose end could not be written yet: while any is, the job's heartbeat stops, so that
+    # readers see it stalled (not "running") within the heartbeat timeout.
+    unrecorded: int = 0
 
     def stop(self, reason: StopReason) -> None:
         with self.lock:
@@ -237,9 +240,10 @@ class Scheduler:
                             if mono > watch.deadline and not watch.run.cancelled:
                                 watch.overran = True
                                 watch.run.cancel()
-                if controls:
+                beating = [job_id for job_id, control in controls.items() if not control.unrecorded]
+                if beating:
                     beat = time.time() - last_beat >= self.config.heartbeat_seconds
-                    for job_id in self.queue.heartbeat(list(controls), beat=beat):
+                    for job_id in self.queue.heartbeat(beating, beat=beat):
                         controls[job_id].stop(StopReason.USER)
                     if beat:
                         last_beat = time.time()
@@ -353,8 +357,47 @@ class Scheduler:
             with control.lock:
                 control.levels.pop(level.worker_id, None)
         _write_reward_curve(task)
-        self.queue.level_ended(level.worker_id, control.reason, watch.overran, result, error)
+        self._record_level_end(control, level, watch, result, error)
         metrics.level_ended(time.monotonic() - started, result, reason=control.reason, overran=watch.overran)
+
+    def _record_level_end(
+        self, control: _JobControl, level: PendingLevel, watch: _LevelWatch, result: Any, error: str | None
+    ) -> None:
+        """Write a level's end, retrying while the database refuses (a full disk being cleared).
+
+        Why not fail at once: a level's result is hours of a team's budget, and a write refused for
+        a few seconds should not cost it. Why not retry for ever: while the write is pending, the
+        job stops beating (readers see it "stalled" once the heartbeat timeout passes, never a
+        "running" level that has ended); after half the heartbeat timeout the job's other levels
+        are stopped and the job is left to recovery, which requeues it once writes work again, its
+        recorded levels kept and this one run again.
+        """
+        give_up = time.monotonic() + max(self.config.heartbeat_timeout / 2, 1.0)
+        pause = 0.5
+        failed = False
+        while True:
+            try:
+                self.queue.level_ended(level.worker_id, control.reason, watch.overran, result, error)
+            except Exception:
+                if not failed:
+                    failed = True
+                    with control.lock:
+                        control.unrecorded += 1
+                    log.exception("could not record level %s of job %s; retrying", level.index, control.job_id)
+                if time.monotonic() + pause > give_up or self._stop.is_set():
+                    log.error(
+                        "gave up recording level %s of job %s; its other levels stop and the job is requeued "
+                        "once the database accepts writes", level.index, control.job_id,
+                    )  # fmt: skip
+                    control.stop(StopReason.UNWRITABLE)
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+                continue
+            if failed:
+                with control.lock:
+                    control.unrecorded -= 1
+            return
 
 
 def _write_reward_curve(task: LevelTask) -> None:

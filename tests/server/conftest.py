@@ -158,12 +158,14 @@ class OfflineContest:
             session.execute(update(Worker).where(Worker.job_id == job.id).values(status="finished", score=score))
         return job.id
 
-    def job(self, job_id: int) -> dict[str, Any]:
+    def job(self, job_id: int, *, as_shown: bool = False) -> dict[str, Any]:
+        """The job's document as stored (``as_shown``: as the API shows it, stalled when its heartbeat is stale)."""
         from contestkit.server import operations
         from contestkit.server.documents import job_document
 
+        stale_after = self.config.heartbeat_timeout if as_shown else None
         with self.database.session() as db:
-            return job_document(operations.get_job(db, self.team_id, job_id))
+            return job_document(operations.get_job(db, self.team_id, job_id), stale_after=stale_after)
 
 
 @pytest.fixture

@@ -108,6 +108,69 @@ def test_a_job_whose_end_could_not_be_written_does_not_stay_running(
     assert [w["state"] for w in done["workers"]] == ["finished", "finished"]
 
 
+def test_a_level_whose_end_cannot_be_written_is_shown_stalled_then_resumes(
+    offline_contest: OfflineContest,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """Injected: from the moment the second level ends, every write of the queue fails, as on a
+    read-only or full data directory (which cannot be produced for one process's writes only, on
+    both databases). The job must not be shown "running" longer than the heartbeat timeout; once
+    writes work again it resumes by itself, the first level's result kept and the second run again."""
+    config = offline_contest.config
+    config.heartbeat_seconds, config.heartbeat_timeout = 0.2, 2.0
+    queue = Queue(offline_contest)
+    broken = threading.Event()
+    first_failure: list[float] = []
+    runs: list[int] = []
+
+    def refuses(name: str) -> None:
+        real = getattr(queue.runner.queue, name)
+
+        def write(*args: Any, **kwargs: Any) -> Any:
+            if broken.is_set():
+                if not first_failure:
+                    first_failure.append(time.monotonic())
+                raise OperationalError("COMMIT", {}, Exception("attempt to write a readonly database (injected)"))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(queue.runner.queue, name, write)
+
+    for name in ("level_ended", "finish", "finish_failed", "heartbeat", "recover", "level_progress"):
+        refuses(name)
+
+    def counted(task: Any, on_progress: Any, cancel: threading.Event) -> Any:
+        runs.append(task.index)
+        result = fake_level_runner(task, on_progress, cancel)
+        if task.index == 1 and runs.count(1) == 1:
+            broken.set()
+        return result
+
+    queue.runner.executor = FunctionExecutor(counted)
+    queue.start()
+    try:
+        job_id = queue.submit()
+        deadline = time.monotonic() + 20
+        shown: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            shown = queue.contest.job(job_id, as_shown=True)
+            if shown["status"] == "stalled":
+                break
+            time.sleep(0.05)
+        stalled_after = time.monotonic() - first_failure[0]
+        assert shown["status"] == "stalled", shown
+        assert stalled_after <= config.heartbeat_timeout + 0.5, stalled_after
+        assert "read-only or full" in shown["error"]
+        assert [w["state"] for w in shown["workers"]] == ["finished", "stalled"], shown
+        assert queue.contest.job(job_id)["status"] == "running"  # what is stored: nothing could be written
+        broken.clear()
+        done = queue.wait(job_id, ("finished", "failed", "cancelled"), timeout=20)
+    finally:
+        queue.runner.stop(timeout=10)
+    assert done["status"] == "finished" and done["score"] == 6.0, done
+    assert runs == [0, 1, 1]  # the recorded level kept, the unrecorded one run again
+    assert done.get("resumes") == 1
+
+
 def test_a_live_job_of_this_server_is_not_taken_for_an_orphan(queue: Queue):
     """The monitor's recovery leaves this server's running jobs alone, even when their heartbeat is
     late (a slow database): only a job with no live control here is an orphan."""
