@@ -96,7 +96,12 @@ class BoardCache:
         body = self.peek()
         if body is not None:
             return body
-        with self._lock:  # one thread looks (and rebuilds); the others then find it done
+        # One thread looks (and rebuilds). The others answer with the board as it was until it is
+        # done, rather than queue behind it: a rebuild at the 2018 scale takes about a second on 2
+        # cores, and 200 clients waiting for it pushed the p99 from 18 ms to a second.
+        if not self._lock.acquire(blocking=self._key is None):
+            return self._body
+        try:
             body = self.peek()
             if body is not None:
                 return body
@@ -108,3 +113,5 @@ class BoardCache:
                     self._key, self._built_at = key, time.monotonic()
             self._version, self._checked_at = version, time.monotonic()
             return self._body
+        finally:
+            self._lock.release()
