@@ -115,9 +115,23 @@ class ServerConfig:
     pull_retry_seconds: float = 120.0
     # How often expired sessions and API tokens are deleted (server/housekeeping.py).
     sweep_seconds: float = 600.0
+    # Worker threads for the API's blocking work (database reads and writes). None: two per CPU, at
+    # least 4. Why not the framework's 40: every one contends for Python's one interpreter lock, and
+    # on 2 cores 40 made ``status/<id>``'s p99 at 200 clients 771 ms, 4 made it 187 ms and 2 made it
+    # 146 ms (bench/server_load.py, 2026-11-29). Why not 2: one slow write (a commit's fsync, a lock
+    # wait) would then hold up every signed-in read behind it.
+    request_threads: int | None = None
     data_dir: Path = field(default=Path("."), repr=False)
 
     # -- derived -------------------------------------------------------------------------------
+
+    @property
+    def worker_threads(self) -> int:
+        """``request_threads``, or two per CPU this process may use (at least 4)."""
+        if self.request_threads:
+            return self.request_threads
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(4, 2 * cpus)
 
     @property
     def config_path(self) -> Path:
@@ -326,6 +340,8 @@ def validate(config: ServerConfig) -> None:
         raise UsageError("login_window_seconds must be positive; login_account_limit, login_client_limit >= 1.")
     if config.sweep_seconds <= 0:
         raise UsageError("sweep_seconds must be positive.")
+    if config.request_threads is not None and config.request_threads < 1:
+        raise UsageError("request_threads must be 1 or more, or null for two per CPU (at least 4).")
     if config.pull_retry_seconds < 0:
         raise UsageError("pull_retry_seconds must be 0 (no retry) or more.")
     taken: dict[int, str] = {}
