@@ -397,8 +397,9 @@ def create_app(
         device = guard.device_of(request.cookies.get(throttle.DEVICE_COOKIE), email)
         ticket = guard.admit(email, request.client.host if request.client else "", device)
         try:
-            found = await run_in_threadpool(find_team, email)
-            right = await hashes.run(auth.verify_password, found[1] if found else None, password)
+            with hashes.slot():  # a full pool refuses before any other work is done
+                found = await run_in_threadpool(find_team, email)
+                right = await hashes.compute(auth.verify_password, found[1] if found else None, password)
         except BaseException:
             guard.abandoned(ticket)
             raise

@@ -27,8 +27,9 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -241,14 +242,28 @@ class HashPool:
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="argon2", initializer=_lower_priority)
         self._slots = threading.BoundedSemaphore(self.workers + self.waiting)
 
-    async def run(self, function: Callable[..., object], *args: object) -> object:
-        """``function(*args)`` on the pool; ``Overloaded`` when all its slots are taken."""
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """A place on the pool for the ``with`` block; ``Overloaded`` at once when all are taken.
+
+        Why a slot of its own: a login takes it before any other work (the team's row, a thread
+        hop), so a refused login in a burst costs next to nothing; during 100 concurrent logins most
+        are refused, and their database reads were what the other routes felt."""
         if not self._slots.acquire(blocking=False):
             raise Overloaded("The server is busy checking other logins; try again in a second.", retry_after=1)
         try:
-            return await asyncio.wrap_future(self._executor.submit(function, *args))
+            yield
         finally:
             self._slots.release()
+
+    async def compute(self, function: Callable[..., object], *args: object) -> object:
+        """``function(*args)`` on the pool's threads; call it inside ``slot()``."""
+        return await asyncio.wrap_future(self._executor.submit(function, *args))
+
+    async def run(self, function: Callable[..., object], *args: object) -> object:
+        """``function(*args)`` on the pool; ``Overloaded`` when all its slots are taken."""
+        with self.slot():
+            return await self.compute(function, *args)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
