@@ -80,13 +80,38 @@ def missing_requirements(requirements: list[Requirement]) -> list[Requirement]:
     return missing
 
 
-def install_argvs(requirements: list[Requirement]) -> list[list[str]]:
-    """The pip runs that install ``requirements`` into this Python, CPU-only builds from their index."""
+def install_argvs(requirements: list[Requirement], *, cpu_index: bool = True) -> list[list[str]]:
+    """The pip runs that install ``requirements`` into this Python, CPU-only builds from their index.
+
+    The CPU index is an *extra* index, not a replacement: torch's own dependencies (filelock,
+    sympy...) come from the user's usual index, and ``torch==2.13.0`` still resolves to the CPU
+    build (``2.13.0+cpu`` sorts above ``2.13.0``). ``cpu_index=False`` (the CPU index cannot be
+    reached: a machine with only PyPI, a corporate mirror) leaves it out rather than have pip retry
+    an unreachable host for every package."""
     pip = [sys.executable, "-m", "pip", "install"]
     special = [r for r in requirements if _normalize(r.name) in CPU_INDEX]
     plain = [r.line for r in requirements if r not in special]
-    argvs = [[*pip, r.line, "--index-url", CPU_INDEX[_normalize(r.name)]] for r in special]
+    argvs = [
+        [*pip, r.line, *(("--extra-index-url", CPU_INDEX[_normalize(r.name)]) if cpu_index else ())]
+        for r in special
+    ]
     return argvs + ([[*pip, *plain]] if plain else [])
+
+
+def cpu_indexes(requirements: list[Requirement]) -> list[str]:
+    """The CPU-build indexes ``requirements`` would use (none when they name no such distribution)."""
+    return sorted({CPU_INDEX[_normalize(r.name)] for r in requirements if _normalize(r.name) in CPU_INDEX})
+
+
+def index_reachable(url: str, timeout: float = 5.0) -> bool:
+    """Whether a package index answers at all (any HTTP status counts; no answer does not)."""
+    import requests
+
+    try:
+        requests.head(url, timeout=timeout, allow_redirects=False)
+    except requests.RequestException:
+        return False
+    return True
 
 
 def install_command(requirements: list[Requirement]) -> str:

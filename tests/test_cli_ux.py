@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from contestkit.agentdeps import Requirement, install_argvs, install_command
+from contestkit.agentdeps import Requirement, cpu_indexes, index_reachable, install_argvs, install_command
 from contestkit.cli import eval_cmd
 from contestkit.errors import EXIT_STATUS_RULE
 from contestkit.evaluation import LevelResult, Progress
@@ -99,12 +99,34 @@ def test_agent_import_this_python_lacks_names_module_and_install_command(cli, tm
 
 
 def test_install_command_takes_the_cpu_build_of_torch_from_its_index() -> None:
+    """Finding (README quick start pasted into a fresh clone): with ``--index-url`` the CPU index
+    replaced the user's own, and torch's dependencies (filelock) were then found nowhere. It is an
+    extra index now, and left out when it cannot be reached."""
     reqs = [Requirement("numpy", "numpy==2.4.6"), Requirement("torch", "torch==2.13.0")]
     argvs = install_argvs(reqs)
-    assert argvs[0] == [sys.executable, "-m", "pip", "install", "torch==2.13.0", "--index-url",
+    assert argvs[0] == [sys.executable, "-m", "pip", "install", "torch==2.13.0", "--extra-index-url",
                         "https://download.pytorch.org/whl/cpu"]  # fmt: skip
-    assert argvs[1][-1] == "numpy==2.4.6" and "--index-url" not in argvs[1]
-    assert "torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu && " in install_command(reqs)
+    assert argvs[1][-1] == "numpy==2.4.6" and "--extra-index-url" not in argvs[1]
+    assert "torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu && " in install_command(reqs)
+    assert install_argvs(reqs, cpu_index=False)[0] == [sys.executable, "-m", "pip", "install", "torch==2.13.0"]
+    assert cpu_indexes(reqs) == ["https://download.pytorch.org/whl/cpu"]
+    assert cpu_indexes(reqs[:1]) == []
+
+
+def test_an_index_that_does_not_answer_is_told_apart(free_port) -> None:
+    """A real local HTTP server answers (even 404 counts: the host is there); a closed port does not."""
+    import http.server
+    import threading
+
+    port = free_port()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert index_reachable(f"http://127.0.0.1:{port}/whl/cpu", timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not index_reachable(f"http://127.0.0.1:{free_port()}/whl/cpu", timeout=2)
 
 
 def test_new_names_what_this_python_lacks(cli, tmp_path: Path, base_env) -> None:

@@ -11,6 +11,8 @@ from rich.markup import escape
 
 from contestkit.agentdeps import (
     REQUIREMENTS_FILE,
+    cpu_indexes,
+    index_reachable,
     install_argvs,
     install_command,
     missing_requirements,
@@ -75,7 +77,14 @@ def register(app: typer.Typer) -> None:
         project = create_project(name, template=template, registry=registry, directory=directory)
         missing = missing_requirements(read_requirements(project.path / REQUIREMENTS_FILE))
         if missing and install:
-            for argv in install_argvs(missing):
+            unreachable = [url for url in cpu_indexes(missing) if not index_reachable(url)]
+            if unreachable:
+                console.print(
+                    f"[yellow]note:[/] {escape(', '.join(unreachable))} does not answer from here, so torch comes from "
+                    "your usual package index (on Linux, PyPI's torch is the CUDA build: several GB).",
+                    soft_wrap=True,
+                )
+            for argv in install_argvs(missing, cpu_index=not unreachable):
                 console.print(f"[dim]$ {escape(shlex.join(argv))}[/]", soft_wrap=True)
                 if subprocess.run(argv).returncode != 0:
                     raise ContestkitError(
