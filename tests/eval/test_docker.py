@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -106,14 +104,11 @@ def test_crashing_agent_cleans_up(docker_api, make_image, tmp_path):
     assert _leftovers(docker_api) == ([], [])
 
 
-def test_ctrl_c_cleans_up(docker_api, make_image, tmp_path):
+def test_ctrl_c_cleans_up(docker_api, make_image, tmp_path, start_eval):
     image = make_image(AGENTS / "slow_agent.py")
     r = tmp_path / "r"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "contestkit", "eval", GAME, STATE, "--runtime", "docker", "--image", image,
-         "--results-dir", str(r), "--quiet"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = start_eval(GAME, STATE, "--runtime", "docker", "--image", image, "--results-dir", str(r), "--quiet",
+                      cwd=tmp_path)  # fmt: skip
     deadline = time.time() + 180
     while time.time() < deadline:
         progress = r / "progress.json"

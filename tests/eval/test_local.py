@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -172,13 +171,10 @@ def test_unknown_game_and_state_suggest_names(tmp_path):
     assert res.returncode == 2 and "GreenHillZone.Act1" in res.stderr
 
 
-def test_ctrl_c_stops_both_and_keeps_results(tmp_path):
+def test_ctrl_c_stops_both_and_keeps_results(tmp_path, start_eval):
     r = tmp_path / "r"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "contestkit", "eval", GAME, STATE, "--runtime", "local", "--agent",
-         str(AGENTS / "slow_agent.py"), "--results-dir", str(r), "--json"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = start_eval(GAME, STATE, "--runtime", "local", "--agent", str(AGENTS / "slow_agent.py"),
+                      "--results-dir", str(r), "--json", cwd=tmp_path)  # fmt: skip
     deadline = time.time() + 120
     while time.time() < deadline:
         progress = r / "progress.json"
