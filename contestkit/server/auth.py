@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from contestkit import cpuset
 from contestkit.errors import UsageError
 from contestkit.server.errors import Overloaded
 
@@ -237,7 +238,7 @@ class HashPool:
     """
 
     def __init__(self, workers: int | None = None, waiting: int | None = None) -> None:
-        self.workers = workers or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+        self.workers = workers or max(1, len(cpuset.available()))
         self.waiting = self.workers * 4 if waiting is None else waiting
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="argon2", initializer=_lower_priority)
         self._slots = threading.BoundedSemaphore(self.workers + self.waiting)

@@ -130,8 +130,7 @@ class ServerConfig:
         """``request_threads``, or two per CPU this process may use (at least 4)."""
         if self.request_threads:
             return self.request_threads
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return max(4, 2 * cpus)
+        return max(4, 2 * len(cpuset.available()))
 
     @property
     def config_path(self) -> Path:
