@@ -399,13 +399,17 @@ class ClusterApi:
     def create_job(self, body: dict[str, Any]) -> dict[str, Any]:
         return self._json(self.batch.create_namespaced_job(self.namespace, body, _preload_content=False))
 
-    def read_job(self, name: str) -> dict[str, Any] | None:
+    def _read(self, call: Callable[..., Any], name: str) -> dict[str, Any] | None:
+        """One object by name; None when the cluster has none of that name (404)."""
         try:
-            return self._json(self.batch.read_namespaced_job(name, self.namespace, _preload_content=False))
+            return self._json(call(name, self.namespace, _preload_content=False))
         except Exception as exc:
             if _status(exc) == 404:
                 return None
             raise
+
+    def read_job(self, name: str) -> dict[str, Any] | None:
+        return self._read(self.batch.read_namespaced_job, name)
 
     def list_jobs(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
         response = self.batch.list_namespaced_job(
@@ -430,12 +434,7 @@ class ClusterApi:
         return list(self._json(response).get("items") or [])
 
     def read_pod(self, name: str) -> dict[str, Any] | None:
-        try:
-            return self._json(self.core.read_namespaced_pod(name, self.namespace, _preload_content=False))
-        except Exception as exc:
-            if _status(exc) == 404:
-                return None
-            raise
+        return self._read(self.core.read_namespaced_pod, name)
 
     def follow_log(self, pod: str, container: str) -> Iterator[str]:
         """The container's log from its start, line by line, until the container ends."""
