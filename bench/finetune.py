@@ -1,21 +1,27 @@
 """Pretrain, then fine-tune: does starting evaluation from a pretrained checkpoint pay?
 
-For each seed: ``python -m agent.pretrain`` on Airstriker-Genesis Level1 for ``--pretrain``
-timesteps, then a normal ``contestkit eval --runtime local`` of ``--eval`` timesteps starting
-from that checkpoint (``AGENT_INIT_CHECKPOINT``), against the same evaluation from random weights.
+One ``python -m agent.pretrain`` on Airstriker-Genesis Level1 for ``--pretrain`` timesteps
+(seed ``--pretrain-seed``), then, for each seed, a normal ``contestkit eval --runtime local`` of
+``--eval`` timesteps starting from that checkpoint (``AGENT_INIT_CHECKPOINT``), against the same
+evaluation from random weights. One checkpoint serves every seed: what the seeds sample is
+fine-tuning (the agent's own sampling and the env's sticky frames), as in the contest, where a team
+ships one checkpoint and it meets every test level. Pretraining one per seed would triple the
+longest part of the benchmark (about an hour per 500,000 timesteps on two cores).
 Reports each evaluation's mean episode reward (the contest's score for the level) and draws both
 learning curves (episode reward against timestep, averaged over seeds) in one SVG.
 
 Airstriker is a single level, so this measures warm-starting on the level itself, not
 generalisation to unseen levels (the contest's case, which needs the Sonic ROMs).
 
-    python bench/finetune.py --output bench/results/finetune.json --svg bench/results/finetune.svg
+    python bench/finetune.py --parallel 2 --threads 1 --work-dir /var/tmp/bench-finetune \
+        --output bench/results/finetune.json --svg bench/results/finetune.svg
     python bench/finetune.py --pretrain 20000 --eval 5000 --seeds 0     # a quick look
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import csv
 import datetime
 import json
@@ -31,7 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.agents import machine  # noqa: E402
+from bench.agents import machine, thread_env  # noqa: E402
 from bench.pretrain import scaffold  # noqa: E402
 
 GAME, STATE = "Airstriker-Genesis", "Level1"
@@ -62,7 +68,9 @@ def pretrain(project: Path, seed: int, timesteps: int, envs: int, work: Path) ->
     return out
 
 
-def evaluate(project: Path, seed: int, timesteps: int, init: Path | None, results: Path) -> dict[str, Any]:
+def evaluate(
+    project: Path, seed: int, timesteps: int, init: Path | None, results: Path, threads: int | None
+) -> dict[str, Any]:
     """One ``contestkit eval``; its episodes as (end timestep, reward) and its score."""
     env = _env(
         project,
@@ -70,6 +78,8 @@ def evaluate(project: Path, seed: int, timesteps: int, init: Path | None, result
         AGENT_TOTAL_TIMESTEPS=str(timesteps),
         AGENT_INIT_CHECKPOINT=str(init) if init else "none",
     )
+    if threads:
+        env.update(thread_env(threads), AGENT_THREADS=str(threads))
     cmd = [sys.executable, "-m", "contestkit", "eval", GAME, STATE, "--runtime", "local", "--seed", str(seed),
            "--timestep-limit", str(timesteps), "--results-dir", str(results), "--force"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)
@@ -137,7 +147,10 @@ def main() -> None:
     parser.add_argument("--pretrain", type=int, default=500_000, help="pretraining timesteps (default 500,000)")
     parser.add_argument("--eval", type=int, default=100_000, help="evaluation timesteps (default 100,000)")
     parser.add_argument("--envs", type=int, default=2, help="pretraining envs (default 2)")
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", default="0,1,2", help="evaluation seeds, each run both ways")
+    parser.add_argument("--pretrain-seed", type=int, default=0)
+    parser.add_argument("--parallel", type=int, default=1, help="evaluations run at once (default 1)")
+    parser.add_argument("--threads", type=int, default=None, help="math threads per evaluation (default: all)")
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--output", type=Path, default=None, help="JSON, rewritten after every finished run")
     parser.add_argument("--svg", type=Path, default=None, help="the two learning curves")
@@ -154,22 +167,31 @@ def main() -> None:
         return {
             "what": f"pretrain {args.pretrain:,} then eval {args.eval:,} from the checkpoint vs from scratch",
             "template": args.template,
+            "pretrain_seed": args.pretrain_seed,
+            "parallel": args.parallel,
+            "threads": args.threads,
             "date": datetime.date.today().isoformat(),
             "machine": machine(),
             "runs": [{k: v for k, v in r.items() if k != "curve"} for r in runs],
             "mean_score": {k: statistics.fmean(v) if v else None for k, v in by_start.items()},
         }
 
-    for seed in (int(s) for s in args.seeds.split(",")):
-        ckpt = pretrain(project, seed, args.pretrain, args.envs, work)
-        for init in (ckpt, None):
-            results = work / f"eval-seed{seed}-{'pretrained' if init else 'scratch'}"
-            runs.append(evaluate(project, seed, args.eval, init, results))
+    ckpt = pretrain(project, args.pretrain_seed, args.pretrain, args.envs, work)
+    plan = [(seed, init) for seed in (int(s) for s in args.seeds.split(",")) for init in (ckpt, None)]
+    title = f"{GAME} {STATE}: eval of {args.eval:,} from a {args.pretrain:,}-timestep checkpoint vs scratch"
+
+    def one(seed: int, init: Path | None) -> dict[str, Any]:
+        results = work / f"eval-seed{seed}-{'pretrained' if init else 'scratch'}"
+        return evaluate(project, seed, args.eval, init, results, args.threads)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+        for done in concurrent.futures.as_completed([pool.submit(one, seed, init) for seed, init in plan]):
+            runs.append(done.result())
+            runs.sort(key=lambda r: (r["seed"], r["start"]))
             if args.output:
                 args.output.parent.mkdir(parents=True, exist_ok=True)
                 args.output.write_text(json.dumps(summary(), indent=2))
             if args.svg:
-                title = f"{GAME} {STATE}: eval of {args.eval:,} from a {args.pretrain:,}-timestep checkpoint vs scratch"
                 curve_svg(runs, args.eval, args.svg, title)
     print(json.dumps(summary(), indent=2))
 
