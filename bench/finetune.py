@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import csv
 import datetime
 import json
 import os
@@ -30,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +36,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.agents import machine, thread_env  # noqa: E402
+from bench.curves import curves_svg, episodes  # noqa: E402
 from bench.pretrain import scaffold  # noqa: E402
 
 GAME, STATE = "Airstriker-Genesis", "Level1"
-COLOURS = {"pretrained": "#c33", "scratch": "#36c"}
+STARTS = ("pretrained", "scratch")
 
 
 def _env(project: Path, **extra: str) -> dict[str, str]:
@@ -84,13 +83,8 @@ def evaluate(
            "--timestep-limit", str(timesteps), "--results-dir", str(results), "--force"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)
     _check(proc, f"eval seed {seed} ({'pretrained' if init else 'scratch'})")
-    with (results / "monitor.csv").open() as fh:
-        rows = [r for r in csv.DictReader(line for line in fh if not line.startswith("#"))]
-    rewards = [float(r["r"]) for r in rows]
-    ends, t = [], 0
-    for r in rows:
-        t += int(float(r["l"]))
-        ends.append(t)
+    curve = episodes(results / "monitor.csv")
+    rewards = [reward for _, reward in curve]
     stdout = (results / "agent-stdout.txt").read_text()
     if init is not None and f"fine-tuning from {init}" not in stdout:
         raise SystemExit(f"the agent did not start from {init}:\n{stdout[-2000:]}")
@@ -100,45 +94,8 @@ def evaluate(
         "episodes": len(rewards),
         "score": statistics.fmean(rewards) if rewards else None,
         "mean_reward_last20": statistics.fmean(rewards[-20:]) if rewards else None,
-        "curve": list(zip(ends, rewards, strict=True)),
+        "curve": curve,
     }
-
-
-def curve_svg(runs: list[dict[str, Any]], timesteps: int, path: Path, title: str) -> None:
-    """Both starts' mean episode reward in windows of the evaluation, averaged over seeds."""
-    w, h, pad, bins = 640, 320, 48, 20
-    series: dict[str, list[float | None]] = {}
-    for start in COLOURS:
-        per_bin: list[list[float]] = [[] for _ in range(bins)]
-        for run in (r for r in runs if r["start"] == start):
-            for end, reward in run["curve"]:
-                per_bin[min(bins - 1, (end - 1) * bins // timesteps)].append(reward)
-        series[start] = [statistics.fmean(b) if b else None for b in per_bin]
-    values = [v for s in series.values() for v in s if v is not None] or [0.0]
-    lo, hi = min(0.0, *values), max(values) or 1.0
-
-    def xy(i: int, v: float) -> str:
-        x = pad + (w - 2 * pad) * (i + 0.5) / bins
-        y = h - pad - (h - 2 * pad) * (v - lo) / (hi - lo)
-        return f"{x:.1f},{y:.1f}"
-
-    lines = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
-        '<rect width="100%" height="100%" fill="white"/>',
-        f'<text x="{pad}" y="20" font-size="14">{escape(title)}</text>',
-        f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#888"/>',
-        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#888"/>',
-        f'<text x="{pad - 4}" y="{pad + 4}" text-anchor="end">{hi:.0f}</text>',
-        f'<text x="{pad - 4}" y="{h - pad}" text-anchor="end">{lo:.0f}</text>',
-        f'<text x="{w - pad}" y="{h - pad + 16}" text-anchor="end">timestep {timesteps:,}</text>',
-    ]
-    for k, (start, colour) in enumerate(COLOURS.items()):
-        points = " ".join(xy(i, v) for i, v in enumerate(series[start]) if v is not None)
-        lines.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"/>')
-        lines.append(f'<text x="{w - pad}" y="{pad + 16 * k}" text-anchor="end" fill="{colour}">{start}</text>')
-    lines.append("</svg>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -162,7 +119,7 @@ def main() -> None:
 
     def summary() -> dict[str, Any]:
         by_start = {
-            start: [r["score"] for r in runs if r["start"] == start and r["score"] is not None] for start in COLOURS
+            start: [r["score"] for r in runs if r["start"] == start and r["score"] is not None] for start in STARTS
         }
         return {
             "what": f"pretrain {args.pretrain:,} then eval {args.eval:,} from the checkpoint vs from scratch",
@@ -192,7 +149,8 @@ def main() -> None:
                 args.output.parent.mkdir(parents=True, exist_ok=True)
                 args.output.write_text(json.dumps(summary(), indent=2))
             if args.svg:
-                curve_svg(runs, args.eval, args.svg, title)
+                groups = {start: [r["curve"] for r in runs if r["start"] == start] for start in STARTS}
+                curves_svg(groups, args.eval, args.svg, title)
     print(json.dumps(summary(), indent=2))
 
 

@@ -1,0 +1,113 @@
+"""Learning curves of benchmark runs, drawn in one SVG: the picture beside the README's tables.
+
+Each group (an agent, or a start such as "pretrained") is drawn as the mean episode reward in
+windows of the run, averaged over its runs (thick), with each run's own curve thin behind it, so
+the spread between seeds is seen, not only the mean. Used by ``finetune.py`` and, for
+``agents.py``'s JSON, from the command line:
+
+    python bench/curves.py bench/results/agents-seeds-ppo.json --svg bench/results/agents-seeds.svg
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from html import escape
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from contestkit.results import read_monitor  # noqa: E402
+
+Curve = list[tuple[int, float]]
+PALETTE = ("#c33", "#36c", "#393", "#c80", "#639", "#888")
+
+
+def episodes(monitor: Path) -> Curve:
+    """A run's finished episodes as (timestep at which it ended, reward)."""
+    curve, t = [], 0
+    for reward, length, _ in read_monitor(monitor):
+        t += length
+        curve.append((t, reward))
+    return curve
+
+
+def _binned(curve: Curve, timesteps: int, bins: int) -> list[list[float]]:
+    per_bin: list[list[float]] = [[] for _ in range(bins)]
+    for end, reward in curve:
+        per_bin[min(bins - 1, max(0, end - 1) * bins // timesteps)].append(reward)
+    return per_bin
+
+
+def curves_svg(groups: dict[str, list[Curve]], timesteps: int, path: Path, title: str, bins: int = 20) -> None:
+    """Every group's runs, binned over ``timesteps``; see the module docstring for what is drawn."""
+    w, h, pad = 640, 320, 48
+    means: dict[str, list[float | None]] = {}
+    singles: dict[str, list[list[float | None]]] = {}
+    for name, runs in groups.items():
+        pooled: list[list[float]] = [[] for _ in range(bins)]
+        singles[name] = []
+        for run in runs:
+            per_bin = _binned(run, timesteps, bins)
+            singles[name].append([statistics.fmean(b) if b else None for b in per_bin])
+            for i, b in enumerate(per_bin):
+                pooled[i].extend(b)
+        means[name] = [statistics.fmean(b) if b else None for b in pooled]
+    values = [v for s in singles.values() for run in s for v in run if v is not None] or [0.0]
+    lo, hi = min(0.0, *values), max(values) or 1.0
+
+    def points(series: list[float | None]) -> str:
+        return " ".join(
+            f"{pad + (w - 2 * pad) * (i + 0.5) / bins:.1f},{h - pad - (h - 2 * pad) * (v - lo) / (hi - lo):.1f}"
+            for i, v in enumerate(series)
+            if v is not None
+        )
+
+    lines = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+        '<rect width="100%" height="100%" fill="white"/>',
+        f'<text x="{pad}" y="20" font-size="14">{escape(title)}</text>',
+        f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#888"/>',
+        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#888"/>',
+        f'<text x="{pad - 4}" y="{pad + 4}" text-anchor="end">{hi:.0f}</text>',
+        f'<text x="{pad - 4}" y="{h - pad}" text-anchor="end">{lo:.0f}</text>',
+        f'<text x="{w - pad}" y="{h - pad + 16}" text-anchor="end">timestep {timesteps:,}</text>',
+        f'<text x="{pad}" y="{h - pad + 16}">mean episode reward per {timesteps // bins:,} timesteps</text>',
+    ]
+    for k, name in enumerate(groups):
+        colour = PALETTE[k % len(PALETTE)]
+        if len(singles[name]) > 1:
+            for run in singles[name]:
+                lines.append(f'<polyline points="{points(run)}" fill="none" stroke="{colour}" stroke-opacity="0.3"/>')
+        lines.append(f'<polyline points="{points(means[name])}" fill="none" stroke="{colour}" stroke-width="2.5"/>')
+        label = f"{name} ({len(groups[name])} runs)" if len(groups[name]) > 1 else name
+        lines.append(f'<text x="{pad + 8}" y="{pad + 16 * k}" fill="{colour}">{escape(label)}</text>')
+    lines.append("</svg>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Draw agents.py results (their runs' monitor.csv) in one SVG.")
+    parser.add_argument("results", type=Path, nargs="+", help="JSON written by bench/agents.py --output")
+    parser.add_argument("--svg", type=Path, required=True)
+    parser.add_argument("--title", default=None)
+    args = parser.parse_args()
+    groups: dict[str, list[Curve]] = {}
+    timesteps, level = 0, ""
+    for document in (json.loads(p.read_text()) for p in args.results):
+        timesteps = max(timesteps, document["timesteps"])
+        level = f"{document['game']} {document['state']}"
+        for row in document["agents"]:
+            monitor = Path(row["results_dir"]) / "monitor.csv"
+            if not monitor.is_file():
+                raise SystemExit(f"{monitor} is gone: draw the curves before the runs' results are removed.")
+            groups.setdefault(row["agent"], []).append(episodes(monitor))
+    curves_svg(groups, timesteps, args.svg, args.title or f"{level}: learning curves, {timesteps:,} timesteps")
+
+
+if __name__ == "__main__":
+    main()
