@@ -13,7 +13,7 @@ learning curves (episode reward against timestep, averaged over seeds) in one SV
 Airstriker is a single level, so this measures warm-starting on the level itself, not
 generalisation to unseen levels (the contest's case, which needs the Sonic ROMs).
 
-    python bench/finetune.py --parallel 2 --threads 1 --work-dir /var/tmp/bench-finetune \
+    python bench/finetune.py --parallel 2 --threads 1 --work-dir ~/bench-finetune \
         --output bench/results/finetune.json --svg bench/results/finetune.svg
     python bench/finetune.py --pretrain 20000 --eval 5000 --seeds 0     # a quick look
 """
