@@ -173,9 +173,13 @@ class Envs:
         for conn in self.conns:
             try:
                 conn.send(("close", None))
-                if conn.poll(10):
+                deadline = time.monotonic() + 10
+                while conn.poll(max(0.0, deadline - time.monotonic())):
                     reply = conn.recv()
-                    cpu += reply[1] if reply[0] == "cpu" else 0.0
+                    # A step's reply is still in the pipe when Ctrl-C cut the loop between send and recv.
+                    if isinstance(reply[0], str) and reply[0] == "cpu":
+                        cpu += reply[1]
+                        break
             except (BrokenPipeError, EOFError, OSError):
                 pass
         for proc in self.procs:

@@ -161,3 +161,15 @@ def test_the_default_list_needs_the_sonic_roms_and_says_so(project: Path) -> Non
     assert err.startswith("error: The contest's training list needs the ROMs of "), err
     assert "contestkit roms import" in err and len(err.splitlines()) == 1, err
     assert not (project / PRETRAINED).exists()
+
+
+def test_closing_the_envs_with_a_step_reply_still_in_the_pipe(project: Path) -> None:
+    """Ctrl-C can land between a step's send and its reply; closing then must not trip on that reply."""
+    from agent.pretrain import Envs
+
+    envs = Envs([("Airstriker-Genesis", "Level1")], 2, seed=0, cfg=Config())
+    for conn in envs.conns:
+        conn.send(("step", 0))  # never received, as when an interrupt ends the loop
+    cpu = envs.close()
+    assert cpu > 0
+    assert not any(proc.is_alive() for proc in envs.procs)
