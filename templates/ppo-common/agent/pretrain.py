@@ -193,8 +193,8 @@ class Envs:
 def check_levels(path: Path | None) -> tuple[Path, list[tuple[str, str]]]:
     """The level list, every level checked to exist and have its ROM, or one sentence why not."""
     from contestkit.errors import ContestkitError
-    from contestkit.levellist import read_levels
     from contestkit.games import resolve_level, rom_path
+    from contestkit.levellist import read_levels
 
     default = path is None
     path = contest_training_list() if path is None else path
