@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from contestkit.curves import nice_ticks  # noqa: E402
 from contestkit.results import read_monitor  # noqa: E402
 
 Curve = list[tuple[int, float]]
@@ -72,8 +73,6 @@ def curves_svg(groups: dict[str, list[Curve]], timesteps: int, path: Path, title
         f'<text x="{pad}" y="20" font-size="14">{escape(title)}</text>',
         f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#888"/>',
         f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#888"/>',
-        f'<text x="{pad - 4}" y="{pad + 4}" text-anchor="end">{hi:.0f}</text>',
-        f'<text x="{pad - 4}" y="{h - pad}" text-anchor="end">{lo:.0f}</text>',
         f'<text x="{w - pad}" y="{h - pad + 16}" text-anchor="end">timestep {timesteps:,}</text>',
         f'<text x="{pad}" y="{h - pad + 16}">mean episode reward per {timesteps // bins:,} timesteps</text>',
     ]
@@ -85,6 +84,9 @@ def curves_svg(groups: dict[str, list[Curve]], timesteps: int, path: Path, title
         lines.append(f'<polyline points="{points(means[name])}" fill="none" stroke="{colour}" stroke-width="2.5"/>')
         label = f"{name} ({len(groups[name])} runs)" if len(groups[name]) > 1 else name
         lines.append(f'<text x="{pad + 8}" y="{pad + 16 * k}" fill="{colour}">{escape(label)}</text>')
+    for tick in nice_ticks(lo, hi):  # round values to read off, as the eval's own reward curve has
+        y = h - pad - (h - 2 * pad) * (tick - lo) / (hi - lo)
+        lines.append(f'<text x="{pad - 4}" y="{y + 4:.1f}" text-anchor="end">{tick:g}</text>')
     lines.append("</svg>")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
