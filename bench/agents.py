@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import csv
 import datetime
 import json
 import os
@@ -64,13 +63,15 @@ def thread_env(threads: int) -> dict[str, str]:
     return dict.fromkeys(names, n)
 
 
-def read_monitor(path: Path) -> list[dict[str, float]]:
-    with path.open() as fh:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+def episode_rewards(monitor: Path) -> list[float]:
+    """Each finished episode's reward, read by the same parser the eval's own summary uses."""
+    sys.path.insert(0, str(ROOT))
+    from contestkit.results import read_monitor
+
+    return [reward for reward, _length, _t in read_monitor(monitor)]
 
 
-def summarize(agent: str, episodes: list[dict[str, float]], timesteps: int, seconds: float) -> dict[str, Any]:
-    rewards = [e["r"] for e in episodes]
+def summarize(agent: str, rewards: list[float], timesteps: int, seconds: float) -> dict[str, Any]:
     last = rewards[-20:]
     first = rewards[:20]
     return {
@@ -135,7 +136,7 @@ def eval_agent(agent: str, timesteps: int, out: Path, threads: int | None, seed:
             f"{agent}: no monitor.csv (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}"
         )
     summary = json.loads((results / "summary.json").read_text()) if (results / "summary.json").exists() else {}
-    row = summarize(agent, read_monitor(monitor), int(summary.get("timesteps") or timesteps), seconds)
+    row = summarize(agent, episode_rewards(monitor), int(summary.get("timesteps") or timesteps), seconds)
     row.update(seed=seed, exit_code=proc.returncode, results_dir=str(results))
     return row
 
@@ -248,7 +249,7 @@ def inproc_agent(agent: str, timesteps: int, out: Path, threads: int | None, see
     (results / "worker.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         raise SystemExit(f"{agent} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
-    row = summarize(agent, read_monitor(results / "monitor.csv"), timesteps, seconds)
+    row = summarize(agent, episode_rewards(results / "monitor.csv"), timesteps, seconds)
     row.update(seed=seed, exit_code=proc.returncode, results_dir=str(results))
     return row
 

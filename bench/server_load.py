@@ -115,8 +115,15 @@ def make_contest(root: Path, *, seeded: bool, database_url: str | None = None) -
     levels = root / "levels.csv"
     levels.write_text(LEVELS_CSV)
     data_dir = root / "contest"
-    init_contest(data_dir, registry="127.0.0.1:5000", levels_file=levels, timestep_limit=1_000_000,
-                 wallclock_limit=43_200, pull_images=False, database_url=database_url)  # fmt: skip
+    init_contest(
+        data_dir,
+        registry="127.0.0.1:5000",
+        levels_file=levels,
+        timestep_limit=1_000_000,
+        wallclock_limit=43_200,
+        pull_images=False,
+        database_url=database_url,
+    )
     config = load_config(data_dir)
     # Every load client is 127.0.0.1; in a contest 100 logins come from many addresses.
     config.login_client_limit = 100_000
@@ -128,9 +135,15 @@ def make_contest(root: Path, *, seeded: bool, database_url: str | None = None) -
     job_count = JOBS if seeded else SESSIONS
     start = time.time() - 21 * 86400
     teams = [
-        {"id": i, "name": f"team {i:04d}", "email": f"team{i}@example.org", "password_hash": password_hash,
-         "namespace": f"team-{i}", "registry_username": f"team-{i}",
-         "created_at": start}  # fmt: skip
+        {
+            "id": i,
+            "name": f"team {i:04d}",
+            "email": f"team{i}@example.org",
+            "password_hash": password_hash,
+            "namespace": f"team-{i}",
+            "registry_username": f"team-{i}",
+            "created_at": start,
+        }
         for i in range(1, team_count + 1)
     ]
     # The first SESSIONS teams sign in; every team gets a job, and the rest go to teams with weights
@@ -144,10 +157,23 @@ def make_contest(root: Path, *, seeded: bool, database_url: str | None = None) -
         finished = start + rng.uniform(0, 20 * 86400)
         scores = [rng.gauss(3000, 1200) for _ in tasks]
         jobs.append(
-            {"id": job_id, "team_id": team_id, "tag": f"v{job_id}", "image": f"127.0.0.1:5000/team-{team_id}/agent:v1",
-             "status": "finished", "score": sum(scores) / len(scores), "created_at": finished - 40000,
-             "queued_at": finished - 40000, "started_at": finished - 39000, "finished_at": finished, "attempt": 1,
-             "resumes": 0, "cancel_requested": 0, "timestep_limit": 1_000_000, "wallclock_limit": 43_200.0}  # fmt: skip
+            {
+                "id": job_id,
+                "team_id": team_id,
+                "tag": f"v{job_id}",
+                "image": f"127.0.0.1:5000/team-{team_id}/agent:v1",
+                "status": "finished",
+                "score": sum(scores) / len(scores),
+                "created_at": finished - 40000,
+                "queued_at": finished - 40000,
+                "started_at": finished - 39000,
+                "finished_at": finished,
+                "attempt": 1,
+                "resumes": 0,
+                "cancel_requested": 0,
+                "timestep_limit": 1_000_000,
+                "wallclock_limit": 43_200.0,
+            }
         )
         for idx, (level, score) in enumerate(zip(tasks, scores, strict=True)):
             results_dir = None
@@ -155,15 +181,33 @@ def make_contest(root: Path, *, seeded: bool, database_url: str | None = None) -
                 level_dir = config.jobs_dir / str(job_id) / "attempt-1" / f"{idx:02d}-{level.state}"
                 results_dir = _level_results(level_dir, rng)
             workers.append(
-                {"job_id": job_id, "idx": idx, "game": level.game, "state": level.state, "status": "finished",
-                 "score": score, "progress": 1.0, "timesteps": 1_000_000, "episodes": EPISODES_PER_LEVEL,
-                 "started_at": finished - 39000, "finished_at": finished, "results_dir": results_dir}  # fmt: skip
+                {
+                    "job_id": job_id,
+                    "idx": idx,
+                    "game": level.game,
+                    "state": level.state,
+                    "status": "finished",
+                    "score": score,
+                    "progress": 1.0,
+                    "timesteps": 1_000_000,
+                    "episodes": EPISODES_PER_LEVEL,
+                    "started_at": finished - 39000,
+                    "finished_at": finished,
+                    "results_dir": results_dir,
+                }
             )
     clients, tokens = [], []
     for team_id in range(1, SESSIONS + 1):
         secret = auth.new_secret()
-        tokens.append({"team_id": team_id, "kind": "session", "token_hash": auth.token_digest(secret),
-                       "created_at": time.time(), "expires_at": time.time() + 86400})  # fmt: skip
+        tokens.append(
+            {
+                "team_id": team_id,
+                "kind": "session",
+                "token_hash": auth.token_digest(secret),
+                "created_at": time.time(),
+                "expires_at": time.time() + 86400,
+            }
+        )
         clients.append(Client(cookie=f"{auth.SESSION_COOKIE}={secret}", job=team_id))
     database = Database(config.database())
     try:
@@ -183,9 +227,7 @@ def _level_results(path: Path, rng: random.Random) -> str:
     from contestkit.curves import write_reward_svg
 
     path.mkdir(parents=True, exist_ok=True)
-    rows = ["r,l,t"] + [
-        f"{rng.gauss(1000 + 20 * i, 300):.1f},4500,{i * 150.0:.1f}" for i in range(EPISODES_PER_LEVEL)
-    ]
+    rows = ["r,l,t"] + [f"{rng.gauss(1000 + 20 * i, 300):.1f},4500,{i * 150.0:.1f}" for i in range(EPISODES_PER_LEVEL)]
     (path / "monitor.csv").write_text("\n".join(rows) + "\n")
     write_reward_svg([float(row.split(",")[0]) for row in rows[1:]], path / "reward-curve.svg", title=path.name)
     (path / "agent-stdout.txt").write_text("".join(f"update {i}: loss {rng.random():.4f}\n" for i in range(2000)))
@@ -221,9 +263,25 @@ def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     log = (data_dir.parent / "server.log").open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "contestkit", "server", "run", "--data-dir", str(data_dir), "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],  # fmt: skip
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "contestkit",
+            "server",
+            "run",
+            "--data-dir",
+            str(data_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -324,13 +382,21 @@ class Phase:
             return round(lat[min(len(lat) - 1, int(q * len(lat)))] * 1000, 2) if lat else None
 
         return {
-            "route": self.route, "database": self.database, "clients": self.clients, "think_s": self.think,
-            "login_burst": self.burst, "login_statuses": {str(k): v for k, v in sorted(self.logins.items())},
-            "requests": len(lat), "req_per_s": round(len(lat) / self.seconds, 1), "p50_ms": pct(0.50),
-            "p95_ms": pct(0.95), "p99_ms": pct(0.99),
+            "route": self.route,
+            "database": self.database,
+            "clients": self.clients,
+            "think_s": self.think,
+            "login_burst": self.burst,
+            "login_statuses": {str(k): v for k, v in sorted(self.logins.items())},
+            "requests": len(lat),
+            "req_per_s": round(len(lat) / self.seconds, 1),
+            "p50_ms": pct(0.50),
+            "p95_ms": pct(0.95),
+            "p99_ms": pct(0.99),
             "status_5xx": sum(n for s, n in self.statuses.items() if s >= 500),
-            "non_2xx": sum(n for s, n in self.statuses.items() if not 200 <= s < 300), "errors": self.errors,
-        }  # fmt: skip
+            "non_2xx": sum(n for s, n in self.statuses.items() if not 200 <= s < 300),
+            "errors": self.errors,
+        }
 
 
 async def login_burst(port: int, deadline: float, logins: int, counts: dict[int, int]) -> None:
@@ -434,8 +500,17 @@ def verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
     def find(route: str, database: str, clients: int = 200, think: bool = True, burst: bool = False):  # type: ignore[no-untyped-def]
         return next(
-            (r for r in rows if r["route"] == route and r["database"] == database and r["clients"] == clients
-             and (r["think_s"] > 0) == think and r.get("login_burst", False) == burst), None)  # fmt: skip
+            (
+                r
+                for r in rows
+                if r["route"] == route
+                and r["database"] == database
+                and r["clients"] == clients
+                and (r["think_s"] > 0) == think
+                and r.get("login_burst", False) == burst
+            ),
+            None,
+        )
 
     goals: dict[str, Any] = {"no 5xx (all routes)": all(r["status_5xx"] == 0 for r in rows)}
     kinds = sorted({r["database"].split()[0] for r in rows})
