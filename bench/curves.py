@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from contestkit.curves import nice_ticks  # noqa: E402
+from contestkit.curves import Frame, polyline  # noqa: E402
 from contestkit.results import read_monitor  # noqa: E402
 
 Curve = list[tuple[int, float]]
@@ -45,7 +45,7 @@ def _binned(curve: Curve, timesteps: int, bins: int) -> list[list[float]]:
 
 def curves_svg(groups: dict[str, list[Curve]], timesteps: int, path: Path, title: str, bins: int = 20) -> None:
     """Every group's runs, binned over ``timesteps``; see the module docstring for what is drawn."""
-    w, h, pad = 640, 320, 48
+    frame = Frame(top=40 + 16 * len(groups))  # room for one legend line per group
     means: dict[str, list[float | None]] = {}
     singles: dict[str, list[list[float | None]]] = {}
     for name, runs in groups.items():
@@ -60,36 +60,26 @@ def curves_svg(groups: dict[str, list[Curve]], timesteps: int, path: Path, title
     values = [v for s in singles.values() for run in s for v in run if v is not None] or [0.0]
     lo, hi = min(0.0, *values), max(values) or 1.0
 
-    def points(series: list[float | None]) -> str:
-        return " ".join(
-            f"{pad + (w - 2 * pad) * (i + 0.5) / bins:.1f},{h - pad - (h - 2 * pad) * (v - lo) / (hi - lo):.1f}"
-            for i, v in enumerate(series)
-            if v is not None
-        )
+    def points(series: list[float | None]) -> list[tuple[float, float]]:
+        placed = [((i + 0.5) / bins, (v - lo) / (hi - lo)) for i, v in enumerate(series) if v is not None]
+        return [(frame.x(x), frame.y(y)) for x, y in placed]
 
-    lines = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
-        '<rect width="100%" height="100%" fill="white"/>',
-        f'<text x="{pad}" y="20" font-size="14">{escape(title)}</text>',
-        f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#888"/>',
-        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#888"/>',
-        f'<text x="{w - pad}" y="{h - pad + 16}" text-anchor="end">timestep {timesteps:,}</text>',
-        f'<text x="{pad}" y="{h - pad + 16}">mean episode reward per {timesteps // bins:,} timesteps</text>',
+    bottom = frame.height - frame.bottom
+    body = [
+        *frame.y_grid(lo, hi),
+        *frame.axes(),
+        f'<text x="{frame.width - frame.right}" y="{bottom + 16}" text-anchor="end">timestep {timesteps:,}</text>',
+        f'<text x="{frame.left}" y="{bottom + 16}">mean episode reward per {timesteps // bins:,} timesteps</text>',
     ]
     for k, name in enumerate(groups):
         colour = PALETTE[k % len(PALETTE)]
         if len(singles[name]) > 1:
-            for run in singles[name]:
-                lines.append(f'<polyline points="{points(run)}" fill="none" stroke="{colour}" stroke-opacity="0.3"/>')
-        lines.append(f'<polyline points="{points(means[name])}" fill="none" stroke="{colour}" stroke-width="2.5"/>')
+            body += [polyline(points(run), colour, opacity=0.3) for run in singles[name]]
+        body.append(polyline(points(means[name]), colour, width=2.5))
         label = f"{name} ({len(groups[name])} runs)" if len(groups[name]) > 1 else name
-        lines.append(f'<text x="{pad + 8}" y="{pad + 16 * k}" fill="{colour}">{escape(label)}</text>')
-    for tick in nice_ticks(lo, hi):  # round values to read off, as the eval's own reward curve has
-        y = h - pad - (h - 2 * pad) * (tick - lo) / (hi - lo)
-        lines.append(f'<text x="{pad - 4}" y="{y + 4:.1f}" text-anchor="end">{tick:g}</text>')
-    lines.append("</svg>")
+        body.append(f'<text x="{frame.left + 8}" y="{40 + 16 * k}" fill="{colour}">{escape(label)}</text>')
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(frame.document(title, body))
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
@@ -65,6 +66,73 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     return ticks
 
 
+@dataclass(frozen=True)
+class Frame:
+    """A chart's canvas and plot area, shared by every picture contestkit draws.
+
+    The eval's reward curve, the server's score histogram and the benchmarks' learning curves are
+    read side by side (a README, a job page), so they share one size, one margin scheme, one way
+    of labelling the y axis and one SVG header; this is the one place those are decided.
+    """
+
+    width: int = 640
+    height: int = 320
+    left: int = 56
+    right: int = 20
+    top: int = 48
+    bottom: int = 40
+
+    def x(self, fraction: float) -> float:
+        """The canvas x of a point ``fraction`` of the way along the plot area."""
+        return self.left + (self.width - self.left - self.right) * fraction
+
+    def y(self, fraction: float) -> float:
+        """The canvas y of a point ``fraction`` of the way up the plot area."""
+        return self.height - self.bottom - (self.height - self.top - self.bottom) * fraction
+
+    def axes(self) -> list[str]:
+        """The x axis along the bottom of the plot area and the y axis up its left side."""
+        x0, x1, y0, y1 = self.left, self.width - self.right, self.height - self.bottom, self.top
+        return [
+            f'<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="#888"/>',
+            f'<line x1="{x0}" y1="{y1}" x2="{x0}" y2="{y0}" stroke="#888"/>',
+        ]
+
+    def y_grid(self, lo: float, hi: float) -> list[str]:
+        """Faint grid lines at round values between ``lo`` and ``hi``, labelled, to read values off."""
+        span = (hi - lo) or 1.0
+        x0, x1, lines = self.left, self.width - self.right, []
+        for tick in nice_ticks(lo, hi):
+            y = self.y((tick - lo) / span)
+            lines.append(f'<line x1="{x0}" y1="{y:.1f}" x2="{x1}" y2="{y:.1f}" stroke="#eee"/>')
+            lines.append(f'<text x="{self.left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:g}</text>')
+        return lines
+
+    def document(self, title: str, body: Sequence[str]) -> str:
+        """The whole SVG: header, white background (readable on a dark page), escaped title, ``body``."""
+        w, h = self.width, self.height
+        return (
+            "\n".join(
+                [
+                    f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
+                    'font-family="sans-serif" font-size="12" role="img">',
+                    '<rect width="100%" height="100%" fill="white"/>',
+                    f'<text x="{self.left}" y="20" font-size="14">{escape(title)}</text>',
+                    *body,
+                    "</svg>",
+                ]
+            )
+            + "\n"
+        )
+
+
+def polyline(points: Sequence[tuple[float, float]], colour: str, width: float = 1.0, opacity: float = 1.0) -> str:
+    """One series as an SVG polyline of canvas points."""
+    text = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+    fade = f' stroke-opacity="{opacity:g}"' if opacity < 1 else ""
+    return f'<polyline points="{text}" fill="none" stroke="{colour}" stroke-width="{width:g}"{fade}/>'
+
+
 def write_reward_svg(rewards: Sequence[float], path: Path, *, title: str = "") -> Path | None:
     """Episode reward and its moving average, as a small standalone SVG; None with no episodes."""
     svg = reward_svg(rewards, title=title)
@@ -77,60 +145,41 @@ def write_reward_svg(rewards: Sequence[float], path: Path, *, title: str = "") -
 def reward_svg(rewards: Sequence[float], *, title: str = "") -> str | None:
     """The SVG text of ``write_reward_svg``; the contest server's job page also draws it inline, live.
 
-    Hand-drawn axes with round tick values and a legend naming both lines and the averaging window,
-    since the picture is read without the table that produced it.
+    Round tick values and a legend naming both lines and the averaging window, since the picture
+    is read without the table that produced it.
     """
     if not rewards:
         return None
-    w, h, left, right, top, bottom = 640, 320, 56, 20, 48, 40
+    frame = Frame()
     lo, hi = min(min(rewards), 0.0), max(max(rewards), 0.0)
     span = (hi - lo) or 1.0
     n = len(rewards)
     window = smoothing_window(n)
 
-    def x_of(i: float) -> float:
-        return left + (w - left - right) * (i / max(n - 1, 1))
+    def points(values: Sequence[float]) -> list[tuple[float, float]]:
+        return [(frame.x(i / max(n - 1, 1)), frame.y((v - lo) / span)) for i, v in enumerate(values)]
 
-    def y_of(v: float) -> float:
-        return h - bottom - (h - top - bottom) * ((v - lo) / span)
-
-    def points(values: Sequence[float]) -> str:
-        return " ".join(f"{x_of(i):.1f},{y_of(v):.1f}" for i, v in enumerate(values))
-
-    grid = []
-    for tick in nice_ticks(lo, hi):
-        y = y_of(tick)
-        grid.append(f'<line x1="{left}" y1="{y:.1f}" x2="{w - right}" y2="{y:.1f}" stroke="#eee"/>')
-        grid.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:g}</text>')
-    for tick in nice_ticks(1, n, 6) if n > 1 else [1]:
-        x = x_of(tick - 1)
-        grid.append(f'<line x1="{x:.1f}" y1="{h - bottom}" x2="{x:.1f}" y2="{h - bottom + 4}" stroke="#888"/>')
-        grid.append(f'<text x="{x:.1f}" y="{h - bottom + 16}" text-anchor="middle">{tick:g}</text>')
-    average = ""
-    legend_avg = ""
+    left, bottom = frame.left, frame.height - frame.bottom
+    body = [
+        f'<line x1="{left}" y1="34" x2="{left + 20}" y2="34" stroke="#9ab" stroke-width="1.5"/>',
+        f'<text x="{left + 25}" y="38">episode reward</text>',
+    ]
     if n >= 2:
-        smooth = points(moving_average(rewards, window))
-        average = f'<polyline points="{smooth}" fill="none" stroke="#c33" stroke-width="2"/>'
-        legend_avg = (
-            f'<line x1="{left + 150}" y1="34" x2="{left + 170}" y2="34" stroke="#c33" stroke-width="2"/>'
-            f'<text x="{left + 175}" y="38">moving average ({window} episodes)</text>'
-        )
-    body = "\n".join(grid)
-    return f"""<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" \
-font-family="sans-serif" font-size="12">
-<rect width="100%" height="100%" fill="white"/>
-<text x="{left}" y="18" font-size="14">{escape(title)} — episode reward ({n} episodes)</text>
-<line x1="{left}" y1="34" x2="{left + 20}" y2="34" stroke="#9ab" stroke-width="1.5"/>
-<text x="{left + 25}" y="38">episode reward</text>
-{legend_avg}
-{body}
-<line x1="{left}" y1="{h - bottom}" x2="{w - right}" y2="{h - bottom}" stroke="#888"/>
-<line x1="{left}" y1="{top}" x2="{left}" y2="{h - bottom}" stroke="#888"/>
-<text x="{(left + w - right) / 2:.0f}" y="{h - 6}" text-anchor="middle">episode</text>
-<polyline points="{points(rewards)}" fill="none" stroke="#9ab" stroke-width="1"/>
-{average}
-</svg>
-"""
+        body += [
+            f'<line x1="{left + 150}" y1="34" x2="{left + 170}" y2="34" stroke="#c33" stroke-width="2"/>',
+            f'<text x="{left + 175}" y="38">moving average ({window} episodes)</text>',
+        ]
+    body += frame.y_grid(lo, hi)
+    for tick in nice_ticks(1, n, 6) if n > 1 else [1]:
+        x = frame.x((tick - 1) / max(n - 1, 1))
+        body.append(f'<line x1="{x:.1f}" y1="{bottom}" x2="{x:.1f}" y2="{bottom + 4}" stroke="#888"/>')
+        body.append(f'<text x="{x:.1f}" y="{bottom + 16}" text-anchor="middle">{tick:g}</text>')
+    body += frame.axes()
+    body.append(f'<text x="{frame.x(0.5):.0f}" y="{frame.height - 6}" text-anchor="middle">episode</text>')
+    body.append(polyline(points(rewards), "#9ab"))
+    if n >= 2:
+        body.append(polyline(points(moving_average(rewards, window)), "#c33", width=2))
+    return frame.document(f"{title} — episode reward ({n} episodes)", body)
 
 
 def histogram_svg(values: Sequence[float], *, title: str = "", bins: int = 20, mark: float | None = None) -> str | None:
@@ -140,7 +189,7 @@ def histogram_svg(values: Sequence[float], *, title: str = "", bins: int = 20, m
     """
     if not values:
         return None
-    w, h, pad = 640, 260, 40
+    frame = Frame(height=260, left=40, right=40, top=40, bottom=40)
     lo, hi = min(values), max(values)
     if hi == lo:
         lo, hi = lo - 0.5, hi + 0.5
@@ -150,35 +199,31 @@ def histogram_svg(values: Sequence[float], *, title: str = "", bins: int = 20, m
     for v in values:
         counts[min(bins - 1, int((v - lo) / width))] += 1
     top = max(counts)
-    bar = (w - 2 * pad) / bins
-    bars = []
+    body = []
     for i, count in enumerate(counts):
         if not count:
             continue
-        bh = (h - 2 * pad) * count / top
-        bars.append(
-            f'<rect x="{pad + i * bar + 1:.1f}" y="{h - pad - bh:.1f}" width="{max(bar - 2, 1):.1f}" '
-            f'height="{bh:.1f}" fill="#36a"><title>{lo + i * width:g} to {lo + (i + 1) * width:g}: '
+        x0, x1, y = frame.x(i / bins), frame.x((i + 1) / bins), frame.y(count / top)
+        body.append(
+            f'<rect x="{x0 + 1:.1f}" y="{y:.1f}" width="{max(x1 - x0 - 2, 1):.1f}" '
+            f'height="{frame.y(0) - y:.1f}" fill="#36a"><title>{lo + i * width:g} to {lo + (i + 1) * width:g}: '
             f"{count} team{'s' if count != 1 else ''}</title></rect>"
         )
-    marker = ""
     if mark is not None and lo <= mark <= hi:
-        mx = pad + (w - 2 * pad) * (mark - lo) / (hi - lo)
-        marker = f'<line x1="{mx:.1f}" y1="{pad - 8}" x2="{mx:.1f}" y2="{h - pad}" stroke="#c33" stroke-width="2"/>'
+        mx = frame.x((mark - lo) / (hi - lo))
+        body.append(
+            f'<line x1="{mx:.1f}" y1="{frame.top - 8}" x2="{mx:.1f}" y2="{frame.y(0)}" stroke="#c33" stroke-width="2"/>'
+        )
+    bottom = frame.y(0)
+    body += [
+        f'<line x1="{frame.left}" y1="{bottom}" x2="{frame.width - frame.right}" y2="{bottom}" stroke="#888"/>',
+        f'<text x="{frame.left}" y="{bottom + 16}">{lo:g}</text>',
+        f'<text x="{frame.width - frame.right}" y="{bottom + 16}" text-anchor="end">{hi:g}</text>',
+        f'<text x="{frame.left - 4}" y="{frame.top + 4}" text-anchor="end">{top}</text>',
+        f'<text x="{frame.left - 4}" y="{bottom}" text-anchor="end">0</text>',
+    ]
     n = len(values)
-    return f"""<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" \
-font-family="sans-serif" font-size="12" role="img">
-<rect width="100%" height="100%" fill="white"/>
-<text x="{pad}" y="20" font-size="14">{escape(title)} ({n} team{"s" if n != 1 else ""})</text>
-<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#888"/>
-{"".join(bars)}
-{marker}
-<text x="{pad}" y="{h - pad + 16}">{lo:g}</text>
-<text x="{w - pad}" y="{h - pad + 16}" text-anchor="end">{hi:g}</text>
-<text x="{pad - 4}" y="{pad + 4}" text-anchor="end">{top}</text>
-<text x="{pad - 4}" y="{h - pad}" text-anchor="end">0</text>
-</svg>
-"""
+    return frame.document(f"{title} ({n} team{'s' if n != 1 else ''})", body)
 
 
 def write_level_curve(level_dir: Path) -> Path | None:
