@@ -192,8 +192,10 @@ class ContestClient:
         what = "your latest job" if job_id is None else f"job {job_id}"
         return self._json("GET", path, f"Getting {what}")
 
-    def jobs(self) -> list[dict[str, Any]]:
-        return self._json("GET", "/rest/job/status/all", "Listing your jobs")
+    def jobs(self, limit: int | None = None, before: int | None = None) -> list[dict[str, Any]]:
+        """The team's jobs, newest first; ``limit``/``before`` ask for one page (see the server's ``all_jobs``)."""
+        params = {k: v for k, v in (("limit", limit), ("before", before)) if v is not None}
+        return self._json("GET", "/rest/job/status/all", "Listing your jobs", params=params or None)
 
     def kill(self, job_id: int | None = None) -> dict[str, Any]:
         path = "/rest/job/kill" if job_id is None else f"/rest/job/kill/{job_id}"

@@ -511,6 +511,8 @@ def watch_lines(job: dict[str, Any]) -> list[tuple[str, str]]:
 def jobs_show(
     job_id: int = typer.Argument(None, metavar="ID", help="A job id (default: your latest job)."),
     all_jobs: bool = typer.Option(False, "--all", "-a", help="List all your jobs."),
+    limit: int = typer.Option(None, "--limit", "-n", min=1, help="With --all: only the newest N jobs."),
+    before: int = typer.Option(None, "--before", min=1, help="With --all: only jobs older than job ID (next page)."),
     watch: bool = typer.Option(False, "--watch", "-w", help="Follow the job until it ends."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
@@ -518,11 +520,13 @@ def jobs_show(
 
     Exits 1 when the job failed or one of its levels did (with --watch: once it ended).
     """
+    if (limit is not None or before is not None) and not all_jobs:
+        raise UsageError("--limit and --before page through `contestkit jobs --all`; add --all.")
     client = _client()
     if all_jobs:
         if watch or job_id is not None:
             raise UsageError("--all lists jobs; use `contestkit jobs ID --watch` to follow one.")
-        listing = client.jobs()
+        listing = client.jobs(limit=limit, before=before)
         if json_out:
             print_json(listing)
             return
@@ -540,6 +544,8 @@ def jobs_show(
                 _when(job.get("finished")),
             )
         console.print(table)
+        if limit is not None and len(listing) == limit:
+            console.print(f"Older jobs: `contestkit jobs --all --limit {limit} --before {listing[-1].get('id')}`.")
         return
     if job_id is None and client.latest_job() is None:
         # The same answer as `jobs --all`: having submitted nothing yet is not an error.

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field, TypeAdapter, field_validator
@@ -220,6 +220,7 @@ STATUS_OF: dict[type[Refused], int] = {
 UNAVAILABLE = 503  # the database or the data directory refuses writes (read-only, full, down)
 MISCONFIGURED = 503  # any other ContestkitError: the server's own setup is wrong, not the request
 INVALID_REQUEST = 422  # a body or path that does not fit the request's shape (FastAPI's validation)
+MAX_PAGE = 1000  # the most jobs one `status/all` page returns when the caller asks for a page
 
 
 def status_of(exc: Refused) -> int:
@@ -570,10 +571,18 @@ def create_app(
         )
 
     @app.get("/rest/job/status/all", response_model=list[JobStatus], response_model_exclude_none=True, tags=["jobs"])
-    async def status_all(request: Request) -> Response:
-        """All of the team's jobs, newest first."""
+    async def status_all(
+        request: Request,
+        limit: int | None = Query(None, ge=1, le=MAX_PAGE, description="At most this many jobs (default: all)."),
+        before: int | None = Query(None, ge=1, description="Only jobs older than this job id (the next page)."),
+    ) -> Response:
+        """The team's jobs, newest first; ``limit`` and ``before`` page through a long history."""
         return await team_read(
-            request, JOB_STATUSES, lambda db, who: [job_document(job) for job in operations.all_jobs(db, who.team_id)]
+            request,
+            JOB_STATUSES,
+            lambda db, who: [
+                job_document(job) for job in operations.all_jobs(db, who.team_id, limit=limit, before=before)
+            ],
         )
 
     @app.get("/rest/job/status/{job_id}", response_model=JobStatus, response_model_exclude_none=True, tags=["jobs"])

@@ -100,8 +100,18 @@ def get_job(db: Session, team_id: int, job_id: int) -> Job:
     return job
 
 
-def all_jobs(db: Session, team_id: int) -> list[Job]:
-    return list(db.scalars(_jobs_of(team_id).order_by(Job.id.desc())).all())
+def all_jobs(db: Session, team_id: int, *, limit: int | None = None, before: int | None = None) -> list[Job]:
+    """The team's jobs, newest first; ``limit`` and ``before`` (a job id) page through them.
+
+    Paged by id rather than by offset so that a job started while a client pages does not shift
+    the pages under it (each page is "the next ``limit`` jobs older than the last one seen")."""
+    query = _jobs_of(team_id)
+    if before is not None:
+        query = query.where(Job.id < min(before, MAX_ID + 1))
+    query = query.order_by(Job.id.desc())
+    if limit is not None:
+        query = query.limit(limit)
+    return list(db.scalars(query).all())
 
 
 def _active_job(db: Session, team_id: int) -> Job | None:
@@ -267,8 +277,7 @@ def requeue(db: Session, config: ServerConfig, job_id: int, team_id: int, levels
             )
         db.execute(delete(Worker).where(Worker.job_id == job_id).execution_options(synchronize_session=False))
         db.add_all(
-            Worker(job_id=job_id, idx=i, game=lv.game, state=lv.state, status=PENDING)
-            for i, lv in enumerate(levels)
+            Worker(job_id=job_id, idx=i, game=lv.game, state=lv.state, status=PENDING) for i, lv in enumerate(levels)
         )
         db.flush()
     except IntegrityError:

@@ -127,6 +127,34 @@ def test_jobs_commands(contest, tmp_path, make_user):
     assert "cancel" in help_text and "restart" in help_text
 
 
+def test_jobs_all_pages_through_a_long_history(contest, tmp_path, make_user):
+    user = make_user(tmp_path)
+    user.login()
+    http = user.http()
+    ids = []
+    for n in range(3):
+        job = http.post(contest.url + "/rest/job/start", json={"tag": f"score-{n}"}).json()
+        contest.wait_job(http, job["id"])
+        ids.append(job["id"])
+    newest, middle, oldest = ids[::-1]
+
+    first = json.loads(user.run("jobs", "--all", "--limit", "2", "--json").stdout)
+    assert [j["id"] for j in first] == [newest, middle]
+    rest = json.loads(user.run("jobs", "--all", "--limit", "2", "--before", str(middle), "--json").stdout)
+    assert [j["id"] for j in rest] == [oldest]
+    table = user.run("jobs", "--all", "--limit", "2")
+    assert f"--limit 2 --before {middle}" in table.stdout, table.stdout  # how to get the next page
+    last_page = user.run("jobs", "--all", "--limit", "2", "--before", str(middle))
+    assert "--before" not in last_page.stdout  # a short page is the last one
+
+    without_all = user.run("jobs", "--limit", "2")
+    assert without_all.returncode == 2 and "add --all" in without_all.stderr
+    too_many = user.run("jobs", "--all", "--limit", "5000")
+    assert too_many.returncode != 0 and "Traceback" not in too_many.stderr
+    assert "limit" in too_many.stderr, too_many.stderr
+    assert http.get(contest.url + "/rest/job/status/all", params={"before": 2**40}).json()[0]["id"] == newest
+
+
 def test_another_team_cannot_read_or_cancel_a_job_from_the_cli(contest, tmp_path, make_user):
     owner = make_user(tmp_path / "owner")
     other = make_user(tmp_path / "other")
