@@ -3,9 +3,10 @@
 Each group (an agent, or a start such as "pretrained") is drawn as the mean episode reward in
 windows of the run, averaged over its runs (thick), with each run's own curve thin behind it, so
 the spread between seeds is seen, not only the mean. Used by ``finetune.py`` and, for
-``agents.py``'s JSON, from the command line:
+either script's JSON, from the command line:
 
     python bench/curves.py bench/results/agents-seeds-ppo.json --svg bench/results/agents-seeds.svg
+    python bench/curves.py bench/results/finetune.json --svg bench/results/finetune.svg
 """
 
 from __future__ import annotations
@@ -83,22 +84,30 @@ def curves_svg(groups: dict[str, list[Curve]], timesteps: int, path: Path, title
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Draw agents.py results (their runs' monitor.csv) in one SVG.")
-    parser.add_argument("results", type=Path, nargs="+", help="JSON written by bench/agents.py --output")
+    parser = argparse.ArgumentParser(description="Draw benchmark runs (their monitor.csv) in one SVG.")
+    parser.add_argument(
+        "results", type=Path, nargs="+", help="JSON written by bench/agents.py or bench/finetune.py --output"
+    )
     parser.add_argument("--svg", type=Path, required=True)
     parser.add_argument("--title", default=None)
     args = parser.parse_args()
     groups: dict[str, list[Curve]] = {}
-    timesteps, level = 0, ""
+    timesteps, title = 0, ""
     for document in (json.loads(p.read_text()) for p in args.results):
-        timesteps = max(timesteps, document["timesteps"])
-        level = f"{document['game']} {document['state']}"
-        for row in document["agents"]:
-            monitor = Path(row["results_dir"]) / "monitor.csv"
+        if "agents" in document:  # bench/agents.py: one group per agent
+            timesteps = max(timesteps, document["timesteps"])
+            title = f"{document['game']} {document['state']}: learning curves, {timesteps:,} timesteps"
+            rows = [(row["agent"], row["results_dir"]) for row in document["agents"]]
+        else:  # bench/finetune.py: one group per start (pretrained, scratch)
+            timesteps = max(timesteps, document["eval_timesteps"])
+            title = document["title"]
+            rows = [(row["start"], row["results_dir"]) for row in document["runs"]]
+        for group, results_dir in rows:
+            monitor = Path(results_dir) / "monitor.csv"
             if not monitor.is_file():
                 raise SystemExit(f"{monitor} is gone: draw the curves before the runs' results are removed.")
-            groups.setdefault(row["agent"], []).append(episodes(monitor))
-    curves_svg(groups, timesteps, args.svg, args.title or f"{level}: learning curves, {timesteps:,} timesteps")
+            groups.setdefault(group, []).append(episodes(monitor))
+    curves_svg(groups, timesteps, args.svg, args.title or title)
 
 
 if __name__ == "__main__":

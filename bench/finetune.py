@@ -94,6 +94,7 @@ def evaluate(
         "episodes": len(rewards),
         "score": statistics.fmean(rewards) if rewards else None,
         "mean_reward_last20": statistics.fmean(rewards[-20:]) if rewards else None,
+        "results_dir": str(results),  # for bench/curves.py, to redraw the picture later
         "curve": curve,
     }
 
@@ -116,6 +117,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     project = scaffold(args.template, work)
     runs: list[dict[str, Any]] = []
+    title = f"{GAME} {STATE}: eval of {args.eval:,} from a {args.pretrain:,}-timestep checkpoint vs scratch"
 
     def summary() -> dict[str, Any]:
         by_start = {
@@ -123,6 +125,11 @@ def main() -> None:
         }
         return {
             "what": f"pretrain {args.pretrain:,} then eval {args.eval:,} from the checkpoint vs from scratch",
+            "title": title,
+            "game": GAME,
+            "state": STATE,
+            "pretrain_timesteps": args.pretrain,
+            "eval_timesteps": args.eval,
             "template": args.template,
             "pretrain_seed": args.pretrain_seed,
             "parallel": args.parallel,
@@ -135,7 +142,6 @@ def main() -> None:
 
     ckpt = pretrain(project, args.pretrain_seed, args.pretrain, args.envs, work)
     plan = [(seed, init) for seed in (int(s) for s in args.seeds.split(",")) for init in (ckpt, None)]
-    title = f"{GAME} {STATE}: eval of {args.eval:,} from a {args.pretrain:,}-timestep checkpoint vs scratch"
 
     def one(seed: int, init: Path | None) -> dict[str, Any]:
         results = work / f"eval-seed{seed}-{'pretrained' if init else 'scratch'}"
