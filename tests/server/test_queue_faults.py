@@ -50,8 +50,9 @@ def test_a_level_that_finished_just_before_a_shutdown_keeps_its_result(queue: Qu
         result = fake_level_runner(task, on_progress, cancel)
         runs.append(task.index)
         assert result.ok
-        stopper.append(threading.Thread(target=queue.runner.stop, kwargs={"timeout": 10}))
-        stopper[0].start()
+        shutdown = threading.Thread(target=queue.runner.stop, kwargs={"timeout": 10})
+        shutdown.start()
+        stopper.append(shutdown)  # only once started: the test thread joins whatever it finds here
         assert cancel.wait(10)  # the shutdown has reached this level
         return result
 
@@ -61,6 +62,7 @@ def test_a_level_that_finished_just_before_a_shutdown_keeps_its_result(queue: Qu
     deadline = time.monotonic() + 20
     while not stopper and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert stopper, "the level never ran"
     stopper[0].join(20)
     queued = queue.contest.job(job_id)
     assert queued["status"] == "queued", queued  # back in the queue for the next start
