@@ -29,7 +29,6 @@ from selenium.common.exceptions import (  # noqa: E402
     WebDriverException,
 )
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 LEVELS = [("Fake", "Level1"), ("Fake", "Level2"), ("Fake", "Level3")]
@@ -82,7 +81,28 @@ def _sign_in(browser: webdriver.Chrome, contest: Contest, email: str, password: 
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     # The sign-in answers after the password check (on the server's hash pool): wait until the
     # browser has replaced the page, or the next look finds the old form.
-    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(form))
+    WebDriverWait(browser, 30).until(lambda _driver: _gone(form))
+
+
+def _page_went_away(error: WebDriverException) -> bool:
+    """Whether ``error`` says the element looked at belonged to a page the browser has replaced.
+
+    Selenium's own waits know only StaleElementReferenceException; Chromium sometimes answers a
+    look at a node of the document being unloaded with "Node with given id does not belong to the
+    document" instead (seen once in CI), which means the same thing.
+    """
+    return isinstance(error, StaleElementReferenceException) or "does not belong to the document" in str(error)
+
+
+def _gone(element) -> bool:  # type: ignore[no-untyped-def]
+    """Whether the page holding ``element`` has been replaced."""
+    try:
+        element.is_enabled()
+    except WebDriverException as error:
+        if _page_went_away(error):
+            return True
+        raise
+    return False
 
 
 def _wait(browser: webdriver.Chrome, condition, timeout: float = 20.0):  # type: ignore[no-untyped-def]
@@ -91,8 +111,12 @@ def _wait(browser: webdriver.Chrome, condition, timeout: float = 20.0):  # type:
     def holds(_driver: object) -> bool:
         try:
             return bool(condition())
-        except (StaleElementReferenceException, NoSuchElementException):
+        except NoSuchElementException:
             return False
+        except WebDriverException as error:
+            if _page_went_away(error):
+                return False
+            raise
 
     return WebDriverWait(browser, timeout, poll_frequency=0.2).until(holds)
 
