@@ -291,6 +291,12 @@ def per_agent(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def agent_overrides(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The agents' knobs set in this process's environment, which every run inherits."""
+    environ = dict(os.environ if environ is None else environ)
+    return {k: v for k, v in sorted(environ.items()) if k.startswith(("AGENT_", "JERK_"))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--agents", default=",".join(AGENTS), help="comma-separated: " + ", ".join(AGENTS))
@@ -330,6 +336,9 @@ def main() -> None:
             "machine": machine(),
             "parallel": args.parallel,
             "seeds": seeds,
+            # Settings given to the agents through the environment (AGENT_LEARNING_RATE=5e-4 ...):
+            # a run with them is a different experiment, and its JSON must say so.
+            "agent_overrides": agent_overrides(),
             "finished": f"{len(rows)} of {len(jobs)} runs",
             "agents": rows,
             "per_agent": per_agent(rows),

@@ -97,7 +97,13 @@ def main() -> None:
         if "agents" in document:  # bench/agents.py: one group per agent
             timesteps = max(timesteps, document["timesteps"])
             title = f"{document['game']} {document['state']}: learning curves, {timesteps:,} timesteps"
-            rows = [(row["agent"], row["results_dir"]) for row in document["agents"]]
+            # Runs with other agent settings (bench/agents.py's agent_overrides) are their own group.
+            overrides = ", ".join(
+                f"{key.removeprefix('AGENT_').lower()}={value}"
+                for key, value in document.get("agent_overrides", {}).items()
+            )
+            suffix = f" [{overrides}]" if overrides else ""
+            rows = [(row["agent"] + suffix, row["results_dir"]) for row in document["agents"]]
         else:  # bench/finetune.py: one group per start (pretrained, scratch)
             timesteps = max(timesteps, document["eval_timesteps"])
             title = document["title"]
