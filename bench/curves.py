@@ -7,6 +7,8 @@ either script's JSON, from the command line:
 
     python bench/curves.py bench/results/agents-seeds-ppo.json --svg bench/results/agents-seeds.svg
     python bench/curves.py bench/results/finetune.json --svg bench/results/finetune.svg
+    python bench/curves.py bench/results/agents-seeds-ppo.json bench/results/agents-seeds-lr5e-4*.json \
+        --agents ppo-pytorch --svg bench/results/agents-seeds-lr.svg
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ def main() -> None:
     )
     parser.add_argument("--svg", type=Path, required=True)
     parser.add_argument("--title", default=None)
+    parser.add_argument("--agents", default=None, help="comma-separated: only these of bench/agents.py's agents")
     args = parser.parse_args()
     groups: dict[str, list[Curve]] = {}
     timesteps, title = 0, ""
@@ -103,7 +106,12 @@ def main() -> None:
                 for key, value in document.get("agent_overrides", {}).items()
             )
             suffix = f" [{overrides}]" if overrides else ""
-            rows = [(row["agent"] + suffix, row["results_dir"]) for row in document["agents"]]
+            keep = set(args.agents.split(",")) if args.agents else None
+            rows = [
+                (row["agent"] + suffix, row["results_dir"])
+                for row in document["agents"]
+                if keep is None or row["agent"] in keep
+            ]
         else:  # bench/finetune.py: one group per start (pretrained, scratch)
             timesteps = max(timesteps, document["eval_timesteps"])
             title = document["title"]
