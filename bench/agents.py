@@ -291,10 +291,9 @@ def per_agent(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def agent_overrides(environ: dict[str, str] | None = None) -> dict[str, str]:
+def agent_overrides() -> dict[str, str]:
     """The agents' knobs set in this process's environment, which every run inherits."""
-    environ = dict(os.environ if environ is None else environ)
-    return {k: v for k, v in sorted(environ.items()) if k.startswith(("AGENT_", "JERK_"))}
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith(("AGENT_", "JERK_"))}
 
 
 def main() -> None:

@@ -96,6 +96,7 @@ def main() -> None:
     args = parser.parse_args()
     groups: dict[str, list[Curve]] = {}
     timesteps, title = 0, ""
+    keep = set(args.agents.split(",")) if args.agents else None
     for document in (json.loads(p.read_text()) for p in args.results):
         if "agents" in document:  # bench/agents.py: one group per agent
             timesteps = max(timesteps, document["timesteps"])
@@ -106,7 +107,6 @@ def main() -> None:
                 for key, value in document.get("agent_overrides", {}).items()
             )
             suffix = f" [{overrides}]" if overrides else ""
-            keep = set(args.agents.split(",")) if args.agents else None
             rows = [
                 (row["agent"] + suffix, row["results_dir"])
                 for row in document["agents"]
