@@ -14,7 +14,7 @@ import pytest
 import typer.main
 
 from contestkit.cli import app
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 
 def _commands(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:

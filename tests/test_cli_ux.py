@@ -16,7 +16,7 @@ from contestkit.agentdeps import Requirement, cpu_indexes, index_reachable, inst
 from contestkit.cli import eval_cmd
 from contestkit.errors import EXIT_STATUS_RULE
 from contestkit.evaluation import LevelResult, Progress
-from tests.conftest import GAME, STATE
+from tests.support.paths import GAME, STATE
 
 CRASH = (
     "The agent exited with status 1. Last lines of agent-stderr.txt:\nTraceback (most recent call last):\n"
@@ -135,7 +135,7 @@ def test_new_names_what_this_python_lacks(cli, tmp_path: Path, base_env) -> None
     is found next to the package, hence the copied package tree)."""
     import shutil
 
-    from tests.conftest import REPO
+    from tests.support.paths import REPO
 
     root = tmp_path / "checkout"
     shutil.copytree(REPO / "contestkit", root / "contestkit", ignore=shutil.ignore_patterns("__pycache__", "templates"))

@@ -21,7 +21,7 @@ from contestkit.server.admin import rotate_registry_password
 from contestkit.server.config import load_config
 
 if TYPE_CHECKING:
-    from tests.conftest import Contest
+    from tests.support.contest import Contest
 
 LEVELS = [("Fake", "Level1"), ("Fake", "Level2")]
 

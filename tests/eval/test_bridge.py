@@ -19,7 +19,7 @@ from contestkit.bridge.server import BridgeServer, Budgets
 from contestkit.envs import ContestEnv
 from contestkit.games import resolve_level
 from contestkit.monitor import EpisodeLog
-from tests.conftest import GAME, STATE
+from tests.support.paths import GAME, STATE
 
 
 class Served:

@@ -13,7 +13,8 @@ import pytest
 
 from contestkit.results import read_monitor
 from contestkit.runtime.docker import SESSION_LABEL
-from tests.conftest import GAME, REPO, STATE, run_cli
+from tests.support.commands import run_cli
+from tests.support.paths import GAME, REPO, STATE
 
 pytestmark = pytest.mark.docker
 AGENTS = REPO / "tests" / "agents"

@@ -8,7 +8,7 @@ import pytest
 from contestkit.envs import EPISODE_TIMESTEPS, FRAME_SKIP, STICKY_PROB, ContestEnv
 from contestkit.errors import NotFoundError
 from contestkit.games import RomMissingError, resolve_level
-from tests.conftest import GAME, STATE
+from tests.support.paths import GAME, STATE
 
 
 class RecordingEmulator:

@@ -6,7 +6,7 @@ import pytest
 
 from contestkit.errors import UsageError
 from contestkit.levellist import duplicates, read_levels, read_rows
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 
 def test_a_spreadsheet_bom_and_crlf_are_accepted(tmp_path):

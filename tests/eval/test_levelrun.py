@@ -25,7 +25,7 @@ from contestkit.levelrun import (
     from_argv,
     to_argv,
 )
-from tests.conftest import GAME, REPO, STATE
+from tests.support.paths import GAME, REPO, STATE
 
 AGENT = REPO / "tests" / "agents" / "contest_doc_agent.py"
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from contestkit.results import read_monitor
-from tests.conftest import GAME, REPO, STATE, run_cli
+from tests.support.commands import run_cli
+from tests.support.paths import GAME, REPO, STATE
 
 AGENTS = REPO / "tests" / "agents"
 

@@ -16,7 +16,8 @@ import pytest
 from contestkit import results
 from contestkit.errors import UsageError
 from contestkit.levellist import read_levels
-from tests.conftest import GAME, REPO, STATE, run_cli
+from tests.support.commands import run_cli
+from tests.support.paths import GAME, REPO, STATE
 
 AGENTS = REPO / "tests" / "agents"
 

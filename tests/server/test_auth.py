@@ -14,7 +14,7 @@ from contestkit.api_client import ContestClient, error_for
 from contestkit.errors import ContestkitError
 
 if TYPE_CHECKING:
-    from tests.conftest import Contest
+    from tests.support.contest import Contest
 
 LEVELS = [("Fake", "Level1")]
 

@@ -27,7 +27,7 @@ from contestkit.server.scheduling import Scheduler
 from tests.server.fake_level_runner import fake_level_runner
 
 if TYPE_CHECKING:
-    from tests.server.conftest import OfflineContest
+    from tests.support.offline import OfflineContest
 
 
 @dataclass

@@ -18,7 +18,7 @@ from contestkit.server.config import load_config
 from contestkit.server.queue import JobQueue
 
 if TYPE_CHECKING:
-    from tests.server.conftest import OfflineContest, Queue
+    from tests.support.offline import OfflineContest, Queue
 
 ENDED = ("finished", "failed", "cancelled")
 

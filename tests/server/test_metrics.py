@@ -13,8 +13,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Contest, unique_team
-from tests.conftest import subprocess_env as base_env
+from tests.support.commands import subprocess_env
+from tests.support.contest import Contest, unique_team
 
 LEVELS = [("Fake", "Level1"), ("Fake", "Level2")]
 EXECUTOR = "function"
@@ -22,7 +22,7 @@ EXECUTOR = "function"
 
 @pytest.fixture(scope="module")
 def contest(make_module_contest) -> Contest:
-    return make_module_contest(LEVELS, env=base_env(CK_FAKE_SLOW_SECONDS="30"))
+    return make_module_contest(LEVELS, env=subprocess_env(CK_FAKE_SLOW_SECONDS="30"))
 
 
 def scrape(contest: Contest) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -130,7 +130,7 @@ def test_health_reports_the_database_and_the_executor(contest):
 
 def test_health_says_when_no_docker_engine_answers(make_contest, tmp_path):
     """The Docker executor with no engine behind DOCKER_HOST: the server runs, health says why levels cannot."""
-    env = base_env(DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock")
+    env = subprocess_env(DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock")
     docker_contest = make_contest([("Airstriker-Genesis", "Level1")], evaluator=None, env=env)
     health = requests.get(docker_contest.url + "/rest/health").json()
     assert health["ok"] is True and health["database"]["ok"] is True

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import Contest, unique_team
-from tests.conftest import subprocess_env as base_env
+from tests.support.commands import subprocess_env
+from tests.support.contest import Contest, unique_team
 
 LEVELS = [("Fake", "Level1"), ("Fake", "Level2")]
 ADMIN_EMAIL = "host@example.org"
@@ -22,7 +22,7 @@ ADMIN_EMAIL = "host@example.org"
 
 @pytest.fixture(scope="module")
 def contest(make_module_contest) -> Contest:
-    env = base_env(CK_FAKE_SLOW_SECONDS="30")
+    env = subprocess_env(CK_FAKE_SLOW_SECONDS="30")
     return make_module_contest(LEVELS, env=env, extra_config={"parallel_jobs": 4, "admins": [ADMIN_EMAIL]})
 
 

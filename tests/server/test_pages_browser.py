@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Contest, unique_team
-from tests.conftest import subprocess_env as base_env
+from tests.support.commands import subprocess_env
+from tests.support.contest import Contest, unique_team
+from tests.support.paths import REPO
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="BROWSER TESTS SKIPPED: pip install selenium")
 from selenium.common.exceptions import (  # noqa: E402
@@ -68,7 +69,7 @@ def browser() -> Iterator[webdriver.Chrome]:
 
 @pytest.fixture(scope="module")
 def contest(make_module_contest) -> Contest:
-    env = base_env(CK_FAKE_SLOW_SECONDS="40")
+    env = subprocess_env(CK_FAKE_SLOW_SECONDS="40")
     return make_module_contest(LEVELS, env=env, extra_config={"parallel_jobs": 8, "admins": [ADMIN]})
 
 

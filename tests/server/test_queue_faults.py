@@ -18,11 +18,11 @@ from sqlalchemy.exc import OperationalError
 
 from contestkit.server import queue as job_queue
 from contestkit.server.executors.function import FunctionExecutor
-from tests.server.conftest import Queue
 from tests.server.fake_level_runner import fake_level_runner
+from tests.support.offline import Queue
 
 if TYPE_CHECKING:
-    from tests.server.conftest import OfflineContest
+    from tests.support.offline import OfflineContest
 
 
 def _fail_once(monkeypatch: pytest.MonkeyPatch, runner: job_queue.JobQueue, name: str, calls: list[str]) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from tests.conftest import Contest
+    from tests.support.contest import Contest
 
 LEVELS = [("Fake", "Level1"), ("Fake", "Level2"), ("Fake", "Level3")]
 

@@ -29,21 +29,14 @@ from contestkit.errors import ContestkitError
 from contestkit.server import admin, registry_auth
 from contestkit.server.config import ADMIN_USERNAME, EVALUATOR_USERNAME, load_config
 from contestkit.server.registry_auth import Account, Issuer, Role, SigningKey, grant, parse_scopes
+from tests.support.commands import find_free_port, run_cli, subprocess_env
 
 # The module-scoped stack below is built once for many tests, so it calls the plain helpers behind
 # the shared fixtures of tests/conftest.py rather than the (per-test) fixtures themselves.
-from tests.conftest import (
-    PASSWORD,
-    Contest,
-    RegistryProcess,
-    ServerProcess,
-    init_contest,
-    unique_team,
-)
-from tests.conftest import _tiny_image as tiny_image
-from tests.conftest import find_free_port as free_port
-from tests.conftest import run_cli as cli
-from tests.conftest import subprocess_env as base_env
+from tests.support.contest import Contest, ServerProcess, init_contest, unique_team
+from tests.support.docker import tiny_image
+from tests.support.paths import PASSWORD
+from tests.support.registry import RegistryProcess
 
 LEVELS = [("Fake", "Level1")]
 SERVICE = "contestkit-registry"
@@ -178,7 +171,7 @@ def _new_team(stack: Stack, prefix: str) -> TeamLogin:
 
 
 def _start_stack(tmp: Path) -> tuple[Stack, RegistryProcess]:
-    address, port = f"127.0.0.1:{free_port()}", free_port()
+    address, port = f"127.0.0.1:{find_free_port()}", find_free_port()
     data_dir = init_contest(tmp, LEVELS, registry=address, pull=True, server_url=f"http://127.0.0.1:{port}")
     registry = RegistryProcess(data_dir / "registry" / "config.yml", address).start()
     server = ServerProcess(data_dir, port=port).start()
@@ -484,7 +477,7 @@ def test_the_2018_flow_rest_user_then_docker_login_and_push(stack: Stack, images
     http = requests.Session()
     assert http.post(stack.contest.url + "/rest/login", json={"email": email, "password": PASSWORD}).ok
     cr = http.get(stack.contest.url + "/rest/user").json()["cr"]
-    env = base_env(DOCKER_CONFIG=str(tmp_path / "docker"))
+    env = subprocess_env(DOCKER_CONFIG=str(tmp_path / "docker"))
     host = cr["url"].split("/", 1)[0]
 
     def docker_cli(*args: str, password: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -508,10 +501,10 @@ def test_contestkit_registry_login_push_and_list_work_unchanged(stack: Stack, im
     engine = images.engine
     name, email = unique_team("ckcli")
     stack.contest.add_team(name, email)
-    env = base_env(XDG_CONFIG_HOME=str(tmp_path / "xdg"), DOCKER_CONFIG=str(tmp_path / "docker"))
+    env = subprocess_env(XDG_CONFIG_HOME=str(tmp_path / "xdg"), DOCKER_CONFIG=str(tmp_path / "docker"))
 
     def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return cli(*args, env=env, input=input)
+        return run_cli(*args, env=env, input=input)
 
     assert (
         run("login", "--server", stack.contest.url, "--email", email, "--password-stdin", input=PASSWORD).returncode
@@ -586,7 +579,7 @@ def _make_htpasswd_era_data_dir(tmp: Path, address: str, server_url: str) -> Pat
 
 
 def test_an_htpasswd_data_directory_is_upgraded_when_its_server_starts(tmp_path: Path):
-    address, port = f"127.0.0.1:{free_port()}", free_port()
+    address, port = f"127.0.0.1:{find_free_port()}", find_free_port()
     data_dir = _make_htpasswd_era_data_dir(tmp_path, address, f"http://127.0.0.1:{port}")
     server = ServerProcess(data_dir, port=port).start()
     registry = None
@@ -704,11 +697,11 @@ def _contest_ca(tmp: Path) -> tuple[Path, Path, Path]:
 
 def test_with_a_certificate_the_realm_and_the_registry_speak_https(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     cert, key, ca = _contest_ca(tmp_path)
-    address, port = f"127.0.0.1:{free_port()}", free_port()
+    address, port = f"127.0.0.1:{find_free_port()}", find_free_port()
     levels = tmp_path / "levels.csv"
     levels.write_text("game,state\nFake,Level1\n")
     data_dir = tmp_path / "contest"
-    created = cli(
+    created = run_cli(
         "server", "init", "--data-dir", str(data_dir), "--registry", address, "--levels", str(levels),
         "--evaluator", "tests.server.fake_level_runner:fake_level_runner", "--no-pull",
         "--server-url", f"https://127.0.0.1:{port}", "--tls-cert", str(cert), "--tls-key", str(key),

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 if TYPE_CHECKING:
-    from tests.conftest import Contest
+    from tests.support.contest import Contest
 
 LEVELS = [("Fake", "Level1"), ("Fake", "Level2")]
 
