@@ -2,7 +2,8 @@
 
 Runs random (every button pressed with probability 1/2: the random template), random-right (the
 contest's own example agent: random buttons with RIGHT held, examples/random_agent.py), JERK
-(examples/jerk_agent.py), and the PPO templates (PyTorch and TensorFlow), each template scaffolded
+(examples/jerk_agent.py), Stable-Baselines3's PPO with RL Zoo's Atari settings (bench/sb3_agent.py,
+which says what the contest forced it to adapt), and the PPO templates (PyTorch and TensorFlow), each template scaffolded
 fresh with ``contestkit new`` exactly as a user gets it, through ``contestkit eval --runtime local``, then
 reports, per agent, the mean reward of the last 20 episodes (what the agent plays like at the end
 of its budget), the mean over all episodes (the contest's score for the level) and timesteps/s.
@@ -39,7 +40,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 GAME, STATE = "Airstriker-Genesis", "Level1"
-AGENTS = ("random", "random-right", "jerk", "ppo-pytorch", "ppo-tf")
+AGENTS = ("random", "random-right", "jerk", "sb3-ppo", "ppo-pytorch", "ppo-tf")
 TEMPLATES = {"random": "random", "ppo-pytorch": "pytorch", "ppo-tf": "tf"}
 
 
@@ -90,7 +91,7 @@ def summarize(agent: str, rewards: list[float], timesteps: int, seconds: float) 
 # -- through contestkit eval ---------------------------------------------------------------------
 def seed_env(agent: str, seed: int, timesteps: int) -> dict[str, str]:
     """The seed of an agent's own randomness, and the budget its schedules span."""
-    if agent.startswith("ppo-"):
+    if agent.startswith("ppo-") or agent == "sb3-ppo":
         # The PPO's learning-rate and clip schedules span the budget it is given, as in evaluation.
         return {"AGENT_SEED": str(seed), "AGENT_TOTAL_TIMESTEPS": str(timesteps)}
     if agent == "jerk":
@@ -111,6 +112,8 @@ def eval_agent(agent: str, timesteps: int, out: Path, threads: int | None, seed:
         extra += ["--agent", str(ROOT / "examples" / "random_agent.py")]
     elif agent == "jerk":
         extra += ["--agent", str(ROOT / "examples" / "jerk_agent.py")]
+    elif agent == "sb3-ppo":
+        extra += ["--agent", str(ROOT / "bench" / "sb3_agent.py")]
     elif agent in TEMPLATES:
         sys.path.insert(0, str(ROOT))
         from contestkit.scaffold import create_project
@@ -228,6 +231,15 @@ def inproc_worker(agent: str, timesteps: int, results: Path, seed: int) -> None:
         jerk_agent.TOTAL_TIMESTEPS = timesteps
         try:
             jerk_agent.run(jerk_agent.TrackedEnv(OldApi(env)))  # type: ignore[arg-type]
+        except TimestepTimeoutError:
+            pass
+    elif agent == "sb3-ppo":
+        sys.path.insert(0, str(ROOT / "bench"))
+        import sb3_agent  # type: ignore[import-not-found]
+
+        _venv, model = sb3_agent.build(sb3_agent.ContestEnv(env), seed, timesteps)  # type: ignore[arg-type]
+        try:
+            model.learn(total_timesteps=timesteps + 1)
         except TimestepTimeoutError:
             pass
     env.monitor.close()
