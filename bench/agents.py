@@ -3,10 +3,11 @@
 Runs random (every button pressed with probability 1/2: the random template), random-right (the
 contest's own example agent: random buttons with RIGHT held, examples/random_agent.py), JERK
 (examples/jerk_agent.py), Stable-Baselines3's PPO with RL Zoo's Atari settings (bench/sb3_agent.py,
-which says what the contest forced it to adapt), and the PPO templates (PyTorch and TensorFlow), each template scaffolded
-fresh with ``contestkit new`` exactly as a user gets it, through ``contestkit eval --runtime local``, then
-reports, per agent, the mean reward of the last 20 episodes (what the agent plays like at the end
-of its budget), the mean over all episodes (the contest's score for the level) and timesteps/s.
+which says what the contest forced it to adapt), and the PPO templates (PyTorch and TensorFlow),
+each template scaffolded fresh with ``contestkit new`` exactly as a user gets it, through
+``contestkit eval --runtime local``, then reports, per agent, the mean reward of the last 20
+episodes (what the agent plays like at the end of its budget), the mean over all episodes (the
+contest's score for the level) and timesteps/s.
 
     python bench/agents.py                              # 200k timesteps each, all agents
     python bench/agents.py --timesteps 50000 --agents random,ppo-pytorch
