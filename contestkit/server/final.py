@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
@@ -196,23 +195,3 @@ def publish(database: Database, config: ServerConfig, actor: str, at: float) -> 
         phases.set_state(db, phases.StateKey.FINAL_PUBLISHED, at, actor)
         hosting.record(db, actor, hosting.HostAction.FINAL_PUBLISH, "final")
     return at
-
-
-def router(database: Database, config: ServerConfig, caller: Any, clock: phases.Clock = now) -> APIRouter:
-    """The teams' side: choosing a submission and, once published, the final leaderboard."""
-    api = APIRouter(tags=["contest"])
-
-    @api.post("/rest/job/select/{job_id}")
-    def choose(job_id: int, who: Any = Depends(caller)) -> dict[str, Any]:
-        """Choose which finished submission the final evaluates (when the host lets teams choose)."""
-        return {"selected": select_submission(database, config, who.team_id, job_id, clock())}
-
-    @api.get("/rest/leaderboard/final")
-    def final_board() -> dict[str, Any]:
-        """The final ranking with each level's score; 404 until the host publishes it."""
-        with database.session() as db:
-            if phases.state_at(db, phases.StateKey.FINAL_PUBLISHED) is None:
-                raise NotFound("The final results are not published yet.")
-            return {"leaderboard": ranking(db), "start": 1}
-
-    return api

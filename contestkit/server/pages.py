@@ -4,11 +4,12 @@ Server-rendered HTML (Jinja2, autoescaped: an agent can print anything and team 
 text) and plain CSS; one small script updates a running job's progress by polling the JSON API, and
 every page reads fine without it.
 
-Why the pages call the API's own functions (handed over by ``install``) for logging in, cancelling
-and restarting, and the library's for reading jobs: a page must allow exactly what the API allows,
-and one place deciding it cannot drift from another. A team sees only its own jobs and files (a
-guessed id is a 404, as in the API); file downloads are a fixed list of names inside the level's
-results directory, resolved and checked to stay inside it.
+Why the pages call the API's own dependencies (``api.deps``: who is asking, signing in and out,
+cancelling and restarting) and the library's functions for reading jobs: a page must allow exactly
+what the API allows, and one place deciding it cannot drift from another. A page that refuses
+answers with the status ``api.errors.STATUS_OF`` gives the refusal, as the API would. A team sees
+only its own jobs and files (a guessed id is a 404, as in the API); file downloads are a fixed list
+of names inside the level's results directory, resolved and checked to stay inside it.
 
 Forms: every POST made with the session cookie carries a CSRF token, an HMAC of the session secret
 (so it needs no storage and dies with the session), and is refused when ``Origin`` or
@@ -32,7 +33,7 @@ import socket
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,15 +44,16 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from sqlalchemy import func, select
+from starlette.status import HTTP_200_OK, HTTP_303_SEE_OTHER
 
 from contestkit import results
 from contestkit.curves import histogram_svg, reward_svg
-
-# After the split of ``jobs`` (operations / documents / queue), these two names are re-pointed:
-# ``operations`` to ``contestkit.server.operations`` and ``documents`` to ``contestkit.server.documents``.
 from contestkit.server import auth, boardcache, documents, limits, operations
+from contestkit.server.api import deps
+from contestkit.server.api.errors import retry_after, status_of
 from contestkit.server.config import ServerConfig
 from contestkit.server.db import ACTIVE, FAILED, QUEUED, RUNNING, TERMINAL, Database, Job, Team, Worker
+from contestkit.server.errors import Forbidden, NotFound, NotLoggedIn, Refused
 
 WEB = Path(__file__).parent / "web"
 CSRF_COOKIE = "contestkit_csrf"
@@ -82,31 +84,6 @@ PAGE_CSP = (
 )
 # A downloaded file (an SVG opened on its own included) may do nothing at all.
 FILE_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; sandbox"
-
-
-# -- what the API lends the pages ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ApiFunctions:
-    """The API's own route functions, so that the pages decide nothing the API does not.
-
-    ``caller(request)`` -> who is asking (raises ``not_logged_in`` when nobody);
-    ``login(LoginRequest, response)`` sets the session cookie on ``response`` (raises with a
-    ``status`` and a ``detail`` when refused); ``logout(request, response)``;
-    ``cancel(job_id, who)`` and ``restart(job_id, who)`` as ``POST /rest/job/kill|restart/{id}``;
-    ``refused``: the exceptions these raise to refuse a request, and ``status_of(exc)`` the HTTP
-    status the API answers one with (its message is ``str(exc)``), so a page answers the same.
-    """
-
-    caller: Callable[[Request], Any]
-    login: Callable[[Any, Request, Response], Awaitable[Any]]
-    login_body: Callable[[str, str], Any]
-    logout: Callable[[Request, Response], Any]
-    cancel: Callable[[int, Any], Any]
-    restart: Callable[[int, Any], Any]
-    refused: tuple[type[BaseException], ...]
-    status_of: Callable[[BaseException], int]
 
 
 # -- formatting ---------------------------------------------------------------------------------
@@ -390,10 +367,9 @@ def level_view(worker: Worker, doc: dict[str, Any]) -> LevelView:
 # -- the routes ---------------------------------------------------------------------------------
 
 
-def install(
-    app: FastAPI, *, database: Database, config: ServerConfig, api: ApiFunctions, executor: str
-) -> Leaderboard:
-    """Add the pages, their static files and the security headers to ``app``; ``executor`` names where levels run."""
+def install(app: FastAPI, services: deps.Services) -> Leaderboard:
+    """Add the pages, their static files and the security headers to ``app``, which ``services`` serve."""
+    database, config = services.database, services.config
     env = _environment()
     board = Leaderboard(database, config)
     router = APIRouter(include_in_schema=False)
@@ -402,7 +378,7 @@ def install(
         "job.js": ((WEB / "static" / "job.js").read_bytes(), "text/javascript; charset=utf-8"),
     }
     admins = {email.strip().lower() for email in config.admins}
-    levels_run_on = executor
+    levels_run_on = services.scheduler.executor.name
     hostname = socket.gethostname()
 
     def who(request: Request) -> Any | None:
@@ -410,11 +386,9 @@ def install(
         if auth.SESSION_COOKIE not in request.cookies and "authorization" not in request.headers:
             return None
         try:
-            return api.caller(request)
-        except api.refused as exc:
-            if api.status_of(exc) == 401:
-                return None
-            raise
+            return deps.caller(request)
+        except NotLoggedIn:
+            return None
 
     def is_admin(team: Any | None) -> bool:
         if team is None or not admins:
@@ -424,7 +398,12 @@ def install(
         return email is not None and email.lower() in admins
 
     def page(
-        request: Request, template: str, team: Any | None, status: int = 200, admin: bool | None = None, **context: Any
+        request: Request,
+        template: str,
+        team: Any | None,
+        status: int = HTTP_200_OK,
+        admin: bool | None = None,
+        **context: Any,
     ) -> HTMLResponse:
         secret = request.cookies.get(auth.SESSION_COOKIE)
         html = env.get_template(template).render(
@@ -437,27 +416,29 @@ def install(
         headers = {"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-store" if team else "no-cache"}
         return HTMLResponse(html, status_code=status, headers=headers)
 
-    def message(request: Request, team: Any | None, status: int, title: str, text: str) -> HTMLResponse:
-        return page(request, "message.html", team, status=status, title=title, text=text)
+    def message(request: Request, team: Any | None, refusal: Refused, title: str) -> HTMLResponse:
+        """The page that says why ``refusal``, with the status the API answers it with."""
+        return page(request, "message.html", team, status=status_of(refusal), title=title, text=str(refusal))
 
     def signin_redirect(request: Request) -> RedirectResponse:
-        return RedirectResponse("/signin?next=" + quote(request.url.path, safe="/"), status_code=303)
+        return RedirectResponse("/signin?next=" + quote(request.url.path, safe="/"), status_code=HTTP_303_SEE_OTHER)
 
     def checked_post(request: Request, form: dict[str, str]) -> tuple[Any | None, HTMLResponse | None]:
         """The team behind a cookie POST whose origin and token are right; else the refusal page."""
         team = who(request)
         secret = request.cookies.get(auth.SESSION_COOKIE)
         if team is None or not secret:
-            return None, message(request, None, 401, "Not signed in", "Sign in first, then try again.")
+            return None, message(request, None, NotLoggedIn("Sign in first, then try again."), "Not signed in")
         expected = csrf_token(secret)
         if not same_origin(request, config.server_url) or not hmac.compare_digest(form.get(CSRF_FIELD, ""), expected):
             return team, message(
                 request,
                 team,
-                403,
+                Forbidden(
+                    "This form did not come from this site's own page (a missing or wrong token, or another "
+                    "origin); open the page again and use its button."
+                ),
                 "Refused",
-                "This form did not come from this site's own page (a missing or wrong token, or another "
-                "origin); open the page again and use its button.",
             )
         return team, None
 
@@ -467,7 +448,7 @@ def install(
     def static_file(name: str) -> Response:
         found = static.get(name)
         if found is None:
-            return Response("not found", status_code=404, media_type="text/plain")
+            return Response("not found", status_code=status_of(NotFound("not found")), media_type="text/plain")
         body, media = found
         return Response(body, media_type=media, headers={"Cache-Control": "public, max-age=3600"})
 
@@ -503,7 +484,7 @@ def install(
         data = board.get()
         index = _url_number(level, low=0)
         if index is None or index >= len(data.levels):
-            return message(request, team, 404, "No such level", f"The level set has {len(data.levels)} levels.")
+            return message(request, team, NotFound(f"The level set has {len(data.levels)} levels."), "No such level")
         scored = sorted(
             ((row.name, row.levels[index]) for row in data.rows if row.levels[index] is not None),
             key=lambda item: -(item[1] or 0.0),
@@ -538,18 +519,18 @@ def install(
         target = _safe_next(form.get("next"))
         token_ok = bool(cookie) and hmac.compare_digest(form.get(CSRF_FIELD, ""), cookie)
         if not same_origin(request, config.server_url) or not token_ok:
-            return message(request, None, 403, "Refused", "Open the sign-in page again and sign in from it.")
-        response = RedirectResponse(target, status_code=303)
+            return message(request, None, Forbidden("Open the sign-in page again and sign in from it."), "Refused")
+        response = RedirectResponse(target, status_code=HTTP_303_SEE_OTHER)
         try:
             # The API's own login: the same throttle, hash pool, device cookie and session.
-            await api.login(api.login_body(form.get("email", ""), form.get("password", "")), request, response)
-        except api.refused as exc:
-            status = api.status_of(exc)
-            retry = _retry_after(exc)
+            await deps.sign_in(request, response, form.get("email", ""), form.get("password", ""))
+        except Refused as exc:
+            status = status_of(exc)
+            retry = retry_after(exc)
             error = str(exc)
             refused = page(request, "signin.html", None, status=status, form_token=cookie, next=target, error=error)
-            if retry:
-                refused.headers["Retry-After"] = retry
+            if retry is not None:
+                refused.headers["Retry-After"] = str(retry)
             return refused
         return response
 
@@ -558,8 +539,8 @@ def install(
         _team, refused = checked_post(request, form)
         if refused is not None:
             return refused
-        response = RedirectResponse("/", status_code=303)
-        api.logout(request, response)
+        response = RedirectResponse("/", status_code=HTTP_303_SEE_OTHER)
+        deps.sign_out(request, response)
         return response
 
     # -- a team's jobs --
@@ -580,7 +561,7 @@ def install(
         with database.session() as session:
             try:
                 job = operations.get_job(session, team.team_id, job_id)
-            except api.refused:
+            except Refused:
                 return None
             doc = documents.job_document(job, stale_after=config.heartbeat_timeout)
             views = [level_view(worker, wdoc) for worker, wdoc in zip(job.workers, doc["workers"], strict=True)]
@@ -593,7 +574,7 @@ def install(
             return signin_redirect(request)
         found = load_job(team, _url_number(job_id))
         if found is None:
-            return message(request, team, 404, "No such job", f"Your team has no job {job_id}.")
+            return message(request, team, NotFound(f"Your team has no job {job_id}."), "No such job")
         doc, views = found
         return page(request, "job.html", team, job=doc, levels=views, active=doc["status"] in ACTIVE)
 
@@ -603,15 +584,14 @@ def install(
             return refused
         job_id = _url_number(job_text)
         if job_id is None:
-            return message(request, team, 404, "No such job", f"Your team has no job {job_text}.")
-        function = api.cancel if action == "cancel" else api.restart
+            return message(request, team, NotFound(f"Your team has no job {job_text}."), "No such job")
+        function = deps.cancel_job if action == "cancel" else deps.restart_job
         try:
-            function(job_id, team)
-        except api.refused as exc:
-            status = api.status_of(exc)
-            title = "No such job" if status == 404 else f"Could not {action} job {job_id}"
-            return message(request, team, status, title, str(exc))
-        return RedirectResponse(f"/jobs/{job_id}", status_code=303)
+            function(services, team, job_id)
+        except Refused as exc:
+            title = "No such job" if isinstance(exc, NotFound) else f"Could not {action} job {job_id}"
+            return message(request, team, exc, title)
+        return RedirectResponse(f"/jobs/{job_id}", status_code=HTTP_303_SEE_OTHER)
 
     @router.post("/jobs/{job_id}/cancel")
     def cancel(request: Request, job_id: str, form: dict[str, str] = Depends(read_form)) -> Response:
@@ -626,14 +606,14 @@ def install(
         team = who(request)
         if team is None:
             return signin_redirect(request)
-        not_found = message(request, team, 404, "No such file", "This job has no such file.")
+        not_found = message(request, team, NotFound("This job has no such file."), "No such file")
         number, level = _url_number(job_id), _url_number(index, low=0)
         if number is None or level is None:
             return not_found
         with database.session() as session:
             try:
                 job = operations.get_job(session, team.team_id, number)
-            except api.refused:
+            except Refused:
                 return not_found
             worker = next((w for w in job.workers if w.idx == level), None)
             directory = _level_dir(worker) if worker is not None else None
@@ -663,7 +643,7 @@ def install(
         if team is None:
             return signin_redirect(request)
         if not is_admin(team):
-            return message(request, team, 404, "Not found", "There is no such page.")
+            return message(request, team, NotFound("There is no such page."), "Not found")
         overview = host_overview(database, config)
         return page(
             request, "host.html", team, admin=True, where=levels_run_on, hostname=hostname, **overview
@@ -672,12 +652,6 @@ def install(
     app.include_router(router)
     app.add_middleware(SecurityHeaders)
     return board
-
-
-def _retry_after(exc: BaseException) -> str | None:
-    """The seconds a throttled login must wait, as the API sends them in ``Retry-After``."""
-    value = (getattr(exc, "headers", None) or {}).get("Retry-After") or getattr(exc, "retry_after", None)
-    return None if value is None else str(value)
 
 
 def _url_number(text: str, low: int = 1) -> int | None:

@@ -29,7 +29,7 @@ def _htpasswd_users(data_dir: Path) -> list[str]:
 
     from contestkit.server.config import load_config
     from contestkit.server.db import Database, Team
-    from contestkit.server.registry_api import Realm
+    from contestkit.server.api.registry import Realm
 
     config = load_config(data_dir)
     database = Database(config.database())

@@ -18,7 +18,8 @@ from fastapi.exceptions import RequestValidationError
 
 from contestkit.errors import ContestkitError
 from contestkit.levelrun import LevelRunSpec
-from contestkit.server import app, errors, operations
+from contestkit.server import errors, operations
+from contestkit.server.api import errors as answers
 from contestkit.server.config import load_config
 from contestkit.server.executors import Executor, LevelRun, LevelTask, RunningLevel, load_executor
 from contestkit.server.executors.docker import DockerExecutor
@@ -200,7 +201,7 @@ def _refusals() -> list[type[errors.Refused]]:
 
 
 def test_every_refusal_has_one_http_status():
-    assert set(_refusals()) == set(app.STATUS_OF)
+    assert set(_refusals()) == set(answers.STATUS_OF)
 
 
 @pytest.mark.parametrize(
@@ -219,7 +220,7 @@ def test_every_refusal_has_one_http_status():
     ],
 )
 def test_the_app_maps_each_error_to_its_status(error: Exception, status: int, headers: dict[str, str]):
-    answer = app.error_answer(error)
+    answer = answers.error_answer(error)
     assert answer.status_code == status
     for name, value in headers.items():
         assert answer.headers[name] == value

@@ -1,4 +1,4 @@
-"""A job's result files through the API (``server/results_api.py``): team-scoped, no way out of the
+"""A job's result files through the API (``server/api/results.py``): team-scoped, no way out of the
 attempt's directory. A real server process; levels evaluated by the TEST DOUBLE
 ``tests/server/fake_level_runner.py`` (it writes monitor.csv, summary.json and agent-stdout.txt)."""
 
@@ -106,7 +106,7 @@ def test_no_path_leads_out_of_the_attempt_directory(contest: Contest, finished):
 
 
 def test_open_result_opens_regular_files_only_without_following_links(tmp_path):
-    from contestkit.server.results_api import open_result
+    from contestkit.server.api.results import open_result
 
     root = tmp_path / "attempt-1"
     (root / "level").mkdir(parents=True)
