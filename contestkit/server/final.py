@@ -22,9 +22,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from contestkit.server import hosting, phases
+from contestkit.server import hosting, operations, phases
 from contestkit.server.config import ServerConfig
-from contestkit.server.db import ACTIVE, FINISHED, PENDING, QUEUED, Database, Job, Team, Worker, now
+from contestkit.server.db import ACTIVE, FINISHED, Database, Job, Team, now
 from contestkit.server.errors import Conflict, Forbidden, NotFound
 
 FINAL = phases.PhaseKind.FINAL.value
@@ -91,24 +91,18 @@ def start(database: Database, config: ServerConfig, actor: str, at: float) -> di
             source = selected_job(db, config, team)
             if source is None:
                 continue  # no finished submission: nothing to evaluate
-            stamp = now()
             db.add(
-                Job(
-                    team_id=team_id,
+                operations.new_job(
+                    config,
+                    team_id,
                     tag=source.tag,
                     image=source.image,
                     digest=source.digest,
-                    status=QUEUED,
-                    created_at=stamp,
-                    queued_at=stamp,
-                    timestep_limit=config.timestep_limit,
-                    wallclock_limit=config.wallclock_limit,
-                    phase=FINAL,
+                    levels=levels,
+                    at=now(),
+                    phase=phases.PhaseKind.FINAL,
                     priority=final.priority,
                     source_job_id=source.id,
-                    workers=[
-                        Worker(idx=i, game=lv.game, state=lv.state, status=PENDING) for i, lv in enumerate(levels)
-                    ],
                 )
             )
             try:

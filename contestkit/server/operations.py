@@ -9,6 +9,7 @@ statuses.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from contestkit import imageref
 from contestkit.server import phases, quotas
-from contestkit.server.config import ServerConfig
+from contestkit.server.config import LevelSpec, ServerConfig
 from contestkit.server.db import (
     ACTIVE,
     CANCELLED,
@@ -129,6 +130,46 @@ def _busy(job: Job) -> Conflict:
     )
 
 
+def level_rows(levels: Sequence[LevelSpec], *, job_id: int | None = None) -> list[Worker]:
+    """A job's level rows, one pending ``Worker`` per level in the level set's order (``idx`` 0, 1...)."""
+    return [Worker(job_id=job_id, idx=i, game=lv.game, state=lv.state, status=PENDING) for i, lv in enumerate(levels)]
+
+
+def new_job(
+    config: ServerConfig,
+    team_id: int,
+    *,
+    tag: str,
+    image: str,
+    digest: str | None,
+    levels: Sequence[LevelSpec],
+    at: float,
+    phase: phases.PhaseKind = phases.PhaseKind.LEADERBOARD,
+    priority: int = 0,
+    source_job_id: int | None = None,
+) -> Job:
+    """A queued job with its level rows, under the server's current limits (not added to a session yet).
+
+    Why one function: a team's submission (``start_job``) and the final (``final.start``) create jobs
+    alike, and a job whose rows or limits were made differently in one of them would be scored differently.
+    """
+    return Job(
+        team_id=team_id,
+        tag=tag,
+        image=image,
+        digest=digest,
+        status=QUEUED,
+        created_at=at,
+        queued_at=at,
+        timestep_limit=config.timestep_limit,
+        wallclock_limit=config.wallclock_limit,
+        phase=phase.value,
+        priority=priority,
+        source_job_id=source_job_id,
+        workers=level_rows(levels),
+    )
+
+
 def start_job(
     database: Database,
     config: ServerConfig,
@@ -155,18 +196,7 @@ def start_job(
         if active is not None:
             raise _busy(active)
         quotas.check_quota(db, team_id, phases.contest_plan(config).leaderboard.quota, stamp)
-        job = Job(
-            team_id=team_id,
-            tag=tag,
-            image=image,
-            digest=digest,
-            status=QUEUED,
-            created_at=stamp,
-            queued_at=stamp,
-            timestep_limit=config.timestep_limit,
-            wallclock_limit=config.wallclock_limit,
-            workers=[Worker(idx=i, game=lv.game, state=lv.state, status=PENDING) for i, lv in enumerate(levels)],
-        )
+        job = new_job(config, team_id, tag=tag, image=image, digest=digest, levels=levels, at=stamp)
         db.add(job)
         try:
             db.flush()
@@ -276,19 +306,10 @@ def requeue(db: Session, config: ServerConfig, job_id: int, team_id: int, levels
                 f"follow it with `contestkit jobs {job_id} --watch`.",
             )
         db.execute(delete(Worker).where(Worker.job_id == job_id).execution_options(synchronize_session=False))
-        db.add_all(
-            Worker(job_id=job_id, idx=i, game=lv.game, state=lv.state, status=PENDING) for i, lv in enumerate(levels)
-        )
+        db.add_all(level_rows(levels, job_id=job_id))
         db.flush()
     except IntegrityError:
         # A submission of the same team won the race; the unique partial index refused us.
         db.rollback()
         active = _active_job(db, team_id)
         raise _busy(active) if active else Conflict("Your team already has an active job.") from None
-
-
-def leaderboard(db: Session, config: ServerConfig) -> list[dict[str, Any]]:
-    """The public leaderboard's rows (``leaderboards`` has the rules: ranking, ties, freeze, baselines)."""
-    from contestkit.server import leaderboards
-
-    return leaderboards.public_board(db, config)["leaderboard"]

@@ -48,7 +48,7 @@ from starlette.status import HTTP_200_OK, HTTP_303_SEE_OTHER
 
 from contestkit import results
 from contestkit.curves import histogram_svg, reward_svg
-from contestkit.server import auth, boardcache, documents, limits, operations
+from contestkit.server import auth, boardcache, documents, leaderboards, limits, operations
 from contestkit.server.api import deps
 from contestkit.server.api.errors import retry_after, status_of
 from contestkit.server.config import ServerConfig
@@ -243,7 +243,8 @@ class Leaderboard:
 
     def _build(self, session: Any) -> BoardData:
         levels = [level.task for level in self.config.levels()]
-        top = operations.leaderboard(session, self.config)  # the API's rules: ranking, freeze, baselines
+        # The API's rules: ranking, freeze, baselines.
+        top = leaderboards.public_board(session, self.config)["leaderboard"]
         ids = [row["job"] for row in top if row.get("job") is not None]
         per_job: dict[int, dict[str, float | None]] = {}
         for start in range(0, len(ids), 500):
