@@ -81,10 +81,10 @@ def teams_list(
     json_out: bool = _JSON,
 ) -> None:
     """Every team with its email, namespace, state and number of jobs."""
-    from contestkit.server import hosting
+    from contestkit.server import teams as team_admin
 
     with _contest(data_dir) as (_config, db):
-        teams = hosting.list_teams(db, include_removed=removed)
+        teams = team_admin.list_teams(db, include_removed=removed)
     if json_out:
         print_json({"teams": teams})
         return
@@ -102,10 +102,10 @@ def teams_disable(
     json_out: bool = _JSON,
 ) -> None:
     """Lock a team out: it cannot log in or submit (its sessions end); its jobs and scores stay."""
-    from contestkit.server import hosting
+    from contestkit.server import teams as team_admin
 
     with _contest(data_dir) as (_config, db):
-        document = hosting.set_disabled(db, _actor(), team, True)
+        document = team_admin.set_disabled(db, _actor(), team, True)
     _say_team(document, "disabled", json_out)
 
 
@@ -116,10 +116,10 @@ def teams_enable(
     json_out: bool = _JSON,
 ) -> None:
     """Let a disabled team log in and submit again."""
-    from contestkit.server import hosting
+    from contestkit.server import teams as team_admin
 
     with _contest(data_dir) as (_config, db):
-        document = hosting.set_disabled(db, _actor(), team, False)
+        document = team_admin.set_disabled(db, _actor(), team, False)
     _say_team(document, "enabled", json_out)
 
 
@@ -131,10 +131,10 @@ def teams_rename(
     json_out: bool = _JSON,
 ) -> None:
     """Rename a team (its login, registry namespace and jobs stay)."""
-    from contestkit.server import hosting
+    from contestkit.server import teams as team_admin
 
     with _contest(data_dir) as (_config, db):
-        document = hosting.rename(db, _actor(), team, new_name)
+        document = team_admin.rename(db, _actor(), team, new_name)
     _say_team(document, "renamed", json_out)
 
 
@@ -146,11 +146,11 @@ def teams_reset_password(
     json_out: bool = _JSON,
 ) -> None:
     """A new password: the team's sessions end, its API tokens are revoked, its registry password rotates."""
-    from contestkit.server import hosting
+    from contestkit.server import teams as team_admin
 
     password = _read_password(password_stdin)
     with _contest(data_dir) as (_config, db):
-        document = hosting.reset_password(db, _actor(), team, password)
+        document = team_admin.reset_password(db, _actor(), team, password)
     _say_team(document, "has a new password (sessions ended, tokens revoked, registry password rotated)", json_out)
 
 
@@ -163,12 +163,12 @@ def teams_remove(
     json_out: bool = _JSON,
 ) -> None:
     """Remove a team: locked out and hidden, its jobs kept for the record unless --purge."""
-    from contestkit.server import hosting
+    from contestkit.server import teams as team_admin
 
     if not yes:
         raise UsageError(f"Removing the team '{team}' cannot be undone; pass --yes to remove it.")
     with _contest(data_dir) as (config, db):
-        document = hosting.remove(db, config, _actor(), team, purge=purge)
+        document = team_admin.remove(db, config, _actor(), team, purge=purge)
     _say_team(document, "removed with its jobs and results" if purge else "removed (its jobs are kept)", json_out)
 
 

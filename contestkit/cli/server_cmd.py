@@ -119,7 +119,7 @@ def add_team(
 ) -> None:
     """Add a team: its login and its own account and namespace in the registry."""
     _needs_server_extra()
-    from contestkit.server.admin import add_team as do_add
+    from contestkit.server.teams import add_team as do_add
 
     password = _read_password(password_stdin)
     team = do_add(data_dir, name=name, email=email, password=password, namespace=namespace)
@@ -139,7 +139,7 @@ def set_password(
 ) -> None:
     """Reset a team's password (its sessions end, its API tokens are revoked, its registry password rotates)."""
     _needs_server_extra()
-    from contestkit.server.admin import set_password as do_set
+    from contestkit.server.teams import set_password as do_set
 
     do_set(data_dir, email=email, password=_read_password(password_stdin))
     console.print(
@@ -156,7 +156,7 @@ def rotate_registry_password(
 ) -> None:
     """Give a team a new registry password (after a leak); the old one gets no new registry token."""
     _needs_server_extra()
-    from contestkit.server.admin import rotate_registry_password as do_rotate
+    from contestkit.server.teams import rotate_registry_password as do_rotate
 
     do_rotate(data_dir, email=email)
     console.print(

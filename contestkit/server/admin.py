@@ -1,4 +1,4 @@
-"""What the organiser does from the shell: create a contest data directory and add teams.
+"""What the organiser does from the shell: create a contest data directory (teams: ``teams``).
 
 Each team gets a namespace in the one registry (``HOST:PORT/<namespace>/...``) and a registry account
 named after it. The registry uses token auth: the contest server is its token issuer and grants a
@@ -9,40 +9,25 @@ or delete each other's images. Registry passwords are derived, not stored (``reg
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 import shutil
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-
-from contestkit.errors import ContestkitError, UsageError
-from contestkit.server import auth, registry_auth
+from contestkit.errors import UsageError
+from contestkit.server import registry_auth
 from contestkit.server.config import (
-    ADMIN_USERNAME,
     CONFIG_NAME,
-    EVALUATOR_USERNAME,
     LEVELS_NAME,
     ServerConfig,
     load_config,
     read_levels,
     validate,
 )
-from contestkit.server.db import AuthToken, Database, Team
+from contestkit.server.db import Database
 from contestkit.server.migrations import migrate
 
 log = logging.getLogger("contestkit.server.admin")
-
-_NAMESPACE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-# The lengths of the teams table's columns: checked up front, so that no database refuses them later.
-NAME_MAX = 64
-EMAIL_MAX = 254
-NAMESPACE_MAX = 48  # the column holds 64; registry namespaces are kept shorter
-
 
 @dataclass
 class InitResult:
@@ -146,148 +131,3 @@ def _check_levels(levels: list) -> list[str]:
                 f"The ROM of {resolved.game} is not imported on this host: run `contestkit roms import PATH`."
             )
     return sorted(set(warnings))
-
-
-def namespace_for(name: str) -> str:
-    """A registry namespace from a team name: lower case, runs of other characters become '-'."""
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    return slug[:48]
-
-
-@dataclass
-class NewTeam:
-    name: str
-    email: str
-    namespace: str
-    registry_url: str
-    registry_username: str
-
-
-def check_text(value: str, what: str, limit: int) -> None:
-    """Refuse text the teams table cannot hold: too long, not valid Unicode, or control characters."""
-    if not auth.encodable(value) or any(unicodedata.category(ch) == "Cc" for ch in value):
-        raise UsageError(f"The team {what} contains characters that cannot be stored; use printable text.")
-    if len(value) > limit:
-        raise UsageError(f"The team {what} has {len(value)} characters; use at most {limit}.")
-
-
-def _database_failure(exc: SQLAlchemyError) -> ContestkitError:
-    """One sentence for a failed write: the error's kind only, since its text quotes the row's values,
-    the team's password hash among them."""
-    kind = type(getattr(exc, "orig", None) or exc).__name__
-    return ContestkitError(
-        f"The database refused the new team ({kind}), so nothing was added; check that the database is "
-        "reachable and the team's details are valid, then run add-team again."
-    )
-
-
-def add_team(data_dir: Path, *, name: str, email: str, password: str, namespace: str | None = None) -> NewTeam:
-    """Create a team with its login, its registry namespace and its registry account.
-
-    The registry account needs nothing written: its password is derived from the team's id (see
-    ``registry_auth``), and the realm reads the team from the database at each token request, so a
-    team added while the registry runs can log in at once.
-    """
-    config = load_config(data_dir)
-    name = name.strip()
-    email = email.strip().lower()
-    if not name:
-        raise UsageError(f"The team name must have 1 to {NAME_MAX} characters.")
-    check_text(name, "name", NAME_MAX)
-    check_text(email, "email", EMAIL_MAX)
-    if not _EMAIL.match(email):
-        raise UsageError(f"'{email}' is not an email address.")
-    auth.check_password_rules(password)
-    namespace = namespace or namespace_for(name)
-    if not _NAMESPACE.match(namespace) or len(namespace) > NAMESPACE_MAX:
-        raise UsageError(
-            f"The registry namespace '{namespace}' is not valid: use lower-case letters and digits, separated "
-            f"by single '.', '_' or '-', at most {NAMESPACE_MAX} characters (pass --namespace to choose one)."
-        )
-    if namespace in (EVALUATOR_USERNAME, ADMIN_USERNAME):
-        raise UsageError(f"'{namespace}' is reserved for the server's own registry account; choose another name.")
-    database = Database(config.database())
-    try:
-        try:
-            migrate(database)
-            with database.session() as db:
-                for column, value, what in (
-                    (Team.name, name, "name"),
-                    (Team.email, email, "email"),
-                    (Team.namespace, namespace, "registry namespace"),
-                ):
-                    if db.scalar(select(Team.id).where(column == value)) is not None:
-                        raise UsageError(f"A team with the {what} '{value}' already exists.")
-                db.add(
-                    Team(
-                        name=name,
-                        email=email,
-                        password_hash=auth.hash_password(password),
-                        namespace=namespace,
-                        registry_username=namespace,
-                    )
-                )
-        except IntegrityError:
-            raise UsageError(f"A team with the name '{name}' or email '{email}' already exists.") from None
-        except SQLAlchemyError as exc:
-            raise _database_failure(exc) from None
-    finally:
-        database.dispose()
-    return NewTeam(
-        name=name,
-        email=email,
-        namespace=namespace,
-        registry_url=f"{config.registry}/{namespace}",
-        registry_username=namespace,
-    )
-
-
-def set_password(data_dir: Path, *, email: str, password: str) -> None:
-    """Replace a team's password, end its sessions, revoke its API tokens and rotate its registry password.
-
-    A reset is usually a response to a leak: whoever had the old password may have minted API tokens
-    with it, and read the registry password from /rest/user, so those go too; the team logs in again,
-    creates new tokens and runs `contestkit registry login` again.
-    """
-    config = load_config(data_dir)
-    auth.check_password_rules(password)
-    database = Database(config.database())
-    try:
-        with database.session() as db:
-            address = email.strip().lower()
-            team = db.scalar(select(Team).where(Team.email == address)) if auth.encodable(address) else None
-            if team is None:
-                raise UsageError(f"No team has the email '{email}'.")
-            team.password_hash = auth.hash_password(password)
-            team.registry_generation += 1
-            db.execute(delete(AuthToken).where(AuthToken.team_id == team.id))
-    finally:
-        database.dispose()
-
-
-def rotate_registry_password(data_dir: Path, *, email: str) -> None:
-    """Give a team a new registry password; the old one gets no token from now on.
-
-    Tokens already issued stay valid until they expire (``registry_token_ttl``, minutes): the registry
-    checks tokens, not passwords, and has no way to recall one.
-    """
-    config = load_config(data_dir)
-    database = Database(config.database())
-    try:
-        migrate(database)
-        with database.session() as db:
-            address = email.strip().lower()
-            found = (
-                db.execute(
-                    update(Team)
-                    .where(Team.email == address)
-                    .values(registry_generation=Team.registry_generation + 1)
-                    .returning(Team.id)
-                ).first()
-                if auth.encodable(address)
-                else None
-            )
-            if found is None:
-                raise UsageError(f"No team has the email '{email}'.")
-    finally:
-        database.dispose()

@@ -1,26 +1,25 @@
-"""The host's controls over teams and jobs, shared by ``contestkit server teams|jobs`` and the admin API.
+"""The host's controls over jobs and the contest, shared by ``contestkit server jobs`` and the admin API.
 
 Why one module for both: the CLI (on the server's host, straight to the database) and the admin API
-(``admin_api``, for a host elsewhere) must do exactly the same thing, and every action is written to
+(``api.admin``, for a host elsewhere) must do exactly the same thing, and every action is written to
 ``admin_actions`` with who did it (an admin's email, or ``cli:<unix user>``), in the same transaction
 as the change itself, so that the record cannot miss an action nor list one that did not happen.
+The controls over teams are ``teams``'; they record their actions here too.
 """
 
 from __future__ import annotations
 
 import getpass
-import shutil
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from contestkit.errors import UsageError
-from contestkit.server import auth, operations, phases
+from contestkit.server import operations, phases
 from contestkit.server.config import ServerConfig
-from contestkit.server.db import ACTIVE, PENDING, QUEUED, TERMINAL, AdminAction, AuthToken, Job, Team, now
-from contestkit.server.errors import Conflict, Invalid, NotFound
+from contestkit.server.db import ACTIVE, PENDING, QUEUED, TERMINAL, AdminAction, Job, Team, now
+from contestkit.server.errors import Conflict, NotFound
 
 
 class HostAction(str, Enum):
@@ -63,117 +62,6 @@ def actions(db: Session, limit: int = 100) -> list[dict[str, Any]]:
         {"id": r.id, "at": r.at, "actor": r.actor, "action": r.action, "target": r.target, "detail": r.detail}
         for r in rows
     ]
-
-
-# -- teams ----------------------------------------------------------------------------------------
-
-
-def find_team(db: Session, ref: str) -> Team:
-    """A team by email, name or id (the host types whichever is at hand)."""
-    ref = ref.strip()
-    conditions = [Team.email == ref.lower(), Team.name == ref]
-    if ref.isdigit() and int(ref) <= operations.MAX_ID:
-        conditions.append(Team.id == int(ref))
-    team = db.scalars(select(Team).where(or_(*conditions)).order_by(Team.id)).first() if auth.encodable(ref) else None
-    if team is None:
-        raise NotFound(f"No team has the email, name or id '{ref}'; `contestkit server teams list` shows them.")
-    return team
-
-
-def team_document(team: Team, jobs: int = 0) -> dict[str, Any]:
-    return {
-        "id": team.id,
-        "name": team.name,
-        "email": team.email,
-        "namespace": team.namespace,
-        "disabled": bool(team.disabled),
-        "removed": team.removed_at is not None,
-        "jobs": jobs,
-        "created": team.created_at,
-    }
-
-
-def list_teams(db: Session, *, include_removed: bool = False) -> list[dict[str, Any]]:
-    counts = {team_id: n for team_id, n in db.execute(select(Job.team_id, func.count(Job.id)).group_by(Job.team_id))}
-    query = select(Team).order_by(Team.id)
-    if not include_removed:
-        query = query.where(Team.removed_at.is_(None))
-    return [team_document(team, counts.get(team.id, 0)) for team in db.scalars(query)]
-
-
-def set_disabled(db: Session, actor: str, ref: str, disabled: bool) -> dict[str, Any]:
-    """Disable (or enable) a team: a disabled one cannot log in or submit; its jobs and scores stay.
-
-    Its sessions and tokens end at once, so that a team already logged in is locked out too."""
-    team = find_team(db, ref)
-    if team.removed_at is not None:
-        raise Conflict(f"The team '{team.name}' was removed; it cannot be enabled again.")
-    team.disabled = 1 if disabled else 0
-    if disabled:
-        db.execute(delete(AuthToken).where(AuthToken.team_id == team.id))
-    record(db, actor, HostAction.TEAM_DISABLE if disabled else HostAction.TEAM_ENABLE, team.email)
-    return team_document(team)
-
-
-def rename(db: Session, actor: str, ref: str, new_name: str) -> dict[str, Any]:
-    from contestkit.server.admin import NAME_MAX, check_text
-
-    team = find_team(db, ref)
-    new_name = new_name.strip()
-    if not new_name:
-        raise Invalid(f"The team name must have 1 to {NAME_MAX} characters.")
-    try:
-        check_text(new_name, "name", NAME_MAX)
-    except UsageError as exc:
-        raise Invalid(str(exc)) from None
-    if db.scalar(select(Team.id).where(Team.name == new_name, Team.id != team.id)) is not None:
-        raise Conflict(f"A team named '{new_name}' already exists; choose another name.")
-    old = team.name
-    team.name = new_name
-    record(db, actor, HostAction.TEAM_RENAME, team.email, f"{old} -> {new_name}")
-    return team_document(team)
-
-
-def reset_password(db: Session, actor: str, ref: str, password: str) -> dict[str, Any]:
-    """A new password; the team's sessions end, its API tokens are revoked, its registry password rotates."""
-    try:
-        auth.check_password_rules(password)
-    except UsageError as exc:
-        raise Invalid(str(exc)) from None
-    team = find_team(db, ref)
-    team.password_hash = auth.hash_password(password)
-    team.registry_generation += 1
-    db.execute(delete(AuthToken).where(AuthToken.team_id == team.id))
-    record(db, actor, HostAction.TEAM_RESET_PASSWORD, team.email)
-    return team_document(team)
-
-
-def remove(db: Session, config: ServerConfig, actor: str, ref: str, *, purge: bool = False) -> dict[str, Any]:
-    """Remove a team. Its jobs are kept for the record (the team is hidden and locked out, its email
-    freed for a new account) unless ``purge``: then the team, its jobs and their results go."""
-    team = find_team(db, ref)
-    document = team_document(team)
-    active = db.scalar(select(Job.id).where(Job.team_id == team.id, Job.status.in_(ACTIVE)))
-    if active is not None:
-        raise Conflict(f"The team '{team.name}' has job {active} queued or running; cancel it first.")
-    if purge:
-        job_ids = list(db.scalars(select(Job.id).where(Job.team_id == team.id)))
-        db.execute(delete(Job).where(Job.team_id == team.id))
-        db.execute(delete(Team).where(Team.id == team.id))
-        record(db, actor, HostAction.TEAM_PURGE, document["email"], f"{document['name']}; jobs {job_ids}")
-        db.flush()
-        for job_id in job_ids:
-            shutil.rmtree(config.jobs_dir / str(job_id), ignore_errors=True)
-        document["removed"] = True
-        return document
-    stamp = now()
-    team.removed_at = stamp
-    team.disabled = 1
-    team.email = f"removed-{team.id}-{int(stamp)}.{team.email}"[:254]
-    db.execute(delete(AuthToken).where(AuthToken.team_id == team.id))
-    record(db, actor, HostAction.TEAM_REMOVE, document["email"], document["name"])
-    document.update(removed=True, disabled=True)
-    return document
 
 
 # -- jobs -----------------------------------------------------------------------------------------

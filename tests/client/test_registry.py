@@ -17,8 +17,8 @@ import requests
 from contestkit import registry
 from contestkit.credentials import RegistryCredentials
 from contestkit.errors import ContestkitError
-from contestkit.server.admin import rotate_registry_password
 from contestkit.server.config import load_config
+from contestkit.server.teams import rotate_registry_password
 
 if TYPE_CHECKING:
     from tests.support.contest import Contest

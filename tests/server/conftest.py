@@ -58,9 +58,9 @@ def offline_contest(
     """A contest (two levels, one team ``alpha``) without a server, on each database, for in-process calls."""
     from sqlalchemy import select
 
-    from contestkit.server.admin import add_team
     from contestkit.server.config import load_config
     from contestkit.server.db import Database, Team
+    from contestkit.server.teams import add_team
 
     data_dir = init_contest(tmp_path, [("Fake", "Level1"), ("Fake", "Level2")], database_url=database_url)
     add_team(data_dir, name="alpha", email="alpha@example.org", password=password)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from contestkit.errors import ContestkitError
-from contestkit.server import admin
+from contestkit.server import teams
 from contestkit.server.config import EVALUATOR_USERNAME as EVALUATOR
 
 LEVELS = [("Fake", "Level1")]
@@ -27,9 +27,9 @@ def _htpasswd_users(data_dir: Path) -> list[str]:
     """The registry accounts the realm accepts with their current passwords (htpasswd listed them once)."""
     from sqlalchemy import select
 
+    from contestkit.server.api.registry import Realm
     from contestkit.server.config import load_config
     from contestkit.server.db import Database, Team
-    from contestkit.server.api.registry import Realm
 
     config = load_config(data_dir)
     database = Database(config.database())
@@ -101,12 +101,12 @@ def test_a_commit_the_database_refuses_leaves_no_registry_account(data_dir, add_
 
 def test_a_team_added_while_the_realm_runs_can_get_tokens_at_once_and_nothing_is_written(data_dir, password):
     before = sorted(p.name for p in (data_dir / "registry").iterdir())
-    admin.add_team(data_dir, name="alpha", email="alpha@example.org", password=password)
+    teams.add_team(data_dir, name="alpha", email="alpha@example.org", password=password)
     assert _htpasswd_users(data_dir) == [EVALUATOR, "alpha"]
     assert sorted(p.name for p in (data_dir / "registry").iterdir()) == before
 
 
 def test_a_password_that_is_not_valid_text_is_refused(data_dir):
     with pytest.raises(ContestkitError, match="not valid text"):
-        admin.add_team(data_dir, name="alpha", email="alpha@example.org", password="long enough \ud800")
+        teams.add_team(data_dir, name="alpha", email="alpha@example.org", password="long enough \ud800")
     assert _teams(data_dir) == [] and _htpasswd_users(data_dir) == [EVALUATOR]

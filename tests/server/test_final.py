@@ -16,11 +16,11 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from contestkit.server import final, hosting, operations
-from contestkit.server.admin import add_team
+from contestkit.server import final, hosting, operations, teams
 from contestkit.server.config import load_config
 from contestkit.server.db import Job
 from contestkit.server.errors import Conflict, Forbidden, NotFound
+from contestkit.server.teams import add_team
 
 SECRET = "SecretLevel"
 FINAL_LEVELS = [("Fake", f"{SECRET}1"), ("Fake", f"{SECRET}2")]
@@ -38,7 +38,7 @@ def _with_final(contest, selection: str = "latest") -> None:
 def _team(contest, name: str) -> int:
     add_team(contest.data_dir, name=name, email=f"{name}@example.org", password="a long password")
     with contest.database.session() as db:
-        return hosting.find_team(db, name).id
+        return teams.find_team(db, name).id
 
 
 def _finished(contest, team_id: int, score: float, tag: str = "v1") -> int:

@@ -126,7 +126,7 @@ def test_a_read_only_database_is_a_json_503(tmp_path, init_contest, server_proce
     it), while reads still work."""
     import yaml
 
-    from contestkit.server.admin import add_team
+    from contestkit.server.teams import add_team
 
     data_dir = init_contest(tmp_path, LEVELS)
     add_team(data_dir, name="alpha", email="alpha@example.org", password=password)

@@ -13,7 +13,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from contestkit.server import hosting, operations
+from contestkit.server import hosting, operations, teams
 from contestkit.server.db import AdminAction, AuthToken, Job, Team
 from contestkit.server.errors import Conflict, NotFound
 
@@ -22,7 +22,7 @@ ACTOR = "cli:tester"
 
 def _team(contest, ref: str = "alpha@example.org") -> Team:
     with contest.database.session() as db:
-        return hosting.find_team(db, ref)
+        return teams.find_team(db, ref)
 
 
 def test_a_disabled_team_keeps_its_data_and_loses_its_tokens_and_an_enabled_one_submits_again(offline_contest):
@@ -31,14 +31,14 @@ def test_a_disabled_team_keeps_its_data_and_loses_its_tokens_and_an_enabled_one_
     with contest.database.session() as db:
         db.add(AuthToken(team_id=contest.team_id, kind="api", token_hash="x" * 64))
     with contest.database.session() as db:
-        document = hosting.set_disabled(db, ACTOR, "alpha", True)
+        document = teams.set_disabled(db, ACTOR, "alpha", True)
     assert document["disabled"] is True
     with contest.database.session() as db:
         assert db.scalars(select(AuthToken).where(AuthToken.team_id == contest.team_id)).all() == []
         assert db.get(Job, job_id).score == 7.0  # its data stays
         assert [row["name"] for row in operations.leaderboard(db, contest.config)] == ["alpha"]
     with contest.database.session() as db:
-        hosting.set_disabled(db, ACTOR, str(contest.team_id), False)
+        teams.set_disabled(db, ACTOR, str(contest.team_id), False)
     assert operations.start_job(contest.database, contest.config, contest.team_id, "v2").status == "queued"
     with contest.database.session() as db:
         log = hosting.actions(db)
@@ -50,37 +50,37 @@ def test_a_disabled_team_keeps_its_data_and_loses_its_tokens_and_an_enabled_one_
 
 def test_rename_reset_password_and_unknown_teams(offline_contest):
     contest = offline_contest
-    from contestkit.server.admin import add_team
+    from contestkit.server.teams import add_team
 
     add_team(contest.data_dir, name="beta", email="beta@example.org", password="a long password")
     with contest.database.session() as db:
-        hosting.rename(db, ACTOR, "alpha@example.org", "Alpha Prime")
+        teams.rename(db, ACTOR, "alpha@example.org", "Alpha Prime")
     assert _team(contest).name == "Alpha Prime"
     with contest.database.session() as db, pytest.raises(Conflict, match="'beta' already exists"):
-        hosting.rename(db, ACTOR, "Alpha Prime", "beta")
+        teams.rename(db, ACTOR, "Alpha Prime", "beta")
     before = _team(contest)
     with contest.database.session() as db:
-        hosting.reset_password(db, ACTOR, "Alpha Prime", "another long password")
+        teams.reset_password(db, ACTOR, "Alpha Prime", "another long password")
     after = _team(contest)
     assert after.password_hash != before.password_hash
     assert after.registry_generation == before.registry_generation + 1
     with contest.database.session() as db, pytest.raises(NotFound, match="No team has the email, name or id 'nobody'"):
-        hosting.set_disabled(db, ACTOR, "nobody", True)
+        teams.set_disabled(db, ACTOR, "nobody", True)
 
 
 def test_remove_keeps_the_jobs_for_the_record_and_purge_deletes_them(offline_contest):
     contest = offline_contest
-    from contestkit.server.admin import add_team
+    from contestkit.server.teams import add_team
 
     job_id = contest.finished_job(score=3.0)
     (contest.config.jobs_dir / str(job_id)).mkdir(parents=True, exist_ok=True)
     with contest.database.session() as db:
-        hosting.remove(db, contest.config, ACTOR, "alpha@example.org")
+        teams.remove(db, contest.config, ACTOR, "alpha@example.org")
     with contest.database.session() as db:
         assert db.get(Job, job_id) is not None
         assert operations.leaderboard(db, contest.config) == []  # hidden
-        assert [t["name"] for t in hosting.list_teams(db)] == []
-        assert [t["removed"] for t in hosting.list_teams(db, include_removed=True)] == [True]
+        assert [t["name"] for t in teams.list_teams(db)] == []
+        assert [t["removed"] for t in teams.list_teams(db, include_removed=True)] == [True]
     # Its email is free for a new account.
     add_team(contest.data_dir, name="alpha again", email="alpha@example.org", password="a long password")
 
@@ -92,7 +92,7 @@ def test_remove_keeps_the_jobs_for_the_record_and_purge_deletes_them(offline_con
         gamma_job = db.scalar(select(Job.id).where(Job.team_id == gamma.id))
     (contest.config.jobs_dir / str(gamma_job)).mkdir(parents=True, exist_ok=True)
     with contest.database.session() as db:
-        hosting.remove(db, contest.config, ACTOR, "gamma", purge=True)
+        teams.remove(db, contest.config, ACTOR, "gamma", purge=True)
     with contest.database.session() as db:
         assert db.get(Job, gamma_job) is None and db.get(Team, gamma.id) is None
         actions = [a.action for a in db.scalars(select(AdminAction).order_by(AdminAction.id))]
@@ -104,7 +104,7 @@ def test_a_team_with_a_running_job_is_not_removed(offline_contest):
     contest = offline_contest
     job = operations.start_job(contest.database, contest.config, contest.team_id, "v1")
     with contest.database.session() as db, pytest.raises(Conflict, match=f"job {job.id} queued or running"):
-        hosting.remove(db, contest.config, ACTOR, "alpha")
+        teams.remove(db, contest.config, ACTOR, "alpha")
 
 
 def test_host_cancels_restarts_and_reruns_a_level_of_any_job(offline_contest):

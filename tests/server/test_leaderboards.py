@@ -11,11 +11,11 @@ import json
 import pytest
 import yaml
 
-from contestkit.server import hosting, leaderboards
-from contestkit.server.admin import add_team
+from contestkit.server import leaderboards
 from contestkit.server.config import load_config
 from contestkit.server.db import Job, Worker
 from contestkit.server.errors import NotFound
+from contestkit.server.teams import add_team, find_team
 
 
 def _configure(contest, **settings) -> None:
@@ -56,7 +56,7 @@ def teams(offline_contest) -> dict[str, int]:
     for name in ("beta", "baseline"):
         add_team(contest.data_dir, name=name, email=f"{name}@example.org", password="a long password")
     with contest.database.session() as db:
-        return {name: hosting.find_team(db, name).id for name in ("alpha", "beta", "baseline")}
+        return {name: find_team(db, name).id for name in ("alpha", "beta", "baseline")}
 
 
 def _names(board: list[dict]) -> list[tuple[str, float]]:

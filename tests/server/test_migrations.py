@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 import contestkit
 from contestkit.errors import ContestkitError, UsageError
-from contestkit.server import admin
+from contestkit.server import admin, teams
 from contestkit.server.config import load_config, read_levels
 from contestkit.server.db import Database
 from contestkit.server.migrations import LATEST, migrate
@@ -158,7 +158,7 @@ def test_level_files_are_checked(tmp_path: Path):
 
 def test_init_refuses_to_overwrite_and_force_keeps_teams_and_secrets(tmp_path: Path):
     data_dir = _init(tmp_path)
-    admin.add_team(data_dir, name="Alpha", email="alpha@example.org", password="long enough")
+    teams.add_team(data_dir, name="Alpha", email="alpha@example.org", password="long enough")
     secret = load_config(data_dir).evaluator_registry_password
     admin_secret = load_config(data_dir).registry_admin_password
     keys = {name: (data_dir / "registry" / name).read_bytes() for name in ("token.key", "token.crt", "credentials.key")}
@@ -169,7 +169,7 @@ def test_init_refuses_to_overwrite_and_force_keeps_teams_and_secrets(tmp_path: P
     assert config.timestep_limit == 500 and config.evaluator_registry_password == secret
     assert config.registry_admin_password == admin_secret and len(admin_secret) >= 24
     with pytest.raises(UsageError, match="already exists"):
-        admin.add_team(data_dir, name="Alpha", email="other@example.org", password="long enough")
+        teams.add_team(data_dir, name="Alpha", email="other@example.org", password="long enough")
     # The signing key (tokens in flight) and the credentials key (every team's registry password) stay.
     assert {name: (data_dir / "registry" / name).read_bytes() for name in keys} == keys
 
@@ -177,16 +177,16 @@ def test_init_refuses_to_overwrite_and_force_keeps_teams_and_secrets(tmp_path: P
 def test_add_team_refuses_bad_input_with_the_rule(tmp_path: Path):
     data_dir = _init(tmp_path)
     with pytest.raises(UsageError, match="at least 8 characters"):
-        admin.add_team(data_dir, name="Alpha", email="alpha@example.org", password="short")
+        teams.add_team(data_dir, name="Alpha", email="alpha@example.org", password="short")
     with pytest.raises(UsageError, match="is not an email address"):
-        admin.add_team(data_dir, name="Alpha", email="alpha", password="long enough")
+        teams.add_team(data_dir, name="Alpha", email="alpha", password="long enough")
     with pytest.raises(UsageError, match="namespace"):
-        admin.add_team(data_dir, name="!!!", email="alpha@example.org", password="long enough")
+        teams.add_team(data_dir, name="!!!", email="alpha@example.org", password="long enough")
     with pytest.raises(UsageError, match="reserved"):
-        admin.add_team(
+        teams.add_team(
             data_dir, name="x", email="x@example.org", password="long enough", namespace="contestkit-evaluator"
         )
-    team = admin.add_team(data_dir, name="Team Rocket!", email="r@example.org", password="long enough")
+    team = teams.add_team(data_dir, name="Team Rocket!", email="r@example.org", password="long enough")
     assert team.namespace == "team-rocket" and team.registry_url == "127.0.0.1:5000/team-rocket"
 
 

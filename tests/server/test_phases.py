@@ -14,7 +14,7 @@ import yaml
 from sqlalchemy import update
 
 from contestkit.errors import UsageError
-from contestkit.server import hosting, operations, phases
+from contestkit.server import hosting, operations, phases, teams
 from contestkit.server.config import load_config
 from contestkit.server.db import Job
 from contestkit.server.errors import Forbidden, QuotaExceeded
@@ -121,7 +121,7 @@ def test_failed_jobs_count_or_not_as_the_host_chose(offline_contest, count_faile
 
 def test_quotas_are_per_team_and_the_total_quota_counts_everything(offline_contest):
     contest = offline_contest
-    from contestkit.server.admin import add_team
+    from contestkit.server.teams import add_team
 
     _configure(contest, phases={"leaderboard": {"quota": {"total": 1}}})
     _end(contest, _submit(contest, 10.0).id)
@@ -129,7 +129,7 @@ def test_quotas_are_per_team_and_the_total_quota_counts_everything(offline_conte
         _submit(contest, 20.0)
     add_team(contest.data_dir, name="beta", email="beta@example.org", password="a long password")
     with contest.database.session() as db:
-        beta = hosting.find_team(db, "beta").id
+        beta = teams.find_team(db, "beta").id
     assert operations.start_job(contest.database, contest.config, beta, "v1", clock=lambda: 20.0).status == "queued"
 
 

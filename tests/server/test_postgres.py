@@ -82,16 +82,16 @@ def test_a_refused_team_leaves_nothing_and_shows_no_secret_on_postgres(offline_c
                                                                       monkeypatch):  # fmt: skip
     from sqlalchemy import select
 
-    from contestkit.server import admin
+    from contestkit.server import admin, teams
     from contestkit.server.db import Team
 
     contest = offline_contest
     contest.database.dispose()
     monkeypatch.setattr(admin.secrets, "token_urlsafe", lambda _n: "registry-secret-1234")
     # Past the up-front check, PostgreSQL itself refuses the 262-character email (varchar(254)).
-    monkeypatch.setattr(admin, "EMAIL_MAX", 1000, raising=False)
+    monkeypatch.setattr(teams, "EMAIL_MAX", 1000, raising=False)
     with pytest.raises(ContestkitError) as err:
-        admin.add_team(contest.data_dir, name="beta", email="b" * 250 + "@example.org", password=password)
+        teams.add_team(contest.data_dir, name="beta", email="b" * 250 + "@example.org", password=password)
     message = str(err.value)
     assert message.startswith("The database refused the new team (StringDataRightTruncation), so nothing was added")
     assert "registry-secret-1234" not in message and "argon2" not in message and password not in message

@@ -16,8 +16,8 @@ SCAN = re.compile(r"\bSCAN (teams|jobs|workers|auth_tokens)\b(?! USING (COVERING
 
 
 def _seed(contest, teams: int = 8) -> None:
-    from contestkit.server.admin import add_team
     from contestkit.server.db import Job
+    from contestkit.server.teams import add_team
 
     for i in range(teams):
         add_team(contest.data_dir, name=f"t{i}", email=f"t{i}@example.org", password="a long bench password")

@@ -26,7 +26,7 @@ import requests
 import yaml
 
 from contestkit.errors import ContestkitError
-from contestkit.server import admin, registry_auth
+from contestkit.server import admin, registry_auth, teams
 from contestkit.server.config import ADMIN_USERNAME, EVALUATOR_USERNAME, load_config
 from contestkit.server.registry_auth import Account, Issuer, Role, SigningKey, grant, parse_scopes
 from tests.support.commands import find_free_port, run_cli, subprocess_env
@@ -306,7 +306,7 @@ def test_a_team_whose_password_changed_gets_no_new_tokens(stack: Stack):
     scope = f"repository:{repository}:pull,push"
     before = stack.bearer(*alpha.credentials, scope)
     # The organisers reset the team's password (a leak): the registry password rotates with it.
-    admin.set_password(stack.contest.data_dir, email=alpha.email, password="a brand new password")
+    teams.set_password(stack.contest.data_dir, email=alpha.email, password="a brand new password")
     assert stack.token(*alpha.credentials, scope).status_code == 401
     # A token issued before lives out its few minutes (the registry cannot recall it) ...
     assert _upload(stack, repository, before) == 202
@@ -316,10 +316,10 @@ def test_a_team_whose_password_changed_gets_no_new_tokens(stack: Stack):
     assert cr["password"] != alpha.password
     assert _upload(stack, repository, stack.bearer(cr["username"], cr["password"], scope)) == 202
     # A rotation alone does the same.
-    admin.rotate_registry_password(stack.contest.data_dir, email=alpha.email)
+    teams.rotate_registry_password(stack.contest.data_dir, email=alpha.email)
     assert stack.token(cr["username"], cr["password"], scope).status_code == 401
     with pytest.raises(ContestkitError, match="No team has the email"):
-        admin.rotate_registry_password(stack.contest.data_dir, email="nobody@example.org")
+        teams.rotate_registry_password(stack.contest.data_dir, email="nobody@example.org")
 
 
 # -- the real Docker engine ------------------------------------------------------------------------
@@ -726,7 +726,7 @@ def test_with_a_certificate_the_realm_and_the_registry_speak_https(tmp_path: Pat
         _wait_https(f"https://{address}/v2/", ca)
         server.start()
         name, email = unique_team("tls")
-        admin.add_team(data_dir, name=name, email=email, password=PASSWORD)
+        teams.add_team(data_dir, name=name, email=email, password=PASSWORD)
         http = requests.Session()
         http.verify = str(ca)  # the contest CA, as teams install it
         assert http.post(server.url + "/rest/login", json={"email": email, "password": PASSWORD}).ok

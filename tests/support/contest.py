@@ -113,7 +113,7 @@ class Contest:
             )
             assert result.returncode == 0, result.stdout + result.stderr
             return
-        from contestkit.server.admin import add_team
+        from contestkit.server.teams import add_team
 
         add_team(self.data_dir, name=name, email=email, password=password)
 

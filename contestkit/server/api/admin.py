@@ -52,35 +52,35 @@ def router(database: Database, config: ServerConfig, caller: Callable[[Request],
     def teams(removed: bool = False, actor: str = Depends(admin)) -> list[dict[str, Any]]:
         """Every team (``removed=true``: removed ones too), with its number of jobs."""
         with database.session() as db:
-            return hosting.list_teams(db, include_removed=removed)
+            return teams.list_teams(db, include_removed=removed)
 
     @api.post("/teams/{ref}/disable")
     def disable(ref: str, actor: str = Depends(admin)) -> dict[str, Any]:
         """Lock a team out (it cannot log in or submit); its jobs and scores stay."""
         with database.session() as db:
-            return hosting.set_disabled(db, actor, ref, True)
+            return teams.set_disabled(db, actor, ref, True)
 
     @api.post("/teams/{ref}/enable")
     def enable(ref: str, actor: str = Depends(admin)) -> dict[str, Any]:
         with database.session() as db:
-            return hosting.set_disabled(db, actor, ref, False)
+            return teams.set_disabled(db, actor, ref, False)
 
     @api.post("/teams/{ref}/rename")
     def rename(ref: str, body: RenameRequest, actor: str = Depends(admin)) -> dict[str, Any]:
         with database.session() as db:
-            return hosting.rename(db, actor, ref, body.name)
+            return teams.rename(db, actor, ref, body.name)
 
     @api.post("/teams/{ref}/reset-password")
     def reset_password(ref: str, body: PasswordRequest, actor: str = Depends(admin)) -> dict[str, Any]:
         """A new password; the team's sessions and tokens end and its registry password rotates."""
         with database.session() as db:
-            return hosting.reset_password(db, actor, ref, body.password)
+            return teams.reset_password(db, actor, ref, body.password)
 
     @api.delete("/teams/{ref}")
     def remove(ref: str, purge: bool = False, actor: str = Depends(admin)) -> dict[str, Any]:
         """Remove a team; its jobs stay for the record unless ``purge=true``."""
         with database.session() as db:
-            return hosting.remove(db, config, actor, ref, purge=purge)
+            return teams.remove(db, config, actor, ref, purge=purge)
 
     # -- jobs --
 
