@@ -35,7 +35,8 @@ from contestkit.server import auth, boardcache, housekeeping, limits, metrics, p
 from contestkit.server.api import admin, board, deps, errors, final, health, jobs, registry, results, sessions
 from contestkit.server.config import ServerConfig, load_config
 from contestkit.server.db import Database
-from contestkit.server.executors import Executor, load_executor
+from contestkit.server.executors import Executor
+from contestkit.server.executors.configured import load_executor
 from contestkit.server.migrations import migrate
 from contestkit.server.scheduling import Scheduler
 

@@ -31,6 +31,7 @@ import yaml
 from contestkit import cpuset, levelrun
 from contestkit.errors import ContestkitError, UsageError
 from contestkit.levellist import read_level_set
+from contestkit.server import phases  # it reads this module's types only for annotations
 
 CONFIG_NAME = "server.yaml"
 LEVELS_NAME = "levels.csv"
@@ -192,9 +193,13 @@ class ServerConfig:
         """The SQLAlchemy URL: the configured one, or the SQLite file in the data directory."""
         return self.database_url or f"sqlite:///{(self.data_dir / DATABASE_NAME).absolute()}"
 
-    def levels(self) -> list[LevelSpec]:
-        """The level set, read fresh so an organiser can edit it between jobs without a restart."""
-        return read_levels(self.levels_path)
+    def levels(self, levels_file: str | None = None) -> list[LevelSpec]:
+        """The level set (or ``levels_file``, a phase's, relative to the data directory), read fresh so an
+        organiser can edit it between jobs without a restart."""
+        if levels_file is None:
+            return read_levels(self.levels_path)
+        path = Path(levels_file)
+        return read_levels(path if path.is_absolute() else self.data_dir / path)
 
     def registry_host(self) -> str:
         """The ``HOST:PORT`` part of image references (no scheme)."""
@@ -368,9 +373,6 @@ def validate(config: ServerConfig) -> None:
         from contestkit.server.executors.kubernetes import KubernetesSettings
 
         KubernetesSettings.from_mapping(config.kubernetes or {}, f"{config.config_path} 'kubernetes'")
-
-    from contestkit.server import phases  # it reads this module's types
-
     phases.contest_plan(config)  # phases, ranking and freeze: refused here rather than at the first submit
 
 

@@ -28,7 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import Enum
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from contestkit.errors import UsageError
@@ -188,14 +187,11 @@ def contest_plan(config: ServerConfig) -> ContestPlan:
 
 def levels_of(config: ServerConfig, kind: PhaseKind) -> list[LevelSpec]:
     """The level set of a phase, read fresh (a host may edit it between jobs)."""
-    from contestkit.server.config import read_levels
-
     plan = contest_plan(config)
     phase = plan.leaderboard if kind is PhaseKind.LEADERBOARD else plan.final
     if phase is None:
         raise UsageError("This contest has no final phase; add phases.final with its levels to server.yaml.")
-    path = Path(phase.levels_file)
-    return read_levels(path if path.is_absolute() else config.data_dir / path)
+    return config.levels(phase.levels_file)
 
 
 # -- moments the host sets (in the database, so that a running server sees them at once) -----------

@@ -21,7 +21,8 @@ from contestkit.levelrun import LevelRunSpec
 from contestkit.server import errors, operations
 from contestkit.server.api import errors as answers
 from contestkit.server.config import load_config
-from contestkit.server.executors import Executor, LevelRun, LevelTask, RunningLevel, load_executor
+from contestkit.server.executors import Executor, LevelRun, LevelTask, RunningLevel
+from contestkit.server.executors.configured import load_executor
 from contestkit.server.executors.docker import DockerExecutor
 from contestkit.server.executors.function import FunctionExecutor
 from contestkit.server.scheduling import Scheduler

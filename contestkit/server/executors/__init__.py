@@ -19,7 +19,8 @@ request from it in one place, so a new field reaches every executor through this
 
 Implementations: ``executors.docker`` (the default: ``contestkit eval``'s own Docker runtime) and
 ``executors.function`` (a host's ``evaluator: MODULE:FUNCTION`` from server.yaml, as the tests use);
-``executors.pull`` pulls a job's image for both.
+``executors.pull`` pulls a job's image for both; ``executors.configured`` picks the one server.yaml
+names (apart from this interface, which the implementations import: no cycle between them).
 """
 
 from __future__ import annotations
@@ -29,12 +30,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from contestkit.levelrun import LevelRunSpec
-
-if TYPE_CHECKING:
-    from contestkit.server.config import ServerConfig
 
 
 @dataclass(frozen=True)
@@ -142,25 +140,4 @@ class Executor(ABC):
         return None
 
 
-def load_executor(config: ServerConfig) -> Executor:
-    """The executor server.yaml configures: ``executor: kubernetes``, ``evaluator: MODULE:FUNCTION``, or Docker."""
-    from contestkit.server.executors.docker import DockerExecutor
-    from contestkit.server.executors.function import FunctionExecutor, load_level_function
-    from contestkit.server.executors.pull import RegistryAccount
-
-    if config.executor == "kubernetes":
-        from contestkit.server.executors.kubernetes import executor_from_config
-
-        return executor_from_config(config)
-
-    account = (
-        RegistryAccount(config.evaluator_username, config.evaluator_registry_password, config.pull_retry_seconds)
-        if config.pull_images
-        else None
-    )
-    if config.evaluator:
-        return FunctionExecutor(load_level_function(config.evaluator), pull_with=account)
-    return DockerExecutor(pull_with=account)
-
-
-__all__ = ["Executor", "LevelRun", "LevelTask", "ProgressCallback", "RunningLevel", "load_executor"]
+__all__ = ["Executor", "LevelRun", "LevelTask", "ProgressCallback", "RunningLevel"]

@@ -8,7 +8,7 @@ import pytest
 
 from contestkit.errors import ContestkitError, UsageError
 from contestkit.server.config import ServerConfig, load_config
-from contestkit.server.executors import load_executor
+from contestkit.server.executors.configured import load_executor
 
 
 def _write(tmp_path: Path, **values: object) -> Path:
