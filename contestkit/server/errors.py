@@ -1,7 +1,7 @@
 """The server's refusals, by what went wrong rather than by HTTP number.
 
 Why: the library (operations on jobs, logins, tokens) says *what* is wrong (not found, conflict,
-forbidden...) and the app alone decides which HTTP status that is (``app.STATUS_OF``), in one
+forbidden...) and the API alone decides which HTTP status that is (``api.errors.STATUS_OF``), in one
 handler. A library function can then be called from a script, a test or a later admin page without
 HTTP leaking into it, and a status can be changed in one place.
 

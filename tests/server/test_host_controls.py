@@ -13,7 +13,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from contestkit.server import hosting, operations, teams
+from contestkit.server import hosting, leaderboards, operations, teams
 from contestkit.server.db import AdminAction, AuthToken, Job, Team
 from contestkit.server.errors import Conflict, NotFound
 
@@ -36,7 +36,7 @@ def test_a_disabled_team_keeps_its_data_and_loses_its_tokens_and_an_enabled_one_
     with contest.database.session() as db:
         assert db.scalars(select(AuthToken).where(AuthToken.team_id == contest.team_id)).all() == []
         assert db.get(Job, job_id).score == 7.0  # its data stays
-        assert [row["name"] for row in operations.leaderboard(db, contest.config)] == ["alpha"]
+        assert [row["name"] for row in leaderboards.public_board(db, contest.config)["leaderboard"]] == ["alpha"]
     with contest.database.session() as db:
         teams.set_disabled(db, ACTOR, str(contest.team_id), False)
     assert operations.start_job(contest.database, contest.config, contest.team_id, "v2").status == "queued"
@@ -78,7 +78,7 @@ def test_remove_keeps_the_jobs_for_the_record_and_purge_deletes_them(offline_con
         teams.remove(db, contest.config, ACTOR, "alpha@example.org")
     with contest.database.session() as db:
         assert db.get(Job, job_id) is not None
-        assert operations.leaderboard(db, contest.config) == []  # hidden
+        assert leaderboards.public_board(db, contest.config)["leaderboard"] == []  # hidden
         assert [t["name"] for t in teams.list_teams(db)] == []
         assert [t["removed"] for t in teams.list_teams(db, include_removed=True)] == [True]
     # Its email is free for a new account.
