@@ -26,7 +26,7 @@ import requests
 import yaml
 
 from contestkit.errors import ContestkitError
-from contestkit.server import admin, registry_auth, teams
+from contestkit.server import auth, registry_auth, teams
 from contestkit.server.config import ADMIN_USERNAME, EVALUATOR_USERNAME, load_config
 from contestkit.server.registry_auth import Account, Issuer, Role, SigningKey, grant, parse_scopes
 from tests.support.commands import find_free_port, run_cli, subprocess_env
@@ -563,7 +563,7 @@ def _make_htpasswd_era_data_dir(tmp: Path, address: str, server_url: str) -> Pat
                 "INSERT INTO teams (name, email, password_hash, namespace, registry_username, registry_password, "
                 "created_at) VALUES ('oldteam', 'old@example.org', :hash, 'oldteam', 'oldteam', :pw, 0)"
             ),
-            {"hash": admin.auth.hash_password(PASSWORD), "pw": old_password},
+            {"hash": auth.hash_password(PASSWORD), "pw": old_password},
         )
     database.dispose()
     # The old registry accepts the old password (the starting point is real).

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from contestkit.server import final, hosting
+from contestkit.server import teams as team_admin  # a route below is named `teams`
 from contestkit.server.config import ServerConfig
 from contestkit.server.db import Database, Team, now
 from contestkit.server.errors import Forbidden
@@ -52,35 +53,35 @@ def router(database: Database, config: ServerConfig, caller: Callable[[Request],
     def teams(removed: bool = False, actor: str = Depends(admin)) -> list[dict[str, Any]]:
         """Every team (``removed=true``: removed ones too), with its number of jobs."""
         with database.session() as db:
-            return teams.list_teams(db, include_removed=removed)
+            return team_admin.list_teams(db, include_removed=removed)
 
     @api.post("/teams/{ref}/disable")
     def disable(ref: str, actor: str = Depends(admin)) -> dict[str, Any]:
         """Lock a team out (it cannot log in or submit); its jobs and scores stay."""
         with database.session() as db:
-            return teams.set_disabled(db, actor, ref, True)
+            return team_admin.set_disabled(db, actor, ref, True)
 
     @api.post("/teams/{ref}/enable")
     def enable(ref: str, actor: str = Depends(admin)) -> dict[str, Any]:
         with database.session() as db:
-            return teams.set_disabled(db, actor, ref, False)
+            return team_admin.set_disabled(db, actor, ref, False)
 
     @api.post("/teams/{ref}/rename")
     def rename(ref: str, body: RenameRequest, actor: str = Depends(admin)) -> dict[str, Any]:
         with database.session() as db:
-            return teams.rename(db, actor, ref, body.name)
+            return team_admin.rename(db, actor, ref, body.name)
 
     @api.post("/teams/{ref}/reset-password")
     def reset_password(ref: str, body: PasswordRequest, actor: str = Depends(admin)) -> dict[str, Any]:
         """A new password; the team's sessions and tokens end and its registry password rotates."""
         with database.session() as db:
-            return teams.reset_password(db, actor, ref, body.password)
+            return team_admin.reset_password(db, actor, ref, body.password)
 
     @api.delete("/teams/{ref}")
     def remove(ref: str, purge: bool = False, actor: str = Depends(admin)) -> dict[str, Any]:
         """Remove a team; its jobs stay for the record unless ``purge=true``."""
         with database.session() as db:
-            return teams.remove(db, config, actor, ref, purge=purge)
+            return team_admin.remove(db, config, actor, ref, purge=purge)
 
     # -- jobs --
 
