@@ -23,7 +23,9 @@ from contestkit.bridge.protocol import EndReason, Fault
 from contestkit.errors import ContestkitError, UsageError
 from contestkit.games import Level, resolve_level
 from contestkit.levelrun import LevelRunSpec, docker_only_given
+from contestkit.provenance import Source
 from contestkit.runtime.base import Launcher, Session
+from contestkit.seeds import draw_seed, level_seed
 
 POLL_SECONDS = 0.2
 # After one half ends, how long the other gets to finish on its own before it is stopped.
@@ -133,29 +135,96 @@ def _image_exists(image: str) -> bool:
         return False
 
 
-def choose_launcher(req: EvalRequest) -> Launcher:
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """The runtime an evaluation runs in, and why when the choice could surprise (``note``)."""
+
+    name: str
+    note: str | None = None
+    image_attrs: dict[str, Any] | None = None  # the project image, inspected while choosing
+
+
+def _project_staleness(run: LevelRunSpec) -> tuple[dict[str, Any] | None, list[str]]:
+    """The project image as inspected, and the project's files newer than its last build."""
+    from contestkit import provenance
+    from contestkit.project import load_project
+
+    image = _project_image(run)
+    attrs = provenance.inspect(image) if image else None
+    if attrs is None or run.project_dir is None:
+        return attrs, []
+    project = load_project(run.project_dir)
+    try:
+        dockerfile = project.dockerfile.resolve().relative_to(project.root.resolve()).as_posix()
+    except ValueError:
+        dockerfile = "Dockerfile"
+    return attrs, provenance.stale_files(project.root, attrs, dockerfile)
+
+
+def choose_runtime(req: EvalRequest) -> RuntimeChoice:
     """``auto`` is Docker when an engine answers and there is an image to run, else local.
 
     The image to run is ``--image``, or the agent project's last build; a project never built
-    runs locally (its entry point) rather than failing for want of an image.
+    runs locally (its entry point) rather than failing for want of an image. When the project's
+    files that go into the image changed since that build, ``auto`` evaluates the working tree
+    locally (what was just changed, not an old image) and says so; ``--runtime docker`` runs the
+    old image on purpose, ``contestkit build`` first makes the image current.
     """
-    runtime, run = req.runtime, req.run
-    if runtime == "auto":
-        runtime = "local"
-        if run.agent is None and (run.image or run.project_dir):
+    from contestkit import provenance
+
+    runtime, run = str(getattr(req.runtime, "value", req.runtime)), req.run
+    if runtime not in {r.value for r in Runtime}:
+        raise UsageError(f"Unknown runtime '{req.runtime}': choose {', '.join(r.value for r in Runtime)}.")
+    project_image = run.image is None and run.project_dir is not None and run.agent is None
+    if runtime == Runtime.AUTO.value:
+        if run.agent is None and run.image:
             from contestkit.dockerengine import engine_available
 
-            if engine_available() and (run.image or _image_exists(_project_image(run) or "")):
-                runtime = "docker"
-    if runtime == "local":
+            return RuntimeChoice("docker" if engine_available() else "local")
+        if not project_image:
+            return RuntimeChoice("local")
+        from contestkit.dockerengine import engine_available
+
+        if not engine_available():
+            return RuntimeChoice("local")
+        attrs, stale = _project_staleness(run)
+        if attrs is None:
+            return RuntimeChoice("local")
+        if stale:
+            return RuntimeChoice(
+                "local",
+                f"{provenance.name_files(stale)} changed since `contestkit build` made {_project_image(run)}, so "
+                "this evaluates the working tree with local processes; run `contestkit build` to evaluate the "
+                "image, or pass --runtime docker to evaluate the old one.",
+                attrs,
+            )
+        return RuntimeChoice("docker", None, attrs)
+    if runtime == Runtime.DOCKER.value and project_image:
+        attrs, stale = _project_staleness(run)
+        if stale:
+            return RuntimeChoice(
+                "docker",
+                f"{provenance.name_files(stale)} changed since `contestkit build` made {_project_image(run)}: "
+                "this evaluates that older image (--runtime docker); run `contestkit build` to include them.",
+                attrs,
+            )
+        return RuntimeChoice("docker", None, attrs)
+    return RuntimeChoice(runtime)
+
+
+def _launcher(name: str) -> Launcher:
+    if name == "local":
         from contestkit.runtime.local import LocalLauncher
 
         return LocalLauncher()
-    if runtime == "docker":
-        from contestkit.runtime.docker import DockerLauncher
+    from contestkit.runtime.docker import DockerLauncher
 
-        return DockerLauncher()
-    raise UsageError(f"Unknown runtime '{req.runtime}': choose {', '.join(r.value for r in Runtime)}.")
+    return DockerLauncher()
+
+
+def choose_launcher(req: EvalRequest) -> Launcher:
+    """The launcher of :func:`choose_runtime`'s choice."""
+    return _launcher(choose_runtime(req).name)
 
 
 def _read_progress(spec: LevelRunSpec, results_dir: Path, start: float, status: str) -> Progress:
@@ -356,20 +425,37 @@ def default_agent(run: LevelRunSpec) -> str:
     return str(BUNDLED_AGENT)
 
 
-def plan(req: EvalRequest, level: Level) -> tuple[Launcher, LevelRunSpec]:
+@dataclass(frozen=True)
+class RunPlan:
+    """How a level will run: the launcher, the resolved spec (seed drawn), what it evaluates, and
+    a note when the runtime was chosen in a way that could surprise."""
+
+    launcher: Launcher
+    spec: LevelRunSpec
+    source: Source
+    note: str | None = None
+
+
+def plan_run(req: EvalRequest, level: Level) -> RunPlan:
     """Check everything a user can get wrong and say how the level will run; touches nothing.
 
     Every user error surfaces here, before a results directory is created or (with --force)
-    emptied, so a typo never costs earlier results. The spec returned names the resolved level
-    and the agent or image the chosen runtime runs.
+    emptied, so a typo never costs earlier results. The spec returned names the resolved level,
+    the agent or image the chosen runtime runs, and the seed (drawn here when none was given, so
+    that every run can be reproduced with ``--seed``).
     """
+    from contestkit import provenance
+
     run = req.run
     cpus = cpuset.describe(cpuset.parse(run.cpuset)) if run.cpuset is not None else None
-    launcher = choose_launcher(req)
+    choice = choose_runtime(req)
+    launcher = _launcher(choice.name)
     if launcher.name == "local":
         given = docker_only_given(run)  # the fields the spec marks Docker-only, set away from their default
         if given:
-            why = "no Docker engine answers" if req.runtime == "auto" else "this is the local runtime"
+            why = "this is the local runtime"
+            if req.runtime == "auto":
+                why = "the project changed since its image was built" if choice.note else "no Docker engine answers"
             raise UsageError(
                 f"{' and '.join(given)} only apply to the Docker runtime, and {why}: "
                 "drop them, or start Docker and pass --runtime docker."
@@ -380,9 +466,21 @@ def plan(req: EvalRequest, level: Level) -> tuple[Launcher, LevelRunSpec]:
         image = _project_image(run)
     if launcher.name == "local" and ":" not in agent and not Path(agent).is_file():
         raise UsageError(f"Agent script {agent} does not exist; pass --agent PATH.py or MODULE:FUNCTION.")
-    spec = run.replace(game=level.game, state=level.state, agent=agent, image=image, cpuset=cpus)
+    spec = run.replace(game=level.game, state=level.state, agent=agent, image=image, cpuset=cpus,
+                       seed=draw_seed(run.seed))  # fmt: skip
     launcher.check(spec)
-    return launcher, spec
+    if launcher.name == "local":
+        source = provenance.local_source(agent, run.project_dir)
+    else:
+        attrs = choice.image_attrs if image == _project_image(run) and choice.image_attrs else None
+        source = provenance.image_source(launcher.name, image or "", attrs or provenance.inspect(image or ""))
+    return RunPlan(launcher, spec, source, choice.note)
+
+
+def plan(req: EvalRequest, level: Level) -> tuple[Launcher, LevelRunSpec]:
+    """:func:`plan_run`'s launcher and spec."""
+    planned = plan_run(req, level)
+    return planned.launcher, planned.spec
 
 
 def evaluate_level(
@@ -393,13 +491,18 @@ def evaluate_level(
     on_output: Callable[[str], None] | None = None,
     cancel: threading.Event | None = None,
     level: Level | None = None,
+    on_start: Callable[[RunPlan], None] | None = None,
 ) -> LevelResult:
     """Evaluate one level. User errors raise ContestkitError before anything starts; once the
-    halves run, every ending (crash, budget, Ctrl-C) is written to summary.json and returned."""
+    halves run, every ending (crash, budget, Ctrl-C) is written to summary.json and returned.
+    ``on_start`` hears what is evaluated (runtime, image or code, seed) before anything runs."""
     level = level or resolve_level(req.run.game, req.run.state)
-    launcher, spec = plan(req, level)
+    planned = plan_run(req, level)
+    launcher, spec = planned.launcher, planned.spec
     # Only now, with every input checked, is the results directory touched (--force included).
     results_dir = results.prepare(Path(req.results_dir).absolute(), force=force)
+    if on_start is not None:
+        on_start(planned)
     started_at = time.time()
     start = time.monotonic()
     if on_progress is not None:
@@ -423,6 +526,7 @@ def evaluate_level(
         if session is not None:
             session.close()
         summary = summarize_level(spec, results_dir, launcher.name, events, started_at, time.monotonic() - start)
+        summary["source"] = planned.source.to_json()
         results.write_json(results_dir / results.SUMMARY, summary)
     result = LevelResult.from_summary(level.game, level.state, results_dir, summary)
     if on_progress is not None:
@@ -441,6 +545,7 @@ def evaluate_levels(
     force: bool = False,
     on_progress: Callable[[int, Progress], None] | None = None,
     cancel: threading.Event | None = None,
+    on_start: Callable[[RunPlan], None] | None = None,
 ) -> ContestResult:
     """Evaluate several levels (a separate agent per level, as on the server) and score them.
 
@@ -448,6 +553,8 @@ def evaluate_levels(
     level's failure does not stop the others.
     """
     resolved = [resolve_level(game, state) for game, state in levels]
+    run_seed = draw_seed(base.run.seed)  # one seed for the run; each level's is derived, as on the server
+    base = replace(base, run=base.run.replace(seed=run_seed))
     plan(base, resolved[0])  # runtime, agent, options: a mistake fails once, before any level starts
     root = results.prepare(Path(base.results_dir), force=force)
     cancel = cancel or threading.Event()
@@ -461,12 +568,13 @@ def evaluate_levels(
         slugs.append(slug)
 
     def run(index: int, level: Level) -> LevelResult:
-        req = replace(base, run=base.run.replace(game=level.game, state=level.state), results_dir=root / slugs[index])
+        spec = base.run.replace(game=level.game, state=level.state, seed=level_seed(run_seed, index))
+        req = replace(base, run=spec, results_dir=root / slugs[index])
         cb = (lambda prog: on_progress(index, prog)) if on_progress else None
         if cancel.is_set():
             return LevelResult(level.game, level.state, req.results_dir, None, 0, 0, False, "Not started: interrupted.")
         try:
-            return evaluate_level(req, force=force, on_progress=cb, cancel=cancel, level=level)
+            return evaluate_level(req, force=force, on_progress=cb, cancel=cancel, level=level, on_start=on_start)
         except ContestkitError as exc:
             return LevelResult(level.game, level.state, req.results_dir, None, 0, 0, False, str(exc))
 
@@ -479,16 +587,17 @@ def evaluate_levels(
             cancel.set()
             for f in futures:
                 f.result()
-            _write_contest_summary(root, [f.result() for f in futures])
+            _write_contest_summary(root, [f.result() for f in futures], run_seed)
             raise
         level_results = [f.result() for f in futures]
-    summary = _write_contest_summary(root, level_results)
+    summary = _write_contest_summary(root, level_results, run_seed)
     return ContestResult(score=summary["score"], levels=level_results, results_dir=root, summary=summary)
 
 
-def _write_contest_summary(root: Path, level_results: list[LevelResult]) -> dict[str, Any]:
+def _write_contest_summary(root: Path, level_results: list[LevelResult], seed: int) -> dict[str, Any]:
     summary = {
         "score": scoring.contest_score(r.score for r in level_results),
+        "seed": seed,
         "levels": [
             {
                 "game": r.game,
@@ -496,6 +605,7 @@ def _write_contest_summary(root: Path, level_results: list[LevelResult]) -> dict
                 "score": r.score,
                 "episodes": r.episodes,
                 "timesteps": r.timesteps,
+                "seed": r.summary.get("seed"),
                 "ok": r.ok,
                 "error": r.error,
                 "results_dir": os.path.relpath(r.results_dir, root),

@@ -163,15 +163,26 @@ def test_summary_table_fits_80_columns_and_shows_the_exception(tmp_path: Path) -
         LevelResult("SonicAndKnuckles3-Genesis", "CarnivalNightZone.Act1", tmp_path, None, 2, 750, False, CRASH),
         LevelResult(GAME, STATE, tmp_path, 12345.5, 2, 1_000_000, True, None),
     ]
+    (tmp_path / "monitor.csv").write_text("r,l,t\n10,100,1\n20,100,2\n30,100,3\n")
     console = Console(width=80, record=True, file=io.StringIO())
-    console.print(eval_cmd._level_table(rows, console.width))
+    console.print(eval_cmd._level_table(rows, console.width, seed=1234))
     text = console.export_text()
     lines = text.splitlines()
     assert all(len(line) <= 80 for line in lines)
     assert all(line.rstrip().endswith(("┓", "┃", "┩", "│", "┘")) for line in lines[1:]), text  # right edge drawn
     assert "RuntimeError:" in text and "mismatch" in text  # the exception itself, folded over lines
     assert "Last lines of" not in text and "…" not in text
-    assert "Airstriker-Genesis" in text and "1,000,000" in text
+    assert "seed 1234" in lines[0]
+    # Each level on one line, the rewards' sparkline kept (the 80-column table used to drop it).
+    row = next(line for line in lines if "Airstriker Level1" in line)
+    assert "1M" in row and "rewards" in text and "▁▅█" in row
+
+
+def test_summary_table_at_120_columns_keeps_each_level_on_one_line(tmp_path: Path) -> None:
+    rows = [LevelResult(GAME, STATE, tmp_path, 12345.5, 2, 1_000_000, True, None)]
+    console = Console(width=120, record=True, file=io.StringIO())
+    console.print(eval_cmd._level_table(rows, console.width))
+    assert f"{GAME} {STATE}" in console.export_text()
 
 
 def test_progress_line_fits_80_columns_with_its_elapsed_time(monkeypatch) -> None:

@@ -106,6 +106,12 @@ class _LiveView:
                 status=prog.status,
             )
 
+    def line(self, text: str) -> None:
+        """A line of its own above the progress rows (or before them, when none has started)."""
+        if self.enabled:
+            with self.lock:
+                (self.progress.console if self.started else err_console).print(text, highlight=False, soft_wrap=True)
+
     def agent_line(self, line: str) -> None:
         if self.enabled:
             self.progress.console.print(f"[dim]agent |[/] {escape(line)}", highlight=False, soft_wrap=True)
@@ -122,21 +128,29 @@ def _status_cell(result: evaluation.LevelResult) -> str:
     return "[red]" + escape(first + (f"\n{last}" if last else "")) + "[/]"
 
 
-def _level_table(rows: list[evaluation.LevelResult], width: int) -> Table:
-    """The summary table. Below ``WIDE_COLUMNS`` it drops the sparkline and shortens the headings,
-    and it always folds (game over state, long words wrapped) rather than cutting at the edge."""
+#: The sparkline's width in the summary table: narrow enough that the table fits 80 columns.
+SPARK_NARROW, SPARK_WIDE = 10, 24
+
+
+def _level_table(rows: list[evaluation.LevelResult], width: int, seed: int | None = None) -> Table:
+    """The summary table, titled with the run's seed (``--seed`` reproduces it). Below
+    ``WIDE_COLUMNS`` it names levels the short way (``Airstriker Level1``), shortens the headings
+    and the sparkline, so that at 80 columns every column, the sparkline included, fits on its line;
+    a failure's message folds rather than being cut at the edge."""
     narrow = width < WIDE_COLUMNS
-    table = Table(title="Evaluation", title_justify="left")
-    table.add_column("level", overflow="fold")  # no min_width: rich applies it after fitting, and overflows
+    title = "Evaluation" + (f", seed {seed}" if seed is not None else "")
+    table = Table(title=title, title_justify="left")
+    table.add_column("level", no_wrap=not narrow)  # narrow: a long name wraps at its space, never mid-word
     for col in ("eps", "steps", "score") if narrow else ("episodes", "timesteps", "score"):
         table.add_column(col, justify="right", no_wrap=True)
-    if not narrow:
-        table.add_column("rewards", no_wrap=True)
+    table.add_column("rewards", no_wrap=True)
     table.add_column("status", overflow="fold")
     for r in rows:
         rewards = [rew for rew, _, _ in results.read_monitor(r.results_dir / results.MONITOR)]
-        cells = [f"{r.game}\n{r.state}", str(r.episodes), f"{r.timesteps:,}", _fmt(r.score, 2)]
-        table.add_row(*cells, *([] if narrow else [sparkline(rewards)]), _status_cell(r))
+        name = short_level(r.game, r.state) if narrow else f"{r.game} {r.state}"
+        spark = sparkline(rewards, SPARK_NARROW if narrow else SPARK_WIDE)
+        steps = _short_count(r.timesteps) if narrow else f"{r.timesteps:,}"
+        table.add_row(name, str(r.episodes), steps, _fmt(r.score, 1 if narrow else 2), spark, _status_cell(r))
     return table
 
 
@@ -229,6 +243,18 @@ def eval_command(
     )
     req = evaluation.EvalRequest(run=run, results_dir=results_dir or fresh_dir, runtime=runtime)
     view = _LiveView(enabled=not json_out)
+    said: set[str] = set()
+
+    def on_start(planned: evaluation.RunPlan) -> None:
+        """The first line names what is evaluated (once for all the levels of a --levels run)."""
+        seed_text = "" if level_list is not None else f", seed {planned.spec.seed}"
+        line = f"Evaluating with {escape(planned.source.describe())}{seed_text}"
+        if planned.note:
+            line = f"[yellow]note:[/] {escape(planned.note)}\n{line}"
+        if line not in said:
+            said.add(line)
+            view.line(line)
+
     bundled = agent is None and project_dir is None and image is None and runtime is not evaluation.Runtime.DOCKER
     if bundled and not json_out:
         view.notice = "[dim]No --agent and no agent project here: running the bundled contest random agent.[/]"
@@ -238,12 +264,12 @@ def eval_command(
         try:
             if level_list is not None:
                 contest = evaluation.evaluate_levels(
-                    req, level_list, parallel=parallel, force=force, on_progress=view.update
+                    req, level_list, parallel=parallel, force=force, on_progress=view.update, on_start=on_start
                 )
                 rows, score, root = contest.levels, contest.score, contest.results_dir
             else:
                 one = evaluation.evaluate_level(
-                    req, force=force, on_progress=lambda p: view.update(0, p), on_output=on_output
+                    req, force=force, on_progress=lambda p: view.update(0, p), on_output=on_output, on_start=on_start
                 )
                 rows, score, root = [one], one.score, one.results_dir
         except KeyboardInterrupt:
@@ -276,7 +302,7 @@ def eval_command(
     if json_out:
         print_json({**summary, "results_dir": str(root)})
     else:
-        console.print(_level_table(rows, console.width))
+        console.print(_level_table(rows, console.width, summary.get("seed")))
         if levels is not None:
             console.print(f"Contest score (mean of the levels' mean episode reward): [bold]{_fmt(score, 2)}[/]")
         console.print(f"Results in {escape(str(root))}")

@@ -15,16 +15,12 @@ attempt and draws again.
 
 from __future__ import annotations
 
-import secrets
+from contestkit.seeds import SEED_RANGE, draw_seed, level_seed
 
-SEED_RANGE = 2**31  # fits the 32-bit seeds emulators and other RNGs take, with room for the level index
+__all__ = ["SEED_RANGE", "draw_attempt_seed", "level_seed"]
 
 
 def draw_attempt_seed(fixed: int | None) -> int:
-    """The seed of a new job attempt: the host's fixed ``seed`` from server.yaml, else a fresh one."""
-    return fixed if fixed is not None else secrets.randbelow(SEED_RANGE)
-
-
-def level_seed(attempt_seed: int, index: int) -> int:
-    """The seed of level ``index`` (0-based) of an attempt: levels of one attempt differ."""
-    return attempt_seed + index
+    """The seed of a new job attempt: the host's fixed ``seed`` from server.yaml, else a fresh one
+    (the rule itself is :mod:`contestkit.seeds`', shared with ``contestkit eval``)."""
+    return draw_seed(fixed)
