@@ -98,8 +98,16 @@ def git_state(root: Path) -> GitState:
 
 
 def default_tag(root: Path) -> str:
-    """The git short sha of the project, or ``latest`` outside git."""
-    return git_state(root).short or "latest"
+    """The project's git short sha (``1a2b3c4-dirty`` with uncommitted changes, so that a dirty
+    build never carries a clean commit's name), or ``latest`` outside git."""
+    return commit_tag(git_state(root)) or imageref.DEFAULT_TAG
+
+
+def commit_tag(git: GitState) -> str | None:
+    """The tag of an untagged build: the short sha, ``-dirty`` when the tree has changes."""
+    if not git.short:
+        return None
+    return f"{git.short}-dirty" if git.dirty else git.short
 
 
 _ARG_RE = re.compile(r"^\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)(?:=(.*))?\s*$", re.IGNORECASE)
@@ -198,7 +206,7 @@ def build_project(
     except ValueError:
         raise ContestkitError(f"{dockerfile} must be inside the project directory {project.root}.") from None
     git = git_state(project.root)
-    tag = imageref.validate_tag(tag or git.short or imageref.DEFAULT_TAG)
+    tag = imageref.validate_tag(tag or commit_tag(git) or imageref.DEFAULT_TAG)
     name = project.name
     primary = project.image_ref(tag)
     tags = [primary]

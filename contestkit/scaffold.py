@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,7 @@ class NewProject:
     template: str
     path: Path
     registry: str | None
+    git_commit: str | None = None  # the first commit, when git exists here
 
     @property
     def image(self) -> str:
@@ -174,4 +176,38 @@ def create_project(
         raise ContestkitError(
             f"cannot write the project into {target}: {exc}; check free space and permissions."
         ) from None
-    return NewProject(name=name, template=template, path=target, registry=registry)
+    return NewProject(name=name, template=template, path=target, registry=registry, git_commit=init_git(target))
+
+
+#: Who the first commit is by when git has no identity configured (a fresh machine, a container).
+FALLBACK_AUTHOR = ("contestkit new", "contestkit-new@localhost")
+
+
+def init_git(path: Path) -> str | None:
+    """``git init`` and a first commit of the new project, as ``cargo new`` does, so that every
+    build is tagged with its commit (``build``'s default tag) and every result traced to it.
+
+    Returns the commit, or ``None`` where git is missing, fails, or ``path`` already lies inside
+    another repository (the project is then that repository's to commit). The project is kept
+    either way: git is a convenience here, not a requirement."""
+    if shutil.which("git") is None:
+        return None
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, timeout=60)
+
+    try:
+        if git("rev-parse", "--is-inside-work-tree").returncode == 0:
+            return None
+        if git("init", "-q").returncode != 0 or git("add", "-A").returncode != 0:
+            return None
+        identity: list[str] = []
+        if not git("config", "user.email").stdout.strip():
+            identity = ["-c", f"user.name={FALLBACK_AUTHOR[0]}", "-c", f"user.email={FALLBACK_AUTHOR[1]}"]
+        message = f"contestkit new {path.name} (contestkit {__version__})"
+        if git(*identity, "commit", "-q", "--no-verify", "--no-gpg-sign", "-m", message).returncode != 0:
+            return None
+        head = git("rev-parse", "HEAD")
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return head.stdout.strip() if head.returncode == 0 else None

@@ -94,12 +94,15 @@ def register(app: typer.Typer) -> None:
             missing = []
         where = escape(_shown(project.path))
         console.print(f"[bold green]Created[/] {where}/ from the [bold]{project.template}[/] template.")
+        if project.git_commit:
+            console.print(f"[dim]A git repository with a first commit ({project.git_commit[:7]}): "
+                          "`contestkit build` tags each image with its commit.[/]")  # fmt: skip
         console.print("Next steps:")
         # soft_wrap: commands must stay one line, whatever the terminal's width, to paste them.
         for line in (
             f"cd {where}",
             "contestkit eval Airstriker-Genesis Level1 --runtime local --timestep-limit 6000",
-            f"contestkit build            # image {project.image}:latest",
+            f"contestkit build            # image {project.image}:<commit>, and :latest",
             "contestkit submit",
         ):
             console.print(f"  {line}", soft_wrap=True)

@@ -130,6 +130,7 @@ def test_git_state_and_default_tag(tmp_path: Path) -> None:
     assert default_tag(root) == state.short
     (root / "agent.py").write_text(AGENT + "# changed\n")
     assert git_state(root).dirty is True
+    assert default_tag(root) == f"{state.short}-dirty"  # a dirty build never carries the clean commit's name
 
 
 def test_missing_dockerfile_is_a_clear_error(tmp_path: Path, isolated_user_config: None) -> None:

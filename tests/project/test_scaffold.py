@@ -254,3 +254,27 @@ def test_templates_ship_inside_the_wheel(tmp_path: Path) -> None:
     for template in ("agent-pytorch", "agent-tf", "agent-random"):
         assert f"contestkit/templates/{template}/Dockerfile" in names
         assert f"contestkit/templates/{template}/contestkit.yaml" in names
+
+
+def test_new_makes_a_git_repository_with_a_first_commit(tmp_path: Path) -> None:
+    # No git identity at all (a fresh machine): the first commit is still made.
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"PATH": __import__("os").environ["PATH"], "HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1",
+           "PYTHONPATH": str(ROOT), "COLUMNS": "200"}  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "contestkit", "new", "gitted", "--template", "random"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    root = tmp_path / "gitted"
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    assert head.returncode == 0 and head.stdout.strip() in proc.stdout
+    status = subprocess.run(["git", "-C", str(root), "status", "--porcelain"], capture_output=True, text=True)
+    assert status.stdout == ""  # every file of the project is in the first commit
+    tracked = subprocess.run(["git", "-C", str(root), "ls-files"], capture_output=True, text=True).stdout
+    assert "agent/main.py" in tracked and "Dockerfile" in tracked
+
+
+def test_new_inside_a_repository_leaves_it_to_that_repository(tmp_path: Path) -> None:
+    subprocess.run(["git", "-C", str(tmp_path), "init", "-q"], check=True)
+    project = create_project("inner", template="random", directory=tmp_path)
+    assert project.git_commit is None and not (project.path / ".git").exists()
