@@ -12,6 +12,8 @@ ran and failed":
 * :data:`EXIT_FAILURE` (1): it ran and failed (an evaluation, a build, an engine or server that
   refused or did not answer, a broken configuration file).
 * :data:`EXIT_INTERRUPTED` (130): stopped with Ctrl-C, as shells report SIGINT.
+* :data:`EXIT_TERMINATED` (143): stopped by SIGTERM (``timeout``, a process manager), as shells
+  report it; ``eval`` stops and keeps what finished exactly as for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from __future__ import annotations
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 #: The rule above in one line, for ``contestkit --help`` and the README.
 EXIT_STATUS_RULE = (
     f"Exit status: 0 success, {EXIT_USAGE} usage error (nothing changed), {EXIT_FAILURE} failure, "
-    f"{EXIT_INTERRUPTED} interrupted (Ctrl-C)."
+    f"{EXIT_INTERRUPTED} interrupted (Ctrl-C), {EXIT_TERMINATED} terminated (SIGTERM)."
 )
 
 

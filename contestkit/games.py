@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contestkit.errors import ContestkitError, NotFoundError
+from contestkit.suggest import did_you_mean, nearest
 
 # The games of the 2018 Retro Contest, plus Airstriker, whose ROM ships with the emulator package
 # and which the contest documentation itself used for the first local evaluation.
@@ -82,19 +83,11 @@ def all_games() -> list[str]:
 
 
 def _nearest(word: str, choices: list[str], n: int = 3) -> list[str]:
-    lowered = {c.lower(): c for c in choices}
-    hits = difflib.get_close_matches(word.lower(), list(lowered), n=n, cutoff=0.4)
-    prefix = [c for c in choices if c.lower().startswith(word.lower()[:6])] if len(word) >= 3 else []
-    out: list[str] = []
-    for c in [lowered[h] for h in hits] + prefix:
-        if c not in out:
-            out.append(c)
-    return out[:n]
+    return nearest(word, choices, n)
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:
-    near = _nearest(word, choices)
-    return f" Did you mean {', '.join(near)}?" if near else ""
+    return did_you_mean(word, choices)
 
 
 def _is_abbreviation(word: str, name: str) -> bool:

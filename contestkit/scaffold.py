@@ -25,6 +25,7 @@ from pathlib import Path
 from contestkit import __version__
 from contestkit.errors import ContestkitError, NotFoundError, UsageError
 from contestkit.imageref import MAX_REPOSITORY_LENGTH, validate_name, validate_registry
+from contestkit.suggest import did_you_mean
 
 #: Template choice on the command line -> directory under the templates root.
 TEMPLATES: dict[str, str] = {
@@ -83,7 +84,8 @@ def resolve_template(template: str) -> str:
     key = template.strip().lower()
     key = TEMPLATE_ALIASES.get(key, key)
     if key not in TEMPLATES:
-        raise UsageError(f"unknown template {template!r}: choose one of {', '.join(TEMPLATES)}.")
+        hint = did_you_mean(key, [*TEMPLATES, *TEMPLATE_ALIASES], n=1)
+        raise UsageError(f"unknown template {template!r}: choose one of {', '.join(TEMPLATES)}.{hint}")
     return key
 
 

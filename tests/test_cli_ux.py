@@ -41,6 +41,15 @@ def test_usage_errors_exit_2_in_every_command_and_help_says_so(cli, tmp_path: Pa
     assert EXIT_STATUS_RULE in help_text
 
 
+def test_choice_options_suggest_the_nearest_valid_value(cli, tmp_path: Path) -> None:
+    proc = cli("eval", "Airstriker-Genesis", "--runtime", "lcoal", cwd=tmp_path)
+    assert proc.returncode == 2 and "Did you mean local?" in " ".join(proc.stderr.replace("│", " ").split())
+    proc = cli("new", "x", "--template", "pytroch", cwd=tmp_path)
+    assert proc.returncode == 2 and "Did you mean pytorch?" in " ".join(proc.stderr.split())
+    _one_sentence(proc.stderr)
+    assert not (tmp_path / "x").exists()
+
+
 # -- checks before anything starts ------------------------------------------------------------------
 
 

@@ -12,12 +12,14 @@ import sys
 import typing
 
 import typer
+import typer._adapters as typer_adapters
 import typer.core
 from rich.markup import escape
 
 from contestkit import __version__
 from contestkit.cli.output import err_console
 from contestkit.errors import EXIT_INTERRUPTED, EXIT_STATUS_RULE, ContestkitError
+from contestkit.suggest import did_you_mean
 
 
 def _value_label(param: typer.core.TyperOption | typer.core.TyperArgument, ctx: object) -> str | None:
@@ -42,6 +44,24 @@ def _value_label(param: typer.core.TyperOption | typer.core.TyperArgument, ctx: 
     return f"{word}..." if desc.is_list else word
 
 
+def _suggesting(coerce: typing.Callable[..., typing.Any]) -> typing.Callable[..., typing.Any]:
+    """Typer's check of a choice option (an enum such as ``--runtime``), with the nearest valid
+    value added to its refusal: ``'lcoal' is not one of 'auto', 'docker', 'local'. Did you mean local?``"""
+
+    def coerce_with_hint(value: typing.Any, *, choices: typing.Sequence[typing.Any], **kwargs: typing.Any) -> object:
+        try:
+            return coerce(value, choices=choices, **kwargs)
+        except ValueError as exc:
+            names = [str(getattr(c, "value", c)) for c in choices]
+            raise ValueError(f"{exc}{did_you_mean(str(value), names, n=1)}") from None
+
+    return coerce_with_hint
+
+
+# Typer checks every choice option in this one function: wrapped once here, every enum option of
+# every command suggests (where this Typer has it; otherwise its plain refusal stands).
+if hasattr(typer_adapters, "coerce_cli_choice"):
+    typer_adapters.coerce_cli_choice = _suggesting(typer_adapters.coerce_cli_choice)
 typer.core.TyperOption.display_type_rich = _value_label  # type: ignore[method-assign,assignment]
 typer.core.TyperArgument.display_type_rich = _value_label  # type: ignore[method-assign,assignment]
 

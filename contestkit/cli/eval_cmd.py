@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import threading
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from contestkit.cli.completion import complete_game, complete_state
 from contestkit.cli.output import console, err_console, print_json
 from contestkit.config import find_project_file
 from contestkit.curves import sparkline, write_level_curve
-from contestkit.errors import EXIT_FAILURE, EXIT_INTERRUPTED, ContestkitError, UsageError
+from contestkit.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, ContestkitError, UsageError
 from contestkit.games import short_level
 from contestkit.levellist import read_levels
 
@@ -260,6 +261,16 @@ def eval_command(
         view.notice = "[dim]No --agent and no agent project here: running the bundled contest random agent.[/]"
     on_output = None if (quiet or json_out) else view.agent_line
     interrupted = False
+    terminated = threading.Event()
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        """SIGTERM (``timeout``, a process manager) stops the run as Ctrl-C does: both halves stopped,
+        what finished kept; only the exit status (143) differs. A second one does not cut the stopping short."""
+        if not terminated.is_set():
+            terminated.set()
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         try:
             if level_list is not None:
@@ -282,6 +293,7 @@ def eval_command(
                         results_base.rmdir()
             raise
     finally:
+        signal.signal(signal.SIGTERM, previous)
         view.stop()
     if interrupted:
         # What finished is kept and shown the same way: curves, and the summary for --json.
@@ -292,10 +304,9 @@ def eval_command(
             write_level_curve(level_dir)
         if json_out and summary:
             print_json({**summary, "results_dir": str(root)})
-        err_console.print(
-            f"[bold red]interrupted[/]: both halves stopped; finished episodes kept in {escape(str(root))}"
-        )
-        raise typer.Exit(EXIT_INTERRUPTED)
+        how = "terminated (SIGTERM)" if terminated.is_set() else "interrupted"
+        err_console.print(f"[bold red]{how}[/]: both halves stopped; finished episodes kept in {escape(str(root))}")
+        raise typer.Exit(EXIT_TERMINATED if terminated.is_set() else EXIT_INTERRUPTED)
     for r in rows:
         write_level_curve(r.results_dir)
     summary = results.read_json(root / results.SUMMARY) or {}
