@@ -121,6 +121,22 @@ def _check_engine(state: _State) -> list[CheckResult]:
     return results
 
 
+def _project_bases(state: _State) -> set[str]:
+    """The toolkit images the project's Dockerfile builds on (``FROM``, build args applied):
+    required here, whatever they are elsewhere."""
+    from contestkit.build import base_images, build_args
+    from contestkit.project import find_project
+
+    try:
+        project = find_project(state.project_dir)
+        if project is None or not project.dockerfile.is_file():
+            return set()
+        text = project.dockerfile.read_text(encoding="utf-8", errors="replace")
+        return set(base_images(text, build_args(text, project.config)))
+    except (ContestkitError, OSError):
+        return set()  # the project check reports what is wrong with it
+
+
 def _check_images(state: _State) -> list[CheckResult]:
     from contestkit.images import BOOTSTRAP_IMAGE, IMAGES, list_images
 
@@ -130,6 +146,7 @@ def _check_images(state: _State) -> list[CheckResult]:
         rows = list_images(state.api, state.config)
     except ContestkitError as exc:
         return [CheckResult("images", FAIL, str(exc), "Fix the problem above, then `contestkit images build`.")]
+    needed = _project_bases(state)
     results = []
     for row in rows:
         if row.key == "python":
@@ -149,8 +166,20 @@ def _check_images(state: _State) -> list[CheckResult]:
             continue
         spec = IMAGES[row.key]
         label = f"image {spec.ref}"
+        base = spec.ref in needed
         if row.state == "current":
-            results.append(CheckResult(label, OK, f"built, up to date ({row.size_bytes / 1e6:.0f} MB)"))
+            mine = ", this project's base" if base else ""
+            results.append(CheckResult(label, OK, f"built, up to date ({row.size_bytes / 1e6:.0f} MB){mine}"))
+        elif row.state == "missing" and base:
+            results.append(
+                CheckResult(
+                    label,
+                    WARN,
+                    "not built, and required: this project's Dockerfile builds on it "
+                    "(`contestkit build` builds it first, minutes)",
+                    f"`contestkit images build {spec.key}` now.",
+                )
+            )
         elif row.state == "missing" and not spec.default:
             results.append(
                 CheckResult(

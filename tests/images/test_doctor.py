@@ -171,3 +171,21 @@ def test_doctor_cli_json(clean_env: Path, docker_api: Any) -> None:
     )
     assert proc.returncode == 1
     assert "FAIL" in proc.stdout and "docker engine" in proc.stdout and "->" in proc.stdout
+
+
+@pytest.mark.docker
+def test_doctor_in_a_project_marks_its_base_image_required(clean_env: Path, docker_api: Any) -> None:
+    project = clean_env / "proj"
+    project.mkdir()
+    (project / "contestkit.yaml").write_text("name: proj\nentry: agent.py\n")
+    dockerfile = "ARG BASE_IMAGE=contestkit/agent:pytorch\nFROM ${BASE_IMAGE}\nADD . /root/compo/\n"
+    (project / "Dockerfile").write_text(dockerfile)
+    named = by_name(run_checks(project))
+    check = named["image contestkit/agent:pytorch"]
+    assert "optional" not in check.summary
+    if check.status == OK:  # built by an earlier run on this engine
+        assert "this project's base" in check.summary
+    else:
+        assert check.status == WARN and "required" in check.summary and "images build pytorch" in check.fix
+    if check.status != OK:  # outside the project the same missing image is optional again
+        assert "optional" in by_name(run_checks(clean_env))["image contestkit/agent:pytorch"].summary
