@@ -133,20 +133,24 @@ def polyline(points: Sequence[tuple[float, float]], colour: str, width: float = 
     return f'<polyline points="{text}" fill="none" stroke="{colour}" stroke-width="{width:g}"{fade}/>'
 
 
-def write_reward_svg(rewards: Sequence[float], path: Path, *, title: str = "") -> Path | None:
+def write_reward_svg(
+    rewards: Sequence[float], path: Path, *, title: str = "", timesteps: Sequence[float] | None = None
+) -> Path | None:
     """Episode reward and its moving average, as a small standalone SVG; None with no episodes."""
-    svg = reward_svg(rewards, title=title)
+    svg = reward_svg(rewards, title=title, timesteps=timesteps)
     if svg is None:
         return None
     path.write_text(svg)
     return path
 
 
-def reward_svg(rewards: Sequence[float], *, title: str = "") -> str | None:
+def reward_svg(rewards: Sequence[float], *, title: str = "", timesteps: Sequence[float] | None = None) -> str | None:
     """The SVG text of ``write_reward_svg``; the contest server's job page also draws it inline, live.
 
     Round tick values and a legend naming both lines and the averaging window, since the picture
-    is read without the table that produced it.
+    is read without the table that produced it. With ``timesteps`` (the timestep at which each
+    episode ended, :func:`episode_ends`) the x axis is timesteps, as RL results are read; else
+    it counts episodes.
     """
     if not rewards:
         return None
@@ -155,9 +159,19 @@ def reward_svg(rewards: Sequence[float], *, title: str = "") -> str | None:
     span = (hi - lo) or 1.0
     n = len(rewards)
     window = smoothing_window(n)
+    by_steps = timesteps is not None and len(timesteps) == n
+    if by_steps:
+        last = max(float(timesteps[-1]), 1.0)  # type: ignore[index]
+        xs = [float(t) / last for t in timesteps]  # type: ignore[union-attr]
+        ticks = [(tick / last, f"{tick:,.0f}") for tick in nice_ticks(0, last, 6)]
+        axis, caption = "timesteps", f"{n} episodes, {last:,.0f} timesteps"
+    else:
+        xs = [i / max(n - 1, 1) for i in range(n)]
+        ticks = [((tick - 1) / max(n - 1, 1), f"{tick:g}") for tick in (nice_ticks(1, n, 6) if n > 1 else [1])]
+        axis, caption = "episode", f"{n} episodes"
 
     def points(values: Sequence[float]) -> list[tuple[float, float]]:
-        return [(frame.x(i / max(n - 1, 1)), frame.y((v - lo) / span)) for i, v in enumerate(values)]
+        return [(frame.x(x), frame.y((v - lo) / span)) for x, v in zip(xs, values, strict=True)]
 
     left, bottom = frame.left, frame.height - frame.bottom
     body = [
@@ -170,16 +184,25 @@ def reward_svg(rewards: Sequence[float], *, title: str = "") -> str | None:
             f'<text x="{left + 175}" y="38">moving average ({window} episodes)</text>',
         ]
     body += frame.y_grid(lo, hi)
-    for tick in nice_ticks(1, n, 6) if n > 1 else [1]:
-        x = frame.x((tick - 1) / max(n - 1, 1))
+    for fraction, label in ticks:
+        x = frame.x(fraction)
         body.append(f'<line x1="{x:.1f}" y1="{bottom}" x2="{x:.1f}" y2="{bottom + 4}" stroke="#888"/>')
-        body.append(f'<text x="{x:.1f}" y="{bottom + 16}" text-anchor="middle">{tick:g}</text>')
+        body.append(f'<text x="{x:.1f}" y="{bottom + 16}" text-anchor="middle">{label}</text>')
     body += frame.axes()
-    body.append(f'<text x="{frame.x(0.5):.0f}" y="{frame.height - 6}" text-anchor="middle">episode</text>')
+    body.append(f'<text x="{frame.x(0.5):.0f}" y="{frame.height - 6}" text-anchor="middle">{axis}</text>')
     body.append(polyline(points(rewards), "#9ab"))
     if n >= 2:
         body.append(polyline(points(moving_average(rewards, window)), "#c33", width=2))
-    return frame.document(f"{title} — episode reward ({n} episodes)", body)
+    return frame.document(f"{title} — episode reward ({caption})", body)
+
+
+def episode_ends(lengths: Sequence[int]) -> list[int]:
+    """The timestep at which each episode ended, from the episodes' lengths (monitor.csv's ``l``)."""
+    total, ends = 0, []
+    for length in lengths:
+        total += length
+        ends.append(total)
+    return ends
 
 
 def histogram_svg(values: Sequence[float], *, title: str = "", bins: int = 20, mark: float | None = None) -> str | None:
@@ -236,5 +259,7 @@ def write_level_curve(level_dir: Path) -> Path | None:
 
     doc = results.read_json(level_dir / results.SUMMARY) or {}
     title = f"{doc.get('game', '')} {doc.get('state', '') or ''}".strip() or level_dir.name
-    rewards = [reward for reward, _, _ in results.read_monitor(level_dir / results.MONITOR)]
-    return write_reward_svg(rewards, level_dir / results.REWARD_CURVE, title=title)
+    episodes = results.read_monitor(level_dir / results.MONITOR)
+    rewards = [reward for reward, _, _ in episodes]
+    ends = episode_ends([length for _, length, _ in episodes])
+    return write_reward_svg(rewards, level_dir / results.REWARD_CURVE, title=title, timesteps=ends)

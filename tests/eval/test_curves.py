@@ -56,3 +56,17 @@ def test_nice_ticks_are_round_and_cover_the_range() -> None:
 
 def test_moving_average_of_a_constant_is_the_constant() -> None:
     assert moving_average([4.0] * 10, 3) == [4.0] * 10
+
+
+def test_a_level_curve_is_read_against_timesteps(tmp_path: Path) -> None:
+    from contestkit.curves import write_level_curve
+
+    # Three episodes of 4,500, 500 and 4,000 timesteps: the second point sits near the first.
+    (tmp_path / "monitor.csv").write_text("r,l,t\n100,4500,1\n50,500,2\n300,4000,3\n")
+    path = write_level_curve(tmp_path)
+    text = path.read_text()
+    assert ">timesteps</text>" in text and "9,000 timesteps" in text
+    raw = _polylines(path)[0]
+    x0, x1, x2 = (x for x, _ in raw)
+    assert (x1 - x0) < (x2 - x1) / 4  # placed by the timestep each episode ended, not evenly by episode
+    assert "2,000" in text  # round tick labels in timesteps

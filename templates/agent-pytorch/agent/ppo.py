@@ -23,7 +23,7 @@ from agent.checkpoints import CheckpointError, check_compatible, digest, unreada
 from agent.config import Config
 from agent.framework import FRAMEWORK
 from agent.model import ActorCritic
-from agent.rollout import Rollout, sample_actions
+from agent.rollout import Rollout, explained_variance, sample_actions
 
 
 def pick_device(name: str) -> torch.device:
@@ -132,7 +132,7 @@ class PPO:
         adv_t = torch.from_numpy(adv.reshape(-1)).to(dev)
         returns_t = torch.from_numpy(returns.reshape(-1)).to(dev)
         batch = max(1, n // cfg.n_minibatches)
-        stats = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "clip_frac": 0.0, "lr_frac": 0.0}
+        stats = dict.fromkeys(("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"), 0.0)
         count = 0
         self.model.train()
         for _ in range(cfg.n_epochs):
@@ -168,13 +168,18 @@ class PPO:
                 stats["policy_loss"] += float(policy_loss.detach())
                 stats["value_loss"] += float(value_loss.detach())
                 stats["entropy"] += float(entropy.detach())
-                stats["clip_frac"] += float(((ratio.detach() - 1).abs() > clip_range).float().mean())
-                stats["lr_frac"] += frac
+                with torch.no_grad():  # approximate KL(old || new), the low-variance estimator CleanRL logs
+                    log_ratio = log_probs - old_log_probs[idx]
+                    stats["approx_kl"] += float(((log_ratio.exp() - 1) - log_ratio).mean())
+                    stats["clip_fraction"] += float(((ratio - 1).abs() > clip_range).float().mean())
                 count += 1
         self.model.eval()
         ro.size = 0
         self.updates += 1
         self.last_stats = {k: v / max(count, 1) for k, v in stats.items()}
+        self.last_stats["explained_variance"] = explained_variance(flat["values"], returns.reshape(-1))
+        self.last_stats["learning_rate"] = cfg.learning_rate * frac
+        self.last_stats["lr_frac"] = frac
         return self.last_stats
 
     # -- checkpoints -----------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from agent.checkpoints import CheckpointError, check_compatible, digest, unreada
 from agent.config import Config  # noqa: E402
 from agent.framework import FRAMEWORK  # noqa: E402
 from agent.model import build_actor_critic  # noqa: E402
-from agent.rollout import Rollout, sample_actions  # noqa: E402
+from agent.rollout import Rollout, explained_variance, sample_actions  # noqa: E402
 
 
 def pick_device(name: str) -> str:
@@ -134,12 +134,15 @@ class PPO:
             loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
         grads = tape.gradient(loss, self.model.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables, strict=True))
-        clip_frac = tf.reduce_mean(tf.cast(tf.abs(ratio - 1) > clip_range, tf.float32))
+        clip_fraction = tf.reduce_mean(tf.cast(tf.abs(ratio - 1) > clip_range, tf.float32))
+        log_ratio = log_probs - old_log_probs  # approximate KL(old || new), the estimator CleanRL logs
+        approx_kl = tf.reduce_mean((tf.exp(log_ratio) - 1) - log_ratio)
         return {
             "policy_loss": policy_loss,
             "value_loss": value_loss,
             "entropy": entropy,
-            "clip_frac": clip_frac,
+            "approx_kl": approx_kl,
+            "clip_fraction": clip_fraction,
         }
 
     def update(self, last_value: float) -> dict[str, float]:
@@ -155,7 +158,7 @@ class PPO:
         clip_range = np.float32(cfg.clip_range * frac)
         self.optimizer.learning_rate.assign(cfg.learning_rate * frac)
         batch = max(1, n // cfg.n_minibatches)
-        totals = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "clip_frac": 0.0}
+        totals = dict.fromkeys(("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"), 0.0)
         count = 0
         with tf.device(self.device):
             for _ in range(cfg.n_epochs):
@@ -177,6 +180,8 @@ class PPO:
         ro.size = 0
         self.updates += 1
         self.last_stats = {k: v / max(count, 1) for k, v in totals.items()}
+        self.last_stats["explained_variance"] = explained_variance(flat["values"], returns)
+        self.last_stats["learning_rate"] = cfg.learning_rate * frac
         self.last_stats["lr_frac"] = frac
         return self.last_stats
 

@@ -21,6 +21,7 @@ from agent.checkpoints import CheckpointError
 from agent.config import AUTO, Config
 from agent.framework import CHECKPOINT_SUFFIX
 from agent.preprocess import FrameStack
+from agent.trainlog import TrainingLog
 
 BRIDGE = "tmp/sock"  # relative to the working directory, as in the 2018 contest
 
@@ -74,6 +75,9 @@ def run(env: GymnasiumEnv, cfg: Config) -> dict[str, Any]:
     out_dir = cfg.resolved_out_dir()
     checkpoint = out_dir / "checkpoints" / f"latest{CHECKPOINT_SUFFIX}"
     log(f"PPO on {game or 'unknown game'}: {len(actions)} actions, obs {frames.shape}, device {ppo.device}")
+    training = TrainingLog(out_dir)  # every update's statistics: out/tb/ (TensorBoard) and out/training.csv
+    if training.note:
+        log(training.note)
 
     episode_rewards: deque[float] = deque(maxlen=20)
     episodes = 0
@@ -101,13 +105,17 @@ def run(env: GymnasiumEnv, cfg: Config) -> dict[str, Any]:
                     ro.bootstrap[t] = ppo.value(frames.step(obs))
                 episodes += 1
                 episode_rewards.append(ep_reward)
+                training.episode(ep_reward, ppo.timesteps)
                 ep_reward = 0.0
                 obs, _ = env.reset()
                 stack = frames.reset(obs)
             else:
                 stack = frames.step(obs)
             if ro.size == cfg.n_steps:
-                ppo.update(ppo.value(stack))
+                stats = ppo.update(ppo.value(stack))
+                mean20 = float(np.mean(episode_rewards)) if episode_rewards else None
+                training.update(stats, timesteps=ppo.timesteps, updates=ppo.updates, episodes=episodes,
+                                mean_reward=mean20)  # fmt: skip
             if ppo.timesteps >= next_log:
                 next_log += cfg.log_every
                 mean = float(np.mean(episode_rewards)) if episode_rewards else float("nan")
@@ -122,6 +130,7 @@ def run(env: GymnasiumEnv, cfg: Config) -> dict[str, Any]:
     except KeyboardInterrupt:
         ended_by = "interrupt"
     finally:
+        training.close()
         if ppo.timesteps:
             ppo.save(checkpoint)
             log(f"saved {checkpoint} after {ppo.timesteps} timesteps")

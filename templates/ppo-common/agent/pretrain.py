@@ -37,9 +37,11 @@ from agent.actions import action_set
 from agent.checkpoints import unreadable
 from agent.config import PRETRAINED, PROJECT_DIR, Config
 from agent.framework import CHECKPOINT_SUFFIX
+from agent.trainlog import TrainingLog
 
 DEFAULT_TIMESTEPS = 1_000_000
 CURVE_SUFFIX = "-reward-curve.svg"
+PRETRAIN_LOG_DIR = "pretrain"  # under the output directory: out/pretrain/training.csv and out/pretrain/tb/
 
 
 class PretrainError(Exception):
@@ -278,15 +280,17 @@ def pretrain(
         obs_shape = envs.first.shape[1:]
         ppo = PPO(cfg, obs_shape, len(table), n_envs=n_envs)
         history: list[float] = []
+        ends: list[int] = []  # the timestep each episode of history ended at: the curve's x axis
         if resume:
             meta = ppo.load(out)
             history = list(meta.get("pretrain", {}).get("episode_rewards", []))
+            ends = list(meta.get("pretrain", {}).get("episode_timesteps", []))
             if ppo.timesteps >= timesteps:
                 raise PretrainError(
                     f"{out} already holds {ppo.timesteps:,} timesteps of training, "
                     f"not fewer than --timesteps {timesteps:,}: pass a larger --timesteps to continue it."
                 )
-        summary = _train(ppo, envs, levels_path, levels, timesteps, out, history, resume, progress)
+        summary = _train(ppo, envs, levels_path, levels, timesteps, out, history, ends, resume, progress)
     finally:
         worker_cpu = envs.close()
     # CPU seconds per timestep of the learner (this process) and of the env workers together: what
@@ -312,6 +316,7 @@ def _train(
     timesteps: int,
     out: Path,
     history: list[float],
+    ends: list[int],
     resumed: bool,
     show_progress: bool,
 ) -> dict[str, Any]:
@@ -343,13 +348,18 @@ def _train(
                 "levels": [list(lv) for lv in levels],
                 "envs": n,
                 "episode_rewards": [round(float(r), 3) for r in history],
+                "episode_timesteps": ends,
             }
         }
 
     def save() -> None:
         ppo.save(out, extra())
-        _write_curve(history, curve, out)
+        _write_curve(history, ends, curve, out)
 
+    # The same statistics as an evaluation's, in out/pretrain/ (out/ stays out of the image).
+    training = TrainingLog(cfg.resolved_out_dir() / PRETRAIN_LOG_DIR, start_timesteps=ppo.timesteps)
+    if training.note:
+        print(training.note, flush=True)
     bar = _Progress(timesteps, started_at, show_progress)
     try:
         while ppo.timesteps < timesteps:
@@ -370,12 +380,16 @@ def _train(
                     if truncated:
                         finals.append((i, final))
                     history.append(float(ep_reward[i]))
+                    ends.append(ppo.timesteps)
+                    training.episode(float(ep_reward[i]), ppo.timesteps)
                     recent.append(float(ep_reward[i]))
                     ep_reward[i] = 0.0
             if finals:
                 ro.bootstrap[t, [i for i, _ in finals]] = ppo.values(np.stack([f for _, f in finals]))
             if ro.size == cfg.n_steps:
-                ppo.update(ppo.values(stacks))
+                stats = ppo.update(ppo.values(stacks))
+                training.update(stats, timesteps=ppo.timesteps, updates=ppo.updates, episodes=len(history),
+                                mean_reward=float(np.mean(recent)) if recent else None)  # fmt: skip
             mean = float(np.mean(recent)) if recent else float("nan")
             rate = (ppo.timesteps - started_at) / max(time.monotonic() - start, 1e-9)
             bar.update(ppo.timesteps, rate, mean, len(history))
@@ -389,6 +403,7 @@ def _train(
         ended_by = "interrupt"
     finally:
         bar.close()
+        training.close()
         if ppo.timesteps > started_at:
             save()
     seconds = time.monotonic() - start
@@ -396,6 +411,7 @@ def _train(
         "_learner_cpu_s": time.process_time() - cpu_start,
         "checkpoint": str(out),
         "curve": str(curve),
+        "training_log": str(training.csv_path),
         "timesteps": ppo.timesteps,
         "timesteps_this_run": ppo.timesteps - started_at,
         "seconds": seconds,
@@ -413,10 +429,11 @@ def _train(
     return summary
 
 
-def _write_curve(history: list[float], curve: Path, out: Path) -> None:
+def _write_curve(history: list[float], ends: list[int], curve: Path, out: Path) -> None:
     from contestkit.curves import write_reward_svg
 
-    write_reward_svg(history, curve, title=f"pretraining {out.name}")
+    # Against timesteps; a checkpoint from before episode_timesteps were kept is drawn by episode.
+    write_reward_svg(history, curve, title=f"pretraining {out.name}", timesteps=ends)
 
 
 class _Progress:

@@ -81,6 +81,13 @@ class Rollout:
         }
 
 
+def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
+    """How much of the returns' variance the value estimates explain: 1 is perfect, 0 no better
+    than a constant, below 0 worse (baselines' and SB3's definition; NaN when returns are constant)."""
+    var = float(np.var(returns))
+    return float("nan") if var == 0 else 1.0 - float(np.var(returns - values)) / var
+
+
 def sample_actions(log_probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One action per row of ``log_probs`` ``(n, n_actions)``, drawn with numpy's generator.
 

@@ -172,3 +172,43 @@ def test_annealing_scales_learning_rate_and_clip_down_to_zero(tmp_path: Path) ->
             ppo.timesteps += 1
         stats = ppo.update(0.0)
     assert stats["lr_frac"] == pytest.approx(0.75)
+
+
+def _tensorboard_scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in the event files under ``logdir``, as TensorBoard itself reads them
+    (``tf.summary`` writes scalars as tensors, ``torch.utils.tensorboard`` as scalars)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    found = {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    for tag in acc.Tags().get("tensors", []):
+        found[tag] = [(e.step, float(np.asarray(_tensor_value(e.tensor_proto)))) for e in acc.Tensors(tag)]
+    return found
+
+
+def _tensor_value(proto: object) -> object:
+    from tensorboard.util import tensor_util
+
+    return tensor_util.make_ndarray(proto)
+
+
+def test_every_update_logs_the_learners_statistics_to_tensorboard_and_csv(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="the event files need `pip install tensorboard`")
+    run(FakeEnv(limit=200), small_config(tmp_path))  # 3 updates of 64 timesteps, 4 episodes
+    out = tmp_path / "out"
+    with open(out / "training.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["timesteps"]) for r in rows] == [64, 128, 192]
+    names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "explained_variance",
+             "learning_rate", "steps_per_second")  # fmt: skip
+    for row in rows:
+        for name in names:
+            assert np.isfinite(float(row[name])), (name, row)
+    assert float(rows[0]["entropy"]) > 0 and float(rows[0]["steps_per_second"]) > 0
+    assert float(rows[0]["learning_rate"]) == pytest.approx(Config().learning_rate)
+    scalars = _tensorboard_scalars(out / "tb")
+    for name in names:
+        assert [step for step, _ in scalars[f"train/{name}"]] == [64, 128, 192], name
+    assert scalars["train/approx_kl"][0][1] == pytest.approx(float(rows[0]["approx_kl"]), rel=1e-5)
+    assert len(scalars["episode/reward"]) == 4  # each episode, at the timestep it ended
