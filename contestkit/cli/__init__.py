@@ -78,6 +78,7 @@ app = typer.Typer(
 # Command-group modules; each defines ``register(app)``.
 _COMMAND_MODULES = (
     "contestkit.cli.eval_cmd",
+    "contestkit.cli.replay_cmd",
     "contestkit.cli.roms_cmd",
     "contestkit.cli.images_cmd",
     "contestkit.cli.build_cmd",

@@ -155,6 +155,24 @@ def _level_table(rows: list[evaluation.LevelResult], width: int, seed: int | Non
     return table
 
 
+def _render_best(rows: list[evaluation.LevelResult]) -> list[Path]:
+    """Each recorded level's best episode as MP4 (what ``eval --record`` leaves to watch); a level
+    that cannot be rendered gets a warning, never a failed evaluation."""
+    from contestkit import replay
+
+    videos = []
+    for r in rows:
+        try:
+            found = replay.episodes(r.results_dir)
+            if not found:
+                continue
+            best = replay.choose(found, replay.Pick.BEST.value)
+            videos.append(replay.render(best, r.results_dir / replay.BEST_VIDEO).video)
+        except ContestkitError as exc:
+            err_console.print(f"[yellow]warning:[/] no video of {r.game} {r.state}: {escape(str(exc))}")
+    return videos
+
+
 def eval_command(
     game: str | None = typer.Argument(
         None,
@@ -187,6 +205,11 @@ def eval_command(
     parallel: int = typer.Option(1, "--parallel", min=1, help="With --levels: how many levels are evaluated at once."),
     seed: int | None = typer.Option(None, "--seed", min=0, help="Seed of the sticky frame skip."),
     record: bool = typer.Option(False, "--record", help="Record every episode as .bk2 under bk2/."),
+    video: bool = typer.Option(
+        True, "--video/--no-video",
+        help="With --record: render the best episode to best-episode.mp4 (and a poster PNG) in the results; "
+        "`contestkit replay` renders any other.",
+    ),  # fmt: skip
     gpus: bool = typer.Option(False, "--gpus", help="Docker runtime: pass the GPUs to the agent."),
     cpus: float | None = typer.Option(
         None,
@@ -309,6 +332,7 @@ def eval_command(
         raise typer.Exit(EXIT_TERMINATED if terminated.is_set() else EXIT_INTERRUPTED)
     for r in rows:
         write_level_curve(r.results_dir)
+    videos = _render_best(rows) if record and video else []
     summary = results.read_json(root / results.SUMMARY) or {}
     if json_out:
         print_json({**summary, "results_dir": str(root)})
@@ -316,6 +340,8 @@ def eval_command(
         console.print(_level_table(rows, console.width, summary.get("seed")))
         if levels is not None:
             console.print(f"Contest score (mean of the levels' mean episode reward): [bold]{_fmt(score, 2)}[/]")
+        for path in videos:
+            console.print(f"Best episode: {escape(str(path))}", soft_wrap=True)
         console.print(f"Results in {escape(str(root))}")
         for r in rows:
             if r.error:
