@@ -278,3 +278,12 @@ def test_new_inside_a_repository_leaves_it_to_that_repository(tmp_path: Path) ->
     subprocess.run(["git", "-C", str(tmp_path), "init", "-q"], check=True)
     project = create_project("inner", template="random", directory=tmp_path)
     assert project.git_commit is None and not (project.path / ".git").exists()
+
+
+@pytest.mark.parametrize("template", sorted(scaffold.TEMPLATES))
+def test_template_readmes_carry_no_measured_figures_only_a_pointer(template: str, tmp_path: Path) -> None:
+    readme = (create_project("figures", template=template, directory=tmp_path).path / "README.md").read_text()
+    # Dated figures go stale in every project made from the template; the main docs keep them current.
+    assert "## Measured" not in readme and not re.search(r"\b20\d\d-\d\d-\d\d\b", readme)
+    if template != "random":
+        assert "Do the agents learn?" in readme and "tensorboard --logdir results/" in readme
