@@ -9,10 +9,7 @@ layout), converted here, so both templates start from the same network for the s
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TF start-up lines in agent-stderr.txt
-
+import agent.quiet  # noqa: F401  TensorFlow loaded without its start-up lines on stderr
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 

@@ -18,8 +18,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TF start-up lines in agent-stderr.txt
-
+import agent.quiet  # noqa: F401, E402  TensorFlow loaded without its start-up lines on stderr
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 

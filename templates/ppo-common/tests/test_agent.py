@@ -212,3 +212,11 @@ def test_every_update_logs_the_learners_statistics_to_tensorboard_and_csv(tmp_pa
         assert [step for step, _ in scalars[f"train/{name}"]] == [64, 128, 192], name
     assert scalars["train/approx_kl"][0][1] == pytest.approx(float(rows[0]["approx_kl"]), rel=1e-5)
     assert len(scalars["episode/reward"]) == 4  # each episode, at the timestep it ended
+
+
+def test_loading_the_learner_prints_nothing_on_stderr() -> None:
+    # agent-stderr.txt is where a real error shows up: no framework start-up lines (TensorFlow's
+    # oneDNN and absl notices) may bury it.
+    proc = subprocess.run([sys.executable, "-c", "import agent.ppo, agent.model"], cwd=PROJECT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
