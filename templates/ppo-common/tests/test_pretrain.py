@@ -86,6 +86,12 @@ def test_pretraining_writes_a_checkpoint_resumes_it_and_evaluation_starts_from_i
     ppo, meta = load(ckpt)
     assert meta["timesteps"] == 1536 and ppo.updates == 6
     assert len(meta["pretrain"]["episode_rewards"]) >= 1
+    # The same statistics as an evaluation's, every update, across the resume, against timesteps.
+    log = (project / "out" / "pretrain" / "training.csv").read_text().splitlines()
+    assert log[0].startswith("timesteps,updates,") and "approx_kl" in log[0]
+    assert [int(row.split(",")[0]) for row in log[1:]] == [256, 512, 768, 1024, 1280, 1536]
+    assert list((project / "out" / "pretrain" / "tb").iterdir())  # the TensorBoard event files
+    assert ">timesteps</text>" in (project / "pretrained" / "ppo-reward-curve.svg").read_text()
 
     # `contestkit eval` in the project starts the agent from the shipped checkpoint (init_checkpoint "auto").
     results = project / "results"
