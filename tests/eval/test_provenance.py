@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from contestkit import provenance
-
-GAME, STATE = "Airstriker-Genesis", "Level1"
+from tests.support.paths import GAME, STATE
 
 
 def _iso(when: float) -> str:

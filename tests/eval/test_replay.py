@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-CYCLING = REPO / "tests" / "agents" / "cycling_agent.py"
-GAME, STATE = "Airstriker-Genesis", "Level1"
+from tests.support.paths import AGENTS, GAME, STATE
+
+CYCLING = AGENTS / "cycling_agent.py"
 STEPS = 300
 
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.support.paths import AGENTS, GAME, STATE
 from tests.support.recordings import input_logs
 
-REPO = Path(__file__).resolve().parents[2]
-CYCLING = REPO / "tests" / "agents" / "cycling_agent.py"
-GAME, STATE = "Airstriker-Genesis", "Level1"
+CYCLING = AGENTS / "cycling_agent.py"
 
 
 def _eval(cli, tmp_path: Path, name: str, *extra: str):

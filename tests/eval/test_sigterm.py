@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from contestkit.results import read_monitor
+from tests.support.paths import AGENTS, GAME, STATE
 
-REPO = Path(__file__).resolve().parents[2]
-SLOW = REPO / "tests" / "agents" / "slow_agent.py"
+SLOW = AGENTS / "slow_agent.py"
 
 
 def _processes_mentioning(text: str) -> list[str]:
@@ -24,7 +24,7 @@ def _processes_mentioning(text: str) -> list[str]:
 
 def test_sigterm_stops_both_halves_keeps_results_and_exits_143(tmp_path: Path, start_eval) -> None:
     r = tmp_path / "r"
-    proc = start_eval("Airstriker-Genesis", "Level1", "--runtime", "local", "--agent", str(SLOW),
+    proc = start_eval(GAME, STATE, "--runtime", "local", "--agent", str(SLOW),
                       "--results-dir", str(r), cwd=tmp_path)  # fmt: skip
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
