@@ -31,6 +31,7 @@ from contestkit.errors import ContestkitError, NotFoundError, UsageError
 FPS = 60
 POSTER_SUFFIX = ".png"
 BEST_VIDEO = results.BEST_VIDEO
+LAST_VIDEO = results.LAST_VIDEO
 #: The longest episode rendered: the contest's 4,500 timesteps of 4 frames, and its first frame.
 MAX_FRAMES = 4 * 4500 + 1
 
@@ -232,3 +233,12 @@ def default_video(level: Path, episode: Episode, which: str) -> Path:
     if which in (Pick.WORST.value, Pick.LAST.value):
         name = f"{which}-episode.mp4"
     return level / name
+
+
+def render_highlights(level: Path, picks: tuple[Pick, ...] = (Pick.BEST, Pick.LAST)) -> list[Rendered]:
+    """The episodes a results page shows, rendered into ``level`` (``best-episode.mp4``,
+    ``last-episode.mp4`` and their posters); nothing when nothing was recorded."""
+    found = episodes(level)
+    if not found:
+        return []
+    return [render(choose(found, pick.value), default_video(level, found[0], pick.value)) for pick in picks]

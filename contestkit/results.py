@@ -31,10 +31,12 @@ AGENT_OUT = "out"
 REWARD_CURVE = "reward-curve.svg"
 BEST_VIDEO = "best-episode.mp4"  # eval --record: the best episode rendered (contestkit.replay)
 BEST_POSTER = "best-episode.png"
+LAST_VIDEO = "last-episode.mp4"  # the contest server with record: true renders the last one too
+LAST_POSTER = "last-episode.png"
 
 _RESULT_FILES = (
     MONITOR, LOG, SUMMARY, PROGRESS, ENV_STATUS, AGENT_STDOUT, AGENT_STDERR, REMOTE_STDOUT, REMOTE_STDERR, REWARD_CURVE,
-    BEST_VIDEO, BEST_POSTER,
+    BEST_VIDEO, BEST_POSTER, LAST_VIDEO, LAST_POSTER,
 )  # fmt: skip
 _RESULT_DIRS = (RECORDINGS, AGENT_OUT)
 

@@ -74,12 +74,22 @@ DOWNLOADS = (
     results.REMOTE_STDOUT,
     results.REMOTE_STDERR,
     results.REWARD_CURVE,
+    results.BEST_VIDEO,
+    results.BEST_POSTER,
+    results.LAST_VIDEO,
+    results.LAST_POSTER,
+)
+#: The rendered episodes a job page plays (record: true), each with its poster: (label, video, poster).
+VIDEOS = (
+    ("best episode", results.BEST_VIDEO, results.BEST_POSTER),
+    ("last episode", results.LAST_VIDEO, results.LAST_POSTER),
 )
 _RECORDING = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.bk2$")
 
 # Pages allow only this server's own styles and script; no inline script, no frames, no plugins.
 PAGE_CSP = (
     "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "media-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 # A downloaded file (an SVG opened on its own included) may do nothing at all.
@@ -281,6 +291,12 @@ class LevelView:
     logs: list[tuple[str, str]]
     curve: Markup | None
     has_curve_file: bool
+
+    @property
+    def videos(self) -> list[tuple[str, str, str | None]]:
+        """(label, video, poster or None) of the rendered episodes this level has."""
+        return [(label, video, poster if poster in self.files else None)
+                for label, video, poster in VIDEOS if video in self.files]  # fmt: skip
 
     @property
     def eta(self) -> str:
@@ -621,9 +637,13 @@ def install(app: FastAPI, services: deps.Services) -> Leaderboard:
         path = _download_path(directory, name)
         if path is None:
             return not_found
-        inline = name == results.REWARD_CURVE
+        inline = name in (results.REWARD_CURVE, *(n for _, video, poster in VIDEOS for n in (video, poster)))
         media = {
             results.REWARD_CURVE: "image/svg+xml",
+            results.BEST_VIDEO: "video/mp4",
+            results.LAST_VIDEO: "video/mp4",
+            results.BEST_POSTER: "image/png",
+            results.LAST_POSTER: "image/png",
             results.MONITOR: "text/csv; charset=utf-8",
             results.LOG: "text/csv; charset=utf-8",
             results.SUMMARY: "application/json",

@@ -8,6 +8,7 @@ of every form, path traversal in downloads, what a team may not see. The browser
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import requests
 
 from tests.support.commands import subprocess_env
 from tests.support.contest import Contest, unique_team
+from tests.support.paths import GAME, STATE
 
 LEVELS = [("Fake", "Level1"), ("Fake", "Level2")]
 ADMIN_EMAIL = "host@example.org"
@@ -318,3 +320,30 @@ def test_the_evaluations_reward_curve_is_served_to_its_team_only(contest):
     assert curve.status_code == 200 and curve.headers["content-type"] == "image/svg+xml"
     assert "&lt;Fake/Level2&gt;" in curve.text and "sandbox" in curve.headers["content-security-policy"]
     assert bob.get(contest.url + url).status_code == 404
+
+
+def test_recorded_episodes_play_on_the_job_page_under_its_csp(contest, cli, tmp_path):
+    """record: true: the level's best and last episodes, rendered from its real .bk2 recordings by
+    the code the Docker executor runs after a recorded level, play in <video> on the job page."""
+    from contestkit import replay
+
+    recorded = tmp_path / "rec"
+    res = cli("eval", GAME, STATE, "--runtime", "local", "--timestep-limit", "120", "--record", "--no-video",
+              "--results-dir", str(recorded), "--quiet", cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    _a, _ea, alice = _team(contest, "video")
+    _b, _eb, bob = _team(contest, "novideo")
+    job = _finished_job(contest, alice)
+    level_dir = contest.data_dir / "jobs" / str(job["id"]) / "attempt-1" / "00-Fake-Level1"
+    shutil.copytree(recorded / "bk2", level_dir / "bk2")
+    assert len(replay.render_highlights(level_dir)) == 2
+    response = alice.get(f"{contest.url}/jobs/{job['id']}")
+    assert "media-src 'self'" in response.headers["content-security-policy"]
+    page = response.text
+    for name in ("best-episode", "last-episode"):
+        url = f"/jobs/{job['id']}/levels/0/{name}.mp4"
+        assert f'src="{url}"' in page and f'poster="/jobs/{job["id"]}/levels/0/{name}.png"' in page
+        video = alice.get(contest.url + url)
+        assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
+        assert video.content[4:8] == b"ftyp"  # an MP4 a browser's <video> opens
+        assert bob.get(contest.url + url).status_code == 404

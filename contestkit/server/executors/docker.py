@@ -26,7 +26,21 @@ def run_level_in_docker(task: LevelTask, on_progress: ProgressCallback, cancel: 
     from contestkit.evaluation import EvalRequest, evaluate_level  # deferred: the emulator loads late
 
     request = EvalRequest(run=task.run, runtime=task.runtime, results_dir=task.results_dir)
-    return evaluate_level(request, on_progress=on_progress, cancel=cancel)
+    result = evaluate_level(request, on_progress=on_progress, cancel=cancel)
+    if task.run.record and not cancel.is_set():  # record: true: the job page plays the best and last episode
+        _render_videos(result.results_dir)
+    return result
+
+
+def _render_videos(level_dir: Any) -> None:
+    """Best and last episode as MP4; a recording that cannot be rendered costs the page its video, not the level."""
+    from contestkit import replay
+    from contestkit.errors import ContestkitError
+
+    try:
+        replay.render_highlights(level_dir)
+    except (ContestkitError, OSError):
+        pass
 
 
 class DockerExecutor(FunctionExecutor):
