@@ -15,7 +15,9 @@ and :attr:`TrainingLog.note` says why there are no event files.
 from __future__ import annotations
 
 import csv
+import sys
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,6 +37,10 @@ Scalar = Callable[[str, float, int], None]
 def _tensorboard(logdir: Path) -> tuple[Scalar, Callable[[], None], Callable[[], None]]:
     """The framework's event-file writer as (scalar, flush, close); ImportError without tensorboard."""
     if FRAMEWORK == "pytorch":
+        # tensorboard imports all of TensorFlow when it finds it (seconds, and its start-up lines on
+        # stderr) unless its documented "no TensorFlow" marker module exists: the stub writes the
+        # same event files.
+        sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(logdir))

@@ -214,9 +214,11 @@ def test_every_update_logs_the_learners_statistics_to_tensorboard_and_csv(tmp_pa
     assert len(scalars["episode/reward"]) == 4  # each episode, at the timestep it ended
 
 
-def test_loading_the_learner_prints_nothing_on_stderr() -> None:
+def test_loading_the_learner_prints_nothing_on_stderr(tmp_path: Path) -> None:
     # agent-stderr.txt is where a real error shows up: no framework start-up lines (TensorFlow's
-    # oneDNN and absl notices) may bury it.
-    proc = subprocess.run([sys.executable, "-c", "import agent.ppo, agent.model"], cwd=PROJECT,
+    # oneDNN and absl notices, which tensorboard also triggers where TensorFlow is installed) may bury it.
+    code = ("import sys, agent.ppo, agent.model; from agent.trainlog import TrainingLog; "
+            "TrainingLog(sys.argv[1]).close()")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out")], cwd=PROJECT,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
