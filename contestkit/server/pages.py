@@ -47,7 +47,7 @@ from sqlalchemy import func, select
 from starlette.status import HTTP_200_OK, HTTP_303_SEE_OTHER
 
 from contestkit import results
-from contestkit.curves import histogram_svg, reward_svg
+from contestkit.curves import episode_ends, histogram_svg, reward_svg
 from contestkit.server import auth, boardcache, documents, leaderboards, limits, operations
 from contestkit.server.api import deps
 from contestkit.server.api.errors import retry_after, status_of
@@ -348,7 +348,8 @@ _LOGS = (
 
 def _curve(title: str) -> Callable[[Path], Markup | None]:
     def draw(path: Path) -> Markup | None:
-        svg = reward_svg([r for r, _length, _t in results.read_monitor(path)], title=title)
+        episodes = results.read_monitor(path)  # drawn against timesteps, like the evaluation's own curve
+        svg = reward_svg([r for r, _, _ in episodes], title=title, timesteps=episode_ends([n for _, n, _ in episodes]))
         return Markup(svg) if svg else None  # noqa: S704 - built by curves.py, which escapes its one text
 
     return draw

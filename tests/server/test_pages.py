@@ -316,6 +316,7 @@ def test_the_evaluations_reward_curve_is_served_to_its_team_only(contest):
     url = f"/jobs/{job['id']}/levels/1/reward-curve.svg"
     assert f'<img src="{url}"' in page
     assert page.count("<svg") == 1  # level 1 (no file) is drawn inline from monitor.csv; level 2 is the <img>
+    assert ">timesteps</text>" in page  # against timesteps, as the evaluation's own curve
     curve = alice.get(contest.url + url)
     assert curve.status_code == 200 and curve.headers["content-type"] == "image/svg+xml"
     assert "&lt;Fake/Level2&gt;" in curve.text and "sandbox" in curve.headers["content-security-policy"]
