@@ -76,3 +76,14 @@ def test_episodes_pair_movies_with_monitor_rows_and_best_is_the_highest(tmp_path
     assert [(e.number, e.reward, e.timesteps) for e in found] == expected
     assert replay.choose(found, "best").number == 2 and replay.choose(found, "worst").number == 3
     assert replay.choose(found, "last").number == 4 and not replay.choose(found, "last").finished
+
+
+def test_rendering_stops_at_the_frame_bound(recorded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The bound (a contest episode's 4,500 timesteps of 4 frames, and its start) caps what a movie
+    # that claims more can cost in time and disk; lowered here so that a short recording hits it.
+    from contestkit import replay
+
+    monkeypatch.setattr(replay, "MAX_FRAMES", 25)
+    episode = replay.choose(replay.episodes(recorded), "last")
+    done = replay.render(episode, tmp_path / "capped.mp4")
+    assert done.frames == 25 == len(_decoded(done.video))
