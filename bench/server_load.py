@@ -11,26 +11,32 @@ script may create databases on), on PostgreSQL too:
 The jobs of the signed-in teams have results directories like a real evaluation's (a monitor.csv of
 222 episodes, log files), so a job page reads what it would read in a contest.
 
-Load: N closed-loop clients on 127.0.0.1 (N = 1, 20, 100, 200), each sending one request, reading
-the whole answer, waiting ``--think`` seconds (a person, or a polling page), and again, for
-``--seconds``; keep-alive connections over a small asyncio HTTP/1.1 client, so that the load
-generator costs little of the machine's CPU. Then one saturation phase per route (20 clients, no
-think time) gives the most req/s the route can answer. Before a route's phases, each path its
+Load: N clients on 127.0.0.1 (N = 1, 20, 100, 200), each sending one request, reading the whole
+answer, waiting ``--think`` seconds (a person, or a polling page), and again, for ``--seconds``;
+keep-alive connections over a small asyncio HTTP/1.1 client, so that the load generator costs
+little of the machine's CPU. With a 1 s think time, 200 clients are only about 200 requests a
+second; so each route then also runs closed-loop, with no think time, at 20 and at 200
+connections: every connection sends its next request as soon as it has its answer, which is what
+``wrk -c 200`` does and where the tail shows. Before a route's phases, each path its
 clients will ask for is requested once (the steady state is measured, not the first minute after
 a start). Reported per route and phase: req/s and p50/p95/p99 latency (ms), and 5xx answers.
 
 Routes: the leaderboard page ``/``, a job page ``/jobs/<id>``, the metrics scrape ``/metrics``, the
 API's ``/rest/leaderboard``, ``/rest/job/status/all``, ``/rest/job/status/<id>`` and
-``/rest/health``. The hardening issue extends this (PostgreSQL, a burst of logins) rather than
+``/rest/health``; and ``/rest/job/status/all`` once more with every client signed in as the
+busiest team (seeded: 57 jobs, a 74 KB answer), since that answer grows with the team.
+The hardening issue extends this (PostgreSQL, a burst of logins) rather than
 rewriting it: add a route to ``ROUTES``, a database to ``--database-url``.
 
 With ``--login-burst``, each route's 200-client phase is run again while 100 more clients log in
 over and over (the right password: a full Argon2 check each), to show what logins cost the others.
 A route the server does not have (a page, before the pages are merged) is skipped with a note.
 
-Goals (200 clients, seeded, each database): no 5xx; the leaderboard page, ``/rest/leaderboard`` and
-``/rest/job/status/all`` p99 < 100 ms; ``/rest/leaderboard`` >= 500 req/s (the no-think phase);
-seeded p99 <= 1.5x empty; p99 during the login burst <= 2x without it.
+Goals (``P99_GOALS_MS``; 200 closed-loop connections on the seeded data, each database): p99 under
+100 ms for the page ``/``, ``/rest/leaderboard`` and ``/rest/health``; under 250 ms for
+``/rest/job/status/<id>`` and the busiest team's ``/rest/job/status/all``; no 5xx anywhere. With
+``--login-burst``: every route's p99 during the burst at most 2x its p99 without it (200 clients
+with think time, the same phase with and without the burst).
 
     python bench/server_load.py [--seconds 8] [--think 1.0] [--clients 1,20,100,200] [--json FILE]
         [--postgres postgresql+psycopg://postgres@127.0.0.1:5432] [--login-burst] [--routes NAME ...]
@@ -78,6 +84,7 @@ class Route:
     name: str
     signed_in: bool
     path: str  # {job} is one of the client's team's jobs
+    busiest: bool = False  # every client is the signed-in team with the most jobs
 
 
 ROUTES = [
@@ -86,6 +93,8 @@ ROUTES = [
     Route("/metrics", False, "/metrics"),
     Route("/rest/leaderboard", False, "/rest/leaderboard"),
     Route("/rest/job/status/all", True, "/rest/job/status/all"),
+    # status/all grows with the team: the busiest team's answer is the one that can miss its goal.
+    Route("/rest/job/status/all (busiest team)", True, "/rest/job/status/all", busiest=True),
     Route("/rest/job/status/<id>", True, "/rest/job/status/{job}"),
     Route("/rest/health", False, "/rest/health"),
 ]
@@ -102,8 +111,11 @@ class Client:
 # -- seeding --------------------------------------------------------------------------------------
 
 
-def make_contest(root: Path, *, seeded: bool, database_url: str | None = None) -> tuple[Path, list[Client]]:
-    """A contest data directory with its database filled through the server's models."""
+def make_contest(
+    root: Path, *, seeded: bool, database_url: str | None = None
+) -> tuple[Path, list[Client], list[Client]]:
+    """A contest data directory with its database filled through the server's models; the load
+    clients, and the same list with every client signed in as the team with the most jobs."""
     from sqlalchemy import insert
 
     from contestkit.server import auth
@@ -209,6 +221,8 @@ def make_contest(root: Path, *, seeded: bool, database_url: str | None = None) -
             }
         )
         clients.append(Client(cookie=f"{auth.SESSION_COOKIE}={secret}", job=team_id))
+    busiest_team = max(range(1, SESSIONS + 1), key=owners.count)
+    busiest = [clients[busiest_team - 1]]
     database = Database(config.database())
     try:
         with database.session() as session:
@@ -219,7 +233,7 @@ def make_contest(root: Path, *, seeded: bool, database_url: str | None = None) -
             session.execute(insert(AuthToken), tokens)
     finally:
         database.dispose()
-    return data_dir, clients
+    return data_dir, clients, busiest
 
 
 def _level_results(path: Path, rng: random.Random) -> str:
@@ -469,20 +483,27 @@ async def warm_up(port: int, route: Route, clients: list[Client]) -> bool:
     return True
 
 
-def measure(port: int, database: str, clients: list[Client], args: argparse.Namespace) -> list[dict[str, Any]]:
+CLOSED_LOOP = (20, 200)  # connections of the no-think phases: each sends again as soon as answered
+
+
+def measure(
+    port: int, database: str, clients: list[Client], busiest: list[Client], args: argparse.Namespace
+) -> list[dict[str, Any]]:
     rows = []
     for route in ROUTES:
         if args.routes and route.name not in args.routes:
             continue
-        if not asyncio.run(warm_up(port, route, clients)):
+        clients_now = busiest if route.busiest else clients
+        if not asyncio.run(warm_up(port, route, clients_now)):
             print(f"{database:7} {route.name:24} skipped: this server has no such route (404)", flush=True)
             continue
-        plan = [(n, args.think, False) for n in args.clients] + ([(20, 0.0, False)] if args.saturation else [])
+        plan = [(n, args.think, False) for n in args.clients]
+        plan += [(n, 0.0, False) for n in CLOSED_LOOP] if args.saturation else []
         if args.login_burst:
             plan.append((200, args.think, True))
         for count, think, burst in plan:
             phase = Phase(route.name, database, count, think, args.seconds, burst=burst)
-            asyncio.run(run_phase(port, route, clients, phase, logins=100 if burst else 0))
+            asyncio.run(run_phase(port, route, clients_now, phase, logins=100 if burst else 0))
             row = phase.summary()
             rows.append(row)
             print(
@@ -495,10 +516,22 @@ def measure(port: int, database: str, clients: list[Client], args: argparse.Name
     return rows
 
 
-def verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The goals, at 200 clients with think time (req/s: the 20-client no-think phase), per database."""
+# The goals, at 200 closed-loop connections (no think time) on the seeded data: p99 in ms per route.
+P99_GOALS_MS = {
+    "page /": 100.0,
+    "/rest/leaderboard": 100.0,
+    "/rest/health": 100.0,
+    "/rest/job/status/<id>": 250.0,
+    "/rest/job/status/all (busiest team)": 250.0,
+}
+BURST_FACTOR = 2.0  # during a login burst, every other route's p99 at most this times its idle p99
 
-    def find(route: str, database: str, clients: int = 200, think: bool = True, burst: bool = False):  # type: ignore[no-untyped-def]
+
+def verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The goals per database: p99 at 200 no-think connections on the seeded data, no 5xx, and
+    each route's p99 during the login burst against the same phase without it."""
+
+    def find(route: str, database: str, clients: int = 200, think: bool = False, burst: bool = False):  # type: ignore[no-untyped-def]
         return next(
             (
                 r
@@ -515,23 +548,21 @@ def verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
     goals: dict[str, Any] = {"no 5xx (all routes)": all(r["status_5xx"] == 0 for r in rows)}
     kinds = sorted({r["database"].split()[0] for r in rows})
     for kind in kinds:
-        for route in ("page /", "/rest/leaderboard", "/rest/job/status/all", "/rest/job/status/<id>", "/rest/health"):
-            seeded, empty = find(route, f"{kind} seeded"), find(route, f"{kind} empty")
-            if seeded is None:
-                continue
+        for route in sorted({r["route"] for r in rows}):
             key = f"{kind} {route}"
-            if route in ("page /", "/rest/leaderboard", "/rest/job/status/all"):
-                goals[f"{key} p99 {seeded['p99_ms']} ms < 100"] = seeded["p99_ms"] < 100
-            if empty and empty["p99_ms"]:
-                ratio = round(seeded["p99_ms"] / empty["p99_ms"], 2)
-                goals[f"{key} seeded/empty p99 {ratio} <= 1.5"] = ratio <= 1.5
-            saturated = find(route, f"{kind} seeded", clients=20, think=False)
-            if route == "/rest/leaderboard" and saturated:
-                goals[f"{key} {saturated['req_per_s']} req/s >= 500"] = saturated["req_per_s"] >= 500
-            burst = find(route, f"{kind} seeded", burst=True)
-            if burst and seeded["p99_ms"]:
-                ratio = round(burst["p99_ms"] / seeded["p99_ms"], 2)
-                goals[f"{key} p99 during logins / without {ratio} <= 2"] = ratio <= 2
+            closed = find(route, f"{kind} seeded")
+            if route in P99_GOALS_MS and closed and closed["p99_ms"] is not None:
+                limit = P99_GOALS_MS[route]
+                goals[f"{key} p99 {closed['p99_ms']} ms < {limit:g} (200 connections, no think)"] = (
+                    closed["p99_ms"] < limit
+                )
+            idle, burst = (
+                find(route, f"{kind} seeded", think=True),
+                find(route, f"{kind} seeded", think=True, burst=True),
+            )
+            if idle and burst and idle["p99_ms"]:
+                ratio = round(burst["p99_ms"] / idle["p99_ms"], 2)
+                goals[f"{key} p99 during logins / without {ratio} <= {BURST_FACTOR:g}"] = ratio <= BURST_FACTOR
     return goals
 
 
@@ -542,7 +573,7 @@ def main() -> None:
     parser.add_argument("--clients", default="1,20,100,200", help="client counts, comma-separated")
     parser.add_argument("--routes", nargs="*", help="only these routes (names as printed)")
     parser.add_argument(
-        "--no-saturation", dest="saturation", action="store_false", help="skip the 20-client, no-think phase"
+        "--no-closed-loop", dest="saturation", action="store_false", help="skip the no-think phases (20, 200)"
     )
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--postgres", help="also measure PostgreSQL: a base URL on which databases may be created")
@@ -560,12 +591,12 @@ def main() -> None:
             database = f"{kind} {size}"
             url = _fresh_postgres(args.postgres, size) if kind == "postgres" else None
             started = time.monotonic()
-            data_dir, clients = make_contest(root / kind / size, seeded=size == "seeded", database_url=url)
+            data_dir, clients, busiest = make_contest(root / kind / size, seeded=size == "seeded", database_url=url)
             seeding[database] = round(time.monotonic() - started, 1)
             print(f"{database}: database written in {seeding[database]} s", flush=True)
             proc, port = start_server(data_dir)
             try:
-                rows += measure(port, database, clients, args)
+                rows += measure(port, database, clients, busiest, args)
             finally:
                 stop_server(proc)
     finally:
