@@ -31,7 +31,18 @@ from fastapi import FastAPI
 
 from contestkit import __version__
 from contestkit.errors import ContestkitError
-from contestkit.server import auth, boardcache, housekeeping, limits, metrics, pages, registry_auth, throttle
+from contestkit.server import (
+    auth,
+    boardcache,
+    documents,
+    housekeeping,
+    jobdocs,
+    limits,
+    metrics,
+    pages,
+    registry_auth,
+    throttle,
+)
 from contestkit.server.api import admin, board, deps, errors, final, health, jobs, registry, results, sessions
 from contestkit.server.config import ServerConfig, load_config
 from contestkit.server.db import Database
@@ -71,6 +82,9 @@ def create_app(
         hashes=auth.HashPool(),
         metrics=metrics.Metrics(database, scheduler.executor, config.heartbeat_timeout),
         board_cache=boardcache.BoardCache(database, board.board_builder(config)),
+        ended_jobs=jobdocs.EndedJobDocuments(
+            lambda job: documents.job_json(documents.job_status(job, stale_after=config.heartbeat_timeout))
+        ),
     )
     sweeper = housekeeping.Sweeper(database, config.sweep_seconds)
 

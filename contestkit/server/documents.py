@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, Field
 
 from contestkit.server.db import ACTIVE, RUNNING, STALLED, Job, Worker, now
 from contestkit.server.seeds import level_seed
@@ -55,9 +55,6 @@ class JobStatus(BaseModel):
     seed: int | None = Field(default=None, description="the attempt's seed, drawn when it first starts")
     cancel_requested: bool | None = None
     workers: list[WorkerStatus]
-
-
-JOB_STATUSES: TypeAdapter[list[JobStatus]] = TypeAdapter(list[JobStatus])
 
 
 class LeaderboardRow(BaseModel):
@@ -140,11 +137,6 @@ def job_document(job: Job, *, stale_after: float | None = None) -> dict[str, Any
 def job_json(job: JobStatus) -> bytes:
     """A job's answer as the API sends it."""
     return job.model_dump_json(exclude_none=True).encode("utf-8")
-
-
-def jobs_json(jobs: list[JobStatus]) -> bytes:
-    """A list of jobs as the API sends it (``status/all``)."""
-    return JOB_STATUSES.dump_json(jobs, exclude_none=True)
 
 
 def leaderboard_row(team_name: str, job_id: int, score: float, finished: float | None) -> dict[str, Any]:

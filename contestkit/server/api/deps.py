@@ -16,7 +16,7 @@ from pydantic import AfterValidator
 from sqlalchemy import delete, select, update
 from starlette.concurrency import run_in_threadpool
 
-from contestkit.server import auth, boardcache, documents, limits, metrics, operations, throttle
+from contestkit.server import auth, boardcache, documents, jobdocs, limits, metrics, operations, throttle
 from contestkit.server.api.registry import Realm
 from contestkit.server.config import ServerConfig
 from contestkit.server.db import AuthToken, Database, Job, Team, now
@@ -42,6 +42,7 @@ class Services:
     hashes: auth.HashPool
     metrics: metrics.Metrics
     board_cache: boardcache.BoardCache
+    ended_jobs: jobdocs.EndedJobDocuments
 
 
 def services_of(request: Request) -> Services:

@@ -67,12 +67,10 @@ async def status_all(
     limit: int | None = Query(None, ge=1, le=MAX_PAGE, description="At most this many jobs (default: all)."),
     before: int | None = Query(None, ge=1, description="Only jobs older than this job id (the next page)."),
 ) -> Response:
-    """The team's jobs, newest first; ``limit`` and ``before`` page through a long history."""
+    """The team's jobs, newest first; ``limit`` and ``before`` page through a long history.
+    Ended jobs are answered from their documents kept ready (``jobdocs``)."""
     return await _team_read(
-        request,
-        lambda db, who, found: documents.jobs_json(
-            [deps.job_status(found, job) for job in operations.all_jobs(db, who.team_id, limit=limit, before=before)]
-        ),
+        request, lambda db, who, found: found.ended_jobs.team_jobs(db, who.team_id, limit=limit, before=before)
     )
 
 
