@@ -35,6 +35,7 @@ from contestkit.server import (
     auth,
     boardcache,
     documents,
+    heap,
     housekeeping,
     jobdocs,
     limits,
@@ -94,6 +95,7 @@ def create_app(
         if start_scheduler:
             scheduler.start()
         sweeper.start()
+        heap.freeze_startup_heap()  # short GC pauses under load (see the module)
         try:
             yield
         finally:
