@@ -20,6 +20,10 @@ from contestkit.credentials import ServerLogin, normalize_server
 from contestkit.errors import ContestkitError, NotFoundError
 
 DEFAULT_TIMEOUT = 30.0
+# `jobs()` asks for the team's job list this many at a time (the server answers at most 1,000).
+# Why: an unpaged status/all makes the server read and send the team's whole history in one
+# answer, which grows with the team; the 2018 client, which never pages, still gets every job.
+JOBS_PAGE = 100
 
 _ADVICE = {
     400: "the request was not understood; check the command's arguments",
@@ -193,9 +197,21 @@ class ContestClient:
         return self._json("GET", path, f"Getting {what}")
 
     def jobs(self, limit: int | None = None, before: int | None = None) -> list[dict[str, Any]]:
-        """The team's jobs, newest first; ``limit``/``before`` ask for one page (see the server's ``all_jobs``)."""
-        params = {k: v for k, v in (("limit", limit), ("before", before)) if v is not None}
-        return self._json("GET", "/rest/job/status/all", "Listing your jobs", params=params or None)
+        """The team's jobs, newest first; ``limit``/``before`` ask for one page (see the server's
+        ``all_jobs``). Without ``limit``, every job, fetched ``JOBS_PAGE`` at a time."""
+        if limit is not None:
+            return self._jobs_page(limit, before)
+        listing: list[dict[str, Any]] = []
+        while True:
+            page = self._jobs_page(JOBS_PAGE, before)
+            listing += page
+            if len(page) < JOBS_PAGE or not isinstance(page[-1].get("id"), int):
+                return listing
+            before = page[-1]["id"]
+
+    def _jobs_page(self, limit: int, before: int | None) -> list[dict[str, Any]]:
+        params = {"limit": limit, **({"before": before} if before is not None else {})}
+        return self._json("GET", "/rest/job/status/all", "Listing your jobs", params=params)
 
     def kill(self, job_id: int | None = None) -> dict[str, Any]:
         path = "/rest/job/kill" if job_id is None else f"/rest/job/kill/{job_id}"
@@ -230,7 +246,7 @@ class ContestClient:
         except NotFoundErrorApi as missing:
             # A 404 also means "not a contest server"; only an empty job list means "no job yet".
             try:
-                listing = self.jobs()
+                listing = self.jobs(limit=1)
             except ContestkitError:
                 raise missing from None
             if listing == []:
