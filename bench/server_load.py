@@ -272,9 +272,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(data_dir: Path, tree: Path = REPO) -> tuple[subprocess.Popen[bytes], int]:
+    """``contestkit server run`` on ``data_dir`` with the code of ``tree`` (this checkout by default)."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": str(tree)}
     log = (data_dir.parent / "server.log").open("ab")
     proc = subprocess.Popen(
         [
@@ -295,7 +296,7 @@ def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
-        cwd=REPO,
+        cwd=tree,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -483,18 +484,21 @@ async def warm_up(port: int, route: Route, clients: list[Client]) -> bool:
     return True
 
 
+THIS = "this"  # the server of this checkout, in the rows ("baseline": --baseline-tree's)
 CLOSED_LOOP = (20, 200)  # connections of the no-think phases: each sends again as soon as answered
 
 
 def measure(
-    port: int, database: str, clients: list[Client], busiest: list[Client], args: argparse.Namespace
+    ports: dict[str, int], database: str, clients: list[Client], busiest: list[Client], args: argparse.Namespace
 ) -> list[dict[str, Any]]:
+    """Every phase of every route, against each server in ``ports`` (name -> port) in turn, so that
+    a baseline server and this checkout's see the same machine load, phase by phase."""
     rows = []
     for route in ROUTES:
         if args.routes and route.name not in args.routes:
             continue
         clients_now = busiest if route.busiest else clients
-        if not asyncio.run(warm_up(port, route, clients_now)):
+        if not all(asyncio.run(warm_up(p, route, clients_now)) for p in ports.values()):
             print(f"{database:7} {route.name:24} skipped: this server has no such route (404)", flush=True)
             continue
         plan = [(n, args.think, False) for n in args.clients]
@@ -502,17 +506,18 @@ def measure(
         if args.login_burst:
             plan.append((200, args.think, True))
         for count, think, burst in plan:
-            phase = Phase(route.name, database, count, think, args.seconds, burst=burst)
-            asyncio.run(run_phase(port, route, clients_now, phase, logins=100 if burst else 0))
-            row = phase.summary()
-            rows.append(row)
-            print(
-                f"{database:7} {route.name:24} {count:4} clients think {think:3.1f}s{' +logins' if burst else ''}: "
-                f"{row['req_per_s']:8.1f} req/s  p50 {row['p50_ms']} p95 {row['p95_ms']} p99 {row['p99_ms']} ms  "
-                f"5xx {row['status_5xx']}  non-2xx {row['non_2xx']}  errors {row['errors']}"
-                + (f"  logins {row['login_statuses']}" if burst else ""),
-                flush=True,
-            )
+            for server, port in ports.items():
+                phase = Phase(route.name, database, count, think, args.seconds, burst=burst)
+                asyncio.run(run_phase(port, route, clients_now, phase, logins=100 if burst else 0))
+                row = {**phase.summary(), "server": server}
+                rows.append(row)
+                print(
+                    f"{server:8} {database:7} {route.name:24} {count:4} clients think {think:3.1f}s"
+                    f"{' +logins' if burst else ''}: {row['req_per_s']:8.1f} req/s  p50 {row['p50_ms']} "
+                    f"p95 {row['p95_ms']} p99 {row['p99_ms']} ms  5xx {row['status_5xx']}  non-2xx {row['non_2xx']}  "
+                    f"errors {row['errors']}" + (f"  logins {row['login_statuses']}" if burst else ""),
+                    flush=True,
+                )
     return rows
 
 
@@ -545,6 +550,7 @@ def verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
             None,
         )
 
+    rows = [r for r in rows if r.get("server", THIS) == THIS]  # a baseline's figures are not judged
     goals: dict[str, Any] = {"no 5xx (all routes)": all(r["status_5xx"] == 0 for r in rows)}
     kinds = sorted({r["database"].split()[0] for r in rows})
     for kind in kinds:
@@ -580,6 +586,12 @@ def main() -> None:
     parser.add_argument("--no-sqlite", dest="sqlite", action="store_false", help="PostgreSQL only")
     parser.add_argument("--login-burst", action="store_true", help="also each route's 200 clients during 100 logins")
     parser.add_argument("--keep", action="store_true", help="keep the data directories")
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        help="also run the server of this source tree (e.g. `git archive main`), on a copy of the same data, "
+        "phase by phase in turn with this checkout's: before/after figures under the same machine load",
+    )
     args = parser.parse_args()
     args.clients = [int(n) for n in args.clients.split(",")]
     root = Path(tempfile.mkdtemp(prefix="contestkit-load-"))
@@ -594,11 +606,19 @@ def main() -> None:
             data_dir, clients, busiest = make_contest(root / kind / size, seeded=size == "seeded", database_url=url)
             seeding[database] = round(time.monotonic() - started, 1)
             print(f"{database}: database written in {seeding[database]} s", flush=True)
-            proc, port = start_server(data_dir)
+            procs, ports = [], {}
             try:
-                rows += measure(port, database, clients, busiest, args)
+                if args.baseline_tree:
+                    copy = data_dir.parent.parent / f"{data_dir.parent.name}-baseline" / data_dir.name
+                    shutil.copytree(data_dir, copy)
+                    proc, ports["baseline"] = start_server(copy, args.baseline_tree.resolve())
+                    procs.append(proc)
+                proc, ports[THIS] = start_server(data_dir)
+                procs.append(proc)
+                rows += measure(ports, database, clients, busiest, args)
             finally:
-                stop_server(proc)
+                for proc in procs:
+                    stop_server(proc)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
