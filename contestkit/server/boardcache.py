@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from contestkit.server.db import FINISHED, Database, Job, Team
 
 _TABLES = (Job.__table__, Team.__table__)
+CLAIM_EXPIRY = 30.0  # seconds: see BoardCache._claimed_at
 _writes_version = [0]
 
 
@@ -81,7 +82,9 @@ class BoardCache:
         self._checked_at = 0.0
         self._version = -1
         self._body = b""
-        self._claimed = False  # a caller of peek() was told to check (it calls get() on a thread)
+        # When a caller of peek() was told to check (it calls get() on a thread); a claim older than
+        # CLAIM_EXPIRY is taken again, should that caller never have got there (cancelled).
+        self._claimed_at: float | None = None
 
     def _fresh(self) -> bool:
         return (
@@ -104,9 +107,10 @@ class BoardCache:
             return self._body
         if self._key is None:
             return None
-        if self._claimed:
+        now = time.monotonic()
+        if self._claimed_at is not None and now - self._claimed_at < CLAIM_EXPIRY:
             return self._body
-        self._claimed = True
+        self._claimed_at = now
         return None
 
     def get(self) -> bytes:
@@ -114,7 +118,7 @@ class BoardCache:
         try:
             return self._get()
         finally:
-            self._claimed = False  # whoever peek() sent here is done: the next due check may be claimed
+            self._claimed_at = None  # whoever peek() sent here is done: the next due check may be claimed
 
     def _get(self) -> bytes:
         if self._fresh():

@@ -23,3 +23,16 @@ def test_one_request_checks_the_others_get_the_board_as_it_was(offline_contest):
     assert cache.peek() == b"board 1"
     assert cache.get() == b"board 2"  # max_age 0: the check rebuilds
     assert cache.peek() is None  # the claim ended with get(): the next due check is claimed again
+
+
+def test_a_claim_whose_caller_never_checked_expires(offline_contest, monkeypatch):
+    """A request told to check can be cancelled before its thread runs: the board must not then
+    stay unchecked for good."""
+    from contestkit.server import boardcache
+
+    cache = BoardCache(offline_contest.database, lambda _db: b"board", max_age=60.0, recheck=0.0)
+    assert cache.get() == b"board"
+    assert cache.peek() is None  # claimed, and (say) cancelled: get() is never called
+    assert cache.peek() == b"board"
+    monkeypatch.setattr(boardcache, "CLAIM_EXPIRY", 0.0)
+    assert cache.peek() is None  # the stale claim is taken again
