@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -261,7 +262,19 @@ def main() -> None:
             parts = breakdown(acts, Path(tmp), copy_obs=not args.no_copy)
             parts["emulator step, in-process (reference)"] = in_process_step_us(acts)
         if args.json:
-            print(json.dumps({"bench": "bridge-breakdown", "copy_obs": not args.no_copy, "us": parts}))
+            print(
+                json.dumps(
+                    {
+                        "bench": "bridge-breakdown",
+                        "copy_obs": not args.no_copy,
+                        "placement": "same-cpu" if args.same_cpu else "default",
+                        "us": parts,
+                        "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+                        "date": time.strftime("%Y-%m-%d"),
+                        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+                    }
+                )
+            )
         else:
             for name, us in parts.items():
                 print(f"{name:38s} {us:9.1f} us")
@@ -313,6 +326,7 @@ def main() -> None:
         "idle_poll": args.idle_poll,
         "json_bridge_ratio": round(statistics.median(json_ratios), 4) if json_ratios else None,
         "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
         "date": time.strftime("%Y-%m-%d"),
     }
     if args.json:

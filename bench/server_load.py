@@ -50,6 +50,7 @@ import json
 import os
 import platform
 import random
+import shlex
 import shutil
 import signal
 import socket
@@ -625,6 +626,7 @@ def main() -> None:
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
         "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
         "scale": {"teams": TEAMS, "jobs": JOBS, "levels": 5, "sessions": SESSIONS},
         "seconds_per_phase": args.seconds,

@@ -28,6 +28,7 @@ def test_ratio_run_reports_own_cost_in_microseconds_and_both_copy_modes() -> Non
     for key in ("ratio", "view_ratio", "floor_ratio", "overhead_us_per_step", "own_cost_us_per_step"):
         assert isinstance(result[key], float), key
     assert result["ratio"] > 0 and result["view_ratio"] > 0
+    assert result["command"] and result["date"]  # the docs site refuses a figure without them
     # own cost = overhead - floor, both in us per step
     assert abs(result["own_cost_us_per_step"] - (result["overhead_us_per_step"] - result["floor_round_trip_us"])) < 0.5
 

@@ -1,0 +1,29 @@
+"""Smoke test of bench/server_load.py: the closed-loop phases, the busiest team's status/all and
+the restated goals come out of a tiny run (a fraction of a second a phase; no figure is judged)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BUSIEST = "/rest/job/status/all (busiest team)"
+
+
+def test_closed_loop_phases_and_the_busiest_team(tmp_path: Path) -> None:
+    out = tmp_path / "load.json"
+    subprocess.run(
+        [sys.executable, str(REPO / "bench" / "server_load.py"), "--seconds", "0.3", "--clients", "1",
+         "--routes", BUSIEST, "--json", str(out)],
+        env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=600, check=True,
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["command"] and report["date"] and report["machine"]
+    phases = {(row["database"], row["clients"], row["think_s"]) for row in report["rows"]}
+    for database in ("sqlite empty", "sqlite seeded"):
+        assert {(database, 20, 0.0), (database, 200, 0.0), (database, 1, 1.0)} <= phases
+    assert all(row["route"] == BUSIEST and row["requests"] > 0 for row in report["rows"])
+    assert any(BUSIEST in goal and "< 250" in goal for goal in report["goals"])
