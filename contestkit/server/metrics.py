@@ -10,8 +10,14 @@ they are stuck, how fast they go, how the server answers, and whether someone is
   observed as it happens, in module-level histograms and counters: the queue reports a level's end
   with one call, ``level_ended``, wherever that end is recorded.
 
-Route labels are the route's path template (``/jobs/{job_id}``), never the raw path, so a client
-cannot grow the number of series by requesting made-up URLs.
+Every label is a closed set, so no client can grow the number of series (and the scrape, and this
+process's memory) by sending made-up requests: routes are the path template the router matched
+(``/jobs/{job_id}``) or ``unmatched``, never the raw path; methods are the standard HTTP ones or
+``other``; statuses are the codes this server answers with.
+
+``/metrics`` is public, as the leaderboard is: it holds aggregates only (queue length, jobs by
+state, latency by route template, failed logins), never a team, job id or level name, and with the
+closed label sets above its size is bounded (``tests/server/test_metrics.py`` checks both).
 """
 
 from __future__ import annotations
@@ -66,6 +72,19 @@ LOGIN_FAILURES = Counter(
 )
 
 UNMATCHED = "unmatched"
+OTHER_METHOD = "other"
+# The methods that get a label of their own (RFC 9110's, plus PATCH); any other is ``other``.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"})
+
+
+def method_label(method: str) -> str:
+    """The method's label: itself when standard, else ``other`` (a client may send any token)."""
+    return method if method in KNOWN_METHODS else OTHER_METHOD
+
+
+def status_label(status: int) -> str:
+    """The status's label: the code when it is a valid HTTP status (100-599), else ``other``."""
+    return str(status) if 100 <= status <= 599 else OTHER_METHOD
 
 
 def level_ended(seconds: float, result: Any, *, reason: str | None = None, overran: bool = False) -> None:
@@ -212,6 +231,6 @@ class LatencyMiddleware:
             await self.app(scope, receive, send_and_note)
         finally:
             route = getattr(scope.get("route"), "path", None) or UNMATCHED
-            method = scope.get("method", "GET")
+            method = method_label(scope.get("method", "GET"))
             REQUEST_SECONDS.labels(route, method).observe(time.perf_counter() - started)
-            REQUESTS.labels(route, method, str(status[0])).inc()
+            REQUESTS.labels(route, method, status_label(status[0])).inc()
