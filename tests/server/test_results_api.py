@@ -105,6 +105,55 @@ def test_no_path_leads_out_of_the_attempt_directory(contest: Contest, finished):
         assert http.get(base, params={"attempt": attempt}).status_code == 404
 
 
+def test_any_name_an_agent_writes_downloads_and_no_download_leaves_a_file_open(contest: Contest, finished):
+    """A non-Latin-1 name was a 500 that left the file open; a client hanging up mid-download left
+    one descriptor open each time. The server process's /proc/<pid>/fd (what it sees as /proc/self/fd)
+returns to its baseline: no result file open, no more sockets than before."""
+    import socket
+    from urllib.parse import quote
+
+    from tests.support.descriptors import descriptor_targets, wait_for_descriptors
+
+    http, job = finished
+    level = contest.data_dir / "jobs" / str(job["id"]) / "attempt-1" / "00-Fake-Level1"
+    (level / "uü名.txt").write_text("unicode name\n")
+    (level / "big.bin").write_bytes(os.urandom(1 << 16) * 128)  # 8 MiB: more than the sockets buffer
+    base = f"{contest.url}/rest/job/{job['id']}/results/00-Fake-Level1"
+    pid = contest.server.proc.pid
+    assert http.get(f"{base}/monitor.csv").status_code == 200  # warm: connections and threads exist
+    def sockets(targets: list[str]) -> int:
+        return sum(t.startswith("socket:") for t in targets)
+
+    def results_files(targets: list[str]) -> list[str]:  # the database's own files are pooled, not leaked
+        return [t for t in targets if t.startswith(str(level))]
+
+    baseline = sockets(descriptor_targets(pid))
+
+    for _ in range(40):
+        answer = http.get(f"{base}/{quote('uü名.txt')}")
+        assert answer.status_code == 200, answer.text
+        assert answer.content == b"unicode name\n"
+        disposition = answer.headers["content-disposition"]
+        assert disposition == "attachment; filename=\"u__.txt\"; filename*=UTF-8''u%C3%BC%E5%90%8D.txt"
+
+    cookie = "; ".join(f"{k}={v}" for k, v in http.cookies.items())
+
+    def request(name: str) -> bytes:
+        return (f"GET /rest/job/{job['id']}/results/00-Fake-Level1/{name} HTTP/1.1\r\n"
+                f"Host: 127.0.0.1\r\nCookie: {cookie}\r\n\r\n").encode()  # fmt: skip
+
+    for _ in range(50):  # hang up mid-way through a large file
+        with socket.create_connection(("127.0.0.1", contest.server.port), timeout=10) as sock:
+            sock.sendall(request("big.bin"))
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    for _ in range(50):  # hang up right after asking (the probe's agent-stdout.txt case)
+        with socket.create_connection(("127.0.0.1", contest.server.port), timeout=10) as sock:
+            sock.sendall(request("agent-stdout.txt"))
+    left = wait_for_descriptors(pid, lambda t: not results_files(t) and sockets(t) <= baseline)
+    assert results_files(left) == [] and sockets(left) <= baseline, left
+    assert http.get(f"{base}/monitor.csv").status_code == 200  # and the server still answers
+
+
 def test_open_result_opens_regular_files_only_without_following_links(tmp_path):
     from contestkit.server.api.results import open_result
 

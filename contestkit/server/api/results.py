@@ -16,23 +16,22 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from contestkit.server import operations
 from contestkit.server.config import ServerConfig
 from contestkit.server.db import Database
+from contestkit.server.downloads import DescriptorResponse
 from contestkit.server.errors import NotFound
 from contestkit.server.queue import attempt_dir
 from contestkit.server.scheduling import level_dir_name
 
 MAX_LISTED = 10_000  # an agent's out/ may hold many files; the listing says when it was cut
-CHUNK = 1 << 16
 TEXT_SUFFIXES = (".txt", ".csv", ".json", ".log")  # shown as text; everything else is bytes
 
 
@@ -107,12 +106,6 @@ def open_result(root: Path, relative: str) -> int | None:
     return leaf
 
 
-def _stream(fd: int) -> Iterator[bytes]:
-    with os.fdopen(fd, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            yield chunk
-
-
 def router(config: ServerConfig, database: Database, caller: Callable[..., Any]) -> APIRouter:
     """The results routes; ``caller`` is the app's dependency for a logged-in team."""
     routes = APIRouter(tags=["jobs"])
@@ -141,7 +134,7 @@ def router(config: ServerConfig, database: Database, caller: Callable[..., Any])
 
     @routes.get(
         "/rest/job/{job_id}/results/{path:path}",
-        response_class=StreamingResponse,
+        response_class=DescriptorResponse,
         responses={200: {"content": {"application/octet-stream": {}}}},
     )
     def result_file(
@@ -149,21 +142,15 @@ def router(config: ServerConfig, database: Database, caller: Callable[..., Any])
         path: str,
         attempt: int | None = Query(default=None, description="default: the job's latest attempt"),
         who: Any = Depends(caller),
-    ) -> StreamingResponse:
+    ) -> DescriptorResponse:
         """One result file of one of the team's jobs, as an attachment."""
         _, root, _ = locate(who.team_id, job_id, attempt)
         fd = open_result(root, path)
         if fd is None:
             raise _not_found(job_id, path)
-        size = os.fstat(fd).st_size
         text = PurePosixPath(path).suffix.lower() in TEXT_SUFFIXES
         kind = "text/plain; charset=utf-8" if text else "application/octet-stream"
-        name = PurePosixPath(path).name.replace('"', "_")
-        headers = {
-            "Content-Length": str(size),
-            "Content-Disposition": f'attachment; filename="{name}"',
-            "X-Content-Type-Options": "nosniff",
-        }
-        return StreamingResponse(_stream(fd), media_type=kind, headers=headers)
+        name = PurePosixPath(path).name
+        return DescriptorResponse(fd, filename=name, media_type=kind, headers={"X-Content-Type-Options": "nosniff"})
 
     return routes
