@@ -306,8 +306,13 @@ def test_a_team_whose_password_changed_gets_no_new_tokens(stack: Stack):
     scope = f"repository:{repository}:pull,push"
     before = stack.bearer(*alpha.credentials, scope)
     # The organisers reset the team's password (a leak): the registry password rotates with it.
+    minted = alpha.http.post(stack.contest.url + "/rest/token", json={"name": "ci"}).json()["token"]
     teams.set_password(stack.contest.data_dir, email=alpha.email, password="a brand new password")
     assert stack.token(*alpha.credentials, scope).status_code == 401
+    # The session and the API token minted with the old password end with it.
+    assert alpha.http.get(stack.contest.url + "/rest/user").status_code == 401
+    api = {"Authorization": f"Bearer {minted}"}
+    assert requests.get(stack.contest.url + "/rest/user", headers=api, timeout=30).status_code == 401
     # A token issued before lives out its few minutes (the registry cannot recall it) ...
     assert _upload(stack, repository, before) == 202
     # ... and the team, logged in again, gets its new registry password from /rest/user.
@@ -320,6 +325,39 @@ def test_a_team_whose_password_changed_gets_no_new_tokens(stack: Stack):
     assert stack.token(cr["username"], cr["password"], scope).status_code == 401
     with pytest.raises(ContestkitError, match="No team has the email"):
         teams.rotate_registry_password(stack.contest.data_dir, email="nobody@example.org")
+
+
+def test_a_disabled_removed_or_purged_team_gets_no_registry_token(stack: Stack):
+    """The probe: after the host disabled and then removed team gamma, the realm still granted
+    ``gamma/x: pull,push`` and the registry accepted an upload (202)."""
+    repository_of, api_token = {}, {}
+    cases = {what: _new_team(stack, what) for what in ("disabled", "removed", "purged")}
+    for what, team in cases.items():
+        minted = team.http.post(stack.contest.url + "/rest/token", json={"name": "ci"})
+        assert minted.status_code == 201, minted.text
+        api_token[what] = {"Authorization": f"Bearer {minted.json()['token']}"}
+        repository_of[what] = f"{team.name}/x"
+        scope = f"repository:{repository_of[what]}:pull,push"
+        assert _upload(stack, repository_of[what], stack.bearer(*team.credentials, scope)) == 202  # the control
+
+    def host(*args: str) -> None:
+        result = run_cli("server", "teams", *args, "--data-dir", str(stack.contest.data_dir))
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    host("disable", cases["disabled"].email)
+    host("remove", "--yes", cases["removed"].email)
+    host("remove", "--yes", "--purge", cases["purged"].email)
+    for what, team in cases.items():
+        scope = f"repository:{repository_of[what]}:pull,push"
+        assert stack.token(*team.credentials, scope).status_code == 401, what
+        # Its session and API tokens ended too.
+        assert team.http.get(stack.contest.url + "/rest/user").status_code == 401, what
+        assert requests.get(stack.contest.url + "/rest/user", headers=api_token[what], timeout=30).status_code == 401
+
+    # Enabled again, the disabled team gets tokens again and the registry takes its upload.
+    host("enable", cases["disabled"].email)
+    scope = f"repository:{repository_of['disabled']}:pull,push"
+    assert _upload(stack, repository_of["disabled"], stack.bearer(*cases["disabled"].credentials, scope)) == 202
 
 
 # -- the real Docker engine ------------------------------------------------------------------------

@@ -75,7 +75,8 @@ class Realm:
         return registry_auth.team_password(self.credentials_key, team.id, team.registry_generation)
 
     def authenticate(self, username: str, password: str) -> Account | None:
-        """The account these credentials belong to, or None (unknown user or wrong password alike)."""
+        """The account these credentials belong to, or None: an unknown user, a wrong password, or a
+        team that is disabled or removed are all the same 401."""
         fixed = {
             EVALUATOR_USERNAME: (Role.EVALUATOR, self.config.evaluator_registry_password),
             ADMIN_USERNAME: (Role.ADMIN, self.config.registry_admin_password),
@@ -93,6 +94,10 @@ class Realm:
                 registry_auth.same_secret(password, registry_auth.team_password(self.credentials_key, 0, -1))
                 return None
             if not registry_auth.same_secret(password, self.team_password(team)):
+                return None
+            # A disabled or removed team keeps its derived password but gets no token: the lock-out
+            # the host applied to its sessions applies to its images too (a purged team has no row).
+            if team.disabled or team.removed_at is not None:
                 return None
             return Account(username, Role.TEAM, team.namespace)
 
