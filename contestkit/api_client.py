@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import requests
 
-from contestkit.credentials import ServerLogin, normalize_server
+from contestkit.credentials import DEVICE_COOKIE, ServerLogin, normalize_server
 from contestkit.errors import ContestkitError, NotFoundError
 
 DEFAULT_TIMEOUT = 30.0
@@ -165,8 +165,14 @@ class ContestClient:
 
     # -- the API --
 
-    def login(self, email: str, password: str) -> dict[str, Any]:
-        """Log in; the session cookie stays on this client (``cookies()`` returns it for saving)."""
+    def login(self, email: str, password: str, *, device_cookie: str | None = None) -> dict[str, Any]:
+        """Log in; the session cookie stays on this client (``cookies()`` returns it for saving).
+
+        ``device_cookie``: the one this server gave this client for ``email`` before; sent, it keeps
+        the login open while a stranger's guesses have the account throttled (``device_cookie()``
+        returns the one to keep afterwards)."""
+        if device_cookie:
+            self.http.cookies.set(DEVICE_COOKIE, device_cookie)
         document = self._json("POST", "/rest/login", "Logging in", json={"email": email, "password": password})
         if not self.http.cookies:
             raise ContestkitError(f"Logging in to {self.server} returned no session cookie; is it a contest server?")
@@ -174,6 +180,10 @@ class ContestClient:
 
     def cookies(self) -> dict[str, str]:
         return {cookie.name: cookie.value or "" for cookie in self.http.cookies}
+
+    def device_cookie(self) -> str | None:
+        """The device cookie this client holds now (the server's new one after a first login)."""
+        return next((c.value for c in self.http.cookies if c.name == DEVICE_COOKIE and c.value), None)
 
     def logout(self) -> None:
         self._request("POST", "/rest/logout", "Logging out")

@@ -29,6 +29,12 @@ from contestkit.errors import ContestkitError
 
 LOGIN_FILE = "session.json"
 CREDENTIALS_FILE = "registry-credentials.json"
+DEVICES_FILE = "devices.json"
+# The server's device cookie (``server/throttle.py``): proof that this client logged in to an account
+# before, so that a stranger's wrong guesses, which lock the account for unknown clients, never stop
+# this one. Kept per server and email, and kept across `contestkit logout` (it opens nothing by itself).
+DEVICE_COOKIE = "contestkit_device"
+MAX_DEVICES = 64  # (server, email) pairs remembered; the oldest are forgotten first
 
 
 def normalize_server(url: str) -> str:
@@ -153,6 +159,25 @@ def save_login(login: ServerLogin) -> Path:
 
 def clear_login() -> None:
     (user_config_dir() / LOGIN_FILE).unlink(missing_ok=True)
+
+
+def _device_key(server: str, email: str) -> str:
+    return f"{normalize_server(server)} {email.strip().lower()}"
+
+
+def load_device_cookie(server: str, email: str) -> str | None:
+    """The device cookie this server gave this client for ``email``, if it gave one."""
+    value = (_read_private(user_config_dir() / DEVICES_FILE) or {}).get(_device_key(server, email))
+    return value if isinstance(value, str) else None
+
+
+def save_device_cookie(server: str, email: str, cookie: str) -> None:
+    """Remember the device cookie for the next `contestkit login` to this server as ``email``."""
+    path = user_config_dir() / DEVICES_FILE
+    devices = {k: v for k, v in (_read_private(path) or {}).items() if isinstance(v, str)}
+    devices.pop(_device_key(server, email), None)
+    devices[_device_key(server, email)] = cookie  # last: the newest
+    _write_private(path, dict(list(devices.items())[-MAX_DEVICES:]))
 
 
 def known_server(explicit: str | None = None) -> str | None:

@@ -28,9 +28,11 @@ from contestkit.credentials import (
     clear_login,
     clear_registry_credentials,
     known_server,
+    load_device_cookie,
     load_login,
     load_registry_credentials,
     load_stored_login,
+    save_device_cookie,
     save_login,
     save_registry_credentials,
 )
@@ -108,7 +110,10 @@ def login(
         email = typer.prompt("Email")
     password = _read_secret(password_stdin, "Password")
     client = ContestClient(url)
-    answer = client.login(email.strip(), password)
+    answer = client.login(email.strip(), password, device_cookie=load_device_cookie(client.server, email))
+    device = client.device_cookie()
+    if device:
+        save_device_cookie(client.server, email, device)
     saved = ServerLogin(
         server=client.server,
         cookies=client.cookies(),

@@ -35,10 +35,11 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from contestkit.credentials import DEVICE_COOKIE  # the client keeps it (credentials.py says why)
 from contestkit.server.auth import LoginThrottle
 from contestkit.server.errors import TooManyAttempts
 
-DEVICE_COOKIE = "contestkit_device"
+__all__ = ["DEVICE_COOKIE", "LoginGuard", "Ticket"]
 WINDOW = 300.0
 ACCOUNT_LIMIT = 10
 CLIENT_LIMIT = 30

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
@@ -169,6 +169,35 @@ def test_someone_elses_guesses_do_not_lock_the_team_out(contest, unique_team, pa
         ).status_code
         == 429
     )
+
+
+def test_contestkit_login_keeps_its_device_cookie_so_a_strangers_guesses_do_not_stop_it(
+    contest, tmp_path, cli, base_env, unique_team, password
+):
+    """The probe: 10 wrong guesses from another client made `contestkit login` fail with 429, because
+    the CLI never sent the device cookie it had saved. Now it keeps the cookie (across logout too) and
+    sends it; the test drives the CLI itself."""
+    name, email = unique_team("device")
+    contest.add_team(name, email)
+    env = base_env(XDG_CONFIG_HOME=str(tmp_path / "xdg"), DOCKER_CONFIG=str(tmp_path / "docker"))
+    env.pop("CONTESTKIT_TOKEN", None)
+    env.pop("CONTESTKIT_SERVER", None)
+
+    def login() -> Any:
+        return cli("login", "--server", contest.url, "--email", email, "--password-stdin", input=password + "\n",
+                   env=env)  # fmt: skip
+
+    first = login()
+    assert first.returncode == 0, first.stderr
+    assert cli("logout", env=env).returncode == 0
+    stranger = [
+        requests.post(contest.url + "/rest/login", json={"email": email, "password": f"guess {i}"}).status_code
+        for i in range(11)
+    ]
+    assert stranger[-1] == 429  # the account is throttled for clients the server does not know
+    again = login()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Logged in" in again.stdout
 
 
 def test_a_known_device_has_a_limit_of_its_own(contest, unique_team, password):
