@@ -168,7 +168,10 @@ def serve(data_dir: Path | str, *, host: str = "127.0.0.1", port: int = 8000, lo
         try:
             cert, key = config.data_file(config.tls_cert), config.data_file(config.tls_key)
             tls = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)} if cert and key else {}
-            uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=True, **tls)
+            # Forwarded headers only from the proxies server.yaml names (uvicorn trusts loopback by default).
+            proxies = {"proxy_headers": bool(config.forwarded_allow_ips),
+                       "forwarded_allow_ips": ",".join(config.forwarded_allow_ips) or ""}  # fmt: skip
+            uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=True, **tls, **proxies)
         except SystemExit as exc:  # uvicorn exits when it cannot bind
             if exc.code not in (0, None):
                 raise ContestkitError(

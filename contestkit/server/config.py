@@ -98,7 +98,12 @@ class ServerConfig:
     heartbeat_timeout: float = 60.0
     max_resumes: int = 2
     budget_grace_seconds: float = 120.0
-    cookie_secure: bool = False
+    # Whether cookies carry ``Secure``. None (the default): they do when the server speaks TLS
+    # (``tls_cert``) or its ``server_url`` is https (a TLS proxy in front); ``secure_cookies`` decides.
+    cookie_secure: bool | None = None
+    # Proxies whose X-Forwarded-For/-Proto are believed (addresses or CIDRs, "*" for any). Empty (the
+    # default): none, so no client can choose the address the login throttle counts it under.
+    forwarded_allow_ips: list[str] = field(default_factory=list)
     # Team emails whose accounts may open the host pages (/host): teams, queue, running levels, failures.
     admins: list[str] = field(default_factory=list)
     # The contest's phases, ranking and freeze (see ``server.phases``); empty: one open leaderboard phase.
@@ -177,6 +182,12 @@ class ServerConfig:
             return None
         path = Path(value)
         return path if path.is_absolute() else self.data_dir / path
+
+    def secure_cookies(self) -> bool:
+        """``cookie_secure`` when set, else whether teams reach the server over HTTPS."""
+        if self.cookie_secure is not None:
+            return self.cookie_secure
+        return bool(self.tls_cert) or (self.server_url or "").lower().startswith("https://")
 
     def public_url(self) -> str:
         """The contest server's URL as teams reach it: ``server_url``, else the registry's host on port 8000."""

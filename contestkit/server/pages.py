@@ -528,7 +528,7 @@ def install(app: FastAPI, services: deps.Services) -> Leaderboard:
     def signin_page(request: Request, next: str | None = None) -> HTMLResponse:
         token = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
         response = page(request, "signin.html", who(request), form_token=token, next=_safe_next(next), error=None)
-        response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict", secure=config.cookie_secure)
+        response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict", secure=config.secure_cookies())
         return response
 
     @router.post("/signin", response_class=HTMLResponse)

@@ -213,6 +213,26 @@ def test_a_known_device_has_a_limit_of_its_own(contest, unique_team, password):
     assert codes == [401] * 10 + [429]
 
 
+@pytest.mark.parametrize("trusted", [False, True], ids=["default-no-proxy", "loopback-proxy-trusted"])
+def test_forwarded_headers_are_believed_only_from_the_configured_proxies(make_contest, trusted):
+    """The probe: uvicorn believed X-Forwarded-For from loopback by default, so a local client chose
+    the address the login throttle counted it under. By default now no proxy is believed; with
+    ``forwarded_allow_ips`` naming the proxy, its header is (the control)."""
+    extra: dict[str, Any] = {"login_client_limit": 3}
+    if trusted:
+        extra["forwarded_allow_ips"] = ["127.0.0.1"]
+    contest = make_contest([("Fake", "Level1")], extra_config=extra)
+    codes = [
+        requests.post(
+            contest.url + "/rest/login",
+            json={"email": f"nobody{i}@example.org", "password": "guess guess"},
+            headers={"X-Forwarded-For": f"203.0.113.{i + 1}"},
+        ).status_code
+        for i in range(5)
+    ]
+    assert codes == ([401] * 5 if trusted else [401] * 3 + [429] * 2)
+
+
 def test_concurrent_guessers_cannot_race_past_the_limit(contest, unique_team):
     """Finding: 20 concurrent guessers got 28-29 guesses checked against a limit of 10. A check now
     takes its slot before the password is hashed, so at most 10 are ever checked (401); the rest 429."""

@@ -767,7 +767,13 @@ def test_with_a_certificate_the_realm_and_the_registry_speak_https(tmp_path: Pat
         teams.add_team(data_dir, name=name, email=email, password=PASSWORD)
         http = requests.Session()
         http.verify = str(ca)  # the contest CA, as teams install it
-        assert http.post(server.url + "/rest/login", json={"email": email, "password": PASSWORD}).ok
+        logged_in = http.post(server.url + "/rest/login", json={"email": email, "password": PASSWORD})
+        assert logged_in.ok
+        # Over TLS the session and device cookies are Secure, without cookie_secure in server.yaml.
+        assert "cookie_secure" not in yaml.safe_load((data_dir / "server.yaml").read_text()) or (
+            yaml.safe_load((data_dir / "server.yaml").read_text())["cookie_secure"] is None
+        )
+        assert {c.name: c.secure for c in http.cookies} == {"contestkit_session": True, "contestkit_device": True}
         cr = http.get(server.url + "/rest/user").json()["cr"]
         assert cr["scheme"] == "https"
         challenge = requests.get(f"https://{address}/v2/", verify=str(ca)).headers["WWW-Authenticate"]

@@ -184,7 +184,7 @@ async def sign_in(request: Request, response: Response, email: str, password: st
         max_age=int(config.session_ttl_hours * 3600.0),
         httponly=True,
         samesite="lax",
-        secure=config.cookie_secure,
+        secure=config.secure_cookies(),
         path="/",
     )
     if not known_device:
@@ -194,7 +194,7 @@ async def sign_in(request: Request, response: Response, email: str, password: st
             max_age=throttle.DEVICE_COOKIE_DAYS * 86400,
             httponly=True,
             samesite="lax",
-            secure=config.cookie_secure,
+            secure=config.secure_cookies(),
             path="/rest",
         )
     return name, expires
