@@ -124,7 +124,9 @@ def rerun_level(db: Session, actor: str, job_id: int, level: str) -> None:
     """Evaluate one level of an ended job again (same attempt); the job is scored again when it ends.
 
     ``level`` is the level's index in the job (0, 1...) or its task (``GAME/STATE``)."""
-    job = db.scalars(select(Job).where(Job.id == job_id).options(selectinload(Job.workers))).first()
+    query = select(Job).where(Job.id == job_id).options(selectinload(Job.workers))
+    # An id beyond the integer column cannot exist (and overflows the database driver): "no such job".
+    job = db.scalars(query).first() if 1 <= job_id <= operations.MAX_ID else None
     if job is None:
         raise NotFound(f"There is no job {job_id}; `contestkit server jobs --all` lists them.")
     worker = next((w for w in job.workers if level in (str(w.idx), w.task)), None)

@@ -142,6 +142,20 @@ def test_host_cancels_restarts_and_reruns_a_level_of_any_job(offline_contest):
         ]
 
 
+def test_job_ids_no_job_can_have_are_not_found_for_every_host_action(offline_contest):
+    """The probe: rerun-level with job id 9223372036854775808 was a 500 (OverflowError), where cancel
+    and restart said 404."""
+    contest = offline_contest
+    for job_id in (0, -1, 2**31, 2**63, 2**64):
+        with contest.database.session() as db:
+            with pytest.raises(NotFound, match=f"There is no job {job_id}"):
+                hosting.rerun_level(db, "host", job_id, "0")
+            with pytest.raises(NotFound, match=f"There is no job {job_id}"):
+                hosting.cancel_job(db, "host", job_id)
+            with pytest.raises(NotFound, match=f"There is no job {job_id}"):
+                hosting.restart_job(db, contest.config, "host", job_id)
+
+
 def test_the_commands_as_the_host_types_them(offline_contest, cli):
     contest = offline_contest
     data = ["--data-dir", str(contest.data_dir)]
