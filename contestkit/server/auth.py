@@ -40,6 +40,10 @@ from contestkit.server.errors import Overloaded
 
 SESSION_COOKIE = "contestkit_session"
 TOKEN_PREFIX = "ck_"
+# API tokens always expire: a token without an end outlives the reason it was made (a CI job, a
+# laptop). The default when none is asked for, and the longest one may ask for, in days.
+API_TOKEN_DAYS = 90.0
+API_TOKEN_MAX_DAYS = 365.0
 
 ARGON2_PARAMETERS = profiles.RFC_9106_LOW_MEMORY
 _hasher = PasswordHasher.from_parameters(ARGON2_PARAMETERS)

@@ -116,6 +116,25 @@ def test_bearer_tokens_for_scripts(contest, unique_team, password):
     assert requests.get(url + "/rest/user", headers={"Authorization": "Bearer ck_made_up"}).status_code == 401
 
 
+def test_api_tokens_always_expire_within_the_maximum(contest, unique_team, password):
+    """The probe: ``expires_in_days: Infinity`` or ``1e308`` made a token that never expires."""
+    from contestkit.server.auth import API_TOKEN_DAYS, API_TOKEN_MAX_DAYS
+
+    name, email = unique_team("expiry")
+    contest.add_team(name, email)
+    url, login = contest.url + "/rest/token", {"email": email, "password": password}
+    for days in ("Infinity", "NaN", "1e308", str(API_TOKEN_MAX_DAYS + 1), "0", "-1"):
+        body = json.dumps(login)[:-1] + f', "expires_in_days": {days}}}'
+        refused = requests.post(url, data=body, headers={"Content-Type": "application/json"})
+        assert refused.status_code == 422, (days, refused.text)
+        assert "expires_in_days" in refused.json()["detail"]
+    before = time.time()
+    default = requests.post(url, json=login).json()
+    assert before + API_TOKEN_DAYS * 86400 - 60 <= default["expires"] <= time.time() + API_TOKEN_DAYS * 86400 + 60
+    longest = requests.post(url, json={**login, "expires_in_days": API_TOKEN_MAX_DAYS}).json()
+    assert longest["expires"] <= time.time() + API_TOKEN_MAX_DAYS * 86400 + 60
+
+
 def test_repeated_wrong_passwords_are_throttled(contest, unique_team, password):
     name, email = unique_team("alpha")
     contest.add_team(name, email)

@@ -47,7 +47,10 @@ class TokenRequest(BaseModel):
     name: PlainText | None = Field(default=None, max_length=128)
     email: PlainText | None = Field(default=None, description="with password: mint a token without a session")
     password: str | None = None
-    expires_in_days: float | None = Field(default=None, gt=0, description="none: the token does not expire")
+    expires_in_days: float | None = Field(
+        default=None, gt=0, le=auth.API_TOKEN_MAX_DAYS, allow_inf_nan=False,
+        description=f"days the token is valid; none: {auth.API_TOKEN_DAYS:g}; at most {auth.API_TOKEN_MAX_DAYS:g}",
+    )  # fmt: skip
 
     @field_validator("name")
     @classmethod
@@ -96,7 +99,7 @@ def logout(request: Request, response: Response) -> Message:
 
 def _mint_token(found: deps.Services, team_id: int, body: TokenRequest) -> TokenResponse:
     token = auth.new_secret(auth.TOKEN_PREFIX)
-    expires = now() + body.expires_in_days * 86400 if body.expires_in_days else None
+    expires = now() + (body.expires_in_days or auth.API_TOKEN_DAYS) * 86400
     with found.database.session() as db:
         row = AuthToken(
             team_id=team_id, kind="api", name=body.name, token_hash=auth.token_digest(token), expires_at=expires
