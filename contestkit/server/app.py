@@ -10,7 +10,7 @@ Paths, as the 2018 ``retro-contest`` client called them (it works against this s
 
 Every endpoint that needs a team accepts the session cookie or ``Authorization: Bearer <token>``
 (tokens from ``POST /rest/token``). Errors are ``{"detail": "<one sentence that says what to do>"}``.
-The OpenAPI description is at ``/openapi.json`` and browsable at ``/docs``.
+The OpenAPI description is at ``/openapi.json`` (no Swagger UI: it would load from a CDN).
 
 The routes live in router modules under ``contestkit.server.api`` (their shared dependencies in
 ``api.deps``); this module only builds the server's services and assembles the routers, the
@@ -35,6 +35,7 @@ from contestkit.server import (
     auth,
     boardcache,
     documents,
+    head,
     heap,
     housekeeping,
     jobdocs,
@@ -113,6 +114,10 @@ def create_app(
             "Authenticate with the session cookie from POST /rest/login or with Authorization: Bearer <token>."
         ),
         lifespan=lifespan,
+        # No Swagger UI or ReDoc: FastAPI's load their scripts from a CDN (against the pages' content
+        # security policy, and blank offline). The description itself stays at /openapi.json.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.services = services
     app.state.config = config
@@ -122,6 +127,7 @@ def create_app(
     app.add_middleware(metrics.LatencyMiddleware)
     errors.install(app)
     app.add_middleware(limits.RequestLimits, session_cookie=auth.SESSION_COOKIE, public_url=config.server_url)
+    app.add_middleware(head.HeadAsGet)
 
     app.include_router(sessions.router)
     app.include_router(registry.router(services.realm, deps.caller))

@@ -787,8 +787,8 @@ def host_overview(database: Database, config: ServerConfig) -> dict[str, Any]:
 class SecurityHeaders:
     """Headers a careful site sends on every answer; pages add their own content security policy.
 
-    The API's answers get ``frame-ancestors 'none'`` as their policy (the ``/docs`` page loads its
-    scripts from a CDN, so a stricter default here would break it).
+    The API's answers get ``frame-ancestors 'none'`` as their policy (they are JSON and files, never
+    framed; there is no Swagger UI page, see ``app``).
     """
 
     HEADERS = (

@@ -231,7 +231,23 @@ def test_openapi_description_is_served(contest):
         "/rest/token",
     ):
         assert path in spec["paths"], path
-    assert requests.get(contest.url + "/docs").status_code == 200
+    # No Swagger UI: FastAPI's loads from a CDN (useless offline, against the pages' policy).
+    assert requests.get(contest.url + "/docs").status_code == 404
+    assert requests.get(contest.url + "/redoc").status_code == 404
+    assert "cdn" not in requests.get(contest.url + "/").text.lower()
+
+
+def test_head_is_answered_wherever_get_is(contest, unique_team):
+    """The probe: ``HEAD /`` was 405. Now HEAD gives GET's status and headers, without a body."""
+    name, email = unique_team("head")
+    contest.add_team(name, email)
+    http = contest.session(email)
+    for path in ("/", "/rest/leaderboard", "/rest/health", "/openapi.json", "/rest/job/status/all", "/metrics"):
+        got, head = http.get(contest.url + path), http.head(contest.url + path)
+        assert head.status_code == got.status_code == 200, path
+        assert head.content == b"" and head.headers.get("content-type") == got.headers.get("content-type"), path
+    assert requests.head(contest.url + "/rest/user").status_code == 401  # as GET without a login
+    assert requests.head(contest.url + "/rest/logout").status_code == 405  # POST only, as for GET
 
 
 def test_levels_get_cpu_sets_of_their_own(make_contest):
