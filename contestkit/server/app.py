@@ -41,6 +41,7 @@ from contestkit.server import (
     jobdocs,
     limits,
     metrics,
+    openapi,
     pages,
     registry_auth,
     throttle,
@@ -128,6 +129,7 @@ def create_app(
     errors.install(app)
     app.add_middleware(limits.RequestLimits, session_cookie=auth.SESSION_COOKIE, public_url=config.server_url)
     app.add_middleware(head.HeadAsGet)
+    openapi.install(app)
 
     app.include_router(sessions.router)
     app.include_router(registry.router(services.realm, deps.caller))

@@ -149,6 +149,7 @@ def ranking(db: Session) -> list[dict[str, Any]]:
 
 def status(db: Session, config: ServerConfig) -> dict[str, Any]:
     """The final's progress, for the host (it names the hidden levels)."""
+    _final_phase(config)  # no final phase: a 409 that says how to add one
     jobs = _final_jobs(db)
     counts: dict[str, int] = {}
     for job, _team in jobs:

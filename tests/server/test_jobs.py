@@ -231,6 +231,12 @@ def test_openapi_description_is_served(contest):
         "/rest/token",
     ):
         assert path in spec["paths"], path
+    # The error answers are described as they are sent: {"detail": "<sentence>"}, 422 included.
+    login = spec["paths"]["/rest/login"]["post"]["responses"]
+    assert {"401", "403", "404", "409", "422", "429", "503"} <= set(login)
+    assert login["422"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorAnswer"}
+    assert spec["components"]["schemas"]["ErrorAnswer"]["properties"]["detail"]["type"] == "string"
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
     # No Swagger UI: FastAPI's loads from a CDN (useless offline, against the pages' policy).
     assert requests.get(contest.url + "/docs").status_code == 404
     assert requests.get(contest.url + "/redoc").status_code == 404
