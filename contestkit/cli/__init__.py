@@ -14,10 +14,9 @@ import typing
 import typer
 import typer._adapters as typer_adapters
 import typer.core
-from rich.markup import escape
 
 from contestkit import __version__
-from contestkit.cli.output import err_console
+from contestkit.cli.output import err_console, shown
 from contestkit.errors import EXIT_INTERRUPTED, EXIT_STATUS_RULE, ContestkitError
 from contestkit.suggest import did_you_mean
 
@@ -118,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="contestkit", standalone_mode=True)
     except ContestkitError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {shown(exc)}", highlight=False)  # it may quote an agent
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]")

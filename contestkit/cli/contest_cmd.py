@@ -15,13 +15,12 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
 from rich.table import Table
 from typer.core import TyperGroup
 
 from contestkit.api_client import ContestClient
-from contestkit.cli.output import console, err_console, print_json
+from contestkit.cli.output import console, err_console, print_json, shown, visible
 from contestkit.credentials import (
     RegistryCredentials,
     ServerLogin,
@@ -69,8 +68,9 @@ def _read_secret(from_stdin: bool, prompt: str) -> str:
 
 
 def _t(value: Any) -> str:
-    """Text from the server or the user, shown literally (a "[x]" in a team name is not markup)."""
-    return escape(str(value))
+    """Text from the server or the user, shown literally (a "[x]" in a team name is not markup) and
+    with control and bidi characters made visible (``output.shown``)."""
+    return shown(value)
 
 
 def _when(stamp: float | None) -> str:
@@ -470,7 +470,7 @@ def _watch(client: ContestClient, job_id: int | None, *, json_out: bool = False)
                 if not json_out:
                     for key, line in watch_lines(job):
                         if seen.get(key) != line:
-                            err_console.print(line, soft_wrap=True, markup=False)
+                            err_console.print(visible(line), soft_wrap=True, markup=False)
                             seen[key] = line
                 if job.get("status") in TERMINAL_STATES:
                     break
@@ -678,9 +678,10 @@ def jobs_logs(
         err_console.print(f"Job {job_id} has no logs yet (attempt {listing.get('attempt')}).")
         return
     for entry in logs:
-        console.print(f"==> {entry['file']} <==", style="bold", soft_wrap=True, markup=False)
+        console.print(f"==> {visible(entry['file'])} <==", style="bold", soft_wrap=True, markup=False)
         sys.stdout.flush()
-        sys.stdout.write(entry["text"] if entry["text"].endswith("\n") or not entry["text"] else entry["text"] + "\n")
+        text = visible(entry["text"])  # an agent's output: no escape sequence reaches the terminal
+        sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
         sys.stdout.flush()
 
 

@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from contestkit.cli.output import console, print_json
+from contestkit.cli.output import console, print_json, shown
 from contestkit.cli.server_cmd import _DATA_DIR, _needs_server_extra, _read_password, server_app
 from contestkit.errors import UsageError
 
@@ -68,7 +67,7 @@ def _say_team(document: dict[str, Any], what: str, json_out: bool) -> None:
     if json_out:
         print_json(document)
     else:
-        console.print(f"[green]Team '{escape(document['name'])}' {what}[/].", soft_wrap=True)
+        console.print(f"[green]Team '{shown(document['name'])}' {what}[/].", soft_wrap=True)
 
 
 # -- teams --
@@ -91,7 +90,7 @@ def teams_list(
     table = Table("id", "name", "email", "namespace", "state", "jobs")
     for team in teams:
         state = "removed" if team["removed"] else "disabled" if team["disabled"] else "active"
-        table.add_row(str(team["id"]), escape(team["name"]), team["email"], team["namespace"], state, str(team["jobs"]))
+        table.add_row(str(team["id"]), shown(team["name"]), team["email"], team["namespace"], state, str(team["jobs"]))
     console.print(table)
 
 
@@ -198,7 +197,7 @@ def jobs_list(
         score = "" if job.get("score") is None else f"{job['score']:.1f}"
         table.add_row(
             str(job["id"]),
-            escape(job["team"]),
+            shown(job["team"]),
             job["phase"],
             job["status"],
             score,
@@ -239,7 +238,7 @@ def jobs_rerun_level(
 
     with _contest(data_dir) as (_config, db):
         hosting.rerun_level(db, _actor(), job_id, level)
-    console.print(f"[green]Level {escape(level)} of job {job_id} queued again[/].")
+    console.print(f"[green]Level {shown(level)} of job {job_id} queued again[/].")
 
 
 @server_app.command("actions")
@@ -260,10 +259,10 @@ def actions(
     for row in rows:
         table.add_row(
             _when(row["at"]),
-            escape(row["actor"]),
+            shown(row["actor"]),
             row["action"],
-            escape(row["target"] or ""),
-            escape(row["detail"] or ""),
+            shown(row["target"] or ""),
+            shown(row["detail"] or ""),
         )
     console.print(table)
 
@@ -290,13 +289,13 @@ final_app = typer.Typer(help="The hidden final: `final start|status|publish`.", 
 def _print_final(document: dict[str, Any]) -> None:
     started = _when(document.get("started")) or "not started"
     published = _when(document.get("published")) or "not published"
-    console.print(f"Final: started {started}; {published}; levels: {escape(', '.join(document['levels']))}.")
+    console.print(f"Final: started {started}; {published}; levels: {shown(', '.join(document['levels']))}.")
     counts = ", ".join(f"{n} {state}" for state, n in sorted(document["jobs"].items())) or "no final job yet"
     console.print(f"Final jobs: {counts}.")
     table = Table("#", "team", "score", "final job", "submission")
     for row in document["ranking"]:
         table.add_row(
-            str(row["rank"]), escape(row["name"]), f"{row['score']:.2f}", str(row["job"]), str(row["submission"])
+            str(row["rank"]), shown(row["name"]), f"{row['score']:.2f}", str(row["job"]), str(row["submission"])
         )
     if document["ranking"]:
         console.print(table)

@@ -245,6 +245,43 @@ def test_a_failed_level_makes_jobs_exit_non_zero(make_contest, tmp_path, cli, ba
     assert user.run("jobs", "--all").returncode == 0  # a listing is not about one job
 
 
+HOSTILE = "\x1b[2J\x1b]52;c;ZXZpbA==\x07\x1b]0;pwned\x07\u202egnp.exe\x9b"  # clear, clipboard, title, RLO, CSI
+
+
+def test_agent_and_team_text_is_printed_with_its_control_characters_visible(contest, tmp_path, make_user):
+    """The probe: a failing agent's stderr tail, shown by `contestkit jobs ID`, printed raw terminal
+    escapes (clear screen, OSC 52 clipboard writes, title changes); a team name with U+202E printed
+    raw in host tables. Everything the CLI prints from agents or teams now shows them as ``\\x1b``."""
+    import sqlite3
+
+    user = make_user(tmp_path)
+    user.login()
+    job = user.http().post(contest.url + "/rest/job/start", json={"tag": "score-3"}).json()
+    contest.wait_job(user.http(), job["id"])
+    # What a failing agent leaves: its stderr tail as the level's error, and its own stdout file.
+    with sqlite3.connect(contest.data_dir / "contest.db") as db:
+        db.execute("UPDATE workers SET status = 'failed', error = ? WHERE job_id = ? AND idx = 0", (HOSTILE, job["id"]))
+        db.execute("UPDATE jobs SET status = 'failed' WHERE id = ?", (job["id"],))
+    level = contest.data_dir / "jobs" / str(job["id"]) / "attempt-1" / "00-Fake-Level1"
+    (level / "agent-stdout.txt").write_text("step 1\n" + HOSTILE + "\n")
+
+    printed = [user.run("jobs", str(job["id"])), user.run("jobs", "logs", str(job["id"]), "0")]
+    for result in printed:
+        out = result.stdout + result.stderr
+        for raw in ("\x1b", "\x07", "\u202e", "\x9b"):
+            assert raw not in out, (raw, out)
+        assert "\\x1b]52;c;ZXZpbA==" in out and "\\u202egnp.exe" in out, out
+    assert "step 1" in printed[1].stdout
+
+    # A team name written before names were checked (straight into the database), in the host's table.
+    with sqlite3.connect(contest.data_dir / "contest.db") as db:
+        db.execute("UPDATE teams SET name = ? WHERE email = ?", ("evil\u202eteam\x1b[2J", user.email))
+    table = user.run("server", "teams", "list", "--data-dir", str(contest.data_dir))
+    assert table.returncode == 0, table.stderr
+    assert "\u202e" not in table.stdout and "\x1b" not in table.stdout
+    assert "evil\\u202eteam\\x1b[2J" in table.stdout
+
+
 def test_submit_checks_for_a_running_job_before_pushing(contest, tmp_path, make_user):
     user = make_user(tmp_path)
     user.login()
