@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from contestkit.errors import ContestkitError, UsageError
-from contestkit.server import auth, operations
+from contestkit.server import auth, operations, team_names
 from contestkit.server.config import ADMIN_USERNAME, EVALUATOR_USERNAME, ServerConfig, load_config
 from contestkit.server.db import ACTIVE, AuthToken, Database, Job, Team, now
 from contestkit.server.errors import Conflict, Invalid, NotFound
@@ -76,7 +76,7 @@ def add_team(data_dir: Path, *, name: str, email: str, password: str, namespace:
     team added while the registry runs can log in at once.
     """
     config = load_config(data_dir)
-    name = name.strip()
+    name = team_names.normalise(name)
     email = email.strip().lower()
     if not name:
         raise UsageError(f"The team name must have 1 to {NAME_MAX} characters.")
@@ -98,6 +98,11 @@ def add_team(data_dir: Path, *, name: str, email: str, password: str, namespace:
         try:
             migrate(database)
             with database.session() as db:
+                look_alike = team_names.confusable_with(db, name)
+                if look_alike is not None and look_alike != name:
+                    raise UsageError(
+                        f"The team name '{name}' looks like the existing team '{look_alike}'; choose another name."
+                    )
                 for column, value, what in (
                     (Team.name, name, "name"),
                     (Team.email, email, "email"),
@@ -238,7 +243,10 @@ def set_disabled(db: Session, actor: str, ref: str, disabled: bool) -> dict[str,
 
 def rename(db: Session, actor: str, ref: str, new_name: str) -> dict[str, Any]:
     team = find_team(db, ref)
-    new_name = new_name.strip()
+    try:
+        new_name = team_names.normalise(new_name)
+    except UsageError as exc:
+        raise Invalid(str(exc)) from None
     if not new_name:
         raise Invalid(f"The team name must have 1 to {NAME_MAX} characters.")
     try:
@@ -247,6 +255,9 @@ def rename(db: Session, actor: str, ref: str, new_name: str) -> dict[str, Any]:
         raise Invalid(str(exc)) from None
     if db.scalar(select(Team.id).where(Team.name == new_name, Team.id != team.id)) is not None:
         raise Conflict(f"A team named '{new_name}' already exists; choose another name.")
+    look_alike = team_names.confusable_with(db, new_name, team_id=team.id)
+    if look_alike is not None:
+        raise Conflict(f"The team name '{new_name}' looks like the existing team '{look_alike}'; choose another name.")
     old = team.name
     team.name = new_name
     record(db, actor, HostAction.TEAM_RENAME, team.email, f"{old} -> {new_name}")

@@ -110,3 +110,36 @@ def test_a_password_that_is_not_valid_text_is_refused(data_dir):
     with pytest.raises(ContestkitError, match="not valid text"):
         teams.add_team(data_dir, name="alpha", email="alpha@example.org", password="long enough \ud800")
     assert _teams(data_dir) == [] and _htpasswd_users(data_dir) == [EVALUATOR]
+
+
+def test_team_names_are_normalised_and_bidi_controls_and_look_alikes_are_refused(data_dir, add_team_cli, password):
+    """The probe: "аlpha" (Cyrillic а) was accepted next to "alpha", and a name with U+202E (which
+    reverses what follows it) printed raw in host tables. Both are refused by `server add-team`, and
+    by the host's rename; full-width and ligature forms are stored in their NFKC form."""
+    from contestkit.server.config import load_config
+    from contestkit.server.db import Database
+    from contestkit.server.errors import Conflict, Invalid
+
+    assert add_team_cli(data_dir, "alpha", "alpha@example.org").returncode == 0
+    for name in ("\u0430lpha", "ALPHA", "a1pha", "\u03b1lpha"):  # Cyrillic а, upper case, digit one, Greek α
+        refused = add_team_cli(data_dir, name, f"x{len(_teams(data_dir))}@example.org")
+        assert refused.returncode == 2, (name, refused.stdout + refused.stderr)
+        assert "looks like the existing team 'alpha'" in refused.stderr, refused.stderr
+    bidi = add_team_cli(data_dir, "evil\u202eteam", "evil@example.org")
+    assert bidi.returncode == 2 and "U+202E" in bidi.stderr, bidi.stderr
+    wide = add_team_cli(data_dir, "\uff42\uff45\uff54\uff41 \ufb01ve", "beta@example.org")  # ｂｅｔａ ﬁve
+    assert wide.returncode == 0, wide.stderr
+    assert add_team_cli(data_dir, "gamma", "gamma@example.org").returncode == 0
+    assert _teams(data_dir) == ["alpha", "beta five", "gamma"]
+
+    config = load_config(data_dir)
+    database = Database(config.database())
+    try:
+        with database.session() as db:
+            with pytest.raises(Conflict, match="looks like the existing team 'alpha'"):
+                teams.rename(db, "host", "gamma@example.org", "\u0430lpha")
+            with pytest.raises(Invalid, match="U\\+202E"):
+                teams.rename(db, "host", "gamma@example.org", "gam\u202ema")
+            assert teams.rename(db, "host", "alpha@example.org", "Alpha")["name"] == "Alpha"  # itself only
+    finally:
+        database.dispose()
