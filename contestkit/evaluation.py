@@ -9,6 +9,7 @@ the contest server's evaluator all call :func:`evaluate_level` / :func:`evaluate
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from contestkit.runtime.base import Launcher, Session
 from contestkit.seeds import draw_seed, level_seed
 
 POLL_SECONDS = 0.2
+OUT_CHECK_SECONDS = 2.0  # how often the agent's out/ is measured against the spec's out_limit
 # After one half ends, how long the other gets to finish on its own before it is stopped.
 AGENT_GRACE = 15.0
 ENV_GRACE = 15.0
@@ -291,9 +293,20 @@ def watch_session(
     events: dict[str, Any] = {"stopped_agent": False, "stopped_env": False, "interrupted": False}
     env_ended_at = agent_ended_at = None
     hard_deadline = start + spec.wallclock_limit + HARD_LIMIT_SLACK
+    out_checked = 0.0
     try:
         while True:
             output.pump()
+            if time.monotonic() - out_checked >= OUT_CHECK_SECONDS:
+                out_checked = time.monotonic()
+                over = over_out_limit(spec, results_dir)
+                if over is not None:
+                    events["limit"] = over
+                    events["stopped_agent"] = events["stopped_env"] = True
+                    session.stop_agent(1.0)
+                    session.stop_env(10.0)
+                    shutil.rmtree(results_dir / results.AGENT_OUT, ignore_errors=True)  # give the disk back
+                    break
             env_code, agent_code = session.env_exit(), session.agent_exit()
             now = time.monotonic()
             if env_code is not None and env_ended_at is None:
@@ -334,6 +347,18 @@ def watch_session(
     return events
 
 
+def over_out_limit(spec: LevelRunSpec, results_dir: Path) -> str | None:
+    """The sentence that ends a level whose agent wrote more than ``spec.out_limit`` into out/; None
+    while it is within it (checked every ``OUT_CHECK_SECONDS``, so it may overshoot by that much)."""
+    used = results.disk_usage(results_dir / results.AGENT_OUT, stop_above=spec.out_limit)
+    if used <= spec.out_limit:
+        return None
+    return (
+        f"The agent wrote more than {spec.out_limit / 2**20:.0f} MiB into its out/ directory (the host's "
+        "agent_out_limit), so the level was stopped and out/ emptied; write less to out/."
+    )
+
+
 def _env_grace(results_dir: Path) -> float:
     """How long the env may go on after the agent ended.
 
@@ -357,7 +382,9 @@ def summarize_level(
     fault = end_reason.fault if end_reason is not None else None
     agent_code, env_code = events.get("agent_exit"), events.get("env_exit")
     error: str | None = None
-    if events.get("interrupted"):
+    if events.get("limit"):
+        error = events["limit"]  # a host limit the agent went over (out/): the team's failure
+    elif events.get("interrupted"):
         end_reason, fault = EndReason.INTERRUPTED, EndReason.INTERRUPTED.fault
         error = "Interrupted before the budget ran out; the finished episodes are kept."
     elif end_reason is EndReason.SETUP_ERROR:

@@ -32,6 +32,25 @@ CONNECT_TIMEOUT = 300.0  # seconds the env waits for the agent to open the bridg
 CONTEST_CPUS = 6.0  # the contest's evaluation VM: 6 cores, 56 GB
 CONTEST_MEMORY = "56g"
 BRIDGE_TMPFS_SIZE = "64m"  # the bridge volume: a socket and one observation (215 KB)
+# Bounds on what one agent can take from the host (issue 23; docs/host-limits-and-abuse.md).
+PIDS_LIMIT = 1024  # processes and threads in the agent's container (a fork bomb stops here)
+OUT_LIMIT = 10 * 1024**3  # bytes the agent may write into its out/ directory (10 GiB)
+LOG_LIMIT = 16 * 1024**2  # bytes of each of the agent's stdout and stderr kept: half head, half tail
+ENGINE_LOG_MAX = "10m"  # the Docker engine's own log of each container (log-opts max-size, one file)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def size_bytes(text: str | int, where: str = "size") -> int:
+    """``10g``, ``512m``, ``64k`` or a plain number of bytes (Docker's binary units) as bytes."""
+    raw = str(text).strip().lower().removesuffix("ib").removesuffix("i")
+    number, unit = raw.rstrip("bkmgt"), raw[len(raw.rstrip("bkmgt")):]
+    try:
+        value = float(number) * _SIZE_UNITS[unit]
+    except (KeyError, ValueError):
+        raise ValueError(f"{where}: '{text}' is not a size; write e.g. 10g, 512m or a number of bytes") from None
+    if not 0 < value < 2**63:
+        raise ValueError(f"{where}: '{text}' must be a positive size")
+    return int(value)
 
 
 class Scope(str, Enum):
@@ -71,6 +90,9 @@ class LevelRunSpec:
     cpus: float | None = _field(None, Scope.DOCKER)  # agent CPU limit; None: CONTEST_CPUS
     memory: str | None = _field(None, Scope.DOCKER)  # agent memory limit; None: CONTEST_MEMORY
     bridge_tmpfs_size: str = _field(BRIDGE_TMPFS_SIZE, Scope.DOCKER)
+    pids_limit: int = _field(PIDS_LIMIT, Scope.DOCKER)  # processes in the agent's container
+    log_limit: int = _field(LOG_LIMIT, Scope.DOCKER)  # bytes kept of each of stdout/stderr (head + tail)
+    out_limit: int = _field(OUT_LIMIT, Scope.AGENT)  # bytes the agent may write into out/; over: stopped
 
     def replace(self, **changes: Any) -> LevelRunSpec:
         return dataclasses.replace(self, **changes)

@@ -186,3 +186,26 @@ def tail(path: Path, lines: int = 20) -> str:
     except OSError:
         return ""
     return "\n".join(data.splitlines()[-lines:])
+
+
+def disk_usage(path: Path, stop_above: int | None = None) -> int:
+    """Bytes of disk the files under ``path`` take (allocated blocks, so a sparse file counts for what
+    it really holds), without following links; stops counting once over ``stop_above``."""
+    total = 0
+    pending = [path]
+    while pending:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            total += info.st_blocks * 512
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(Path(entry.path))
+            if stop_above is not None and total > stop_above:
+                return total
+    return total

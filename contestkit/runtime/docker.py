@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from contestkit import results
+from contestkit.capped_output import HeadTailWriter
 from contestkit.errors import ContestkitError, NotFoundError, UsageError
 from contestkit.games import resolve_level, rom_path
-from contestkit.levelrun import EnvPlacement, LevelRunSpec, to_argv
+from contestkit.levelrun import ENGINE_LOG_MAX, LOG_LIMIT, EnvPlacement, LevelRunSpec, to_argv
 
 SESSION_LABEL = "org.contestkit.session"
 OWNER_LABEL = "org.contestkit.owner"  # host:pid of the contestkit process that made it
@@ -30,6 +31,11 @@ BRIDGE_MOUNT = "/root/compo/tmp"
 OUT_MOUNT = "/root/compo/out"
 RESULTS_MOUNT = "/results"
 ROM_MOUNT = "/roms"
+
+
+# The engine's own copy of each container's output: one file of at most ENGINE_LOG_MAX (the kept
+# copy is the results files, bounded by the spec's log_limit).
+_ENGINE_LOG = {"type": "json-file", "config": {"max-size": ENGINE_LOG_MAX, "max-file": "1"}}
 
 
 def _owner() -> str:
@@ -76,10 +82,11 @@ def _host_cpus(wanted: float) -> float:
 class _Waiter(threading.Thread):
     """Waits for a container to exit and streams its logs into the results files meanwhile."""
 
-    def __init__(self, api: Any, container: str, stdout: Path, stderr: Path) -> None:
+    def __init__(self, api: Any, container: str, stdout: Path, stderr: Path, limit: int = LOG_LIMIT) -> None:
         super().__init__(daemon=True)
         self.api, self.container = api, container
         self.stdout, self.stderr = stdout, stderr
+        self.limit = limit  # bytes kept of each stream (capped_output: head and tail)
         self.exit_code: int | None = None
         self._log_threads = [
             threading.Thread(target=self._pump, args=(stdout, True), daemon=True),
@@ -87,14 +94,15 @@ class _Waiter(threading.Thread):
         ]
 
     def _pump(self, path: Path, is_stdout: bool) -> None:
-        with open(path, "ab") as f:
-            try:
-                for chunk in self.api.logs(self.container, stream=True, follow=True, stdout=is_stdout,
-                                           stderr=not is_stdout):  # fmt: skip
-                    f.write(chunk)
-                    f.flush()
-            except Exception:  # the container was removed under us: the logs so far are kept
-                pass
+        out = HeadTailWriter(path, self.limit)
+        try:
+            for chunk in self.api.logs(self.container, stream=True, follow=True, stdout=is_stdout,
+                                       stderr=not is_stdout):  # fmt: skip
+                out.write(chunk)
+        except Exception:  # the container was removed under us: the logs so far are kept
+            pass
+        finally:
+            out.close()
 
     def run(self) -> None:
         for t in self._log_threads:
@@ -163,7 +171,7 @@ class DockerSession:
             labels=self.labels,
             name=f"contestkit-remote-{self.id}",
             host_config=api.create_host_config(
-                binds=binds, network_mode="none", auto_remove=False, cpuset_cpus=spec.cpuset
+                binds=binds, network_mode="none", auto_remove=False, cpuset_cpus=spec.cpuset, log_config=_ENGINE_LOG
             ),
         )["Id"]
         self.containers.append(env_id)
@@ -176,7 +184,10 @@ class DockerSession:
             "network_mode": "none",
             "nano_cpus": int(_host_cpus(spec.agent_cpus) * 1e9),
             "mem_limit": spec.agent_memory,
+            "memswap_limit": spec.agent_memory,  # no swap beyond the memory limit
             "cpuset_cpus": spec.cpuset,
+            "pids_limit": spec.pids_limit,
+            "log_config": _ENGINE_LOG,
         }
         if spec.gpus:
             import docker.types
@@ -192,7 +203,7 @@ class DockerSession:
         self.containers.append(agent_id)
 
         api.start(env_id)
-        self.env_waiter = _Waiter(api, env_id, rd / results.REMOTE_STDOUT, rd / results.REMOTE_STDERR)
+        self.env_waiter = _Waiter(api, env_id, rd / results.REMOTE_STDOUT, rd / results.REMOTE_STDERR, spec.log_limit)
         self.env_waiter.start()
         try:
             api.start(agent_id)
@@ -203,7 +214,7 @@ class DockerSession:
                     "NVIDIA Container Toolkit or drop --gpus."
                 ) from None
             raise
-        self.agent_waiter = _Waiter(api, agent_id, rd / results.AGENT_STDOUT, rd / results.AGENT_STDERR)
+        self.agent_waiter = _Waiter(api, agent_id, rd / results.AGENT_STDOUT, rd / results.AGENT_STDERR, spec.log_limit)
         self.agent_waiter.start()
 
     def env_exit(self) -> int | None:

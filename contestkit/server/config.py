@@ -101,6 +101,12 @@ class ServerConfig:
     # Whether cookies carry ``Secure``. None (the default): they do when the server speaks TLS
     # (``tls_cert``) or its ``server_url`` is https (a TLS proxy in front); ``secure_cookies`` decides.
     cookie_secure: bool | None = None
+    # What one level-run may take from the host (server/run_limits.py; docs/host-limits-and-abuse.md).
+    # Sizes are Docker's (56g, 512m); None: the level-run default (contestkit.levelrun).
+    agent_memory: str = levelrun.CONTEST_MEMORY  # capped at the host's memory, with a warning at start
+    agent_pids_limit: int = levelrun.PIDS_LIMIT
+    agent_out_limit: str | None = None  # default 10g; over it the level is stopped (the team's failure)
+    agent_log_limit: str | None = None  # default 16m of each of stdout/stderr, head and tail kept
     # Proxies whose X-Forwarded-For/-Proto are believed (addresses or CIDRs, "*" for any). Empty (the
     # default): none, so no client can choose the address the login throttle counts it under.
     forwarded_allow_ips: list[str] = field(default_factory=list)
@@ -337,6 +343,9 @@ def _coerce(path: Path, line: int | None, key: str, value: Any, type_name: Any) 
 
 def validate(config: ServerConfig) -> None:
     """Refuse settings that would only fail later, at the first job, with a worse message."""
+    from contestkit.server.run_limits import agent_limits
+
+    agent_limits(config.agent_memory, config.agent_pids_limit, config.agent_out_limit, config.agent_log_limit)
     if not _HOST_PORT.match(config.registry) or "/" in config.registry:
         raise UsageError(f"registry '{config.registry}' must be HOST:PORT (no scheme, no path), e.g. 127.0.0.1:5000.")
     if config.registry_scheme not in ("http", "https"):

@@ -31,7 +31,7 @@ from typing import Any
 
 from contestkit.errors import ContestkitError
 from contestkit.levelrun import LevelRunSpec
-from contestkit.server import metrics
+from contestkit.server import metrics, run_limits
 from contestkit.server.config import ServerConfig
 from contestkit.server.db import Database
 from contestkit.server.executors import Executor, LevelRun, LevelTask
@@ -132,6 +132,11 @@ class Scheduler:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._cpusets = CpusetPool(config.cpusets)
+        self.limits, notes = run_limits.agent_limits(
+            config.agent_memory, config.agent_pids_limit, config.agent_out_limit, config.agent_log_limit
+        )
+        for note in notes:
+            log.warning("%s", note)
 
     # -- lifecycle --
 
@@ -309,7 +314,12 @@ class Scheduler:
             seed=level_seed(job.seed, level.index),
             record=self.config.record,
             cpuset=cpus,
+            out_limit=self.limits.out_bytes,
         )
+        # The Docker-only bounds, for this host's engine only: the local runtime refuses them, and the
+        # Kubernetes executor sizes pods from its own settings (the memory cap is this host's).
+        if self.config.runtime == "docker" and self.config.executor == "docker":
+            run = run.replace(memory=self.limits.memory, pids_limit=self.limits.pids, log_limit=self.limits.log_bytes)
         return LevelTask(
             job_id=job.job_id,
             index=level.index,
