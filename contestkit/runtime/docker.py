@@ -108,11 +108,26 @@ class _Waiter(threading.Thread):
         for t in self._log_threads:
             t.start()
         try:
-            self.exit_code = int(self.api.wait(self.container)["StatusCode"])
+            code = int(self.api.wait(self.container)["StatusCode"])
         except Exception:
-            self.exit_code = -1
+            code = -1
         for t in self._log_threads:
             t.join(timeout=5)
+        self._note_out_of_memory()
+        self.exit_code = code  # last: whoever sees the exit reads the complete output files
+
+    def _note_out_of_memory(self) -> None:
+        """Say so at the end of stderr when the engine killed the container for its memory limit: the
+        level's error quotes stderr's last lines, and a bare "status 137" does not say why."""
+        try:
+            container = self.api.inspect_container(self.container)
+        except Exception:
+            return
+        state, limit = container.get("State") or {}, (container.get("HostConfig") or {}).get("Memory") or 0
+        if state.get("OOMKilled"):
+            with open(self.stderr, "ab") as f:
+                f.write(f"\n[contestkit: stopped for using more than its memory limit "
+                        f"({limit / 2**20:.0f} MiB, the host's agent_memory)]\n".encode())  # fmt: skip
 
 
 class DockerSession:

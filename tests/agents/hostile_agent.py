@@ -2,7 +2,8 @@
 
 - ``fork``: forks HOSTILE_COUNT (2,000) sleeping processes; a refused fork is reported and raised;
 - ``out``: writes HOSTILE_MB (2,048) MiB into out/, 1 MiB at a time, then plays on;
-- ``stdout``: prints HOSTILE_MB MiB to stdout, then plays on until its budget ends.
+- ``stdout``: prints HOSTILE_MB MiB to stdout, then plays on until its budget ends;
+- ``memory``: holds HOSTILE_MB MiB of memory.
 """
 
 import os
@@ -30,6 +31,8 @@ elif mode == "out":
     with open(os.path.join(os.environ["CONTESTKIT_OUT_DIR"], "junk.bin"), "wb") as junk:
         for _ in range(int(os.environ.get("HOSTILE_MB", "2048"))):
             junk.write(block)
+elif mode == "memory":
+    hoard = [bytearray(1 << 20) for _ in range(int(os.environ.get("HOSTILE_MB", "1024")))]
 elif mode == "stdout":
     line = ("x" * 1023 + "\n").encode()
     for _ in range(int(os.environ.get("HOSTILE_MB", "1024")) * 1024):

@@ -99,3 +99,11 @@ def test_a_flood_of_stdout_is_kept_once_head_and_tail(docker_api, hostile_image,
     assert len(stdout) < (1 << 20) + 200
     assert b"bytes of output elided here" in stdout and stdout.rstrip().endswith(b"the last line")
     assert summary["timesteps"] == 3000  # the level went on to its budget
+
+
+@pytest.mark.docker
+def test_an_agent_over_its_memory_says_so(hostile_image, tmp_path):
+    hog = {"HOSTILE_MODE": "memory", "HOSTILE_MB": "512"}
+    summary = _run(hostile_image, tmp_path / "r", memory="64m", env_vars=hog)
+    assert not summary["ok"]
+    assert "stopped for using more than its memory limit (64 MiB, the host's agent_memory)" in summary["error"]
