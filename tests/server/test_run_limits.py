@@ -58,3 +58,62 @@ def test_a_bad_limit_is_one_sentence_at_load(tmp_path, init_contest, key, value,
     (data_dir / "server.yaml").write_text((data_dir / "server.yaml").read_text() + f"{key}: {value}\n")
     with pytest.raises(ContestkitError, match=expected):
         load_config(data_dir)
+
+
+@pytest.mark.docker
+def test_a_hostile_job_fails_with_its_reason_while_the_server_answers_and_another_team_finishes(
+    make_contest, docker_api, toolkit_images, tmp_path
+):
+    """Two teams' jobs at once on the real Docker executor: one floods out/ past a small
+    agent_out_limit, the other plays normally. The server answers throughout, the other team's job
+    finishes, and the hostile one fails with the one-sentence reason."""
+    import time
+    import uuid
+
+    import requests
+
+    from tests.support.paths import GAME, REPO, STATE
+
+    agents = REPO / "tests" / "agents"
+    registry = "127.0.0.1:5999"
+    images: list[str] = []
+
+    def image(script: str, env: str, namespace: str) -> str:
+        ctx = tmp_path / namespace
+        ctx.mkdir()
+        (ctx / "agent.py").write_text((agents / script).read_text())
+        (ctx / "Dockerfile").write_text(f"FROM contestkit/agent:cpu\n{env}ADD agent.py /root/compo/agent.py\n")
+        tag = f"{registry}/{namespace}/agent:{uuid.uuid4().hex[:8]}"
+        for _ in docker_api.build(path=str(ctx), tag=tag, rm=True, decode=True):
+            pass
+        images.append(tag)
+        return tag.split("/", 2)[2]
+
+    contest = make_contest([(GAME, STATE)], evaluator=None, registry=registry, timestep_limit=6000,
+                           extra_config={"parallel_jobs": 2, "agent_out_limit": "32m"})  # fmt: skip
+    try:
+        hostile_tag = image("hostile_agent.py", "ENV HOSTILE_MODE=out HOSTILE_MB=2048\n", "hostile")
+        honest_tag = image("contest_doc_agent.py", "", "honest")
+        contest.add_team("hostile", "hostile@example.org")
+        contest.add_team("honest", "honest@example.org")
+        hostile, honest = contest.session("hostile@example.org"), contest.session("honest@example.org")
+        bad = hostile.post(contest.url + "/rest/job/start", json={"tag": hostile_tag}).json()
+        good = honest.post(contest.url + "/rest/job/start", json={"tag": honest_tag}).json()
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:  # the server answers all along
+            assert requests.get(contest.url + "/rest/health", timeout=10).status_code == 200
+            states = [
+                http.get(f"{contest.url}/rest/job/status/{job['id']}").json()["status"]
+                for http, job in ((hostile, bad), (honest, good))
+            ]
+            if all(s in ("finished", "failed", "cancelled") for s in states):
+                break
+            time.sleep(0.5)
+        bad_doc = contest.wait_job(hostile, bad["id"], timeout=30)
+        good_doc = contest.wait_job(honest, good["id"], timeout=30)
+        assert good_doc["status"] == "finished", good_doc
+        assert bad_doc["status"] == "failed", bad_doc
+        assert "more than 32 MiB into its out/ directory" in bad_doc["workers"][0]["error"]
+    finally:
+        for tag in images:
+            docker_api.remove_image(tag, force=True)
