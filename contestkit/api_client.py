@@ -238,6 +238,28 @@ class ContestClient:
         params = {"level": level} if level else None
         return self._json("GET", "/rest/leaderboard", "Getting the leaderboard", params=params)
 
+    def final_leaderboard(self) -> dict[str, Any]:
+        """The published final ranking (a 404 with "not published yet" before the host publishes it)."""
+        return self._json("GET", "/rest/leaderboard/final", "Getting the final results")
+
+    def contest(self) -> dict[str, Any] | None:
+        """The contest's name, phase and levels; None from a server too old to say (no /rest/contest)."""
+        try:
+            return self._json("GET", "/rest/contest", "Getting the contest's phase")
+        except NotFoundErrorApi:
+            return None
+
+    def check_start(self) -> bool:
+        """Ask whether a submission would be taken now (window, running job, quota): raises the server's
+        refusal as ``ApiError``; False from a server too old to answer (no /rest/job/check)."""
+        try:
+            self._json("GET", "/rest/job/check", "Submitting")
+        except NotFoundErrorApi as missing:
+            if "(HTTP 404 Not Found)" in str(missing):  # the route's absence, not a refusal
+                return False
+            raise
+        return True
+
     def create_token(self, name: str | None = None, expires_in_days: float | None = None) -> dict[str, Any]:
         return self._json(
             "POST", "/rest/token", "Creating an API token", json={"name": name, "expires_in_days": expires_in_days}

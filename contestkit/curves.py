@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
+from contestkit.scoring import score_text
+
 _BLOCKS = "▁▂▃▄▅▆▇█"
 
 
@@ -229,7 +231,8 @@ def histogram_svg(values: Sequence[float], *, title: str = "", bins: int = 20, m
         x0, x1, y = frame.x(i / bins), frame.x((i + 1) / bins), frame.y(count / top)
         body.append(
             f'<rect x="{x0 + 1:.1f}" y="{y:.1f}" width="{max(x1 - x0 - 2, 1):.1f}" '
-            f'height="{frame.y(0) - y:.1f}" fill="#36a"><title>{lo + i * width:g} to {lo + (i + 1) * width:g}: '
+            f'height="{frame.y(0) - y:.1f}" fill="#36a"><title>{score_text(lo + i * width)} to '
+            f"{score_text(lo + (i + 1) * width)}: "
             f"{count} team{'s' if count != 1 else ''}</title></rect>"
         )
     if mark is not None and lo <= mark <= hi:
@@ -240,8 +243,8 @@ def histogram_svg(values: Sequence[float], *, title: str = "", bins: int = 20, m
     bottom = frame.y(0)
     body += [
         f'<line x1="{frame.left}" y1="{bottom}" x2="{frame.width - frame.right}" y2="{bottom}" stroke="#888"/>',
-        f'<text x="{frame.left}" y="{bottom + 16}">{lo:g}</text>',
-        f'<text x="{frame.width - frame.right}" y="{bottom + 16}" text-anchor="end">{hi:g}</text>',
+        f'<text x="{frame.left}" y="{bottom + 16}">{score_text(lo)}</text>',
+        f'<text x="{frame.width - frame.right}" y="{bottom + 16}" text-anchor="end">{score_text(hi)}</text>',
         f'<text x="{frame.left - 4}" y="{frame.top + 4}" text-anchor="end">{top}</text>',
         f'<text x="{frame.left - 4}" y="{bottom}" text-anchor="end">0</text>',
     ]

@@ -25,3 +25,13 @@ def contest_score(level_scores: Iterable[float | None]) -> float | None:
     if not scores:
         return None
     return sum(scores) / len(scores)
+
+
+def score_text(score: float) -> str:
+    """A score as every page, chart and table shows it: one decimal, thousands separated (165.7)."""
+    return f"{score:,.1f}"
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 level``, ``2 levels``: no "1 levels" in any sentence."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"

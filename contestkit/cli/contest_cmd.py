@@ -19,7 +19,8 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColum
 from rich.table import Table
 from typer.core import TyperGroup
 
-from contestkit.api_client import ContestClient
+from contestkit import results
+from contestkit.api_client import ApiError, ContestClient
 from contestkit.cli.output import console, err_console, print_json, shown, visible
 from contestkit.credentials import (
     RegistryCredentials,
@@ -36,6 +37,7 @@ from contestkit.credentials import (
     save_registry_credentials,
 )
 from contestkit.errors import ContestkitError, NotFoundError, UsageError
+from contestkit.scoring import plural
 
 TERMINAL_STATES = ("finished", "failed", "cancelled")
 ACTIVE_STATES = ("queued", "running", "stalled")
@@ -334,8 +336,13 @@ def submit(
     """Push the agent image to the team registry and start an evaluation job for it."""
     out = err_console if json_out else console  # stdout then holds only the JSON document
     client = _client()
-    # Before pushing: a push of minutes that ends in "already has a job running" helps nobody.
-    active = client.latest_job()
+    # Before pushing: a push of minutes that ends in "submissions closed" or "already has a job
+    # running" helps nobody. The server answers with the sentence it would give after the push.
+    try:
+        checked = client.check_start()
+    except ApiError as refused:
+        raise ContestkitError(f"{refused} So nothing was pushed.") from None
+    active = None if checked else client.latest_job()  # a server without the check: ask for the running job
     if active is not None and active.get("status") in ACTIVE_STATES:
         raise ContestkitError(
             f"Your team already has job {active.get('id')} {active.get('status')}; one job runs at a time, so "
@@ -690,15 +697,23 @@ def jobs_download(
     job_id: int = typer.Argument(..., metavar="ID", help="The job."),
     directory: Path = typer.Option(None, "--dir", help="Where to save them (default: ./job-ID)."),
     attempt: int = typer.Option(None, "--attempt", min=1, help="An earlier attempt (default: the latest)."),
+    with_out: bool = typer.Option(
+        False, "--with-out", help="Also the agent's out/ of each level (checkpoints: it can be large)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Download a job's results: each level's monitor.csv, logs, summary.json and reward curve."""
+    """Download a job's results: each level's monitor.csv, logs, summary.json and reward curve (--with-out: and
+    the agent's out/)."""
     client = _client()
     listing = client.results(job_id, attempt)
     target = (directory or Path(f"job-{job_id}")).expanduser()
     saved: list[dict[str, Any]] = []
     total = 0
-    for entry in listing.get("files") or []:
+    files = listing.get("files") or []
+    skipped = [entry for entry in files if not with_out and results.AGENT_OUT in _safe_relative(entry["path"]).parts]
+    for entry in files:
+        if entry in skipped:
+            continue
         destination = target.joinpath(*_safe_relative(entry["path"]).parts)
         destination.parent.mkdir(parents=True, exist_ok=True)
         partial = destination.with_name(f".{destination.name}.part")
@@ -710,21 +725,25 @@ def jobs_download(
         total += size
         saved.append({"path": entry["path"], "size": size})
     document = {"job": job_id, "attempt": listing.get("attempt"), "dir": str(target), "files": saved}
+    if skipped:
+        document["skipped_out"] = len(skipped)
     if listing.get("truncated"):
         document["truncated"] = True
     if json_out:
         print_json(document)
         return
-    if not saved:
+    if not saved and not skipped:
         console.print(f"Job {job_id} has no result files yet (attempt {listing.get('attempt')}).")
         return
     console.print(
-        f"Saved {len(saved)} files ({total / 1e6:.1f} MB) of job {job_id}, attempt {listing.get('attempt')}, "
+        f"Saved {plural(len(saved), 'file')} ({total / 1e6:.1f} MB) of job {job_id}, attempt {listing.get('attempt')}, "
         f"in {_t(target)}.",
         soft_wrap=True,
     )
     if listing.get("truncated"):
         err_console.print("[yellow]warning:[/] the server listed only the first files; the rest were not saved.")
+    if skipped:
+        console.print(f"Left out {plural(len(skipped), 'file')} of the agent's out/; --with-out downloads them too.")
 
 
 # -- API tokens ------------------------------------------------------------------------------------
@@ -793,27 +812,66 @@ def tokens_revoke(
 def leaderboard(
     server: str = typer.Option(None, "--server", help="Contest server URL (default: the one you logged in to)."),
     level: str = typer.Option(None, "--level", help="One level's view: GAME/STATE of the leaderboard's level set."),
+    final_board: bool = typer.Option(False, "--final", help="The final's results (once the host published them)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """The contest's leaderboard: each team's latest (or best) finished job, best first."""
+    """The contest's leaderboard (each team's latest or best finished job, best first), or --final's results."""
     url = known_server(server)
     if url is None:
         raise UsageError("Which contest server? Pass --server URL or log in first (`contestkit login`).")
+    if final_board and level:
+        raise UsageError("--final shows the whole final ranking with every level; leave out --level.")
     stored = load_login()
     client = ContestClient(url) if stored is None or stored.server != url else ContestClient.from_login(stored)
+    if final_board:
+        _final_leaderboard(client, url, json_out)
+        return
     board = client.leaderboard(level)
     if json_out:
         print_json(board)
         return
+    contest = client.contest()
+    if contest is not None:
+        console.print(f"{_t(contest.get('name'))}: {_t(contest['phase']['line'])}", soft_wrap=True)
     rows = board.get("leaderboard") or []
+    frozen = board.get("frozen")
     if not rows:
-        console.print("The leaderboard is empty: no job has finished yet.")
+        if frozen:
+            console.print(f"The leaderboard is empty: no job had finished when it froze at {_when(frozen)}.")
+        else:
+            console.print("The leaderboard is empty: no job has finished yet.")
         return
-    table = Table("#", "Team", "Score", "Job finished", title=f"Leaderboard of {url}")
+    title = f"Leaderboard of {url}" + (f", frozen since {_when(frozen)}" if frozen else "")
+    table = Table("#", "Team", "Score", "Job finished", title=title)
     for place, row in enumerate(rows, start=int(board.get("start") or 1)):
         name = _t(row.get("name")) + (" (baseline)" if row.get("baseline") else "")
         table.add_row(str(place), name, _score(row.get("score")), _when(row.get("finished")))
     console.print(table)
+
+
+def _final_leaderboard(client: ContestClient, url: str, json_out: bool) -> None:
+    """``leaderboard --final``: the published final ranking; before publishing, only that it is not."""
+    try:
+        board = client.final_leaderboard()
+    except NotFoundError:
+        if json_out:
+            print_json({"published": None, "leaderboard": []})
+        else:
+            console.print("The final results are not published yet.")
+        return
+    if json_out:
+        print_json(board)
+        return
+    levels = board.get("levels") or []
+    table = Table("#", "Team", "Score", *[f"L{i}" for i in range(1, len(levels) + 1)], title=f"Final results of {url}")
+    for row in board.get("leaderboard") or []:
+        name = _t(row.get("name")) + (" (baseline)" if row.get("baseline") else "")
+        scores = [_score((row.get("levels") or {}).get(task)) for task in levels]
+        table.add_row(str(row.get("rank")), name, _score(row.get("score")), *scores)
+    console.print(f"Final results published {_when(board.get('published'))}.")
+    console.print(table)
+    for number, task in enumerate(levels, start=1):
+        console.print(f"  L{number}: {_t(task)}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

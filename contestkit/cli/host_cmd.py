@@ -9,6 +9,7 @@ each is recorded as done by ``cli:<unix user>``.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -18,7 +19,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from contestkit.cli.output import console, print_json, shown
+from contestkit.cli.output import console, err_console, print_json, shown
 from contestkit.cli.server_cmd import _DATA_DIR, _needs_server_extra, _read_password, server_app
 from contestkit.errors import UsageError
 
@@ -267,6 +268,24 @@ def actions(
     console.print(table)
 
 
+@server_app.command("status")
+def status(data_dir: Path = _DATA_DIR, json_out: bool = _JSON) -> None:
+    """Where the contest stands: its phase in one line (as the pages and /host say it) and plan warnings."""
+    from contestkit.server import phases
+    from contestkit.server.db import now
+
+    with _contest(data_dir) as (config, db):
+        at = now()
+        phase = phases.current_phase(db, config, at, host=True)
+        warnings = phases.plan_warnings(config, at)
+    if json_out:
+        print_json({"phase": phase.document(), "warnings": warnings})
+        return
+    console.print(shown(phase.line), soft_wrap=True)
+    for warning in warnings:
+        err_console.print(f"[yellow]warning:[/] {shown(warning)}", soft_wrap=True)
+
+
 @server_app.command("close")
 def close(data_dir: Path = _DATA_DIR, json_out: bool = _JSON) -> None:
     """Close submissions now (the leaderboard phase ends; queued and running jobs still finish)."""
@@ -287,16 +306,15 @@ final_app = typer.Typer(help="The hidden final: `final start|status|publish`.", 
 
 
 def _print_final(document: dict[str, Any]) -> None:
-    started = _when(document.get("started")) or "not started"
-    published = _when(document.get("published")) or "not published"
-    console.print(f"Final: started {started}; {published}; levels: {shown(', '.join(document['levels']))}.")
+    started = f"started {_when(document['started'])}" if document.get("started") else "not started"
+    published = f"published {_when(document['published'])}" if document.get("published") else "not published"
+    console.print(f"Final: {started}; {published}; levels: {shown(', '.join(document['levels']))}.")
     counts = ", ".join(f"{n} {state}" for state, n in sorted(document["jobs"].items())) or "no final job yet"
     console.print(f"Final jobs: {counts}.")
     table = Table("#", "team", "score", "final job", "submission")
     for row in document["ranking"]:
-        table.add_row(
-            str(row["rank"]), shown(row["name"]), f"{row['score']:.2f}", str(row["job"]), str(row["submission"])
-        )
+        name = shown(row["name"]) + (" (baseline)" if row.get("baseline") else "")
+        table.add_row(str(row["rank"]), name, f"{row['score']:.2f}", str(row["job"]), str(row["submission"]))
     if document["ranking"]:
         console.print(table)
 
@@ -324,16 +342,30 @@ def final_start(data_dir: Path = _DATA_DIR, json_out: bool = _JSON) -> None:
 
 
 @final_app.command("status")
-def final_status(data_dir: Path = _DATA_DIR, json_out: bool = _JSON) -> None:
+def final_status(
+    data_dir: Path = _DATA_DIR,
+    json_out: bool = _JSON,
+    watch: bool = typer.Option(
+        False, "--watch", help="Print it again whenever it changes, until no final job is queued or running."
+    ),
+) -> None:
     """The final's progress and its ranking so far (the host's eyes only until publish)."""
+    from contestkit.cli.contest_cmd import _poll_seconds
     from contestkit.server import final
 
-    with _contest(data_dir) as (config, db):
-        document = final.status(db, config)
-    if json_out:
-        print_json(document)
-    else:
-        _print_final(document)
+    last = None
+    while True:
+        with _contest(data_dir) as (config, db):
+            document = final.status(db, config)
+        if document != last:
+            if json_out:
+                print_json(document)
+            else:
+                _print_final(document)
+            last = document
+        if not watch or not final.running(document):
+            return
+        time.sleep(_poll_seconds())
 
 
 @final_app.command("publish")

@@ -21,8 +21,9 @@ server_app = typer.Typer(
     no_args_is_help=True,
 )
 
+DEFAULT_DATA_DIR = Path("contest")  # the docs' name for it too (docs/host-contest-site.md)
 _DATA_DIR = typer.Option(
-    Path("contest-data"), "--data-dir", "-d", help="The contest's data directory (config, database, results)."
+    DEFAULT_DATA_DIR, "--data-dir", "-d", help="The contest's data directory (config, database, results)."
 )
 
 
@@ -101,9 +102,10 @@ def init(
 
     say(f"[green]Contest created[/] in {config.data_dir} ({count} level{'s' if count != 1 else ''}).")
     say("Next steps:")
-    say(f"  1. run the team registry:  docker-registry serve {result.registry_config}")
-    say(f"  2. add teams:              contestkit server add-team NAME --email EMAIL --data-dir {config.data_dir}")
-    say(f"  3. start the server:       contestkit server run --data-dir {config.data_dir}")
+    say(f"  1. add teams:              contestkit server add-team NAME --email EMAIL --data-dir {config.data_dir}")
+    say(f"  2. start the server:       contestkit server run --data-dir {config.data_dir}")
+    say(f"     (it runs the team registry too: docker-registry serve {result.registry_config}; --no-registry if")
+    say("     you run the registry yourself)")
     say(f"The registry asks {config.realm_url()} for tokens: the server must be reachable there.")
 
 
@@ -172,12 +174,19 @@ def run(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 for all)."),
     port: int = typer.Option(8000, "--port", help="Port to listen on."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    registry: bool = typer.Option(
+        True,
+        "--registry/--no-registry",
+        help="Run the team registry (docker-registry with DATA_DIR/registry/config.yml), restart it when it exits, "
+        "stop it on exit. --no-registry: you run your own (systemd, compose, another host).",
+    ),
 ) -> None:
-    """Serve the contest API and run the job queue until Ctrl-C (running jobs resume at the next start)."""
+    """Serve the contest API, run the job queue and the team registry until Ctrl-C (running jobs resume at the
+    next start)."""
     _needs_server_extra()
     from contestkit.server.app import serve
 
-    serve(data_dir, host=host, port=port, log_level=log_level)
+    serve(data_dir, host=host, port=port, log_level=log_level, run_registry=registry)
 
 
 @server_app.command("manifests")

@@ -34,6 +34,7 @@ from contestkit.errors import ContestkitError
 from contestkit.server import (
     auth,
     boardcache,
+    contest,
     documents,
     head,
     heap,
@@ -44,11 +45,13 @@ from contestkit.server import (
     openapi,
     pages,
     registry_auth,
+    registry_supervision,
     throttle,
 )
 from contestkit.server.api import admin, board, deps, errors, final, health, jobs, registry, results, sessions
+from contestkit.server.api import contest as contest_api
 from contestkit.server.config import ServerConfig, load_config
-from contestkit.server.db import Database
+from contestkit.server.db import Database, now
 from contestkit.server.executors import Executor
 from contestkit.server.executors.configured import load_executor
 from contestkit.server.migrations import migrate
@@ -62,8 +65,10 @@ def create_app(
     *,
     executor: Executor | None = None,
     start_scheduler: bool = True,
+    registry_supervisor: registry_supervision.RegistrySupervisor | None = None,
 ) -> FastAPI:
-    """The API for the contest in ``data_dir``; the scheduler runs inside the same process."""
+    """The API for the contest in ``data_dir``; the scheduler runs inside the same process (and the team
+    registry too, when ``registry_supervisor`` is given: ``server run`` without ``--no-registry``)."""
     config = load_config(data_dir)
     database = Database(config.database())
     migrate(database)
@@ -88,12 +93,15 @@ def create_app(
         ended_jobs=jobdocs.EndedJobDocuments(
             lambda job: documents.job_json(documents.job_status(job, stale_after=config.heartbeat_timeout))
         ),
+        registry=registry_supervision.RegistryWatch(config, registry_supervisor),
     )
+    services.metrics.database_registry.register(registry_supervision.RegistryCollector(services.registry))
     sweeper = housekeeping.Sweeper(database, config.sweep_seconds)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = config.worker_threads  # see the setting
+        contest.announce(database, config, log, now())
         if start_scheduler:
             scheduler.start()
         sweeper.start()
@@ -139,6 +147,7 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(board.router)
     app.include_router(health.router)
+    app.include_router(contest_api.router)
     pages.install(app, services)
     return app
 
@@ -162,8 +171,16 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def serve(data_dir: Path | str, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
-    """Run the API and the job queue until interrupted (``contestkit server run``)."""
+def serve(
+    data_dir: Path | str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "info",
+    run_registry: bool = True,
+) -> None:
+    """Run the API, the job queue and (``run_registry``) the team registry until interrupted
+    (``contestkit server run``); the registry is stopped when the server stops."""
     import uvicorn
 
     data_dir = Path(data_dir).expanduser().absolute()
@@ -172,7 +189,10 @@ def serve(data_dir: Path | str, *, host: str = "127.0.0.1", port: int = 8000, lo
         level=getattr(logging, log_level.upper(), logging.INFO), format="%(levelname)s %(name)s: %(message)s"
     )
     with data_dir_lock(config.data_dir):
-        app = create_app(config.data_dir)
+        supervisor = registry_supervision.RegistrySupervisor(config) if run_registry else None
+        app = create_app(config.data_dir, registry_supervisor=supervisor)
+        if supervisor is not None:
+            supervisor.start()
         try:
             cert, key = config.data_file(config.tls_cert), config.data_file(config.tls_key)
             tls = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)} if cert and key else {}
@@ -186,3 +206,6 @@ def serve(data_dir: Path | str, *, host: str = "127.0.0.1", port: int = 8000, lo
                     f"The server could not listen on {host}:{port} (in use, or not an address of this host); "
                     "choose another --host/--port."
                 ) from None
+        finally:
+            if supervisor is not None:
+                supervisor.stop()

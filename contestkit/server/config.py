@@ -39,6 +39,8 @@ DATABASE_NAME = "contest.db"
 EVALUATOR_USERNAME = "contestkit-evaluator"
 ADMIN_USERNAME = "contestkit-admin"
 REALM_PATH = "/rest/registry/token"
+NAME_LIMIT = 200  # characters of the contest's name (a page title)
+TEXT_LIMIT = 20_000  # characters of the description and of the rules text (Markdown)
 
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:]+\](:\d{1,5})?$")
 
@@ -118,6 +120,11 @@ class ServerConfig:
     freeze_at: str | None = None
     # Team emails whose entries are the host's baselines: shown on the leaderboards, marked as such.
     baselines: list[str] = field(default_factory=list)
+    # The contest page (/): its title, a Markdown description and the rules (a link, or Markdown text).
+    name: str | None = None
+    description: str | None = None
+    rules_url: str | None = None
+    rules: str | None = None
     # Login throttling (server/throttle.py): failed password checks allowed per window, per account
     # (for clients without that account's device cookie) and per client address across accounts.
     login_window_seconds: float = 300.0
@@ -377,6 +384,14 @@ def validate(config: ServerConfig) -> None:
                     "give each running level CPUs of its own."
                 )
             taken[cpu] = text
+    if config.name is not None and not 1 <= len(config.name.strip()) <= NAME_LIMIT:
+        raise UsageError(f"name must be 1 to {NAME_LIMIT} characters: the contest's title on its page.")
+    for key in ("description", "rules"):
+        text = getattr(config, key)
+        if text is not None and len(text) > TEXT_LIMIT:
+            raise UsageError(f"{key} is {len(text):,} characters long; keep it under {TEXT_LIMIT:,} (Markdown).")
+    if config.rules_url is not None and not re.match(r"^https?://\S+$", config.rules_url):
+        raise UsageError(f"rules_url '{config.rules_url}' must be an http(s) link, e.g. https://example.org/rules.")
     if config.server_url is not None and not re.match(r"^https?://[^/\s]+/?$", config.server_url):
         raise UsageError(
             f"server_url '{config.server_url}' must be http(s)://HOST:PORT, the contest server as teams reach it."

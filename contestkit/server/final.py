@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from contestkit.scoring import plural
 from contestkit.server import hosting, operations, phases
 from contestkit.server.config import ServerConfig
 from contestkit.server.db import ACTIVE, FINISHED, Database, Job, Team, now
@@ -78,7 +79,7 @@ def start(database: Database, config: ServerConfig, actor: str, at: float) -> di
         if phases.closed_at(db, config, at) is None:
             raise Conflict("Submissions are still open; close them first (`contestkit server close`).")
         if phases.set_state(db, phases.StateKey.FINAL_STARTED, at, actor):
-            hosting.record(db, actor, hosting.HostAction.FINAL_START, "final", f"{len(levels)} levels")
+            hosting.record(db, actor, hosting.HostAction.FINAL_START, "final", plural(len(levels), "level"))
         team_ids = list(
             db.scalars(select(Team.id).where(Team.removed_at.is_(None), Team.disabled == 0).order_by(Team.id))
         )
@@ -123,8 +124,9 @@ def _final_jobs(db: Session) -> list[tuple[Job, Team]]:
     return [(job, team) for job, team in rows]
 
 
-def ranking(db: Session) -> list[dict[str, Any]]:
-    """The final's finished jobs, best first; ties go to the earlier submission (of the evaluated image)."""
+def ranking(db: Session, config: ServerConfig) -> list[dict[str, Any]]:
+    """The final's finished jobs, best first, baselines marked; ties go to the earlier submission (of the
+    evaluated image). The export, ``/rest/leaderboard/final``, ``/final`` and the CLI all show this one."""
     rows = []
     for job, team in _final_jobs(db):
         if job.status != FINISHED or job.score is None:
@@ -144,7 +146,9 @@ def ranking(db: Session) -> list[dict[str, Any]]:
     rows.sort(key=lambda row: (-row["score"], row["submitted"], row["job"]))
     for place, row in enumerate(rows, start=1):
         row["rank"] = place
-    return rows
+    from contestkit.server.leaderboards import mark_baselines
+
+    return mark_baselines(db, config, rows)
 
 
 def status(db: Session, config: ServerConfig) -> dict[str, Any]:
@@ -171,8 +175,22 @@ def status(db: Session, config: ServerConfig) -> dict[str, Any]:
             }
             for job, team in sorted(jobs, key=lambda pair: pair[0].id)
         ],
-        "ranking": ranking(db),
+        "ranking": ranking(db, config),
     }
+
+
+def published_board(db: Session, config: ServerConfig) -> dict[str, Any]:
+    """The public final board (``NotFound`` until published): its levels, in order, and the ranking."""
+    published = phases.state_at(db, phases.StateKey.FINAL_PUBLISHED)
+    if published is None:
+        raise NotFound("The final results are not published yet.")
+    levels = [lv.task for lv in phases.levels_of(config, phases.PhaseKind.FINAL)]
+    return {"leaderboard": ranking(db, config), "start": 1, "levels": levels, "published": published}
+
+
+def running(document: dict[str, Any]) -> bool:
+    """Whether a ``status`` document has final jobs still queued or running (``final status --watch``)."""
+    return any(document["jobs"].get(state, 0) for state in ACTIVE)
 
 
 def publish(database: Database, config: ServerConfig, actor: str, at: float) -> float:

@@ -58,6 +58,19 @@ def _baselines(config: ServerConfig) -> set[str]:
     return {email.strip().lower() for email in config.baselines}
 
 
+def mark_baselines(db: Session, config: ServerConfig, ranked_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mark ``baseline: true`` on rows (by team name) of the host's baseline teams; returns the rows.
+
+    Why here: the leaderboard, the final's board and page, and the export mark them by the same rule."""
+    baselines = _baselines(config)
+    if baselines:
+        emails = {name: email for name, email in db.execute(select(Team.name, Team.email))}
+        for row in ranked_rows:
+            if emails.get(row["name"]) in baselines:
+                row["baseline"] = True
+    return ranked_rows
+
+
 def rows(
     db: Session, config: ServerConfig, *, level: str | None = None, cutoff: float | None = None
 ) -> list[dict[str, Any]]:
@@ -101,7 +114,7 @@ def public_board(db: Session, config: ServerConfig, *, level: str | None = None,
         known = [lv.task for lv in phases.levels_of(config, phases.PhaseKind.LEADERBOARD)]
         if level not in known:
             raise NotFound(f"The leaderboard has no level '{level}'; its levels are {', '.join(known)}.")
-    cutoff = plan.freeze_at if plan.freeze_at is not None and at >= plan.freeze_at else None
+    cutoff = phases.frozen_since(config, at)
     board = [public_row(row) for row in rows(db, config, level=level, cutoff=cutoff)]
     return {
         "leaderboard": board,
@@ -117,12 +130,7 @@ def export(db: Session, config: ServerConfig, *, fmt: str = "csv", final: bool =
     if final:
         from contestkit.server import final as final_phase
 
-        ranked = final_phase.ranking(db)
-        baselines = _baselines(config)
-        emails = {name: email for name, email in db.execute(select(Team.name, Team.email))}
-        for row in ranked:
-            if emails.get(row["name"]) in baselines:
-                row["baseline"] = True
+        ranked = final_phase.ranking(db, config)
         levels = [lv.task for lv in phases.levels_of(config, phases.PhaseKind.FINAL)]
     else:
         ranked = rows(db, config)

@@ -170,6 +170,17 @@ def new_job(
     )
 
 
+def check_can_start(db: Session, config: ServerConfig, team_id: int, at: float) -> None:
+    """Refuse a new submission as ``start_job`` would: outside the window, while the team has a job
+    queued or running, or over its quota. ``GET /rest/job/check`` asks this before a push, so that
+    ``contestkit submit`` refuses in a second with the server's own sentence, not after the upload."""
+    phases.check_window(db, config, at)
+    active = _active_job(db, team_id)
+    if active is not None:
+        raise _busy(active)
+    quotas.check_quota(db, team_id, phases.contest_plan(config).leaderboard.quota, at)
+
+
 def start_job(
     database: Database,
     config: ServerConfig,
@@ -191,11 +202,7 @@ def start_job(
         assert team is not None
         image = image_for(config, team, tag)
         stamp = clock()
-        phases.check_window(db, config, stamp)
-        active = _active_job(db, team_id)
-        if active is not None:
-            raise _busy(active)
-        quotas.check_quota(db, team_id, phases.contest_plan(config).leaderboard.quota, stamp)
+        check_can_start(db, config, team_id, stamp)
         job = new_job(config, team_id, tag=tag, image=image, digest=digest, levels=levels, at=stamp)
         db.add(job)
         try:

@@ -48,7 +48,19 @@ from starlette.status import HTTP_200_OK, HTTP_303_SEE_OTHER
 
 from contestkit import results
 from contestkit.curves import episode_ends, histogram_svg, reward_svg
-from contestkit.server import auth, boardcache, documents, leaderboards, limits, operations
+from contestkit.scoring import plural, score_text
+from contestkit.server import (
+    auth,
+    boardcache,
+    contest,
+    documents,
+    final,
+    leaderboards,
+    limits,
+    operations,
+    phases,
+    quotas,
+)
 from contestkit.server.api import deps
 from contestkit.server.api.errors import retry_after, status_of
 from contestkit.server.config import ServerConfig
@@ -126,7 +138,7 @@ def fmt_duration(seconds: Any) -> str:
 
 
 def fmt_score(score: Any) -> str:
-    return f"{score:,.1f}" if _number(score) else "–"
+    return score_text(score) if _number(score) else "–"
 
 
 def fmt_int(value: Any) -> str:
@@ -140,7 +152,7 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(when=fmt_time, duration=fmt_duration, score=fmt_score, count=fmt_int)
+    env.filters.update(when=fmt_time, duration=fmt_duration, score=fmt_score, count=fmt_int, plural=plural)
     return env
 
 
@@ -192,6 +204,7 @@ class BoardRow:
     levels: list[float | None]
     finished: float | None
     submissions: int
+    baseline: bool = False
 
 
 @dataclass
@@ -199,6 +212,7 @@ class BoardData:
     levels: list[str]
     rows: list[BoardRow]
     built: float
+    frozen: float | None = None  # the freeze moment once it passed: later jobs do not count
     html: dict[int, Markup] = field(default_factory=dict)
 
 
@@ -233,7 +247,8 @@ class Leaderboard:
             levels_mtime = os.stat(self.config.levels_path).st_mtime_ns
         except OSError:
             levels_mtime = None
-        return (count, finished, queued, levels_mtime)
+        frozen = phases.frozen_since(self.config, time.time())  # the freeze passing changes the board too
+        return (count, finished, queued, levels_mtime, frozen)
 
     def get(self) -> BoardData:
         version = boardcache.writes_version()  # this process's job and team writes
@@ -253,8 +268,8 @@ class Leaderboard:
 
     def _build(self, session: Any) -> BoardData:
         levels = [level.task for level in self.config.levels()]
-        # The API's rules: ranking, freeze, baselines.
-        top = leaderboards.public_board(session, self.config)["leaderboard"]
+        public = leaderboards.public_board(session, self.config)  # the API's rules: ranking, freeze, baselines
+        top = public["leaderboard"]
         ids = [row["job"] for row in top if row.get("job") is not None]
         per_job: dict[int, dict[str, float | None]] = {}
         for start in range(0, len(ids), 500):
@@ -264,7 +279,16 @@ class Leaderboard:
                 )
             ):
                 per_job.setdefault(job_id, {})[f"{game}/{state}"] = score
-        submissions = dict(session.execute(select(Team.name, func.count(Job.id)).join(Job).group_by(Team.name)).all())
+        # Submissions are the team's leaderboard jobs: a hidden final job is not one, and counting it
+        # would tell everyone that the final runs.
+        submissions = dict(
+            session.execute(
+                select(Team.name, func.count(Job.id))
+                .join(Job)
+                .where(Job.phase == phases.PhaseKind.LEADERBOARD.value)
+                .group_by(Team.name)
+            ).all()
+        )
         rows = [
             BoardRow(
                 rank=rank,
@@ -273,10 +297,11 @@ class Leaderboard:
                 levels=[per_job.get(row.get("job") or -1, {}).get(task) for task in levels],
                 finished=row.get("finished"),
                 submissions=int(submissions.get(row["name"], 0)),
+                baseline=bool(row.get("baseline")),
             )
             for rank, row in enumerate(top, start=1)
         ]
-        return BoardData(levels=levels, rows=rows, built=time.time())
+        return BoardData(levels=levels, rows=rows, built=time.time(), frozen=public["frozen"])
 
 
 # -- reading a job for its page ------------------------------------------------------------------
@@ -397,6 +422,14 @@ def install(app: FastAPI, services: deps.Services) -> Leaderboard:
     }
     admins = {email.strip().lower() for email in config.admins}
     levels_run_on = services.scheduler.executor.name
+    # The contest page's text, rendered once (server.yaml is read at start).
+    site = {
+        "contest_name": (config.name or contest.DEFAULT_NAME).strip(),
+        "description": contest.render_markdown(config.description),
+        "rules": contest.render_markdown(config.rules),
+        "rules_url": config.rules_url,
+        "ranking": phases.contest_plan(config).ranking.value,
+    }
     hostname = socket.gethostname()
 
     def who(request: Request) -> Any | None:
@@ -429,6 +462,7 @@ def install(app: FastAPI, services: deps.Services) -> Leaderboard:
             admin=is_admin(team) if admin is None else admin,
             csrf=csrf_token(secret) if (team is not None and secret) else "",
             path=request.url.path,
+            **site,
             **context,
         )
         headers = {"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-store" if team else "no-cache"}
@@ -481,8 +515,12 @@ def install(app: FastAPI, services: deps.Services) -> Leaderboard:
         table = data.html.get(number)
         if table is None:
             rows = data.rows[(number - 1) * BOARD_PAGE_SIZE : number * BOARD_PAGE_SIZE]
-            table = Markup(env.get_template("board_table.html").render(levels=data.levels, rows=rows))  # noqa: S704
+            table = Markup(  # noqa: S704 - a template, autoescaped
+                env.get_template("board_table.html").render(levels=data.levels, rows=rows, frozen=data.frozen)
+            )
             data.html[number] = table
+        with database.session() as session:
+            phase = phases.current_phase(session, config, time.time())
         return page(
             request,
             "leaderboard.html",
@@ -494,15 +532,29 @@ def install(app: FastAPI, services: deps.Services) -> Leaderboard:
             pages=pages,
             built=data.built,
             mine=team.team_name if team else None,
+            phase=phase,
         )
+
+    @router.get("/final", response_class=HTMLResponse)
+    def final_page(request: Request) -> HTMLResponse:
+        """The final ranking once published (the export's ranking, baselines marked); before, only that."""
+        team = who(request)
+        with database.session() as session:
+            try:
+                published = final.published_board(session, config)
+            except NotFound:
+                published = None
+        return page(request, "final.html", team, board=published)
 
     @router.get("/levels/{level}", response_class=HTMLResponse)
     def level_page(request: Request, level: str) -> HTMLResponse:
         team = who(request)
         data = board.get()
-        index = _url_number(level, low=0)
-        if index is None or index >= len(data.levels):
-            return message(request, team, NotFound(f"The level set has {len(data.levels)} levels."), "No such level")
+        number = _url_number(level)  # counted from 1, as the board's L1, L2... and "level 1 of N"
+        if number is None or number > len(data.levels):
+            text = f"The level set has {plural(len(data.levels), 'level')}, numbered from 1."
+            return message(request, team, NotFound(text), "No such level")
+        index = number - 1
         scored = sorted(
             ((row.name, row.levels[index]) for row in data.rows if row.levels[index] is not None),
             key=lambda item: -(item[1] or 0.0),
@@ -667,9 +719,11 @@ def install(app: FastAPI, services: deps.Services) -> Leaderboard:
         if not is_admin(team):
             return message(request, team, NotFound("There is no such page."), "Not found")
         overview = host_overview(database, config)
+        registry = services.registry.health().document()
         return page(
-            request, "host.html", team, admin=True, where=levels_run_on, hostname=hostname, **overview
-        )
+            request, "host.html", team, admin=True, where=levels_run_on, hostname=hostname, registry=registry,
+            **overview,
+        )  # fmt: skip
 
     app.include_router(router)
     app.add_middleware(SecurityHeaders)
@@ -773,8 +827,22 @@ def host_overview(database: Database, config: ServerConfig) -> dict[str, Any]:
                 .limit(RECENT_FAILURES)
             )
         ]
+        stamp = time.time()
+        phase = phases.current_phase(session, config, stamp, host=True)
+        quota = phases.contest_plan(config).leaderboard.quota
+        baselines = {email.strip().lower() for email in config.baselines}
+        ids = {t.name: t.id for t in session.scalars(select(Team))}
+        for entry in teams:
+            entry["baseline"] = entry["email"] in baselines
+            entry["quota"] = quotas.usage(session, ids[entry["name"]], quota, stamp)
     failures = sorted(failed_jobs + failed_levels, key=lambda f: -(f["when"] or 0.0))[:RECENT_FAILURES]
     return {
+        "phase": phase,
+        "warnings": phases.plan_warnings(config, stamp),
+        "quota_text": quotas.describe(quota),
+        "quota": quota,
+        "baseline_teams": [t["name"] for t in teams if t["baseline"]],
+        "missing_baselines": sorted(baselines - {t["email"] for t in teams}),
         "teams": teams,
         "queue": queue,
         "running": running,

@@ -236,3 +236,114 @@ def check_window(db: Session, config: ServerConfig, at: float) -> None:
     closed = closed_at(db, config, at)
     if closed is not None:
         raise Forbidden(f"Submissions closed at {format_time(closed)}; the contest takes no more submissions.")
+
+
+# -- where the contest stands, in one line (the server's log, /host, the pages and the CLI say the same) --
+
+
+class PhaseState(str, Enum):
+    """Where the contest stands now."""
+
+    NOT_OPEN = "not-open"  # before the leaderboard phase opens
+    OPEN = "open"
+    CLOSED = "closed"  # submissions closed, no final running
+    FINAL_RUNNING = "final-running"
+    PUBLISHED = "published"  # the final's results are public
+
+
+@dataclass(frozen=True)
+class ContestPhase:
+    """The phase now, with the moments that define it; ``line`` is the one sentence everyone is shown."""
+
+    state: PhaseState
+    opens: float | None
+    closes: float | None  # the configured closing time (None: when the host closes)
+    closed: float | None  # when submissions actually closed
+    frozen: float | None  # the public board counts only jobs finished before this (once it passed)
+    final_started: float | None
+    published: float | None
+    line: str
+
+    def document(self) -> dict[str, Any]:
+        """The API's and the CLI's ``phase`` object."""
+        return {
+            "state": self.state.value,
+            "line": self.line,
+            "opens": self.opens,
+            "closes": self.closes,
+            "closed": self.closed,
+            "frozen": self.frozen,
+            "final_started": self.final_started,
+            "published": self.published,
+        }
+
+
+def frozen_since(config: ServerConfig, at: float) -> float | None:
+    """The freeze moment once it has passed (the public board then stops changing), else None."""
+    freeze = contest_plan(config).freeze_at
+    return freeze if freeze is not None and at >= freeze else None
+
+
+def phase_line(phase: ContestPhase) -> str:
+    """The one sentence: open until X, closed since X, frozen since X, final running or published."""
+    if phase.state is PhaseState.PUBLISHED:
+        text = f"Final results published at {format_time(phase.published or 0.0)}"
+    elif phase.state is PhaseState.FINAL_RUNNING:
+        text = f"Closed since {format_time(phase.closed or 0.0)}; the final is running"
+    elif phase.state is PhaseState.CLOSED:
+        text = f"Closed since {format_time(phase.closed or 0.0)}"
+    elif phase.state is PhaseState.NOT_OPEN:
+        text = f"Not open yet: submissions open at {format_time(phase.opens or 0.0)}"
+    elif phase.closes is not None:
+        text = f"Open until {format_time(phase.closes)}"
+    else:
+        text = "Open until the host closes submissions"
+    if phase.frozen is not None and phase.state is not PhaseState.PUBLISHED:
+        text += f"; the leaderboard is frozen since {format_time(phase.frozen)}"
+    return text + "."
+
+
+def current_phase(db: Session, config: ServerConfig, at: float, *, host: bool = False) -> ContestPhase:
+    """The phase at ``at``, from server.yaml's times and the moments the host set.
+
+    Only the host (``host``: /host, ``server status``, the start log) is told that the final runs: to
+    teams and visitors the contest stays "closed" until the results are published, so that no public
+    answer changes when ``final start`` queues the hidden jobs."""
+    board = contest_plan(config).leaderboard
+    closed = closed_at(db, config, at)
+    started = state_at(db, StateKey.FINAL_STARTED) if host else None
+    published = state_at(db, StateKey.FINAL_PUBLISHED)
+    if published is not None:
+        state = PhaseState.PUBLISHED
+    elif started is not None:
+        state = PhaseState.FINAL_RUNNING
+    elif closed is not None:
+        state = PhaseState.CLOSED
+    elif board.opens is not None and at < board.opens:
+        state = PhaseState.NOT_OPEN
+    else:
+        state = PhaseState.OPEN
+    draft = ContestPhase(
+        state, board.opens, board.closes, closed, frozen_since(config, at), started, published, line=""
+    )
+    return ContestPhase(**{**draft.__dict__, "line": phase_line(draft)})
+
+
+def plan_warnings(config: ServerConfig, at: float) -> list[str]:
+    """What in the plan is most likely a mistake (a pasted example with old dates), said at start."""
+    plan = contest_plan(config)
+    board = plan.leaderboard
+    warnings = []
+    if board.closes is not None and board.closes <= at:
+        opened = f"opens {format_time(board.opens)} and " if board.opens is not None else ""
+        warnings.append(
+            f"The submission window is entirely in the past (phases.leaderboard {opened}closes "
+            f"{format_time(board.closes)}): no team can submit. Change the dates in server.yaml if that is not "
+            "what you meant."
+        )
+    if plan.freeze_at is not None and board.opens is not None and plan.freeze_at < board.opens:
+        warnings.append(
+            f"freeze_at ({format_time(plan.freeze_at)}) is before phases.leaderboard.opens "
+            f"({format_time(board.opens)}): the public leaderboard stays empty for the whole contest."
+        )
+    return warnings

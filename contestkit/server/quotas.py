@@ -46,3 +46,23 @@ def check_quota(db: Session, team_id: int, quota: Quota, at: float) -> None:
                 f"{format_time(next_at)}.",
                 retry_after=max(1, int(next_at - at) + 1),
             )
+
+
+def usage(db: Session, team_id: int, quota: Quota, at: float) -> dict[str, int]:
+    """How much of each quota the team has used (for the host page): ``{"day": n, "phase": n}``."""
+    return {"day": len(_counted(db, team_id, quota, since=at - DAY)), "phase": len(_counted(db, team_id, quota))}
+
+
+def describe(quota: Quota) -> str:
+    """The quota in words, as the host page shows it."""
+    parts = []
+    if quota.per_day is not None:
+        parts.append(f"{quota.per_day} per 24 hours")
+    if quota.per_phase is not None:
+        parts.append(f"{quota.per_phase} in the leaderboard phase")
+    if quota.total is not None:
+        parts.append(f"{quota.total} in total")
+    if not parts:
+        return "No submission quota."
+    failed = "failed jobs count" if quota.count_failed else "failed jobs do not count"
+    return f"Quota: {', '.join(parts)} ({failed})."

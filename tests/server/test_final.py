@@ -125,7 +125,7 @@ def test_publish_waits_for_the_final_jobs_and_ranks_ties_by_earlier_submission(o
     published = final.publish(contest.database, contest.config, "cli:host", 1234.0)
     assert final.publish(contest.database, contest.config, "cli:host", 9999.0) == published == 1234.0
     with contest.database.session() as db:
-        ranking = final.ranking(db)
+        ranking = final.ranking(db, contest.config)
     assert [(r["rank"], r["name"]) for r in ranking] == [(1, "alpha"), (2, "beta")]
     assert ranking[0]["levels"] == {"Fake/SecretLevel1": 4.0, "Fake/SecretLevel2": 4.0}
 

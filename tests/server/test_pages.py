@@ -84,16 +84,17 @@ def test_the_leaderboard_changes_when_a_job_finishes(contest):
 def test_a_level_page_draws_the_distribution_of_scores(contest):
     _name, _email, http = _team(contest, "level")
     _finished_job(contest, http, "score-12")
-    page = http.get(contest.url + "/levels/1")
+    page = http.get(contest.url + "/levels/2")  # counted from 1, as the board's L1, L2
     assert page.status_code == 200
     assert "<svg" in page.text and "Fake/Level2" in page.text and "<rect" in page.text
     assert "the red line is you (13.0)" in page.text
-    assert requests.get(contest.url + "/levels/2").status_code == 404
+    assert requests.get(contest.url + "/levels/3").status_code == 404
+    assert requests.get(contest.url + "/levels/0").status_code == 404
     assert requests.get(contest.url + "/levels/x").status_code == 404
 
 
 def test_pages_send_the_security_headers(contest):
-    for path in ("/", "/signin", "/levels/0", "/rest/leaderboard", "/static/style.css"):
+    for path in ("/", "/signin", "/levels/1", "/final", "/rest/leaderboard", "/static/style.css"):
         headers = requests.get(contest.url + path).headers
         assert headers["x-content-type-options"] == "nosniff", path
         assert headers["x-frame-options"] == "DENY", path

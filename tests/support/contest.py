@@ -47,6 +47,7 @@ class ServerProcess:
                 str(self.port),
                 "--log-level",
                 "warning",
+                "--no-registry",  # the tests run the registry themselves (the `registry` fixture), when they need one
             ],
             env=self.env,
             stdout=log,

@@ -21,6 +21,7 @@ from contestkit.server.api.registry import Realm
 from contestkit.server.config import ServerConfig
 from contestkit.server.db import AuthToken, Database, Job, Team, now
 from contestkit.server.errors import Forbidden, NotLoggedIn, WrongCredentials
+from contestkit.server.registry_supervision import RegistryWatch
 from contestkit.server.scheduling import Scheduler
 
 # Text that is stored or looked up in the database: no NUL or other control characters (``limits``).
@@ -43,6 +44,7 @@ class Services:
     metrics: metrics.Metrics
     board_cache: boardcache.BoardCache
     ended_jobs: jobdocs.EndedJobDocuments
+    registry: RegistryWatch  # the team registry's health (and its supervisor under `server run`)
 
 
 def services_of(request: Request) -> Services:

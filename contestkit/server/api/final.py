@@ -10,10 +10,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from contestkit.server import final, phases
+from contestkit.server import final
 from contestkit.server.api.deps import CallerDep, ServicesDep
 from contestkit.server.db import now
-from contestkit.server.errors import NotFound
 
 router = APIRouter(tags=["contest"])
 
@@ -28,6 +27,4 @@ def choose(job_id: int, who: CallerDep, found: ServicesDep) -> dict[str, Any]:
 def final_board(found: ServicesDep) -> dict[str, Any]:
     """The final ranking with each level's score; 404 until the host publishes it."""
     with found.database.session() as db:
-        if phases.state_at(db, phases.StateKey.FINAL_PUBLISHED) is None:
-            raise NotFound("The final results are not published yet.")
-        return {"leaderboard": final.ranking(db), "start": 1}
+        return final.published_board(db, found.config)
