@@ -43,15 +43,20 @@ class RegistryHealth:
     detail: str
     supervised: bool
     restarts: int = 0
+    pid: int | None = None
 
     def document(self) -> dict[str, Any]:
-        return {"ok": self.ok, "detail": self.detail, "supervised": self.supervised, "restarts": self.restarts}
+        document = {"ok": self.ok, "detail": self.detail, "supervised": self.supervised, "restarts": self.restarts}
+        if self.pid is not None:
+            document["pid"] = self.pid
+        return document
 
 
 class RegistryProbe:
     """Asks the registry's ``/v2/`` whether it answers (200, or 401 with token auth: both mean up)."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, cache_seconds: float = PROBE_CACHE) -> None:
+        self.cache_seconds = cache_seconds
         self.url = f"{config.registry_scheme}://{config.registry}/v2/"
         ca = config.data_file(config.tls_cert) if config.tls_cert else None
         self.verify: bool | str = str(ca) if ca else True
@@ -60,7 +65,7 @@ class RegistryProbe:
 
     def check(self) -> tuple[bool, str]:
         with self._lock:
-            if self._cached is not None and time.monotonic() - self._cached[0] < PROBE_CACHE:
+            if self._cached is not None and time.monotonic() - self._cached[0] < self.cache_seconds:
                 return self._cached[1], self._cached[2]
         try:
             answer = requests.get(self.url, timeout=PROBE_TIMEOUT, verify=self.verify)
@@ -169,8 +174,10 @@ class RegistrySupervisor:
 class RegistryWatch:
     """What the server says about the registry: the probe, plus the supervisor when it runs one."""
 
-    def __init__(self, config: ServerConfig, supervisor: RegistrySupervisor | None = None) -> None:
-        self.probe = RegistryProbe(config)
+    def __init__(
+        self, config: ServerConfig, supervisor: RegistrySupervisor | None = None, cache_seconds: float = PROBE_CACHE
+    ) -> None:
+        self.probe = RegistryProbe(config, cache_seconds)
         self.supervisor = supervisor
 
     def health(self) -> RegistryHealth:
@@ -181,7 +188,7 @@ class RegistryWatch:
         if pid is None:
             status = self.supervisor.last_exit
             ok, detail = False, f"the registry is not running (last exit status {status}); restarting it"
-        return RegistryHealth(ok, detail, supervised=True, restarts=self.supervisor.restarts)
+        return RegistryHealth(ok, detail, supervised=True, restarts=self.supervisor.restarts, pid=pid)
 
 
 class RegistryCollector:
