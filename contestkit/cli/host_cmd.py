@@ -270,18 +270,31 @@ def actions(
 
 @server_app.command("status")
 def status(data_dir: Path = _DATA_DIR, json_out: bool = _JSON) -> None:
-    """Where the contest stands: its phase in one line (as the pages and /host say it) and plan warnings."""
-    from contestkit.server import phases
+    """Where the contest stands: its phase in one line (as the pages and /host say it), plan warnings, the
+    registry's health and the queue."""
+    from contestkit.server import hosting, phases
     from contestkit.server.db import now
+    from contestkit.server.registry_supervision import RegistryProbe
 
     with _contest(data_dir) as (config, db):
         at = now()
         phase = phases.current_phase(db, config, at, host=True)
         warnings = phases.plan_warnings(config, at)
+        queue = hosting.queue_counts(db)
+    registry_ok, registry_detail = RegistryProbe(config).check()
     if json_out:
-        print_json({"phase": phase.document(), "warnings": warnings})
+        print_json(
+            {
+                "phase": phase.document(),
+                "warnings": warnings,
+                "registry": {"ok": registry_ok, "detail": registry_detail},
+                "queue": queue,
+            }
+        )
         return
     console.print(shown(phase.line), soft_wrap=True)
+    console.print(f"Registry: {'up' if registry_ok else 'DOWN'} ({shown(registry_detail)}).", soft_wrap=True)
+    console.print(f"Queue: {queue['queued']} queued, {queue['running']} running.")
     for warning in warnings:
         err_console.print(f"[yellow]warning:[/] {shown(warning)}", soft_wrap=True)
 

@@ -91,6 +91,13 @@ def list_jobs(
     return [host_job_document(job, name, stale_after=stale_after) for job, name in rows]
 
 
+def queue_counts(db: Session) -> dict[str, int]:
+    """Queued and running jobs, every phase's (``server status``)."""
+    query = select(Job.status, func.count(Job.id)).where(Job.status.in_(ACTIVE)).group_by(Job.status)
+    counts = dict(db.execute(query).all())
+    return {status: int(counts.get(status, 0)) for status in ACTIVE}
+
+
 def _job(db: Session, job_id: int) -> Job:
     job = db.get(Job, job_id) if 1 <= job_id <= operations.MAX_ID else None
     if job is None:

@@ -7,6 +7,8 @@ levels are evaluated by the TEST DOUBLE ``tests/server/fake_level_runner.py``.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from pathlib import Path
 
@@ -165,7 +167,9 @@ def _wait_final(host: requests.Session, url: str, timeout: float = 120) -> dict:
     raise AssertionError(f"the final did not end: {document}")
 
 
-def test_a_contest_from_open_to_published_final_with_a_kill_in_the_middle(make_contest, base_env, tmp_path: Path):
+def test_a_contest_from_open_to_published_final_with_a_kill_in_the_middle(
+    make_contest, base_env, tmp_path: Path, cli
+):
     run_log = tmp_path / "runs.log"
     env = base_env(CK_FAKE_LEVEL_SECONDS="1.5", CK_FAKE_RUN_LOG=str(run_log))
     contest = make_contest(
@@ -230,10 +234,35 @@ def test_a_contest_from_open_to_published_final_with_a_kill_in_the_middle(make_c
     for answer in answers:
         assert SECRET not in answer.text, (answer.request.url, answer.text)
     assert requests.get(contest.url + "/rest/leaderboard/final").status_code == 404
+    # ... nor the pages, nor the CLI: `leaderboard --final` and /final say "not published yet" and nothing else.
+    page = requests.get(contest.url + "/final")
+    assert page.status_code == 200 and "The final results are not published yet." in page.text
+    assert SECRET not in page.text and "finalist" not in page.text
+    unpublished = cli("leaderboard", "--final", "--server", contest.url)
+    assert unpublished.returncode == 0 and unpublished.stdout.strip() == "The final results are not published yet."
+    board = cli("leaderboard", "--server", contest.url)
+    assert board.returncode == 0 and SECRET not in board.stdout and "the final is running" not in board.stdout
+    assert "Closed since" in board.stdout.splitlines()[0], board.stdout
+    status = cli("server", "status", "--data-dir", str(contest.data_dir))
+    assert "the final is running" in status.stdout, status.stdout  # the host is told
+    watched = cli("server", "final", "status", "--watch", "--data-dir", str(contest.data_dir))
+    assert watched.returncode == 0 and "Final: started " in watched.stdout and "not published" in watched.stdout
+    assert "started not started" not in watched.stdout
 
     assert host.post(contest.url + "/rest/admin/final/publish").status_code == 200
     public = requests.get(contest.url + "/rest/leaderboard/final").json()["leaderboard"]
     assert len(public) == 3 and set(public[0]["levels"]) == {f"Fake/{SECRET}1", f"Fake/{SECRET}2"}
+    # Published: the page, the CLI (text and JSON) and the export show one ranking.
+    exported = [line.split(",")[1] for line in cli(
+        "server", "export", "--final", "--data-dir", str(contest.data_dir)
+    ).stdout.splitlines()[1:]]  # fmt: skip
+    assert [row["name"] for row in public] == exported
+    page = requests.get(contest.url + "/final").text
+    assert re.findall(r'<tr data-team="([^"]+)"', page) == exported and f"Fake/{SECRET}1" in page
+    shown = cli("leaderboard", "--final", "--json", "--server", contest.url)
+    assert [row["name"] for row in json.loads(shown.stdout)["leaderboard"]] == exported
+    text = cli("leaderboard", "--final", "--server", contest.url).stdout
+    assert "Final results published" in text and f"L1: Fake/{SECRET}1" in text
 
     # Each team's final job ran once: every final level appears in the run log under one job id per team.
     runs = [line.split() for line in run_log.read_text().splitlines()]

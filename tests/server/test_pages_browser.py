@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support.commands import subprocess_env
 from tests.support.contest import Contest, unique_team
@@ -340,3 +341,108 @@ def _no_browser_errors(request: pytest.FixtureRequest) -> Iterator[None]:
 def contest_port(request: pytest.FixtureRequest) -> int:
     contest = request.getfixturevalue("contest")
     return contest.server.port
+
+
+# -- the contest site from open to published (issue 24); its screenshots go under docs/img/ -------
+
+DOC_SHOTS = REPO / "docs" / "img"
+
+
+def _doc_screenshot(browser: webdriver.Chrome, name: str) -> Path:
+    """A screenshot for the docs (docs/host-contest-site.md shows them)."""
+    made = _screenshot(browser, name)
+    DOC_SHOTS.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copyfile(made, DOC_SHOTS / f"{name}.png"))
+
+
+def test_the_contest_site_from_open_to_published_final(browser, make_contest, tmp_path: Path, free_port):
+    from datetime import UTC, datetime
+
+    final_levels = tmp_path / "final-levels.csv"
+    final_levels.write_text("game,state\nFake,HiddenLevel1\nFake,HiddenLevel2\n")
+    contest = make_contest(
+        LEVELS,
+        env=base_env(),
+        registry=f"127.0.0.1:{free_port()}",  # nothing listens there: the host page must say "down"
+        extra_config={
+            "admins": [ADMIN],
+            "parallel_jobs": 4,
+            "name": "Sonic Retro Contest",
+            "description": "Train an agent that plays **Sonic the Hedgehog** on levels it has never seen.\n\n"
+            "Submissions are evaluated on the leaderboard levels below; the final runs on hidden ones.",
+            "rules_url": "https://example.org/rules",
+            "baselines": ["jerk@example.org"],
+            "phases": {"final": {"levels": str(final_levels)}},
+        },
+    )
+    contest.add_team("The hosts", ADMIN)
+    contest.add_team("JERK baseline", "jerk@example.org")
+    jerk = contest.session("jerk@example.org")
+    jerk_job = jerk.post(contest.url + "/rest/job/start", json={"tag": "score-60"}).json()
+    teams = [_team_with_jobs(contest, "team", [f"score-{score}"]) for score in (120, 40)]
+    assert contest.wait_job(jerk, jerk_job["id"])["status"] == "finished"
+
+    # Open: the name, the phase, the description, the baseline marked on the board.
+    browser.delete_all_cookies()
+    browser.get(contest.url + "/")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Sonic Retro Contest"
+    assert browser.find_element(By.ID, "phase").text == "Open until the host closes submissions."
+    assert browser.find_element(By.CSS_SELECTOR, ".description strong").text == "Sonic the Hedgehog"
+    baseline = browser.find_element(By.CSS_SELECTOR, "tr.baseline td.team")
+    assert baseline.text == "JERK baseline baseline"
+    assert "HiddenLevel" not in browser.page_source
+    _doc_screenshot(browser, "contest-open")
+
+    # The host's page: the phase, the registry's health (nobody runs one here), baselines, quota.
+    _sign_in(browser, contest, ADMIN)
+    browser.get(contest.url + "/host")
+    assert browser.find_element(By.ID, "phase").text.startswith("Open until the host closes submissions.")
+    assert "down" in browser.find_element(By.ID, "registry").text
+    assert browser.find_element(By.ID, "baselines").text == "Baselines: JERK baseline."
+    assert browser.find_element(By.ID, "quota").text == "No submission quota."
+    _doc_screenshot(browser, "host")
+
+    # The host freezes the board now (freeze_at in server.yaml, then a restart): it keeps its standings
+    # and says since when; a job that finishes later does not count.
+    config_path = contest.data_dir / "server.yaml"
+    settings = yaml.safe_load(config_path.read_text())
+    settings["freeze_at"] = datetime.fromtimestamp(time.time(), UTC).isoformat()
+    config_path.write_text(yaml.safe_dump(settings))
+    contest.server.kill()
+    contest.server.start()
+    browser.delete_all_cookies()
+    late_name, _email, http = teams[1][0], teams[1][1], contest.session(teams[1][1])
+    late = http.post(contest.url + "/rest/job/start", json={"tag": "score-500"}).json()
+    assert contest.wait_job(http, late["id"])["status"] == "finished"
+    browser.get(contest.url + "/")
+    assert "the leaderboard is frozen since" in browser.find_element(By.ID, "phase").text
+    row = browser.find_element(By.CSS_SELECTOR, f'tr[data-team="{late_name}"]')
+    assert row.find_elements(By.TAG_NAME, "td")[2].text == "41.0"  # its frozen score, not 501.0
+    assert "No job has finished" not in browser.page_source
+    _doc_screenshot(browser, "leaderboard-frozen")
+
+    # Close, run the final; before publishing /final says only that.
+    host = contest.session(ADMIN)
+    assert host.post(contest.url + "/rest/admin/close").status_code == 200
+    assert host.post(contest.url + "/rest/admin/final/start").status_code == 200
+    browser.get(contest.url + "/final")
+    assert browser.find_element(By.ID, "final-status").text == "The final results are not published yet."
+    assert not browser.find_elements(By.TAG_NAME, "table")
+
+    def final_done() -> bool:
+        jobs = host.get(contest.url + "/rest/admin/final").json()["jobs"]
+        return bool(jobs) and not jobs.get("queued") and not jobs.get("running")
+
+    _wait(browser, final_done, 120)
+    assert host.post(contest.url + "/rest/admin/final/publish").status_code == 200
+    browser.get(contest.url + "/")
+    assert browser.find_element(By.ID, "phase").text.startswith("Final results published at ")
+    browser.find_element(By.LINK_TEXT, "The final results are published: see the final ranking.").click()
+    _wait(browser, lambda: browser.current_url.endswith("/final"))
+    rows = browser.find_elements(By.CSS_SELECTOR, "table.board tbody tr")
+    names = [r.get_attribute("data-team") for r in rows]
+    # The final evaluates each team's latest finished submission: the late score-500 one counts there.
+    assert names == [late_name, teams[0][0], "JERK baseline"], names
+    assert "Fake/HiddenLevel1" in browser.page_source
+    assert browser.find_element(By.CSS_SELECTOR, "tr.baseline .badge").text == "baseline"
+    _doc_screenshot(browser, "final")
