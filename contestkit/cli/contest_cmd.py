@@ -341,7 +341,7 @@ def submit(
     try:
         checked = client.check_start()
     except ApiError as refused:
-        raise ContestkitError(f"{refused} So nothing was pushed.") from None
+        raise ContestkitError(f"Nothing was pushed: {refused}") from None
     active = None if checked else client.latest_job()  # a server without the check: ask for the running job
     if active is not None and active.get("status") in ACTIVE_STATES:
         raise ContestkitError(

@@ -289,7 +289,7 @@ def test_submit_checks_for_a_running_job_before_pushing(contest, tmp_path, make_
     refused = user.run("submit", "v9", "--wait")
     assert refused.returncode == 1, refused.stdout + refused.stderr
     _is_sentence(refused.stderr)
-    assert f"already has job {job['id']}" in refused.stderr and "nothing was pushed" in refused.stderr
+    assert f"already has job {job['id']}" in refused.stderr and refused.stderr.startswith("error: Nothing was pushed: ")
     assert "Pushing" not in refused.stdout + refused.stderr and "No local image" not in refused.stderr
     assert user.run("jobs", "cancel", "--yes").returncode == 0
 
@@ -310,12 +310,19 @@ def test_jobs_logs_and_download_fetch_a_jobs_results(contest, tmp_path, make_use
     unknown = user.run("jobs", "logs", str(job["id"]), "Nope")
     assert unknown.returncode == 2 and "Fake/Level1, Fake/Level2" in unknown.stderr
 
+    # What an agent leaves in its out/ (a checkpoint) is not downloaded unless asked for (--with-out).
+    server_dir = contest.data_dir / "jobs" / str(job["id"]) / "attempt-1"
+    (server_dir / "00-Fake-Level1" / "out").mkdir(exist_ok=True)
+    (server_dir / "00-Fake-Level1" / "out" / "checkpoint.bin").write_bytes(b"\0" * 4096)
     target = tmp_path / "results"
     downloaded = user.run("jobs", "download", str(job["id"]), "--dir", str(target), "--json")
     assert downloaded.returncode == 0, downloaded.stderr
     document = json.loads(downloaded.stdout)
     assert document["attempt"] == 1 and len(document["files"]) >= 9
-    server_dir = contest.data_dir / "jobs" / str(job["id"]) / "attempt-1"
+    assert document["skipped_out"] == 1 and not (target / "00-Fake-Level1" / "out").exists()
+    with_out = user.run("jobs", "download", str(job["id"]), "--dir", str(tmp_path / "all"), "--with-out", "--json")
+    assert "skipped_out" not in json.loads(with_out.stdout)
+    assert (tmp_path / "all" / "00-Fake-Level1" / "out" / "checkpoint.bin").stat().st_size == 4096
     for name in ("monitor.csv", "summary.json", "agent-stdout.txt", "reward-curve.svg"):
         assert (target / "00-Fake-Level1" / name).read_bytes() == (server_dir / "00-Fake-Level1" / name).read_bytes()
     assert not list(target.rglob(".*.part"))
