@@ -189,7 +189,7 @@ def serve(
         level=getattr(logging, log_level.upper(), logging.INFO), format="%(levelname)s %(name)s: %(message)s"
     )
     with data_dir_lock(config.data_dir):
-        supervisor = registry_supervision.RegistrySupervisor(config) if run_registry else None
+        supervisor = registry_supervision.supervisor_for(config, log) if run_registry else None
         app = create_app(config.data_dir, registry_supervisor=supervisor)
         if supervisor is not None:
             supervisor.start()

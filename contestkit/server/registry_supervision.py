@@ -171,6 +171,19 @@ class RegistrySupervisor:
             return self._process.pid if self._process is not None and self._process.poll() is None else None
 
 
+def supervisor_for(config: ServerConfig, logger: logging.Logger) -> RegistrySupervisor | None:
+    """The supervisor ``server run`` starts, or None when a registry already answers at the configured
+    address (a host who started one by hand, as older guides said): a second one could not listen there."""
+    ok, detail = RegistryProbe(config, cache_seconds=0).check()
+    if ok:
+        logger.warning(
+            "A registry already answers at %s (%s); this server does not start another. Pass --no-registry to "
+            "say you run your own.", config.registry, detail,
+        )  # fmt: skip
+        return None
+    return RegistrySupervisor(config)
+
+
 class RegistryWatch:
     """What the server says about the registry: the probe, plus the supervisor when it runs one."""
 

@@ -362,7 +362,7 @@ def test_the_contest_site_from_open_to_published_final(browser, make_contest, tm
     final_levels.write_text("game,state\nFake,HiddenLevel1\nFake,HiddenLevel2\n")
     contest = make_contest(
         LEVELS,
-        env=base_env(),
+        env=subprocess_env(),
         registry=f"127.0.0.1:{free_port()}",  # nothing listens there: the host page must say "down"
         extra_config={
             "admins": [ADMIN],

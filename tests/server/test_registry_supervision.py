@@ -95,3 +95,22 @@ def test_server_run_supervises_the_registry_it_configured(registry_contest: Path
     assert server.returncode == 0, stderr.decode()
     assert not _alive(again["pid"]), "the registry outlived the server"
     assert "Traceback" not in stderr.decode()
+
+
+def test_server_run_leaves_a_registry_the_host_started_alone(registry_contest: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """The guides once said to start docker-registry by hand and then `server run`: that must still work."""
+    import logging
+
+    from contestkit.server.registry_supervision import supervisor_for
+
+    config = load_config(registry_contest)
+    assert isinstance(supervisor_for(config, logging.getLogger("test")), RegistrySupervisor)  # nothing answers
+    by_hand = RegistrySupervisor(config)  # stands in for the host's own `docker-registry serve ...`
+    by_hand.start()
+    try:
+        _until(lambda: RegistryWatch(config, cache_seconds=0).health().ok, what="the host's registry answering")
+        with caplog.at_level("WARNING"):
+            assert supervisor_for(config, logging.getLogger("test")) is None
+        assert "already answers" in caplog.text
+    finally:
+        by_hand.stop()
