@@ -70,7 +70,7 @@ def test_the_phase_is_one_line_at_every_step_and_the_final_is_told_to_the_host_o
     assert line(closes + 40) == line(closes + 40, host=True) == f"Final results published at {_stamp(closes + 30)}."
 
 
-def test_a_pasted_example_with_past_dates_is_warned_at_start_naming_the_dates(offline_contest, caplog):
+def test_a_pasted_example_with_past_dates_is_warned_at_start_naming_the_dates(offline_contest, caplog, monkeypatch):
     """Finding: the README's example (closes 2026-06-05, freeze 2026-06-01) started silently."""
     contest = offline_contest
     configure(
@@ -96,6 +96,11 @@ def test_a_pasted_example_with_past_dates_is_warned_at_start_naming_the_dates(of
     result = CliRunner().invoke(cli_app, ["server", "status", "--data-dir", str(contest.data_dir)])
     assert result.exit_code == 0, result.output
     assert "Closed since 2026-06-05 00:00:00 UTC" in result.output and "entirely in the past" in result.output
+    # The data directory's default is `contest`, the docs' name for it.
+    assert contest.data_dir.name == "contest"
+    monkeypatch.chdir(contest.data_dir.parent)
+    by_default = CliRunner().invoke(cli_app, ["server", "status"])
+    assert by_default.exit_code == 0 and by_default.output.splitlines()[0] == result.output.splitlines()[0]
 
 
 def test_a_frozen_board_shows_the_frozen_standings_never_no_job_has_finished(offline_contest, asgi_request):

@@ -193,8 +193,12 @@ def test_a_contest_from_open_to_published_final_with_a_kill_in_the_middle(
     refused = teams[0][1].post(contest.url + "/rest/job/start", json={"tag": "score-30"})
     assert refused.status_code == 403 and refused.json()["detail"].startswith("Submissions closed at ")
 
+    # What the CLI shows everyone (text and JSON) does not change when the final starts.
+    shown_before = [cli("leaderboard", *extra, "--server", contest.url).stdout for extra in ((), ("--json",))]
     started = host.post(contest.url + "/rest/admin/final/start")
     assert started.status_code == 200, started.text
+    shown_after = [cli("leaderboard", *extra, "--server", contest.url).stdout for extra in ((), ("--json",))]
+    assert shown_after == shown_before and "finalist" in shown_before[1]
     final_ids = {row["job"] for row in started.json()["teams"]}
     assert len(final_ids) == 3
     # Kill the server while the final runs (the levels take 1.5 s each, one job at a time).
