@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from contestkit.scoring import plural
-from contestkit.server import hosting, operations, phases
+from contestkit.server import baselines, hosting, operations, phases
 from contestkit.server.config import ServerConfig
 from contestkit.server.db import ACTIVE, FINISHED, Database, Job, Team, now
 from contestkit.server.errors import Conflict, Forbidden, NotFound
@@ -146,9 +146,7 @@ def ranking(db: Session, config: ServerConfig) -> list[dict[str, Any]]:
     rows.sort(key=lambda row: (-row["score"], row["submitted"], row["job"]))
     for place, row in enumerate(rows, start=1):
         row["rank"] = place
-    from contestkit.server.leaderboards import mark_baselines
-
-    return mark_baselines(db, config, rows)
+    return baselines.mark(db, config, rows)
 
 
 def status(db: Session, config: ServerConfig) -> dict[str, Any]:

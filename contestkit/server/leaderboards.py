@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from contestkit.server import phases
+from contestkit.server import baselines, phases
 from contestkit.server.config import ServerConfig
 from contestkit.server.db import FINISHED, Job, Team, now
 from contestkit.server.documents import leaderboard_row
@@ -54,28 +54,11 @@ def _better(job: Job, than: Job, ranking: phases.Ranking) -> bool:
     return (job.finished_at or 0.0, job.id) > (than.finished_at or 0.0, than.id)
 
 
-def _baselines(config: ServerConfig) -> set[str]:
-    return {email.strip().lower() for email in config.baselines}
-
-
-def mark_baselines(db: Session, config: ServerConfig, ranked_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mark ``baseline: true`` on rows (by team name) of the host's baseline teams; returns the rows.
-
-    Why here: the leaderboard, the final's board and page, and the export mark them by the same rule."""
-    baselines = _baselines(config)
-    if baselines:
-        emails = {name: email for name, email in db.execute(select(Team.name, Team.email))}
-        for row in ranked_rows:
-            if emails.get(row["name"]) in baselines:
-                row["baseline"] = True
-    return ranked_rows
-
-
 def rows(
     db: Session, config: ServerConfig, *, level: str | None = None, cutoff: float | None = None
 ) -> list[dict[str, Any]]:
     """Ranked rows ``{name, score, job, finished, submitted, [baseline], levels}``, best first."""
-    return ranked(db, phases.contest_plan(config).ranking, _baselines(config), level=level, cutoff=cutoff)
+    return ranked(db, phases.contest_plan(config).ranking, baselines.emails(config), level=level, cutoff=cutoff)
 
 
 def ranked(

@@ -51,6 +51,7 @@ from contestkit.curves import episode_ends, histogram_svg, reward_svg
 from contestkit.scoring import plural, score_text
 from contestkit.server import (
     auth,
+    baselines,
     boardcache,
     contest,
     documents,
@@ -830,10 +831,10 @@ def host_overview(database: Database, config: ServerConfig) -> dict[str, Any]:
         stamp = time.time()
         phase = phases.current_phase(session, config, stamp, host=True)
         quota = phases.contest_plan(config).leaderboard.quota
-        baselines = {email.strip().lower() for email in config.baselines}
+        wanted = baselines.emails(config)
         ids = {t.name: t.id for t in session.scalars(select(Team))}
         for entry in teams:
-            entry["baseline"] = entry["email"] in baselines
+            entry["baseline"] = entry["email"] in wanted
             entry["quota"] = quotas.usage(session, ids[entry["name"]], quota, stamp)
     failures = sorted(failed_jobs + failed_levels, key=lambda f: -(f["when"] or 0.0))[:RECENT_FAILURES]
     return {
@@ -842,7 +843,7 @@ def host_overview(database: Database, config: ServerConfig) -> dict[str, Any]:
         "quota_text": quotas.describe(quota),
         "quota": quota,
         "baseline_teams": [t["name"] for t in teams if t["baseline"]],
-        "missing_baselines": sorted(baselines - {t["email"] for t in teams}),
+        "missing_baselines": sorted(wanted - {t["email"] for t in teams}),
         "teams": teams,
         "queue": queue,
         "running": running,
