@@ -10,10 +10,11 @@ import time
 from typing import Any
 
 import yaml
+from sqlalchemy import select
 
 from contestkit.server import hosting, operations
 from contestkit.server.config import load_config
-from contestkit.server.db import Job, Worker
+from contestkit.server.db import Job, Team, Worker
 from contestkit.server.teams import add_team
 
 FINAL_LEVELS = [("Fake", "SecretLevel1"), ("Fake", "SecretLevel2")]
@@ -42,7 +43,7 @@ def add(contest: Any, name: str) -> int:
     """Another team; its id."""
     add_team(contest.data_dir, name=name, email=f"{name}@example.org", password=PASSWORD)
     with contest.database.session() as db:
-        return hosting.find_team(db, name).id
+        return int(db.scalar(select(Team.id).where(Team.name == name)))
 
 
 def finished(contest: Any, team_id: int, score: float, at: float | None = None) -> int:
