@@ -13,7 +13,7 @@ import getpass
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from contestkit.server import operations, phases
