@@ -23,14 +23,15 @@ Three places hold settings, and one value per key is chosen by this precedence (
 Map-valued keys (``build_args``) are merged across levels, the higher level winning per entry;
 every other key is taken whole from the highest level that sets it.
 
-Files are strict: malformed YAML, an unknown key, a key in the wrong file or a value of the
-wrong type raises :class:`ContestkitError` naming the file, the line and the key, because a
-typo such as ``regsitry:`` silently ignored would tag and push images to the wrong place.
+Files are strict: malformed YAML, a key written twice, an unknown key, a key in the wrong file or a
+value of the wrong type raises :class:`UsageError` naming the file, the line and the key (with the
+nearest valid name, or an example of that key), because a typo such as ``regsitry:`` silently
+ignored would tag and push images to the wrong place. The reading is :mod:`contestkit.yamlconfig`'s,
+shared with ``server.yaml``.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -40,7 +41,9 @@ from typing import Any
 
 import yaml
 
-from contestkit.errors import ContestkitError
+from contestkit import yamlconfig
+from contestkit.errors import UsageError
+from contestkit.yamlconfig import Kind, Setting
 
 PROJECT_FILE = "contestkit.yaml"
 USER_FILE = "config.yaml"
@@ -52,17 +55,23 @@ USER = "user"
 
 @dataclass(frozen=True)
 class Key:
-    """One setting: its type, default, which files may hold it, and what it is for."""
+    """One setting: its type, default, which files may hold it, what it is for, and an example value."""
 
     name: str
-    kind: str  # "str", "path", "map"
+    kind: Kind  # STR, PATH or STR_MAP
     default: Any
     scopes: frozenset[str]
     help: str
+    example: str  # the value as YAML, shown when a file gives this key a value of the wrong type
+
+    @property
+    def setting(self) -> Setting:
+        """How :mod:`contestkit.yamlconfig` checks this key's values."""
+        return Setting(self.name, self.kind, self.example, nullable=True)
 
 
-def _key(name: str, kind: str, default: Any, scopes: str, help: str) -> Key:
-    return Key(name, kind, default, frozenset(scopes.split(",")), help)
+def _key(name: str, kind: Kind, default: Any, scopes: str, help: str, example: str) -> Key:
+    return Key(name, kind, default, frozenset(scopes.split(",")), help, example)
 
 
 #: Every key contestkit understands. Add new keys here (with a help line) rather than reading
@@ -70,62 +79,90 @@ def _key(name: str, kind: str, default: Any, scopes: str, help: str) -> Key:
 KEYS: dict[str, Key] = {
     k.name: k
     for k in (
-        _key("name", "str", None, PROJECT, "Image name of the agent (lowercase, digits, . _ -)."),
+        _key("name", Kind.STR, None, PROJECT, "Image name of the agent (lowercase, digits, . _ -).", "my-agent"),
         _key(
             "registry",
-            "str",
+            Kind.STR,
             None,
             "project,user",
             "Registry host and namespace images are pushed to, e.g. registry.example.com/team.",
+            "registry.example.com/team",
         ),
         _key(
             "base_image",
-            "str",
+            Kind.STR,
             "contestkit/agent:cpu",
             "project,user",
             "Agent base image the project's Dockerfile starts from (passed as build arg BASE_IMAGE).",
+            "contestkit/agent:pytorch",
         ),
-        _key("entry", "str", "agent.py", PROJECT, "The agent's entry point: a script path or MODULE:FUNC."),
+        _key(
+            "entry",
+            Kind.STR,
+            "agent.py",
+            PROJECT,
+            "The agent's entry point: a script path or MODULE:FUNC.",
+            "agent.py",
+        ),
         _key(
             "dockerfile",
-            "str",
+            Kind.STR,
             "Dockerfile",
             PROJECT,
             "Dockerfile of the agent image, relative to the project.",
+            "Dockerfile",
         ),
-        _key("build_args", "map", {}, "project,user", "Extra --build-arg values for `contestkit build`."),
+        _key(
+            "build_args",
+            Kind.STR_MAP,
+            {},
+            "project,user",
+            "Extra --build-arg values for `contestkit build`.",
+            "{HTTP_PROXY: http://proxy:3128}",
+        ),
         _key(
             "python_image",
-            "str",
+            Kind.STR,
             "python:3.11-slim",
             "project,user",
             "Python image the toolkit's own images start from (`contestkit images bootstrap` makes a "
             "local stand-in when no registry is reachable).",
+            "python:3.11-slim",
         ),
         _key(
             "ca_bundle",
-            "path",
+            Kind.PATH,
             None,
             "project,user",
             "Extra CA certificates (PEM) that pip and apt trust inside image builds; defaults to "
             "$PIP_CERT, $REQUESTS_CA_BUNDLE or $SSL_CERT_FILE.",
+            "/etc/ssl/certs/ca-certificates.crt",
         ),
         _key(
             "wheels_dir",
-            "path",
+            Kind.PATH,
             None,
             "project,user",
             "Directory of local wheels offered to pip in framework image builds (defaults to a local "
             "$PIP_FIND_LINKS directory).",
+            "~/wheels",
         ),
         _key(
             "torch_pip_args",
-            "str",
+            Kind.STR,
             None,
             "project,user",
             "pip arguments that install a CPU build of torch in contestkit/agent:pytorch.",
+            "--index-url https://download.pytorch.org/whl/cpu",
         ),
-        _key("debian_mirror", "str", None, "user", "Debian mirror for `contestkit images bootstrap`."),
+        _key(
+            "debian_mirror",
+            Kind.STR,
+            None,
+            "user",
+            "Debian mirror for `contestkit images bootstrap`.",
+            "http://deb.debian.org/debian",
+        ),
     )
 }
 
@@ -206,100 +243,29 @@ def find_project_file(start: Path | str | None = None) -> Path | None:
 # Reading files
 
 
-def _line(node: yaml.Node) -> int:
-    return node.start_mark.line + 1
-
-
-def _unknown_key_message(path: Path, line: int, key: str) -> str:
-    close = difflib.get_close_matches(key, KEYS, n=1)
-    hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(sorted(KEYS))}"
-    return f"{path}, line {line}: unknown key '{key}' ({hint})."
-
-
 def _convert(key: Key, raw: Any, where: str, base_dir: Path) -> Any:
     """Check ``raw`` against the key's type; ``where`` is "FILE, line N" or "$VAR"."""
-
-    def bad(expected: str) -> ContestkitError:
-        return ContestkitError(f"{where}: key '{key.name}' must be {expected}, not {type(raw).__name__} {raw!r}.")
-
-    if raw is None:
-        return None
-    if key.kind == "str":
-        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
-            raise bad("a string")
-        return str(raw)
-    if key.kind == "path":
-        if not isinstance(raw, str):
-            raise bad("a path string")
-        path = Path(os.path.expandvars(os.path.expanduser(raw)))
-        return path if path.is_absolute() else (base_dir / path)
-    if key.kind == "map":
-        if not isinstance(raw, dict):
-            raise bad("a mapping of NAME: value")
-        out = {}
-        for k, v in raw.items():
-            if not isinstance(k, str) or isinstance(v, dict | list):
-                raise bad("a mapping of NAME: value")
-            out[k] = "" if v is None else str(v)
-        return out
-    raise AssertionError(f"unknown kind {key.kind}")  # pragma: no cover
+    return yamlconfig.convert(key.setting, raw, where, base_dir=base_dir)
 
 
 def read_config_file(path: Path, scope: str) -> dict[str, tuple[Any, int]]:
     """Parse and validate one config file: ``{key: (value, line)}``.
 
     ``scope`` is :data:`PROJECT` or :data:`USER`; a key that belongs to the other file
-    (``debian_mirror`` in ``contestkit.yaml``) is an error.
-    Line numbers come from the YAML node marks, so errors point at the offending line.
+    (``debian_mirror`` in ``contestkit.yaml``) is an error. The reading (duplicates, unknown keys,
+    types, line numbers) is :mod:`contestkit.yamlconfig`'s, the same as ``server.yaml``'s.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ContestkitError(f"Cannot read {path}: {exc.strerror}.") from exc
-    except UnicodeDecodeError as exc:
-        raise ContestkitError(
-            f"{path}: not UTF-8 text (byte {exc.start} cannot be decoded); save it as UTF-8."
-        ) from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = f", line {mark.line + 1}" if mark else ""
-        raise ContestkitError(
-            f"{path}{line}: not valid YAML ({exc.problem or exc.context}); fix the syntax there."
-        ) from exc
-    except yaml.YAMLError as exc:
-        raise ContestkitError(f"{path}: not valid YAML ({exc}).") from exc
-    if root is None:
-        return {}
-    if not isinstance(root, yaml.MappingNode):
-        raise ContestkitError(f"{path}, line {_line(root)}: the file must be a mapping of key: value lines.")
-    constructor = yaml.SafeLoader("")
-    base_dir = path.parent
-    out: dict[str, tuple[Any, int]] = {}
-    for key_node, value_node in root.value:
-        line = _line(key_node)
-        if not isinstance(key_node, yaml.ScalarNode):
-            raise ContestkitError(f"{path}, line {line}: keys must be plain names.")
-        name = key_node.value
+    section = yamlconfig.load(path)
+    for name in section:
         if name in RETIRED_KEYS:
-            raise ContestkitError(
-                f"{path}, line {line}: key '{name}' is no longer read ({RETIRED_KEYS[name]}); remove that line."
+            raise UsageError(
+                f"{section.where(name)}: key '{name}' is no longer read ({RETIRED_KEYS[name]}); remove that line."
             )
-        if name not in KEYS:
-            raise ContestkitError(_unknown_key_message(path, line, name))
-        key = KEYS[name]
-        if scope not in key.scopes:
-            other = "the project's contestkit.yaml" if PROJECT in key.scopes else str(user_config_path())
-            raise ContestkitError(f"{path}, line {line}: key '{name}' belongs in {other}, not here.")
-        if name in out:
-            raise ContestkitError(f"{path}, line {line}: key '{name}' is set twice (first on line {out[name][1]}).")
-        try:
-            raw = constructor.construct_object(value_node, deep=True)
-        except yaml.YAMLError as exc:
-            raise ContestkitError(f"{path}, line {line}: key '{name}': {exc}.") from exc
-        out[name] = (_convert(key, raw, f"{path}, line {_line(value_node)}", base_dir), line)
-    return out
+        if name in KEYS and scope not in KEYS[name].scopes:
+            other = "the project's contestkit.yaml" if PROJECT in KEYS[name].scopes else str(user_config_path())
+            raise UsageError(f"{section.where(name)}: key '{name}' belongs in {other}, not here.")
+    values = yamlconfig.read(section, {name: key.setting for name, key in KEYS.items()}, base_dir=path.parent)
+    return {name: (value, section.line(name) or 0) for name, value in values.items()}
 
 
 # A comma starts a new pair only when NAME= follows it, so values may hold commas (NO_PROXY=a,b).
@@ -311,7 +277,7 @@ def _parse_env_map(text: str, var: str) -> dict[str, str]:
     for part in filter(None, (p.strip() for p in _PAIR_SPLIT.split(text))):
         name, sep, value = part.partition("=")
         if not sep or not name:
-            raise ContestkitError(f"${var}: expected NAME=value[,NAME=value...], got {part!r}.")
+            raise UsageError(f"${var}: expected NAME=value[,NAME=value...], got {part!r}.")
         out[name.strip()] = value
     return out
 
@@ -373,11 +339,11 @@ def load_config(
         var = ENV_PREFIX + name.upper()
         if env.get(var, "") != "":
             raw: Any = env[var]
-            if key.kind == "map":
+            if key.kind is Kind.STR_MAP:
                 raw = _parse_env_map(raw, var)
             layers.append((_convert(key, raw, f"${var}", Path.cwd()), f"${var}"))
 
-        if key.kind == "map":
+        if key.kind is Kind.STR_MAP:
             merged: dict[str, str] = dict(key.default)
             for value, _ in layers:
                 merged.update(value or {})
@@ -417,13 +383,13 @@ def save_user_config(
         # keep paths as written, not resolved
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         for k in current:
-            if KEYS[k].kind == "path":
+            if KEYS[k].kind is Kind.PATH:
                 current[k] = raw.get(k)
     for name, value in updates.items():
         if name not in KEYS:
-            raise ContestkitError(_unknown_key_message(path, 0, name).replace(", line 0", ""))
+            raise yamlconfig.unknown_key(str(path), name, KEYS)
         if USER not in KEYS[name].scopes:
-            raise ContestkitError(f"Key '{name}' belongs in the project's contestkit.yaml, not {path}.")
+            raise UsageError(f"Key '{name}' belongs in the project's contestkit.yaml, not {path}.")
         _convert(KEYS[name], value, str(path), path.parent)
         current[name] = str(value) if isinstance(value, Path) else value
     for name in remove:

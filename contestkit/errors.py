@@ -6,11 +6,12 @@ their own mistakes. One rule for every command, so scripts can tell "I typed it 
 ran and failed":
 
 * :data:`EXIT_USAGE` (2): the command cannot run as typed: a bad or missing argument or option, an
-  unknown name, a malformed file named on the command line (``--levels``), a target that already
+  unknown name, a malformed file named on the command line (``--levels``) or a settings file
+  (``contestkit.yaml``, ``server.yaml``: see :mod:`contestkit.yamlconfig`), a target that already
   exists, or run outside an agent project. Nothing was changed. Click's own parse errors give the
   same status.
 * :data:`EXIT_FAILURE` (1): it ran and failed (an evaluation, a build, an engine or server that
-  refused or did not answer, a broken configuration file).
+  refused or did not answer).
 * :data:`EXIT_INTERRUPTED` (130): stopped with Ctrl-C, as shells report SIGINT.
 * :data:`EXIT_TERMINATED` (143): stopped by SIGTERM (``timeout``, a process manager), as shells
   report it; ``eval`` stops and keeps what finished exactly as for Ctrl-C.

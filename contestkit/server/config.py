@@ -22,13 +22,13 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from contestkit import cpuset, levelrun
+from contestkit import cpuset, levelrun, yamlconfig
 from contestkit.errors import ContestkitError, UsageError
 from contestkit.levellist import read_level_set
 from contestkit.server import phases  # it reads this module's types only for annotations
@@ -249,6 +249,31 @@ class ServerConfig:
         write_private(self.config_path, self.to_yaml())
 
 
+#: An example value (as YAML) of each key whose default says nothing, shown when a value has the wrong
+#: type; the other keys' examples are their defaults.
+EXAMPLES: dict[str, str] = {
+    "registry": "127.0.0.1:5000",
+    "server_url": "https://contest.example.com:8000",
+    "tls_cert": "tls/cert.pem",
+    "tls_key": "tls/key.pem",
+    "database_url": "postgresql+psycopg://contest:secret@db.example.com/contest",
+    "cpusets": '["0-5", "6-11"]',
+    "seed": "2018",
+    "evaluator": "mypackage.runner:run_level",
+    "kubernetes": "{remote_env_image: 127.0.0.1:5000/contestkit/remote-env:1}",
+    "admins": "[host@example.com]",
+    "phases": "{leaderboard: {closes: 2026-06-05T00:00:00Z}}",
+    "freeze_at": "2026-06-01T00:00:00Z",
+    "baselines": "[baseline@example.com]",
+    "request_threads": "8",
+    "evaluator_registry_password": "a-long-random-password",
+    "registry_admin_password": "a-long-random-password",
+}
+
+#: What ``server.yaml`` may hold, and each key's type (read by :mod:`contestkit.yamlconfig`).
+SETTINGS: dict[str, yamlconfig.Setting] = yamlconfig.settings_of(ServerConfig, EXAMPLES, skip=("data_dir",))
+
+
 def write_private(path: Path, text: str) -> None:
     """Write a file readable by its owner only, atomically (a crash leaves the old file or the new)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -275,81 +300,24 @@ def load_config(data_dir: Path | str) -> ServerConfig:
             f"{data_dir} is not a contest data directory (no {CONFIG_NAME}); "
             f"create one with `contestkit server init --data-dir {data_dir} ...`."
         )
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
+    section = yamlconfig.load(path)
+    if "registry" not in section:
         raise UsageError(
-            f"{path}{where} is not valid YAML ({getattr(exc, 'problem', exc)}); fix or re-create it."
-        ) from None
-    if not isinstance(raw, dict):
-        raise UsageError(f"{path} must hold a mapping of settings; re-create it with `contestkit server init`.")
-    known = {f.name: f for f in fields(ServerConfig) if f.name != "data_dir"}
-    lines = _key_lines(path)
-    unknown = [key for key in raw if key not in known]
-    if unknown:
-        key = unknown[0]
-        raise UsageError(
-            f"{path} line {lines.get(key, '?')}: unknown key '{key}'; valid keys are {', '.join(sorted(known))}."
+            f"{path} lacks the 'registry' key (HOST:PORT of the team registry), "
+            f"e.g. `registry: {EXAMPLES['registry']}`."
         )
-    if "registry" not in raw:
-        raise UsageError(f"{path} lacks the 'registry' key (HOST:PORT of the team registry).")
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        values[key] = _coerce(path, lines.get(key), key, value, known[key].type)
+    values = yamlconfig.read(section, SETTINGS)
     config = ServerConfig(**values, data_dir=data_dir)
-    validate(config)
+    validate(config, section)
     return config
 
 
-def _key_lines(path: Path) -> dict[str, int]:
-    """Line numbers of top-level keys, so an error can point at the line to fix."""
-    lines: dict[str, int] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        match = re.match(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:", line)
-        if match:
-            lines.setdefault(match.group(1), number)
-    return lines
+def validate(config: ServerConfig, source: yamlconfig.Section | None = None) -> None:
+    """Refuse settings that would only fail later, at the first job, with a worse message.
 
-
-def _coerce(path: Path, line: int | None, key: str, value: Any, type_name: Any) -> Any:
-    kind = str(type_name)
-    where = f"{path} line {line if line else '?'}: '{key}'"
-    if value is None:
-        if "None" in kind:
-            return None
-        raise UsageError(f"{where} must not be empty.")
-    try:
-        if kind.startswith("dict"):
-            if not isinstance(value, dict):
-                raise ValueError
-            return value
-        if kind.startswith("list"):
-            if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
-                raise ValueError
-            return [str(v) for v in value]
-        if kind.startswith("int"):
-            if isinstance(value, bool):
-                raise ValueError
-            return int(value)
-        if kind.startswith("float"):
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if kind.startswith("bool"):
-            if not isinstance(value, bool):
-                raise ValueError
-            return value
-        return str(value)
-    except (TypeError, ValueError):
-        expected = "a list like [\"0-3\", \"4-7\"]" if kind.startswith("list") else kind.split(" |")[0]
-        expected = "a mapping of settings" if kind.startswith("dict") else expected
-        raise UsageError(f"{where} has the wrong type ({value!r}); expected {expected}.") from None
-
-
-def validate(config: ServerConfig) -> None:
-    """Refuse settings that would only fail later, at the first job, with a worse message."""
+    ``source`` is the file the config was read from, when it was: nested settings (``kubernetes``) are
+    then checked with their lines.
+    """
     from contestkit.server.run_limits import agent_limits
 
     agent_limits(config.agent_memory, config.agent_pids_limit, config.agent_out_limit, config.agent_log_limit)
@@ -407,7 +375,11 @@ def validate(config: ServerConfig) -> None:
     if config.executor == "kubernetes":
         from contestkit.server.executors.kubernetes import KubernetesSettings
 
-        KubernetesSettings.from_mapping(config.kubernetes or {}, f"{config.config_path} 'kubernetes'")
+        if source is not None and "kubernetes" in source:
+            KubernetesSettings.from_mapping(source.section("kubernetes"))
+        else:
+            KubernetesSettings.from_mapping(config.kubernetes or {}, f"{config.config_path} 'kubernetes'")
+
     phases.contest_plan(config)  # phases, ranking and freeze: refused here rather than at the first submit
 
 

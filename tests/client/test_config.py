@@ -220,3 +220,38 @@ def test_a_file_that_is_not_utf8_is_one_sentence(tmp_path: Path, env: dict[str, 
         load_config(tmp_path, env=env)
     path = tmp_path / "contestkit.yaml"
     assert str(err.value) == f"{path}: not UTF-8 text (byte 9 cannot be decoded); save it as UTF-8."
+
+
+# -- the strict reader (contestkit.yamlconfig), shared with server.yaml ---------------------------
+
+
+def test_a_key_set_twice_inside_a_mapping_is_refused_with_both_lines(tmp_path: Path, env: dict[str, str]) -> None:
+    """Pasting a block into a file that already sets the key must not let the last one win silently."""
+    path = write(
+        tmp_path / "contestkit.yaml", "name: a\nbuild_args:\n  HTTP_PROXY: http://a:1\n  HTTP_PROXY: http://b:2\n"
+    )
+    with pytest.raises(ContestkitError) as err:
+        load_config(tmp_path, env=env)
+    assert str(err.value) == (
+        f"{path}, line 4: key 'build_args.HTTP_PROXY' is set twice (first on line 3); keep one of the two lines."
+    )
+
+
+def test_a_type_error_shows_an_example_of_that_key(tmp_path: Path, env: dict[str, str]) -> None:
+    write(tmp_path / "contestkit.yaml", "name: agent\nbuild_args: [1, 2]\n")
+    with pytest.raises(ContestkitError, match=r"e\.g\. `build_args: \{HTTP_PROXY: http://proxy:3128\}`"):
+        load_config(tmp_path, env=env)
+    write(tmp_path / "contestkit.yaml", "registry: [a, b]\n")
+    with pytest.raises(ContestkitError, match=r"e\.g\. `registry: registry\.example\.com/team`"):
+        load_config(tmp_path, env=env)
+
+
+def test_every_key_has_an_example_its_own_type_accepts(tmp_path: Path) -> None:
+    """An example a user copies from an error message must itself be accepted."""
+    import yaml
+
+    from contestkit.config import KEYS
+    from contestkit.yamlconfig import convert
+
+    for key in KEYS.values():
+        convert(key.setting, yaml.safe_load(f"{key.name}: {key.example}")[key.name], "example", base_dir=tmp_path)

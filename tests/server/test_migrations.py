@@ -104,15 +104,17 @@ def test_config_errors_name_the_file_line_and_key(tmp_path: Path):
     path.write_text(original + "max_resume: 3\n")
     with pytest.raises(UsageError) as err:
         load_config(data_dir)
-    assert f"{path} line {len(original.splitlines()) + 1}: unknown key 'max_resume'" in str(err.value)
+    assert str(err.value) == (
+        f"{path}, line {len(original.splitlines()) + 1}: unknown key 'max_resume' (did you mean 'max_resumes'?)."
+    )
     path.write_text(original.replace("timestep_limit: 100", "timestep_limit: lots"))
-    with pytest.raises(UsageError, match="'timestep_limit' has the wrong type"):
+    with pytest.raises(UsageError, match="key 'timestep_limit' must be a whole number, e.g. `timestep_limit: "):
         load_config(data_dir)
     path.write_text(original.replace("registry: 127.0.0.1:5000", "registry: http://reg/x"))
     with pytest.raises(UsageError, match="must be HOST:PORT"):
         load_config(data_dir)
     path.write_text("registry: 127.0.0.1:5000\nseed: [unclosed\nmax_resumes: 1\n")
-    with pytest.raises(UsageError, match="line [23] is not valid YAML"):
+    with pytest.raises(UsageError, match="line [23]: not valid YAML"):
         load_config(data_dir)
     with pytest.raises(ContestkitError, match="is not a contest data directory"):
         load_config(tmp_path / "elsewhere")
@@ -133,7 +135,7 @@ def test_cpusets_are_checked_when_the_config_loads(tmp_path: Path):
     with pytest.raises(UsageError, match="cpusets entry '9999': CPU 9999 is not available here"):
         load_config(data_dir)
     path.write_text(original.replace("cpusets: []", "cpusets: 0-1"))
-    with pytest.raises(UsageError, match="'cpusets' has the wrong type"):
+    with pytest.raises(UsageError, match=r"""key 'cpusets' must be a list of strings, e.g. `cpusets: \["0-5", "6-11"\]`"""):
         load_config(data_dir)
 
 

@@ -150,7 +150,7 @@ def test_one_running_job_per_team_stays_inside_the_window(offline_contest):
         ({"phases": {"final": {"priority": 3}}}, "phases.final needs 'levels'"),
         ({"phases": {"warmup": {}}}, "unknown key 'warmup'"),
         ({"ranking": "fastest"}, "ranking must be 'latest' or 'best'"),
-        ({"phases": "soon"}, "expected a mapping of settings"),
+        ({"phases": "soon"}, "key 'phases' must be a mapping of settings, e.g. `phases: {leaderboard: "),
     ],
 )
 def test_mistakes_in_the_plan_are_one_sentence_at_load(tmp_path: Path, init_contest, settings, message):

@@ -32,12 +32,12 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from contestkit import __version__, results, structured_log
+from contestkit import __version__, results, structured_log, yamlconfig
 from contestkit.errors import ContestkitError, UsageError
 from contestkit.levelrun import EnvPlacement, LevelRunSpec, to_argv
 from contestkit.server.executors import Executor, LevelRun, LevelTask, RunningLevel
@@ -108,29 +108,24 @@ class KubernetesSettings:
     poll_seconds: float = 2.0  # how often a running pod's state is read
 
     @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any], where: str = "server.yaml 'kubernetes'") -> KubernetesSettings:
-        """Settings from server.yaml; every problem names the key."""
-        if not isinstance(raw, Mapping):
-            raise UsageError(f"{where} must be a mapping of settings (remote_env_image, namespace, ...).")
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(raw) - set(known))
-        if unknown:
-            raise UsageError(f"{where}: unknown key '{unknown[0]}'; valid keys are {', '.join(sorted(known))}.")
-        if not raw.get("remote_env_image"):
+    def from_mapping(
+        cls, raw: Mapping[str, Any] | yamlconfig.Section, where: str = "server.yaml 'kubernetes'"
+    ) -> KubernetesSettings:
+        """Settings from server.yaml (a section of it, with lines, or a plain mapping); every problem names the key."""
+        section = raw if isinstance(raw, yamlconfig.Section) else yamlconfig.Section.from_dict(raw, where)
+        where = section.label if not section.from_file else f"{section.label} 'kubernetes'"
+        values = yamlconfig.read(section, KUBERNETES_SETTINGS)
+        if not values.get("remote_env_image"):
             raise UsageError(
                 f"{where} needs 'remote_env_image': the remote-env image pushed where the cluster pulls from "
                 "(`contestkit images build remote-env --with-roms`, then push it to the contest registry)."
             )
-        values = dict(raw)
-        for key in ("cpus", "env_cpu", "poll_seconds"):
-            if key in values:
-                values[key] = _number(values[key], f"{where}: '{key}'", float)
-        for key in ("gpus", "ttl_seconds_after_finished", "disruption_retries"):
-            if key in values:
-                values[key] = _number(values[key], f"{where}: '{key}'", int)
+        for key in ("cpus", "env_cpu", "poll_seconds", "gpus", "ttl_seconds_after_finished", "disruption_retries"):
+            if values.get(key) is not None and values[key] < 0:
+                raise UsageError(f"{section.where(key)}: '{section.name(key)}' must not be negative.")
         for key in ("memory", "env_memory", "results_size", "agent_out_size"):
-            if key in values:
-                values[key] = quantity(str(values[key]), f"{where}: '{key}'")
+            if values.get(key) is not None:
+                values[key] = quantity(str(values[key]), f"{section.where(key)}: '{section.name(key)}'")
         settings = cls(**values)
         if not _DNS_LABEL.match(settings.namespace):
             raise UsageError(f"{where}: namespace '{settings.namespace}' is not a Kubernetes namespace name.")
@@ -141,20 +136,27 @@ class KubernetesSettings:
         return settings
 
 
+#: The ``kubernetes:`` keys and their types (read by :mod:`contestkit.yamlconfig`, like all of server.yaml).
+KUBERNETES_SETTINGS: dict[str, yamlconfig.Setting] = yamlconfig.settings_of(
+    KubernetesSettings,
+    {
+        "remote_env_image": "127.0.0.1:5000/contestkit/remote-env:1",
+        "kubeconfig": "~/.kube/config",
+        "context": "contest-cluster",
+        "image_pull_secrets": "[contest-registry]",
+        "cpus": "6",
+        "memory": "56Gi",
+        "agent_run_as_user": "1000",
+        "env_run_as_user": "1000",
+        "node_selector": "{contestkit/pool: eval}",
+        "tolerations": "[{key: dedicated, operator: Equal, value: eval, effect: NoSchedule}]",
+        "priority_class": "contest-eval",
+    },
+)
+
+
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def _number(value: Any, where: str, kind: type) -> Any:
-    if isinstance(value, bool):
-        raise UsageError(f"{where} must be a number, not {value!r}.")
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{where} must be a number, not {value!r}.") from None
-    if number < 0:
-        raise UsageError(f"{where} must not be negative.")
-    return number
 
 
 _QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)([kKmMgGtT]?)([iI]?)([bB]?)$")

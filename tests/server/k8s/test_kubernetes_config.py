@@ -24,7 +24,9 @@ def test_the_docker_executor_stays_the_default(tmp_path: Path) -> None:
 
 def test_kubernetes_settings_are_checked_when_the_config_is_read(tmp_path: Path) -> None:
     _write(tmp_path, executor="kubernetes", kubernetes={"remote_env_image": "r/remote-env:1", "namespce": "x"})
-    with pytest.raises(UsageError, match="unknown key 'namespce'"):
+    with pytest.raises(
+        UsageError, match=r"server.yaml, line \d+: unknown key 'kubernetes.namespce' \(did you mean 'namespace'\?\)"
+    ):
         load_config(tmp_path)
     _write(tmp_path, executor="kubernetes")
     with pytest.raises(UsageError, match="needs 'remote_env_image'"):
