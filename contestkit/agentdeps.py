@@ -92,8 +92,7 @@ def install_argvs(requirements: list[Requirement], *, cpu_index: bool = True) ->
     special = [r for r in requirements if _normalize(r.name) in CPU_INDEX]
     plain = [r.line for r in requirements if r not in special]
     argvs = [
-        [*pip, r.line, *(("--extra-index-url", CPU_INDEX[_normalize(r.name)]) if cpu_index else ())]
-        for r in special
+        [*pip, r.line, *(("--extra-index-url", CPU_INDEX[_normalize(r.name)]) if cpu_index else ())] for r in special
     ]
     return argvs + ([[*pip, *plain]] if plain else [])
 

@@ -36,6 +36,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,15 @@ PROJECT_FILE = "contestkit.yaml"
 USER_FILE = "config.yaml"
 ENV_PREFIX = "CONTESTKIT_"
 
-PROJECT = "project"
-USER = "user"
+class Scope(str, Enum):
+    """Which file a key may be set in."""
+
+    PROJECT = "project"  # contestkit.yaml, shared by the team
+    USER = "user"  # the user's config.yaml, per person
+
+
+PROJECT = Scope.PROJECT
+USER = Scope.USER
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from contestkit.levelrun import LevelRunSpec, docker_only_given
 from contestkit.provenance import Source
 from contestkit.runtime.base import Launcher, Session
 from contestkit.seeds import draw_seed, level_seed
+from contestkit.states import ProgressStatus
 
 POLL_SECONDS = 0.2
 OUT_CHECK_SECONDS = 2.0  # how often the agent's out/ is measured against the spec's out_limit
@@ -68,7 +69,7 @@ class Progress:
 
     game: str
     state: str
-    status: str = "starting"
+    status: ProgressStatus = ProgressStatus.STARTING
     timesteps: int = 0
     timestep_limit: int = 0
     episodes: int = 0
@@ -229,7 +230,7 @@ def choose_launcher(req: EvalRequest) -> Launcher:
     return _launcher(choose_runtime(req).name)
 
 
-def _read_progress(spec: LevelRunSpec, results_dir: Path, start: float, status: str) -> Progress:
+def _read_progress(spec: LevelRunSpec, results_dir: Path, start: float, status: ProgressStatus) -> Progress:
     doc = results.read_json(results_dir / results.PROGRESS) or {}
     prog = Progress(game=spec.game, state=spec.state or "", status=status, elapsed=round(time.monotonic() - start, 1))
     for key in ("timesteps", "timestep_limit", "episodes", "last_episode_reward", "mean_episode_reward",
@@ -335,7 +336,7 @@ def watch_session(
                 session.stop_agent(3.0)
                 session.stop_env(10.0)
             if on_progress is not None:
-                on_progress(_read_progress(spec, results_dir, start, "running"))
+                on_progress(_read_progress(spec, results_dir, start, ProgressStatus.RUNNING))
             time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
         events["interrupted"] = True
@@ -533,7 +534,11 @@ def evaluate_level(
     started_at = time.time()
     start = time.monotonic()
     if on_progress is not None:
-        on_progress(Progress(game=level.game, state=level.state, status="starting", timestep_limit=spec.timestep_limit))
+        on_progress(
+            Progress(
+                game=level.game, state=level.state, status=ProgressStatus.STARTING, timestep_limit=spec.timestep_limit
+            )
+        )
     session: Session | None = None
     events: dict[str, Any] = {}
     interrupted = False
@@ -557,7 +562,7 @@ def evaluate_level(
         results.write_json(results_dir / results.SUMMARY, summary)
     result = LevelResult.from_summary(level.game, level.state, results_dir, summary)
     if on_progress is not None:
-        final = _read_progress(spec, results_dir, start, "done" if result.ok else "failed")
+        final = _read_progress(spec, results_dir, start, ProgressStatus.DONE if result.ok else ProgressStatus.FAILED)
         on_progress(final)
     if interrupted or (events.get("interrupted") and cancel is None):
         raise KeyboardInterrupt

@@ -52,7 +52,7 @@ def build_context(base_ref: str, roms: dict[str, Path]) -> bytes:
     dockerfile = (
         f"FROM {base_ref}\n"
         "COPY roms/ /tmp/contestkit-roms/\n"
-        'RUN python -c "from contestkit.roms import import_roms; import_roms(\'/tmp/contestkit-roms\')" '
+        "RUN python -c \"from contestkit.roms import import_roms; import_roms('/tmp/contestkit-roms')\" "
         "&& rm -rf /tmp/contestkit-roms\n"
         f'LABEL {ROMS_LABEL}="{",".join(sorted(roms))}"\n'
     )
@@ -78,7 +78,13 @@ def build_remote_env_with_roms(games: Iterable[str] | None = None, on_event: obj
         tag = roms_tag(base)
         context = build_context(base, roms)
         images.stream_build(
-            api, tag, on_event, fileobj=io.BytesIO(context), custom_context=True, tag=tag, rm=True  # type: ignore[arg-type]
+            api,
+            tag,
+            on_event,
+            fileobj=io.BytesIO(context),
+            custom_context=True,
+            tag=tag,
+            rm=True,  # type: ignore[arg-type]
         )
     finally:
         api.close()

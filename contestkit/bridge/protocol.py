@@ -45,7 +45,6 @@ ERR_BAD_REQUEST = 13
 ERR_ENV = 14
 
 
-
 class Fault(str, Enum):
     """Whose doing an end of session was: what decides the exit status and the error shown."""
 

@@ -38,9 +38,11 @@ from contestkit.credentials import (
 )
 from contestkit.errors import ContestkitError, NotFoundError, UsageError
 from contestkit.scoring import plural
+from contestkit.states import ACTIVE_JOB_STATES, TERMINAL_JOB_STATES, TERMINAL_LEVEL_STATES, JobState, LevelState
 
-TERMINAL_STATES = ("finished", "failed", "cancelled")
-ACTIVE_STATES = ("queued", "running", "stalled")
+# The job states the CLI reads back from the server's answers (their home: contestkit.states). A stalled
+# job is shown to the team and still active: a new submission would be refused.
+ACTIVE_STATES = (*ACTIVE_JOB_STATES, JobState.STALLED)
 NO_JOBS_YET = "No jobs yet; `contestkit submit TAG` starts one."
 
 
@@ -359,7 +361,7 @@ def submit(
         return
     final = _watch(client, int(job["id"]), json_out=json_out)
     failure = job_failure(final)
-    if failure is None and final.get("status") != "finished":
+    if failure is None and final.get("status") != JobState.FINISHED:
         reason = f": {final['error']}" if final.get("error") else ""
         failure = f"Job {final['id']} {final.get('status')}{reason}."
     if failure:
@@ -369,8 +371,8 @@ def submit(
 def job_failure(job: dict[str, Any]) -> str | None:
     """The sentence for a job that failed or has a failed level (``submit --wait`` and ``jobs`` then
     exit non-zero); None for a job that is fine so far, or was cancelled by the team."""
-    failed = [w for w in job.get("workers") or [] if w.get("state") == "failed"]
-    if job.get("status") != "failed" and not failed:
+    failed = [w for w in job.get("workers") or [] if w.get("state") == LevelState.FAILED]
+    if job.get("status") != JobState.FAILED and not failed:
         return None
     if job.get("error"):
         why = str(job["error"])
@@ -465,7 +467,7 @@ def _watch(client: ContestClient, job_id: int | None, *, json_out: bool = False)
     try:
         if console.is_terminal and not json_out:
             with Live(job_table(job), console=console, refresh_per_second=4) as live:
-                while job.get("status") not in TERMINAL_STATES:
+                while job.get("status") not in TERMINAL_JOB_STATES:
                     time.sleep(interval)
                     job = client.job(int(job["id"]))
                     live.update(job_table(job))
@@ -479,7 +481,7 @@ def _watch(client: ContestClient, job_id: int | None, *, json_out: bool = False)
                         if seen.get(key) != line:
                             err_console.print(visible(line), soft_wrap=True, markup=False)
                             seen[key] = line
-                if job.get("status") in TERMINAL_STATES:
+                if job.get("status") in TERMINAL_JOB_STATES:
                     break
                 time.sleep(interval)
                 job = client.job(int(job["id"]))
@@ -496,7 +498,7 @@ def _watch(client: ContestClient, job_id: int | None, *, json_out: bool = False)
 def watch_lines(job: dict[str, Any]) -> list[tuple[str, str]]:
     """(what, line) for a job and each of its levels; ``--watch`` prints a line when its text changes."""
     workers = job.get("workers") or []
-    done = sum(1 for w in workers if w.get("state") in TERMINAL_STATES)
+    done = sum(1 for w in workers if w.get("state") in TERMINAL_LEVEL_STATES)
     head = f"job {job.get('id')}: {job.get('status')}, {done}/{len(workers)} levels done"
     if job.get("score") is not None:
         head += f", score {_score(job['score'])}"
@@ -505,15 +507,15 @@ def watch_lines(job: dict[str, Any]) -> list[tuple[str, str]]:
         state = worker.get("state", "?")
         parts = [f"job {job.get('id')} level {worker.get('task', '?')}: {state}"]
         progress = worker.get("progress")
-        if state == "running" and isinstance(progress, (int, float)):
+        if state == LevelState.RUNNING and isinstance(progress, (int, float)):
             parts.append(f"{int(progress * 10) * 10}%")
-        if worker.get("episodes") is not None and state != "pending":
+        if worker.get("episodes") is not None and state != LevelState.PENDING:
             parts.append(f"{worker['episodes']} episodes")
         if worker.get("score") is not None:
             parts.append(f"score {_score(worker['score'])}")
         elif isinstance(worker.get("mean_episode_reward"), (int, float)):
             parts.append(f"mean so far {_score(worker['mean_episode_reward'])}")
-        if worker.get("error") and state in TERMINAL_STATES:
+        if worker.get("error") and state in TERMINAL_LEVEL_STATES:
             parts.append(f"error: {worker['error']}")
         lines.append((f"level {worker.get('task')}", ", ".join(parts)))
     return lines
@@ -602,7 +604,7 @@ def jobs_cancel(
     if json_out:
         print_json(job)
         return
-    state = "cancelled" if job.get("status") == "cancelled" else "is being cancelled"
+    state = JobState.CANCELLED.value if job.get("status") == JobState.CANCELLED else "is being cancelled"
     console.print(f"Job {job.get('id')} {state}.")
 
 

@@ -20,6 +20,7 @@ from contestkit.curves import sparkline, write_level_curve
 from contestkit.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, ContestkitError, UsageError
 from contestkit.games import short_level
 from contestkit.levellist import read_levels
+from contestkit.states import ProgressStatus
 
 
 def _fmt(x: float | None, digits: int = 1) -> str:
@@ -91,7 +92,7 @@ class _LiveView:
                 name = short_level(prog.game, prog.state) if self.narrow else f"{prog.game} {prog.state}"
                 self.tasks[index] = self.progress.add_task(
                     name, total=prog.timestep_limit or 1, done="0", budget="-",
-                    episodes=0, last="-", mean="-", tps="0", status="starting",
+                    episodes=0, last="-", mean="-", tps="0", status=ProgressStatus.STARTING,
                 )  # fmt: skip
             count = _short_count if self.narrow else (lambda n: f"{n:,.0f}")
             self.progress.update(

@@ -22,6 +22,7 @@ from rich.table import Table
 from contestkit.cli.output import console, err_console, print_json, shown
 from contestkit.cli.server_cmd import _DATA_DIR, _needs_server_extra, _read_password, server_app
 from contestkit.errors import UsageError
+from contestkit.states import TERMINAL_LEVEL_STATES
 
 _JSON = typer.Option(False, "--json", help="Print one JSON document.")
 
@@ -194,7 +195,7 @@ def jobs_list(
         return
     table = Table("id", "team", "phase", "status", "score", "levels", "created")
     for job in jobs:
-        done = sum(1 for w in job.get("workers", []) if w["state"] in ("finished", "failed", "cancelled"))
+        done = sum(1 for w in job.get("workers", []) if w["state"] in TERMINAL_LEVEL_STATES)
         score = "" if job.get("score") is None else f"{job['score']:.1f}"
         table.add_row(
             str(job["id"]),

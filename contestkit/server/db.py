@@ -20,16 +20,21 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from contestkit.errors import ContestkitError
+from contestkit.states import ACTIVE_JOB_STATES, TERMINAL_JOB_STATES, JobState, LevelState
 
-# Job and worker states. "queued" and "running" are the active ones: a team has at most one job in
-# them (a unique partial index enforces it in the database itself).
-QUEUED, RUNNING, FINISHED, FAILED, CANCELLED = "queued", "running", "finished", "failed", "cancelled"
-ACTIVE = (QUEUED, RUNNING)
-TERMINAL = (FINISHED, FAILED, CANCELLED)
-PENDING = "pending"  # a worker (level) that has not started yet
-# Shown, never stored: a running job whose heartbeat is older than the heartbeat timeout (its server
-# died, or cannot write to its database). Recovery requeues it; until then it is not "running".
-STALLED = "stalled"
+# Job and worker states: their home is contestkit.states (the CLI reads the same words back); these
+# short names are what the server's queries have always written.
+QUEUED, RUNNING, FINISHED, FAILED, CANCELLED = (
+    JobState.QUEUED,
+    JobState.RUNNING,
+    JobState.FINISHED,
+    JobState.FAILED,
+    JobState.CANCELLED,
+)
+ACTIVE = ACTIVE_JOB_STATES
+TERMINAL = TERMINAL_JOB_STATES
+PENDING = LevelState.PENDING
+STALLED = JobState.STALLED
 
 
 def now() -> float:

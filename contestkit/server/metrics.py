@@ -34,6 +34,7 @@ from sqlalchemy import func, select
 
 from contestkit.server.db import ACTIVE, QUEUED, RUNNING, TERMINAL, Database, Job, Worker, now
 from contestkit.server.executors import Executor
+from contestkit.states import LevelOutcome, StopReason
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -87,21 +88,14 @@ def status_label(status: int) -> str:
     return str(status) if 100 <= status <= 599 else OTHER_METHOD
 
 
-def level_ended(seconds: float, result: Any, *, reason: str | None = None, overran: bool = False) -> None:
+def level_ended(seconds: float, result: Any, *, reason: StopReason | None = None, overran: bool = False) -> None:
     """Called once where a level-run's end is recorded: its duration, and its speed when it stepped.
 
     ``result`` is the level runner's (``ok``, ``timesteps``), or None when it raised; ``reason`` is why
-    the job was stopped ("user", "shutdown"), if it was; ``overran``: the watchdog stopped it.
+    the job was stopped, if it was; ``overran``: the watchdog stopped it. The outcome label is a
+    :class:`~contestkit.states.LevelOutcome`, derived from the same states the database stores.
     """
-    ok = bool(getattr(result, "ok", False))
-    if overran:
-        outcome = "overran"
-    elif reason == "user":
-        outcome = "cancelled"
-    elif reason == "shutdown" and not ok:
-        outcome = "interrupted"
-    else:
-        outcome = "finished" if ok else "failed"
+    outcome = LevelOutcome.of(bool(getattr(result, "ok", False)), reason, overran).value
     LEVEL_RUN_SECONDS.labels(outcome=outcome).observe(max(0.0, seconds))
     timesteps = getattr(result, "timesteps", None)
     if timesteps and seconds > 0:

@@ -22,7 +22,6 @@ from contestkit.server.config import LevelSpec, ServerConfig
 from contestkit.server.db import (
     ACTIVE,
     CANCELLED,
-    PENDING,
     QUEUED,
     RUNNING,
     TERMINAL,
@@ -34,6 +33,7 @@ from contestkit.server.db import (
 )
 from contestkit.server.errors import Conflict, Forbidden, Invalid, NotFound
 from contestkit.server.events import JobEvent, emit
+from contestkit.states import TERMINAL_LEVEL_STATES, LevelState
 
 DEFAULT_REPOSITORY = "agent"
 TAG_MAX_LENGTH = 256  # the jobs.tag column
@@ -132,7 +132,10 @@ def _busy(job: Job) -> Conflict:
 
 def level_rows(levels: Sequence[LevelSpec], *, job_id: int | None = None) -> list[Worker]:
     """A job's level rows, one pending ``Worker`` per level in the level set's order (``idx`` 0, 1...)."""
-    return [Worker(job_id=job_id, idx=i, game=lv.game, state=lv.state, status=PENDING) for i, lv in enumerate(levels)]
+    return [
+        Worker(job_id=job_id, idx=i, game=lv.game, state=lv.state, status=LevelState.PENDING)
+        for i, lv in enumerate(levels)
+    ]
 
 
 def new_job(
@@ -244,7 +247,9 @@ def cancel(db: Session, job_id: int, why: str) -> None:
     )
     if cancelled.rowcount == 1:  # type: ignore[attr-defined]
         db.execute(
-            update(Worker).where(Worker.job_id == job_id, Worker.status.not_in(TERMINAL)).values(status=CANCELLED)
+            update(Worker)
+            .where(Worker.job_id == job_id, Worker.status.not_in(TERMINAL_LEVEL_STATES))
+            .values(status=LevelState.CANCELLED)
         )
     else:
         db.execute(update(Job).where(Job.id == job_id, Job.status == RUNNING).values(cancel_requested=1))

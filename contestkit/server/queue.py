@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from contestkit.server.db import CANCELLED, FAILED, FINISHED, PENDING, QUEUED, R
 from contestkit.server.documents import job_document, summary_json
 from contestkit.server.events import JobEvent, emit
 from contestkit.server.seeds import draw_attempt_seed
+from contestkit.states import LevelState, StopReason
 
 log = logging.getLogger("contestkit.server.queue")
 
@@ -38,16 +38,6 @@ log = logging.getLogger("contestkit.server.queue")
 def attempt_dir(config: ServerConfig, job_id: int, attempt: int) -> Path:
     """Where an attempt's results live: ``jobs/<id>/attempt-<n>/`` under the data directory."""
     return config.jobs_dir / str(job_id) / f"attempt-{attempt}"
-
-
-class StopReason(str, Enum):
-    """Why a running job was stopped before its levels ended."""
-
-    USER = "user"  # the team cancelled it
-    SHUTDOWN = "shutdown"  # the server is stopping; the job goes back to the queue
-    # A level's end could not be written (read-only or full data directory): the job's other levels
-    # stop, its heartbeat stops, and recovery puts it back in the queue once writes work again.
-    UNWRITABLE = "unwritable"
 
 
 @dataclass(frozen=True)
@@ -129,7 +119,9 @@ class JobQueue:
                 timestep_limit=job.timestep_limit,
                 wallclock_limit=job.wallclock_limit,
                 seed=job.seed if job.seed is not None else draw_attempt_seed(self.config.seed),
-                pending=[PendingLevel(w.id, w.idx, w.game, w.state) for w in job.workers if w.status == PENDING],
+                pending=[
+                    PendingLevel(w.id, w.idx, w.game, w.state) for w in job.workers if w.status == LevelState.PENDING
+                ],
             )
 
     def set_digest(self, job_id: int, digest: str) -> None:
@@ -158,7 +150,7 @@ class JobQueue:
         with self.database.session() as db:
             worker = db.get(Worker, worker_id)
             assert worker is not None
-            worker.status = RUNNING
+            worker.status = LevelState.RUNNING
             worker.started_at = now()
             worker.error = None
             worker.progress = 0.0
@@ -179,7 +171,7 @@ class JobQueue:
         mean = getattr(progress, "mean_episode_reward", None)
         with self.database.session() as db:
             worker = db.get(Worker, worker_id)
-            if worker is None or worker.status != RUNNING:
+            if worker is None or worker.status != LevelState.RUNNING:
                 return
             worker.timesteps = timesteps
             worker.episodes = int(getattr(progress, "episodes", 0) or 0)
@@ -224,7 +216,7 @@ class JobQueue:
         if reason in (StopReason.SHUTDOWN, StopReason.UNWRITABLE) and not overran and not ok:
             # The server is stopping (or could not record a level) and stopped this level: it runs
             # again. A level whose run had already finished (ok) when the stop came keeps its result.
-            worker.status = PENDING
+            worker.status = LevelState.PENDING
             worker.progress = None
             worker.finished_at = None
             worker.error = (
@@ -236,19 +228,19 @@ class JobQueue:
         if overran:
             job = db.get(Job, worker.job_id)
             wallclock = job.wallclock_limit if job else self.config.wallclock_limit
-            worker.status = FAILED
+            worker.status = LevelState.FAILED
             worker.score = None if score is None else float(score)
             worker.error = f"stopped: the level overran its wall-clock budget of {int(wallclock)} s"
             return
         if reason is StopReason.USER:
-            worker.status = CANCELLED
+            worker.status = LevelState.CANCELLED
             worker.score = None if score is None else float(score)
             worker.error = "cancelled by the team"
             return
         worker.score = None if score is None else float(score)
         worker.mean_episode_reward = worker.score
         worker.progress = 1.0 if ok else worker.progress
-        worker.status = FINISHED if ok else FAILED
+        worker.status = LevelState.FINISHED if ok else LevelState.FAILED
         worker.error = None if ok else (error or "the evaluation failed")
 
     # -- finishing --
@@ -267,8 +259,8 @@ class JobQueue:
                     job.status = CANCELLED
                     job.error = "cancelled by the team"
                     for worker in job.workers:
-                        if worker.status in (PENDING, RUNNING):
-                            worker.status = CANCELLED
+                        if worker.status in (LevelState.PENDING, LevelState.RUNNING):
+                            worker.status = LevelState.CANCELLED
                 else:
                     self._score(job)
                 document = job_document(job)
@@ -292,7 +284,7 @@ class JobQueue:
         level rather than a lower score caused by one crash, possibly the server's own fault (the
         team restarts it, or submits a fix). The levels keep their scores, for the team to see.
         """
-        failed = [w for w in job.workers if w.status != FINISHED]
+        failed = [w for w in job.workers if w.status != LevelState.FINISHED]
         if all(w.score is None for w in job.workers):
             job.status, job.score = FAILED, None
             first = next((f"{w.task}: {w.error}" for w in failed if w.error), "no level finished an episode")
@@ -321,7 +313,7 @@ class JobQueue:
                 job.finished_at = now()
                 job.runner = None
                 for worker in job.workers:
-                    if worker.status in (PENDING, RUNNING):
+                    if worker.status in (LevelState.PENDING, LevelState.RUNNING):
                         worker.status = job.status
                         worker.error = worker.error or (message if job.status == FAILED else None)
                         worker.eta = None
@@ -369,7 +361,7 @@ class JobQueue:
         """Put an interrupted job back in the queue, keeping its finished levels; or end it for good.
 
         Returns the event to log once the caller's transaction is committed."""
-        interrupted = [w for w in job.workers if w.status in (RUNNING, PENDING)]
+        interrupted = [w for w in job.workers if w.status in (LevelState.RUNNING, LevelState.PENDING)]
         if job.cancel_requested:
             # The team asked to cancel before the server went down: honour it rather than re-run.
             job.status = CANCELLED
@@ -377,7 +369,7 @@ class JobQueue:
             job.runner = None
             job.error = "cancelled by the team"
             for worker in interrupted:
-                worker.status = CANCELLED
+                worker.status = LevelState.CANCELLED
                 worker.eta = None
             return _job_event(job)
         if counts_as_resume and job.resumes >= self.config.max_resumes:
@@ -391,7 +383,7 @@ class JobQueue:
                 f"{self.config.max_resumes}); run it again with `contestkit jobs restart {job.id}`"
             )
             for worker in interrupted:
-                worker.status = FAILED
+                worker.status = LevelState.FAILED
                 worker.error = "interrupted by a server restart"
                 worker.eta = None
             return _job_event(job)
@@ -401,9 +393,9 @@ class JobQueue:
         if counts_as_resume:
             job.resumes += 1
         for worker in interrupted:
-            if worker.status == RUNNING:
+            if worker.status == LevelState.RUNNING:
                 worker.error = "interrupted by a server restart; this level runs again" if counts_as_resume else None
-            worker.status = PENDING
+            worker.status = LevelState.PENDING
             worker.progress = None
             worker.mean_episode_reward = None
             worker.eta = None

@@ -35,8 +35,9 @@ from contestkit.server import metrics, run_limits
 from contestkit.server.config import ServerConfig
 from contestkit.server.db import Database
 from contestkit.server.executors import Executor, LevelRun, LevelTask
-from contestkit.server.queue import ClaimedJob, JobQueue, PendingLevel, StopReason
+from contestkit.server.queue import ClaimedJob, JobQueue, PendingLevel
 from contestkit.server.seeds import level_seed
+from contestkit.states import StopReason
 
 log = logging.getLogger("contestkit.server.scheduling")
 

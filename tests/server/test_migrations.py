@@ -135,7 +135,8 @@ def test_cpusets_are_checked_when_the_config_loads(tmp_path: Path):
     with pytest.raises(UsageError, match="cpusets entry '9999': CPU 9999 is not available here"):
         load_config(data_dir)
     path.write_text(original.replace("cpusets: []", "cpusets: 0-1"))
-    with pytest.raises(UsageError, match=r"""key 'cpusets' must be a list of strings, e.g. `cpusets: \["0-5", "6-11"\]`"""):
+    expected = r"""key 'cpusets' must be a list of strings, e.g. `cpusets: \["0-5", "6-11"\]`"""
+    with pytest.raises(UsageError, match=expected):
         load_config(data_dir)
 
 
