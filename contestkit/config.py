@@ -50,6 +50,7 @@ PROJECT_FILE = "contestkit.yaml"
 USER_FILE = "config.yaml"
 ENV_PREFIX = "CONTESTKIT_"
 
+
 class Scope(str, Enum):
     """Which file a key may be set in."""
 
@@ -264,11 +265,8 @@ def read_config_file(path: Path, scope: str) -> dict[str, tuple[Any, int]]:
     types, line numbers) is :mod:`contestkit.yamlconfig`'s, the same as ``server.yaml``'s.
     """
     section = yamlconfig.load(path)
+    yamlconfig.refuse_retired(section, RETIRED_KEYS)
     for name in section:
-        if name in RETIRED_KEYS:
-            raise UsageError(
-                f"{section.where(name)}: key '{name}' is no longer read ({RETIRED_KEYS[name]}); remove that line."
-            )
         if name in KEYS and scope not in KEYS[name].scopes:
             other = "the project's contestkit.yaml" if PROJECT in KEYS[name].scopes else str(user_config_path())
             raise UsageError(f"{section.where(name)}: key '{name}' belongs in {other}, not here.")

@@ -127,6 +127,10 @@ class Section:
                 raise UsageError(f"{self.where(key)}: key '{self.name(key)}' cannot be read ({exc}).") from None
         return value
 
+    def without(self, key: str) -> Section:
+        """This mapping less ``key`` (a key its reader accepts and drops)."""
+        return Section(self.label, {k: v for k, v in self.entries.items() if k != key}, self.prefix, self.from_file)
+
     def section(self, key: str) -> Section:
         """The nested mapping under ``key``, keeping its lines when it was read from a file."""
         line, value = self.entries[key]
@@ -279,8 +283,25 @@ def convert(setting: Setting, value: Any, where: str, *, name: str | None = None
     raise AssertionError(f"unknown kind {kind}")  # pragma: no cover
 
 
-def read(section: Section, settings: Mapping[str, Setting], *, base_dir: Path | None = None) -> dict[str, Any]:
-    """The values of ``section``, each checked against its setting; unknown keys are refused."""
+def refuse_retired(section: Section, retired: Mapping[str, str]) -> None:
+    """A key earlier versions read and this one does not: one sentence saying where the setting lives now
+    (files stay strict: a silently ignored key would let a user believe it does something)."""
+    for key in section:
+        if key in retired:
+            raise UsageError(
+                f"{section.where(key)}: key '{section.name(key)}' is no longer read ({retired[key]}); remove that line."
+            )
+
+
+def read(
+    section: Section,
+    settings: Mapping[str, Setting],
+    *,
+    base_dir: Path | None = None,
+    retired: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The values of ``section``, each checked against its setting; retired and unknown keys are refused."""
+    refuse_retired(section, retired or {})
     check_keys(section, settings)
     return {
         key: convert(settings[key], section.value(key), section.where(key), name=section.name(key), base_dir=base_dir)

@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from contestkit import cpuset, levelrun, yamlconfig
 from contestkit.errors import ContestkitError, UsageError
 from contestkit.levellist import read_level_set
 from contestkit.server import phases  # it reads this module's types only for annotations
+from contestkit.states import Word
 
 CONFIG_NAME = "server.yaml"
 LEVELS_NAME = "levels.csv"
@@ -56,6 +58,23 @@ class LevelSpec:
     def task(self) -> str:
         """The worker's ``task`` string in the API (the 2018 client prints it as is)."""
         return f"{self.game}/{self.state}"
+
+
+class ExecutorKind(Word):
+    """Where the server runs level-runs (server.yaml's ``executor``)."""
+
+    DOCKER = "docker"  # containers on this host's Docker engine (``contestkit eval --runtime docker``)
+    KUBERNETES = "kubernetes"  # one Job per level-run in a cluster (the ``kubernetes:`` settings)
+
+
+#: Keys earlier versions wrote and this one does not read, and why (see :data:`RETIRED_RUNTIME`).
+RETIRED: dict[str, str] = {
+    "runtime": "level-runs always run in containers; `executor: docker` or `executor: kubernetes` says where",
+}
+#: ``runtime: docker`` is what every earlier `server init` wrote, and what the server does: a file that
+#: still holds it is read as before. Any other value is refused: it never did what it said (the server
+#: runs team images, which only the Docker runtime can).
+RETIRED_RUNTIME = "docker"
 
 
 @dataclass
@@ -85,7 +104,6 @@ class ServerConfig:
     # CPU sets (e.g. ["0-5", "6-11"]): each running level takes one of its own, so that levels
     # evaluated at once never share CPUs; with sets, at most that many levels run at once.
     cpusets: list[str] = field(default_factory=list)
-    runtime: str = "docker"
     record: bool = False
     # None (``seed: null``, or no key): every job attempt draws a fresh seed, recorded with the job.
     # A number is the host's explicit choice of a fixed seed for every job (level i gets seed + i).
@@ -94,7 +112,7 @@ class ServerConfig:
     evaluator: str | None = None
     # How level-runs run: "docker" (this host's engine) or "kubernetes" (one Job per level-run in a
     # cluster; its settings are the `kubernetes` mapping, see contestkit.server.executors.kubernetes).
-    executor: str = "docker"
+    executor: ExecutorKind = ExecutorKind.DOCKER
     kubernetes: dict[str, Any] | None = None
     heartbeat_seconds: float = 5.0
     heartbeat_timeout: float = 60.0
@@ -236,7 +254,7 @@ class ServerConfig:
     # -- files ---------------------------------------------------------------------------------
 
     def to_yaml(self) -> str:
-        data = asdict(self)
+        data = {key: value.value if isinstance(value, Enum) else value for key, value in asdict(self).items()}
         data.pop("data_dir")
         header = (
             "# contestkit server configuration (written by `contestkit server init`).\n"
@@ -306,7 +324,9 @@ def load_config(data_dir: Path | str) -> ServerConfig:
             f"{path} lacks the 'registry' key (HOST:PORT of the team registry), "
             f"e.g. `registry: {EXAMPLES['registry']}`."
         )
-    values = yamlconfig.read(section, SETTINGS)
+    if section.value("runtime") == RETIRED_RUNTIME:
+        section = section.without("runtime")
+    values = yamlconfig.read(section, SETTINGS, retired=RETIRED)
     config = ServerConfig(**values, data_dir=data_dir)
     validate(config, section)
     return config
@@ -370,9 +390,12 @@ def validate(config: ServerConfig, source: yamlconfig.Section | None = None) -> 
         raise UsageError("tls_cert and tls_key go together: give both (or neither).")
     if config.evaluator is not None and ":" not in config.evaluator:
         raise UsageError(f"evaluator '{config.evaluator}' must be MODULE:FUNCTION.")
-    if config.executor not in ("docker", "kubernetes"):
-        raise UsageError(f"executor must be docker or kubernetes, not '{config.executor}'.")
-    if config.executor == "kubernetes":
+    try:
+        config.executor = ExecutorKind(config.executor)
+    except ValueError:
+        choices = " or ".join(kind.value for kind in ExecutorKind)
+        raise UsageError(f"executor must be {choices}, not '{config.executor}'.") from None
+    if config.executor is ExecutorKind.KUBERNETES:
         from contestkit.server.executors.kubernetes import KubernetesSettings
 
         if source is not None and "kubernetes" in source:

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from contestkit import __version__
+from contestkit.server.config import ExecutorKind
 from contestkit.server.executors.kubernetes import (
     LABEL_MANAGED_BY,
     MANAGED_BY,
@@ -109,7 +110,7 @@ def server_yaml_extra(options: DeploymentOptions) -> str:
     """The server.yaml lines that make the server run level-runs as Jobs in this namespace."""
     settings = executor_settings(options)
     document = {
-        "executor": "kubernetes",
+        "executor": ExecutorKind.KUBERNETES.value,
         "kubernetes": {
             "remote_env_image": settings.remote_env_image,
             "namespace": settings.namespace,

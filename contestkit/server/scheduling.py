@@ -327,7 +327,6 @@ class Scheduler:
             attempt=job.attempt,
             team=job.team,
             run=run,
-            runtime=self.config.runtime,
             results_dir=_fresh_dir(job.attempt_dir / level_dir_name(level.index, level.game, level.state)),
         )
 

@@ -1,4 +1,5 @@
 """Says which CPUs it may run on (for the --cpuset tests), then plays its budget with random buttons."""
+
 import os
 
 import gym_remote.client as grc

@@ -1,4 +1,5 @@
 """Says whether it can reach the network (it must not, in the docker runtime), then plays."""
+
 import socket
 
 import gym_remote.client as grc
@@ -9,7 +10,7 @@ try:
     print("network: reachable", flush=True)
 except OSError as exc:
     print(f"network: unreachable ({exc.__class__.__name__})", flush=True)
-env = grc.RemoteEnv('tmp/sock')
+env = grc.RemoteEnv("tmp/sock")
 try:
     env.reset()
     while True:
@@ -17,4 +18,4 @@ try:
         if done:
             env.reset()
 except gre.GymRemoteError as exc:
-    print('exception', exc)
+    print("exception", exc)

@@ -185,7 +185,6 @@ def _task(contest: OfflineContest) -> LevelTask:
         attempt=1,
         team="team",
         run=LevelRunSpec(game="Fake", state="Level1", image="x:1", timestep_limit=10, wallclock_limit=10, seed=0),
-        runtime="docker",
         results_dir=contest.data_dir,
     )
 

@@ -209,6 +209,7 @@ def test_a_full_hash_pool_refuses_at_once_with_retry_after():
         release.set()
         assert await first and await second
         assert await pool.run(lambda: "free again") == "free again"
+
         # The checks run only on CPU the request threads leave (Linux's idle policy, lowest niceness).
         def priority() -> tuple[int, int]:
             tid = threading.get_native_id()

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from contestkit.errors import UsageError
-from contestkit.server.config import SETTINGS, ServerConfig, load_config
+from contestkit.server.config import SETTINGS, ExecutorKind, ServerConfig, load_config
 from contestkit.server.executors.kubernetes import KUBERNETES_SETTINGS
 from contestkit.yamlconfig import convert
 
@@ -92,3 +92,29 @@ def test_every_example_is_accepted_by_its_own_key(table: dict, tmp_path: Path) -
     """An example a host copies from an error message must itself be accepted."""
     for setting in table.values():
         convert(setting, yaml.safe_load(f"{setting.name}: {setting.example}")[setting.name], "example")
+
+
+def test_executor_is_one_of_its_kinds(tmp_path: Path) -> None:
+    path = _data_dir(tmp_path)
+    assert load_config(tmp_path).executor is ExecutorKind.DOCKER
+    path.write_text(path.read_text().replace("executor: docker", "executor: slurm"))
+    with pytest.raises(UsageError) as err:
+        load_config(tmp_path)
+    assert str(err.value) == (
+        f"{path}, line {_line_of(path, 'executor:')}: key 'executor' must be one of docker, kubernetes, "
+        "e.g. `executor: docker` (it is str 'slurm')."
+    )
+
+
+def test_runtime_is_no_longer_a_setting(tmp_path: Path) -> None:
+    """It was neither documented nor checked, and only its default ever worked: the server runs team
+    images, which only the Docker runtime can. What every earlier `server init` wrote still loads."""
+    path = _data_dir(tmp_path)
+    assert "runtime" not in path.read_text()  # no longer written
+    path.write_text(path.read_text() + "runtime: docker\n")
+    assert load_config(tmp_path).executor is ExecutorKind.DOCKER
+    path.write_text(path.read_text().replace("runtime: docker", "runtime: local"))
+    with pytest.raises(UsageError) as err:
+        load_config(tmp_path)
+    assert str(err.value).startswith(f"{path}, line {_line_of(path, 'runtime:')}: key 'runtime' is no longer read (")
+    assert str(err.value).endswith("; remove that line.")

@@ -48,7 +48,6 @@ class LevelTask:
     attempt: int
     team: str
     run: LevelRunSpec
-    runtime: str
     results_dir: Path
 
 

@@ -6,7 +6,7 @@ the interface in ``executors``; kept apart, neither imports the other's importer
 
 from __future__ import annotations
 
-from contestkit.server.config import ServerConfig
+from contestkit.server.config import ExecutorKind, ServerConfig
 from contestkit.server.executors import Executor
 from contestkit.server.executors.docker import DockerExecutor
 from contestkit.server.executors.function import FunctionExecutor, load_level_function
@@ -15,7 +15,7 @@ from contestkit.server.executors.pull import RegistryAccount
 
 def load_executor(config: ServerConfig) -> Executor:
     """The executor server.yaml configures: ``executor: kubernetes``, ``evaluator: MODULE:FUNCTION``, or Docker."""
-    if config.executor == "kubernetes":
+    if config.executor == ExecutorKind.KUBERNETES:
         from contestkit.server.executors.kubernetes import executor_from_config
 
         return executor_from_config(config)

@@ -368,7 +368,6 @@ def make_task(tmp_path: Path):  # type: ignore[no-untyped-def]
             attempt=attempt,
             team="team-rocket",
             run=spec,
-            runtime="kubernetes",
             results_dir=results_dir,
         )
 

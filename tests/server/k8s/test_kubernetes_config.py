@@ -32,7 +32,7 @@ def test_kubernetes_settings_are_checked_when_the_config_is_read(tmp_path: Path)
     with pytest.raises(UsageError, match="needs 'remote_env_image'"):
         load_config(tmp_path)
     _write(tmp_path, executor="slurm")
-    with pytest.raises(UsageError, match="executor must be docker or kubernetes"):
+    with pytest.raises(UsageError, match="key .executor. must be one of docker, kubernetes"):
         load_config(tmp_path)
 
 

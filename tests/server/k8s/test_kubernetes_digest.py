@@ -84,8 +84,12 @@ def _push(address: str, repository: str, tag: str) -> str:
             "schemaVersion": 2,
             "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
             "config": {"mediaType": "application/vnd.docker.container.image.v1+json", **blob(config)},
-            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
-                        **blob(gzip.compress(layer.getvalue()))}],  # fmt: skip
+            "layers": [
+                {
+                    "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                    **blob(gzip.compress(layer.getvalue())),
+                }
+            ],  # fmt: skip
         }
     ).encode()
     put = requests.put(

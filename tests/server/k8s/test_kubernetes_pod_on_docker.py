@@ -40,8 +40,15 @@ def test_a_level_run_pod_on_docker(
     pinned = "registry.example.org:5000/team-rocket/agent@" + docker_api.inspect_image(toolkit_images["cpu"])["Id"]
     cluster = docker_cluster(docker_api, binds, images={pinned: toolkit_images["cpu"]})
     settings = kx.KubernetesSettings.from_mapping(
-        {"remote_env_image": toolkit_images["remote-env"], "namespace": "contest", "poll_seconds": 0.2,
-         "cpus": 2.0, "env_cpu": 0.5, "memory": "2Gi", "env_memory": "2Gi"}  # fmt: skip
+        {
+            "remote_env_image": toolkit_images["remote-env"],
+            "namespace": "contest",
+            "poll_seconds": 0.2,
+            "cpus": 2.0,
+            "env_cpu": 0.5,
+            "memory": "2Gi",
+            "env_memory": "2Gi",
+        }  # fmt: skip
     )
     api = kx.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)
     executor = kx.KubernetesExecutor(settings, api=api, grace_seconds=30.0)
