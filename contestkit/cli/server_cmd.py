@@ -14,6 +14,7 @@ import typer
 from contestkit import levelrun
 from contestkit.cli.output import console, err_console
 from contestkit.errors import ContestkitError, UsageError
+from contestkit.server.config import DEFAULT_PORT
 
 server_app = typer.Typer(
     name="server",
@@ -62,7 +63,7 @@ def init(
         None,
         "--server-url",
         help="The contest server as teams reach it, e.g. https://contest.example.org:8000: the registry sends "
-        "their Docker engines there for tokens (default: the registry's host, port 8000).",
+        f"their Docker engines there for tokens (default: the registry's host, port {DEFAULT_PORT}).",
     ),
     tls_cert: Path = typer.Option(
         None, "--tls-cert", help="PEM certificate (chain) for the API and the registry: both then speak HTTPS."
@@ -172,7 +173,7 @@ def rotate_registry_password(
 def run(
     data_dir: Path = _DATA_DIR,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 for all)."),
-    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    port: int = typer.Option(DEFAULT_PORT, "--port", help="Port to listen on."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
     registry: bool = typer.Option(
         True,

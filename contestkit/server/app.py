@@ -50,7 +50,7 @@ from contestkit.server import (
 )
 from contestkit.server.api import admin, board, deps, errors, final, health, jobs, registry, results, sessions
 from contestkit.server.api import contest as contest_api
-from contestkit.server.config import ServerConfig, load_config
+from contestkit.server.config import DEFAULT_PORT, ServerConfig, load_config
 from contestkit.server.db import Database, now
 from contestkit.server.executors import Executor
 from contestkit.server.executors.configured import load_executor
@@ -175,7 +175,7 @@ def serve(
     data_dir: Path | str,
     *,
     host: str = "127.0.0.1",
-    port: int = 8000,
+    port: int = DEFAULT_PORT,
     log_level: str = "info",
     run_registry: bool = True,
 ) -> None:

@@ -43,6 +43,9 @@ ADMIN_USERNAME = "contestkit-admin"
 REALM_PATH = "/rest/registry/token"
 NAME_LIMIT = 200  # characters of the contest's name (a page title)
 TEXT_LIMIT = 20_000  # characters of the description and of the rules text (Markdown)
+#: The port the contest server listens on unless told otherwise (`server run --port`), and the one a
+#: server_url-less config assumes teams reach it on. The one place it is written.
+DEFAULT_PORT = 8000
 
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:]+\](:\d{1,5})?$")
 
@@ -221,11 +224,12 @@ class ServerConfig:
         return bool(self.tls_cert) or (self.server_url or "").lower().startswith("https://")
 
     def public_url(self) -> str:
-        """The contest server's URL as teams reach it: ``server_url``, else the registry's host on port 8000."""
+        """The contest server's URL as teams reach it: ``server_url``, else the registry's host on
+        :data:`DEFAULT_PORT`."""
         if self.server_url:
             return self.server_url.rstrip("/")
         host = self.registry.rsplit(":", 1)[0] if not self.registry.endswith("]") else self.registry
-        return f"{self.registry_scheme}://{host}:8000"
+        return f"{self.registry_scheme}://{host}:{DEFAULT_PORT}"
 
     def realm_url(self) -> str:
         """The token endpoint the registry sends clients to."""

@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from contestkit import __version__
-from contestkit.server.config import ExecutorKind
+from contestkit import __version__, levelrun
+from contestkit.server.config import DEFAULT_PORT, ExecutorKind
 from contestkit.server.executors.kubernetes import (
     LABEL_MANAGED_BY,
     MANAGED_BY,
@@ -41,7 +41,7 @@ CONFIG_MAP = "contestkit-config"
 DATA_CLAIM = "contestkit-data"
 DATA_MOUNT = "/data"
 CONFIG_MOUNT = "/config"
-PORT = 8000
+PORT = DEFAULT_PORT
 
 # What the server asks of the API server (contestkit.server.executors.kubernetes.ClusterApi), and no more.
 ROLE_RULES: list[dict[str, Any]] = [
@@ -68,8 +68,8 @@ class DeploymentOptions:
     postgres_password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     image_pull_secret: str = "contest-registry"
     service_type: str = "ClusterIP"
-    timestep_limit: int = 1_000_000
-    wallclock_limit: float = 43_200.0
+    timestep_limit: int = levelrun.TIMESTEP_LIMIT  # the contest's budgets, written once in levelrun
+    wallclock_limit: float = levelrun.WALLCLOCK_LIMIT
     parallel_jobs: int = 100
     parallel_levels: int = 5
 
