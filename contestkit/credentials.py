@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contestkit import imageref
 from contestkit.config import user_config_dir
 from contestkit.errors import ContestkitError
 
@@ -72,11 +73,11 @@ class RegistryCredentials:
 
     @property
     def host(self) -> str:
-        return self.url.split("/", 1)[0]
+        return imageref.split_registry(self.url)[0]
 
     @property
     def namespace(self) -> str:
-        return self.url.split("/", 1)[1] if "/" in self.url else ""
+        return imageref.split_registry(self.url)[1]
 
     @classmethod
     def from_user(cls, document: dict[str, Any], server: str | None = None) -> RegistryCredentials:

@@ -9,6 +9,7 @@ The grammar is Docker's (distribution's ``reference`` package, which docker-py's
 
     reference  := name [ ":" tag ] [ "@" digest ]
     name       := [ registry "/" ] path        (registry: has a '.' or a ':', or is 'localhost')
+    registry   := host [ ":" port ]            (host: a DNS name, an IPv4 address, or [IPv6] in brackets)
     path       := component ( "/" component )*
     component  := [a-z0-9]+ ( ( "." | "_" | "__" | "-"+ ) [a-z0-9]+ )*
     tag        := [A-Za-z0-9_] [A-Za-z0-9_.-]{0,127}
@@ -20,8 +21,9 @@ is all Docker itself would say.
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from contestkit.errors import UsageError
 
@@ -73,6 +75,13 @@ class ImageRef:
         The engine's pull call takes either in its ``tag`` argument.
         """
         return self.digest or self.tag_or_default
+
+    def pinned(self, digest: str) -> ImageRef:
+        """The same image pinned by ``digest`` alone (``host/team/agent@sha256:...``): what a server runs,
+        so that every level, and every re-run, runs the very image that was submitted."""
+        if not DIGEST.fullmatch(digest):
+            raise UsageError(f"{digest!r} is not a digest: a digest is sha256: and 64 lowercase hex digits.")
+        return replace(self, tag=None, digest=digest)
 
     def __str__(self) -> str:
         text = self.name
@@ -131,8 +140,45 @@ def split(reference: str) -> tuple[str, str]:
 
 
 def registry_host(registry: str) -> str:
-    """The host part of ``registry.example.com:5000/team`` (what logins are keyed by)."""
-    return registry.split("://", 1)[-1].split("/", 1)[0]
+    """The ``HOST[:PORT]`` part of ``registry.example.com:5000/team`` (what logins are keyed by)."""
+    return split_registry(registry)[0]
+
+
+def split_registry(registry: str) -> tuple[str, str]:
+    """``HOST[:PORT][/ORG...]`` (a scheme, if any, dropped) as (``HOST[:PORT]``, ``ORG...``, empty if none)."""
+    host, _, namespace = registry.split("://", 1)[-1].partition("/")
+    return host, namespace
+
+
+def split_host_port(host: str) -> tuple[str, int | None]:
+    """``HOST[:PORT]`` as (host, port): ``[::1]:5000`` is (``[::1]``, 5000), an IPv6 host keeping its
+    brackets (URLs need them); ``registry.example.com`` is (``registry.example.com``, None)."""
+    if host.startswith("["):
+        end = host.find("]")
+        if end < 0:
+            raise UsageError(f"{host!r}: an IPv6 address goes in brackets, e.g. [::1]:5000.")
+        name, rest = host[: end + 1], host[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise UsageError(f"{host!r}: only :PORT may follow the IPv6 address, e.g. [::1]:5000.")
+        port = rest[1:]
+    else:
+        name, _, port = host.partition(":")
+    if not port:
+        return name, None
+    if not (port.isdigit() and 0 < int(port) < 65536):
+        raise UsageError(f"{host!r}: port {port!r} must be a number from 1 to 65535.")
+    return name, int(port)
+
+
+def _host_problem(hostname: str) -> bool:
+    """Whether ``hostname`` is neither a DNS name nor an IPv4 address nor a bracketed IPv6 address."""
+    if hostname.startswith("[") and hostname.endswith("]"):
+        try:
+            ipaddress.IPv6Address(hostname[1:-1])
+        except ValueError:
+            return True
+        return False
+    return not hostname or not all(_DOMAIN_COMPONENT.fullmatch(part) for part in hostname.split("."))
 
 
 _TAG_RULE = "use up to 128 letters, digits, _ . - (not starting with . or -)"
@@ -249,15 +295,16 @@ def validate_registry(registry: str) -> str:
         )
     if not value:
         raise UsageError("invalid registry: it is empty; give HOST or HOST/ORG, for example registry.example.com/team.")
-    host, _, path = value.partition("/")
-    hostname, _, port = host.partition(":")
-    if not hostname or not all(_DOMAIN_COMPONENT.fullmatch(part) for part in hostname.split(".")):
+    host, path = split_registry(value)
+    try:
+        hostname, _ = split_host_port(host)
+    except UsageError as exc:
+        raise UsageError(f"invalid registry {registry!r}: {exc}") from None
+    if _host_problem(hostname):
         raise UsageError(
             f"invalid registry {registry!r}: {host!r} is not a host name "
-            "(letters, digits and '-', dot-separated, optionally :PORT)."
+            "(letters, digits and '-', dot-separated, or [IPv6] in brackets; optionally :PORT)."
         )
-    if port and not (port.isdigit() and 0 < int(port) < 65536):
-        raise UsageError(f"invalid registry {registry!r}: port {port!r} must be a number from 1 to 65535.")
     for component in path.split("/") if path else []:
         problem = name_problem(component)
         if problem:

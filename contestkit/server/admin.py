@@ -14,6 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from contestkit import imageref
 from contestkit.errors import UsageError
 from contestkit.server import registry_auth
 from contestkit.server.config import (
@@ -66,7 +67,7 @@ def init_contest(
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together: give both (or neither).")
     if registry_scheme is None:
-        host = registry.rsplit(":", 1)[0]
+        host, _ = imageref.split_host_port(registry)
         local = host in ("localhost", "127.0.0.1", "[::1]") or host.startswith("127.")
         registry_scheme = "http" if local and tls_cert is None else "https"
     config = ServerConfig(

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from contestkit import cpuset, levelrun, yamlconfig
+from contestkit import cpuset, imageref, levelrun, yamlconfig
 from contestkit.errors import ContestkitError, UsageError
 from contestkit.levellist import read_level_set
 from contestkit.server import phases  # it reads this module's types only for annotations
@@ -46,8 +46,6 @@ TEXT_LIMIT = 20_000  # characters of the description and of the rules text (Mark
 #: The port the contest server listens on unless told otherwise (`server run --port`), and the one a
 #: server_url-less config assumes teams reach it on. The one place it is written.
 DEFAULT_PORT = 8000
-
-_HOST_PORT = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:]+\](:\d{1,5})?$")
 
 
 @dataclass(frozen=True)
@@ -228,7 +226,7 @@ class ServerConfig:
         :data:`DEFAULT_PORT`."""
         if self.server_url:
             return self.server_url.rstrip("/")
-        host = self.registry.rsplit(":", 1)[0] if not self.registry.endswith("]") else self.registry
+        host, _ = imageref.split_host_port(self.registry)
         return f"{self.registry_scheme}://{host}:{DEFAULT_PORT}"
 
     def realm_url(self) -> str:
@@ -336,6 +334,15 @@ def load_config(data_dir: Path | str) -> ServerConfig:
     return config
 
 
+def _is_host_port(registry: str) -> bool:
+    """``HOST[:PORT]`` (an IPv6 host in brackets), with no scheme and no path: imageref's rules."""
+    try:
+        imageref.validate_registry(registry)
+    except UsageError:
+        return False
+    return "/" not in registry
+
+
 def validate(config: ServerConfig, source: yamlconfig.Section | None = None) -> None:
     """Refuse settings that would only fail later, at the first job, with a worse message.
 
@@ -345,7 +352,7 @@ def validate(config: ServerConfig, source: yamlconfig.Section | None = None) -> 
     from contestkit.server.run_limits import agent_limits
 
     agent_limits(config.agent_memory, config.agent_pids_limit, config.agent_out_limit, config.agent_log_limit)
-    if not _HOST_PORT.match(config.registry) or "/" in config.registry:
+    if not _is_host_port(config.registry):
         raise UsageError(f"registry '{config.registry}' must be HOST:PORT (no scheme, no path), e.g. 127.0.0.1:5000.")
     if config.registry_scheme not in ("http", "https"):
         raise UsageError(f"registry_scheme must be http or https, not '{config.registry_scheme}'.")

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contestkit import imageref
 from contestkit.errors import ContestkitError
 from contestkit.levelrun import LevelRunSpec
 from contestkit.server import metrics, run_limits
@@ -284,11 +285,12 @@ class Scheduler:
     def _run_levels(self, control: _JobControl) -> None:
         """Place the job's pending levels: ``parallel_levels`` at once, each on a lent CPU set."""
         job = self.queue.claimed(control.job_id)
-        reference = f"{job.image.rsplit(':', 1)[0]}@{job.digest}" if job.digest else job.image
+        reference = str(imageref.parse(job.image).pinned(job.digest)) if job.digest else job.image
         if not control.cancel.is_set():
             resolved = self.executor.resolve_image(reference)
-            if resolved != reference and "@" in resolved:
-                self.queue.set_digest(job.job_id, resolved.split("@", 1)[1])
+            digest = imageref.parse(resolved).digest
+            if resolved != reference and digest is not None:
+                self.queue.set_digest(job.job_id, digest)
             reference = resolved
         job.attempt_dir.mkdir(parents=True, exist_ok=True)
 

@@ -235,3 +235,8 @@ def test_server_cli_says_what_to_do(tmp_path: Path, cli, write_levels):
     assert no_password.returncode == 2 and "--password-stdin" in no_password.stderr
     missing = cli("server", "run", "--data-dir", str(tmp_path / "nowhere"))
     assert missing.returncode == 1 and "contestkit server init" in missing.stderr
+
+
+def test_a_local_ipv6_registry_without_a_port_is_served_over_http(tmp_path: Path):
+    """init chose the scheme from ``registry.rsplit(':', 1)[0]``, which made ``[::1]`` into ``[:``."""
+    assert load_config(_init(tmp_path, registry="[::1]")).registry_scheme == "http"

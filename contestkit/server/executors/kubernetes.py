@@ -37,7 +37,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from contestkit import __version__, results, structured_log, yamlconfig
+from contestkit import __version__, imageref, results, structured_log, yamlconfig
 from contestkit.errors import ContestkitError, UsageError
 from contestkit.levelrun import EnvPlacement, LevelRunSpec, to_argv
 from contestkit.server.executors import Executor, LevelRun, LevelTask, RunningLevel
@@ -889,9 +889,10 @@ class KubernetesExecutor(Executor):
         The cluster pulls the image itself, so the server only asks the registry which manifest the
         tag names now; every level (and a re-run after a disruption or a restart) then runs that one.
         """
-        if "@" in reference or self.registry is None:
+        ref = imageref.parse(reference)
+        if ref.digest is not None or self.registry is None:
             return reference
-        return reference.rsplit(":", 1)[0] + "@" + resolve_digest(reference, *self.registry)
+        return str(ref.pinned(resolve_digest(reference, *self.registry)))
 
     def render(self, run: KubernetesRun) -> dict[str, Any]:
         return render_level_job(run.spec, run.identity, self.settings, grace_seconds=self.grace_seconds)
@@ -906,7 +907,7 @@ class KubernetesExecutor(Executor):
 
     def _run(self, task: LevelTask) -> KubernetesRun:
         spec = task.run
-        if "@" not in (spec.image or ""):
+        if spec.image is None or imageref.parse(spec.image).digest is None:
             raise ContestkitError(
                 f"The image {spec.image} is not pinned by digest; the cluster must run the very image that was "
                 "submitted (submit with `contestkit submit`, which pins it)."
@@ -1011,9 +1012,9 @@ def resolve_digest(reference: str, scheme: str, account: tuple[str, str] | None,
     """The ``sha256:`` digest a tag names in a registry (a HEAD on its manifest, as ``docker pull`` asks)."""
     import requests
 
-    host, _, rest = reference.partition("/")
-    repository, _, tag = rest.rpartition(":")
-    if not repository or not tag:
+    ref = imageref.parse(reference)
+    host, repository, tag = ref.registry, ref.repository, ref.tag
+    if host is None or tag is None:
         raise ContestkitError(f"The image {reference} has no registry tag to resolve.")
     url = f"{scheme}://{host}/v2/{repository}/manifests/{tag}"
     try:
