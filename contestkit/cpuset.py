@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from contestkit.errors import UsageError
 
@@ -66,3 +67,26 @@ def parse(text: str, allowed: Iterable[int] | None = None, *, what: str = "--cpu
     if missing:
         raise UsageError(f"{what} {text!r}: CPU {describe(missing)} is not available here ({here}).")
     return tuple(sorted(cpus))
+
+
+@dataclass(frozen=True)
+class CpuSet:
+    """A CPU set, parsed and checked once: the value a level-run carries from the command line or
+    server.yaml down to ``docker run --cpuset-cpus`` and ``sched_setaffinity``, so no step along the way
+    reads the text again. ``str()`` gives the shortest list (``0-2,5``)."""
+
+    cpus: tuple[int, ...]
+
+    @classmethod
+    def parse(cls, text: str, allowed: Iterable[int] | None = None, *, what: str = "--cpuset") -> CpuSet:
+        """The set ``text`` names, checked against ``allowed`` (default: :func:`available`); see :func:`parse`."""
+        return cls(parse(text, allowed, what=what))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.cpus)
+
+    def __len__(self) -> int:
+        return len(self.cpus)
+
+    def __str__(self) -> str:
+        return describe(self.cpus)

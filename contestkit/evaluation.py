@@ -19,7 +19,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from contestkit import __version__, cpuset, results, scoring
+from contestkit import __version__, results, scoring
 from contestkit.bridge.protocol import EndReason, Fault
 from contestkit.errors import ContestkitError, UsageError
 from contestkit.games import Level, resolve_level
@@ -416,7 +416,7 @@ def summarize_level(
         "runtime": runtime,
         "agent": spec.agent,
         "image": spec.image,
-        "cpuset": list(cpuset.parse(spec.cpuset)) if spec.cpuset else None,
+        "cpuset": list(spec.cpuset.cpus) if spec.cpuset else None,
         "episodes": len(rewards),
         "timesteps": env_status.get("timesteps", sum(length for _, length, _ in episodes)),
         "score": score,
@@ -475,7 +475,6 @@ def plan_run(req: EvalRequest, level: Level) -> RunPlan:
     from contestkit import provenance
 
     run = req.run
-    cpus = cpuset.describe(cpuset.parse(run.cpuset)) if run.cpuset is not None else None
     choice = choose_runtime(req)
     launcher = _launcher(choice.name)
     if launcher.name == "local":
@@ -488,14 +487,13 @@ def plan_run(req: EvalRequest, level: Level) -> RunPlan:
                 f"{' and '.join(given)} only apply to the Docker runtime, and {why}: "
                 "drop them, or start Docker and pass --runtime docker."
             )
-    agent = default_agent(run) if launcher.name == "local" else run.agent
+    agent = default_agent(run) if launcher.name == Runtime.LOCAL else run.agent
     image = run.image
-    if launcher.name == "docker" and image is None:
+    if launcher.name == Runtime.DOCKER and image is None:
         image = _project_image(run)
-    if launcher.name == "local" and ":" not in agent and not Path(agent).is_file():
+    if launcher.name == Runtime.LOCAL and ":" not in agent and not Path(agent).is_file():
         raise UsageError(f"Agent script {agent} does not exist; pass --agent PATH.py or MODULE:FUNCTION.")
-    spec = run.replace(game=level.game, state=level.state, agent=agent, image=image, cpuset=cpus,
-                       seed=draw_seed(run.seed))  # fmt: skip
+    spec = run.replace(game=level.game, state=level.state, agent=agent, image=image, seed=draw_seed(run.seed))
     launcher.check(spec)
     if launcher.name == "local":
         source = provenance.local_source(agent, run.project_dir)

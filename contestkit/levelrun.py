@@ -11,8 +11,8 @@ and each launcher that honours it. Each field says, in its metadata, who reads i
 * ``docker``: the Docker launcher only; the local runtime refuses such an option rather than
   ignore it (:func:`docker_only_given`).
 
-This module imports only the standard library: the agent images import the bridge client, which
-reads its connect timeout from here.
+This module imports only the standard library (and :mod:`contestkit.cpuset`, which does too): the
+agent images import the bridge client, which reads its connect timeout from here.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
+
+from contestkit.cpuset import CpuSet
 
 # The contest's defaults, the 2018 evaluation server's, written once.
 TIMESTEP_LIMIT = 1_000_000  # timesteps per level
@@ -82,7 +84,8 @@ class LevelRunSpec:
     expose_info: bool = _field(False, Scope.ENV)  # the game's info dict in each step (training only)
     agent: str | None = _field(None, Scope.AGENT)  # local: PATH.py or MODULE:FUNC
     project_dir: Path | None = _field(None, Scope.AGENT)  # where a local agent's imports resolve
-    cpuset: str | None = _field(None, Scope.AGENT)  # Linux cpuset list for both halves; contestkit.cpuset
+    # The CPUs of both halves; a Linux cpuset list given as text is parsed (and checked) once, here.
+    cpuset: CpuSet | None = _field(None, Scope.AGENT)
     env_vars: Mapping[str, str] = _field(None, Scope.AGENT, factory=dict)  # extra environment of the agent
     image: str | None = _field(None, Scope.DOCKER)  # the agent image
     remote_image: str | None = _field(None, Scope.DOCKER)  # None: the toolkit's remote-env image
@@ -93,6 +96,10 @@ class LevelRunSpec:
     pids_limit: int = _field(PIDS_LIMIT, Scope.DOCKER)  # processes in the agent's container
     log_limit: int = _field(LOG_LIMIT, Scope.DOCKER)  # bytes kept of each of stdout/stderr (head + tail)
     out_limit: int = _field(OUT_LIMIT, Scope.AGENT)  # bytes the agent may write into out/; over: stopped
+
+    def __post_init__(self) -> None:
+        if isinstance(self.cpuset, str):
+            object.__setattr__(self, "cpuset", CpuSet.parse(self.cpuset))
 
     def replace(self, **changes: Any) -> LevelRunSpec:
         return dataclasses.replace(self, **changes)

@@ -249,8 +249,7 @@ def eval_command(
     project_dir = project_file.parent if project_file else None
     results_base = project_dir / "results" if project_dir else Path("results")
     made_base = not results_base.exists()
-    fresh_dir = None if results_dir else results.default_results_dir(results_base)
-    run = levelrun.LevelRunSpec(
+    run = levelrun.LevelRunSpec(  # before any directory is made: a bad --cpuset is refused here
         game=game or "",
         state=state,
         agent=agent,
@@ -266,6 +265,7 @@ def eval_command(
         connect_timeout=connect_timeout,
         project_dir=project_dir,
     )
+    fresh_dir = None if results_dir else results.default_results_dir(results_base)
     req = evaluation.EvalRequest(run=run, results_dir=results_dir or fresh_dir, runtime=runtime)
     view = _LiveView(enabled=not json_out)
     said: set[str] = set()

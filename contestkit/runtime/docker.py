@@ -186,7 +186,11 @@ class DockerSession:
             labels=self.labels,
             name=f"contestkit-remote-{self.id}",
             host_config=api.create_host_config(
-                binds=binds, network_mode="none", auto_remove=False, cpuset_cpus=spec.cpuset, log_config=_ENGINE_LOG
+                binds=binds,
+                network_mode="none",
+                auto_remove=False,
+                cpuset_cpus=str(spec.cpuset) if spec.cpuset else None,
+                log_config=_ENGINE_LOG,
             ),
         )["Id"]
         self.containers.append(env_id)
@@ -200,7 +204,7 @@ class DockerSession:
             "nano_cpus": int(_host_cpus(spec.agent_cpus) * 1e9),
             "mem_limit": spec.agent_memory,
             "memswap_limit": spec.agent_memory,  # no swap beyond the memory limit
-            "cpuset_cpus": spec.cpuset,
+            "cpuset_cpus": str(spec.cpuset) if spec.cpuset else None,
             "pids_limit": spec.pids_limit,
             "log_config": _ENGINE_LOG,
         }

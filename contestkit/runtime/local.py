@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from contestkit import cpuset, results
+from contestkit import results
 from contestkit.agentdeps import check_agent_imports
 from contestkit.bridge.protocol import memory_tmpdir
 from contestkit.errors import UsageError
@@ -89,7 +89,7 @@ class LocalSession:
             # children are still starting the interpreter, long before they open the bridge.
             for proc in (self.env_proc, self.agent_proc):
                 try:
-                    os.sched_setaffinity(proc.pid, cpuset.parse(spec.cpuset))
+                    os.sched_setaffinity(proc.pid, spec.cpuset.cpus)
                 except ProcessLookupError:
                     pass  # already gone: its exit status tells the story
 

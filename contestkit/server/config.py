@@ -170,6 +170,10 @@ class ServerConfig:
             return self.request_threads
         return max(4, 2 * len(cpuset.available()))
 
+    def cpu_sets(self) -> list[cpuset.CpuSet]:
+        """``cpusets``, parsed and checked against this machine's CPUs."""
+        return [cpuset.CpuSet.parse(text, what="cpusets entry") for text in self.cpusets]
+
     @property
     def config_path(self) -> Path:
         return self.data_dir / CONFIG_NAME
@@ -375,8 +379,8 @@ def validate(config: ServerConfig, source: yamlconfig.Section | None = None) -> 
     if config.pull_retry_seconds < 0:
         raise UsageError("pull_retry_seconds must be 0 (no retry) or more.")
     taken: dict[int, str] = {}
-    for text in config.cpusets:
-        for cpu in cpuset.parse(text, what="cpusets entry"):
+    for text, cpus in zip(config.cpusets, config.cpu_sets(), strict=True):
+        for cpu in cpus:
             if cpu in taken:
                 raise UsageError(
                     f"cpusets entries {taken[cpu]!r} and {text!r} share CPU {cpu}; "

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from contestkit import imageref
+from contestkit.cpuset import CpuSet
 from contestkit.errors import ContestkitError
 from contestkit.levelrun import LevelRunSpec
 from contestkit.server import metrics, run_limits
@@ -85,20 +86,20 @@ class CpusetPool:
     waits, still pending, until a set is free, so the sets also cap how many levels run at once.
     """
 
-    def __init__(self, sets: list[str]) -> None:
+    def __init__(self, sets: list[CpuSet]) -> None:
         self._limited = bool(sets)
-        self._free: queue.Queue[str] = queue.Queue()
+        self._free: queue.Queue[CpuSet] = queue.Queue()
         for text in sets:
             self._free.put(text)
 
     @contextmanager
-    def lend(self, cancel: threading.Event, poll: float = 0.5) -> Iterator[str | None]:
+    def lend(self, cancel: threading.Event, poll: float = 0.5) -> Iterator[CpuSet | None]:
         """A free set for the ``with`` block, waiting for one.
 
         None when the host configured no sets, and also when ``cancel`` came first: callers
         check ``cancel`` before starting anything.
         """
-        lent: str | None = None
+        lent: CpuSet | None = None
         while self._limited and lent is None and not cancel.is_set():
             try:
                 lent = self._free.get(timeout=poll)
@@ -133,7 +134,7 @@ class Scheduler:
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._cpusets = CpusetPool(config.cpusets)
+        self._cpusets = CpusetPool(config.cpu_sets())
         self.limits, notes = run_limits.agent_limits(
             config.agent_memory, config.agent_pids_limit, config.agent_out_limit, config.agent_log_limit
         )
@@ -306,7 +307,7 @@ class Scheduler:
             list(pool.map(place, job.pending))
         self.queue.finish(control.job_id, control.reason, job.attempt_dir)
 
-    def _task(self, job: ClaimedJob, level: PendingLevel, image: str, cpus: str | None) -> LevelTask:
+    def _task(self, job: ClaimedJob, level: PendingLevel, image: str, cpus: CpuSet | None) -> LevelTask:
         """The one place a level-run is described for the executors."""
         run = LevelRunSpec(
             game=level.game,

@@ -97,8 +97,9 @@ def fake_level_runner(task: Any, on_progress: Any, cancel: threading.Event) -> F
             on_progress(FakeProgress(timesteps, limit, len(rewards), elapsed, eta, mean))
     score = sum(rewards) / len(rewards) if rewards else None
     run = task.run
+    cpus = str(run.cpuset) if run.cpuset else None
     summary = {"game": run.game, "state": run.state, "episodes": len(rewards), "timesteps": timesteps, "score": score,
-               "cpuset": run.cpuset, "seed": run.seed, "started_at": started_at, "ended_at": time.time()}  # fmt: skip
+               "cpuset": cpus, "seed": run.seed, "started_at": started_at, "ended_at": time.time()}  # fmt: skip
     (results / "summary.json").write_text(json.dumps(summary))
     if cancel.is_set():
         return FakeResult(score, len(rewards), timesteps, False, "cancelled", summary)
