@@ -118,3 +118,14 @@ def test_runtime_is_no_longer_a_setting(tmp_path: Path) -> None:
         load_config(tmp_path)
     assert str(err.value).startswith(f"{path}, line {_line_of(path, 'runtime:')}: key 'runtime' is no longer read (")
     assert str(err.value).endswith("; remove that line.")
+
+
+def test_the_configuration_page_documents_every_key() -> None:
+    """docs/configuration-files.md has a table row for every key of the three tables the reader checks."""
+    from contestkit.config import KEYS
+
+    page = (Path(__file__).parents[2] / "docs" / "configuration-files.md").read_text()
+    rows = {cell for line in page.splitlines() if line.startswith("| `") for cell in line.split("|")[1].split(",")}
+    documented = {cell.strip().strip("`") for cell in rows}
+    missing = (set(KEYS) | set(SETTINGS) | set(KUBERNETES_SETTINGS)) - documented
+    assert missing == set()
