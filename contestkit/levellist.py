@@ -8,6 +8,8 @@ other accepts too. The rules:
 * blank lines (and lines of only commas or spaces) are skipped anywhere;
 * every other line needs a game and a state; a bad one is refused with its line number (the line
   in the file, blank lines counted, so an editor's line number matches);
+* a level is a :class:`LevelName` (game and state, as a list names it), the one type for a level
+  before it is resolved against the emulator's data (that is :class:`contestkit.games.Level`);
 * duplicates: for ``contestkit eval`` a row is one level-run, so a level listed twice is evaluated
   twice (each gets its own results directory: repeated runs of one level are how a contestant
   measures variance). A contest's level set (:func:`read_level_set`) scores each level once per
@@ -19,21 +21,40 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from contestkit.errors import UsageError
 
 HEADER = ("game", "state")
 
 
+class LevelName(NamedTuple):
+    """A level as a level list (or a job's row in the server's database) names it: game and state.
+
+    A tuple, so ``game, state = level`` and ``level == ("Airstriker-Genesis", "Level1")`` hold; what the
+    emulator makes of it (its game id, its scenario) is :class:`contestkit.games.Level`'s job.
+    """
+
+    game: str
+    state: str
+
+    @property
+    def task(self) -> str:
+        """The worker's ``task`` string in the server's API (the 2018 client prints it as is)."""
+        return f"{self.game}/{self.state}"
+
+
 @dataclass(frozen=True)
 class LevelRow:
+    """One line of a level list: the level it names, and where (for messages naming the line)."""
+
     game: str
     state: str
     line: int  # 1-based line of the file it came from
 
     @property
-    def level(self) -> tuple[str, str]:
-        return (self.game, self.state)
+    def level(self) -> LevelName:
+        return LevelName(self.game, self.state)
 
 
 def read_rows(path: Path) -> list[LevelRow]:
@@ -62,12 +83,12 @@ def read_rows(path: Path) -> list[LevelRow]:
     return levels
 
 
-def read_levels(path: Path) -> list[tuple[str, str]]:
+def read_levels(path: Path) -> list[LevelName]:
     """``(game, state)`` of every row of a level list (see the module's rules)."""
     return [row.level for row in read_rows(path)]
 
 
-def read_level_set(path: Path) -> list[tuple[str, str]]:
+def read_level_set(path: Path) -> list[LevelName]:
     """A contest's level set: the same rules, and each level once (a repeat names both its lines)."""
     rows = read_rows(path)
     repeats = duplicates(rows)

@@ -16,13 +16,13 @@ from pathlib import Path
 
 from contestkit import imageref
 from contestkit.errors import UsageError
+from contestkit.levellist import read_level_set
 from contestkit.server import registry_auth
 from contestkit.server.config import (
     CONFIG_NAME,
     LEVELS_NAME,
     ServerConfig,
     load_config,
-    read_levels,
     validate,
 )
 from contestkit.server.db import Database
@@ -62,7 +62,7 @@ def init_contest(
             f"{data_dir} already holds a contest ({CONFIG_NAME}); pass --force to rewrite its configuration "
             "(teams and jobs are kept) or choose another --data-dir."
         )
-    levels = read_levels(Path(levels_file))
+    levels = read_level_set(Path(levels_file))
     warnings = _check_levels(levels) if evaluator is None else []
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together: give both (or neither).")

@@ -31,7 +31,7 @@ import yaml
 
 from contestkit import cpuset, imageref, levelrun, yamlconfig
 from contestkit.errors import ContestkitError, UsageError
-from contestkit.levellist import read_level_set
+from contestkit.levellist import LevelName, read_level_set
 from contestkit.server import phases  # it reads this module's types only for annotations
 from contestkit.states import Word
 
@@ -46,19 +46,6 @@ TEXT_LIMIT = 20_000  # characters of the description and of the rules text (Mark
 #: The port the contest server listens on unless told otherwise (`server run --port`), and the one a
 #: server_url-less config assumes teams reach it on. The one place it is written.
 DEFAULT_PORT = 8000
-
-
-@dataclass(frozen=True)
-class LevelSpec:
-    """One level of the contest's level set, as the levels CSV names it."""
-
-    game: str
-    state: str
-
-    @property
-    def task(self) -> str:
-        """The worker's ``task`` string in the API (the 2018 client prints it as is)."""
-        return f"{self.game}/{self.state}"
 
 
 class ExecutorKind(Word):
@@ -241,13 +228,13 @@ class ServerConfig:
         """The SQLAlchemy URL: the configured one, or the SQLite file in the data directory."""
         return self.database_url or f"sqlite:///{(self.data_dir / DATABASE_NAME).absolute()}"
 
-    def levels(self, levels_file: str | None = None) -> list[LevelSpec]:
+    def levels(self, levels_file: str | None = None) -> list[LevelName]:
         """The level set (or ``levels_file``, a phase's, relative to the data directory), read fresh so an
         organiser can edit it between jobs without a restart."""
         if levels_file is None:
-            return read_levels(self.levels_path)
+            return read_level_set(self.levels_path)
         path = Path(levels_file)
-        return read_levels(path if path.is_absolute() else self.data_dir / path)
+        return read_level_set(path if path.is_absolute() else self.data_dir / path)
 
     def registry_host(self) -> str:
         """The ``HOST:PORT`` part of image references (no scheme)."""
@@ -419,11 +406,6 @@ def validate(config: ServerConfig, source: yamlconfig.Section | None = None) -> 
             KubernetesSettings.from_mapping(config.kubernetes or {}, f"{config.config_path} 'kubernetes'")
 
     phases.contest_plan(config)  # phases, ranking and freeze: refused here rather than at the first submit
-
-
-def read_levels(path: Path) -> list[LevelSpec]:
-    """The level set: ``contestkit.levellist``'s rules (the same reader as eval), each level once."""
-    return [LevelSpec(game, state) for game, state in read_level_set(path)]
 
 
 def registry_config_yaml(config: ServerConfig, http_secret: str) -> str:

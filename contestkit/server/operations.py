@@ -17,8 +17,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from contestkit import imageref
+from contestkit.levellist import LevelName
 from contestkit.server import phases, quotas
-from contestkit.server.config import LevelSpec, ServerConfig
+from contestkit.server.config import ServerConfig
 from contestkit.server.db import (
     ACTIVE,
     CANCELLED,
@@ -130,7 +131,7 @@ def _busy(job: Job) -> Conflict:
     )
 
 
-def level_rows(levels: Sequence[LevelSpec], *, job_id: int | None = None) -> list[Worker]:
+def level_rows(levels: Sequence[LevelName], *, job_id: int | None = None) -> list[Worker]:
     """A job's level rows, one pending ``Worker`` per level in the level set's order (``idx`` 0, 1...)."""
     return [
         Worker(job_id=job_id, idx=i, game=lv.game, state=lv.state, status=LevelState.PENDING)
@@ -145,7 +146,7 @@ def new_job(
     tag: str,
     image: str,
     digest: str | None,
-    levels: Sequence[LevelSpec],
+    levels: Sequence[LevelName],
     at: float,
     phase: phases.PhaseKind = phases.PhaseKind.LEADERBOARD,
     priority: int = 0,

@@ -35,7 +35,8 @@ from contestkit.errors import UsageError
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from contestkit.server.config import LevelSpec, ServerConfig
+    from contestkit.levellist import LevelName
+    from contestkit.server.config import ServerConfig
 
 Clock = Callable[[], float]
 
@@ -185,7 +186,7 @@ def contest_plan(config: ServerConfig) -> ContestPlan:
     return ContestPlan(leaderboard, final, ranking, freeze)
 
 
-def levels_of(config: ServerConfig, kind: PhaseKind) -> list[LevelSpec]:
+def levels_of(config: ServerConfig, kind: PhaseKind) -> list[LevelName]:
     """The level set of a phase, read fresh (a host may edit it between jobs)."""
     plan = contest_plan(config)
     phase = plan.leaderboard if kind is PhaseKind.LEADERBOARD else plan.final

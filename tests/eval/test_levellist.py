@@ -56,11 +56,24 @@ def test_the_contests_own_lists_read():
 
 def test_the_server_and_eval_read_a_bom_file_alike(tmp_path):
     """Issue 10: the server's level-set reader refused a BOM file eval accepted ("must start with the header")."""
-    from contestkit.server.config import read_levels as server_read
+    from contestkit.levellist import read_level_set
 
     f = tmp_path / "l.csv"
     f.write_bytes(b"\xef\xbb\xbfgame,state\r\nA,B\r\n\r\nC,D\r\n")
-    assert [(lv.game, lv.state) for lv in server_read(f)] == read_levels(f) == [("A", "B"), ("C", "D")]
+    assert read_level_set(f) == read_levels(f) == [("A", "B"), ("C", "D")]
+
+
+def test_one_level_type_for_a_named_level_and_one_reader(tmp_path):
+    """Issue 26: server.config had its own LevelSpec and its own read_levels beside levellist's."""
+    import contestkit.server.config as server_config
+    from contestkit.levellist import LevelName, read_level_set
+
+    f = tmp_path / "l.csv"
+    f.write_text("game,state\nA,B\n")
+    (level,) = read_level_set(f)
+    assert isinstance(level, LevelName) and level.task == "A/B" and level == ("A", "B")
+    assert [type(lv) for lv in read_levels(f)] == [LevelName]
+    assert not hasattr(server_config, "LevelSpec") and not hasattr(server_config, "read_levels")
 
 
 def test_a_contest_level_set_refuses_a_repeat_naming_both_lines(tmp_path):

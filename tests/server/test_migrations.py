@@ -11,8 +11,9 @@ from sqlalchemy import text
 
 import contestkit
 from contestkit.errors import ContestkitError, UsageError
+from contestkit.levellist import read_level_set
 from contestkit.server import admin, teams
-from contestkit.server.config import load_config, read_levels
+from contestkit.server.config import load_config
 from contestkit.server.db import Database
 from contestkit.server.migrations import LATEST, migrate
 
@@ -144,19 +145,19 @@ def test_level_files_are_checked(tmp_path: Path):
     bad = tmp_path / "bad.csv"
     bad.write_text("name,level\nA,B\n")
     with pytest.raises(UsageError, match="header 'game,state'"):
-        read_levels(bad)
+        read_level_set(bad)
     bad.write_text("game,state\n")
     with pytest.raises(UsageError, match="lists no levels"):
-        read_levels(bad)
+        read_level_set(bad)
     bad.write_text("game,state\nA,B\nA,B\n")
     with pytest.raises(UsageError, match="twice"):
-        read_levels(bad)
+        read_level_set(bad)
     bad.write_text("game,state\nA,\n")
     with pytest.raises(UsageError, match="line 2"):
-        read_levels(bad)
+        read_level_set(bad)
     sonic = Path(contestkit.__file__).parent / "data" / "sonic-validation.csv"  # the contest's own list
     if sonic.is_file():
-        assert len(read_levels(sonic)) >= 5
+        assert len(read_level_set(sonic)) >= 5
 
 
 def test_init_refuses_to_overwrite_and_force_keeps_teams_and_secrets(tmp_path: Path):
