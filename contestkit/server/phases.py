@@ -30,6 +30,7 @@ from datetime import UTC, date, datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from contestkit import yamlconfig
 from contestkit.errors import UsageError
 
 if TYPE_CHECKING:
@@ -130,9 +131,7 @@ def _mapping(value: Any, where: str, allowed: set[str]) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         raise UsageError(f"{where} must be a mapping of settings ({', '.join(sorted(allowed))}).")
-    unknown = sorted(set(value) - allowed)
-    if unknown:
-        raise UsageError(f"{where} has the unknown key '{unknown[0]}'; valid keys are {', '.join(sorted(allowed))}.")
+    yamlconfig.check_keys(yamlconfig.Section.from_dict(value, where), allowed)
     return value
 
 

@@ -129,3 +129,11 @@ def test_the_configuration_page_documents_every_key() -> None:
     documented = {cell.strip().strip("`") for cell in rows}
     missing = (set(KEYS) | set(SETTINGS) | set(KUBERNETES_SETTINGS)) - documented
     assert missing == set()
+
+
+def test_a_typo_in_the_phases_gets_the_nearest_valid_name(tmp_path: Path) -> None:
+    path = _data_dir(tmp_path)
+    path.write_text(path.read_text().replace("phases: {}", "phases:\n  leaderboard:\n    quota: {per_dya: 3}"))
+    with pytest.raises(UsageError) as err:
+        load_config(tmp_path)
+    assert str(err.value) == ("phases.leaderboard.quota: unknown key 'per_dya' (did you mean 'per_day'?).")
