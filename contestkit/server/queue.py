@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, selectinload
 
+from contestkit.levellist import LevelName
 from contestkit.scoring import contest_score
 from contestkit.server.config import ServerConfig, write_private
 from contestkit.server.db import CANCELLED, FAILED, FINISHED, PENDING, QUEUED, RUNNING, Database, Job, Worker, now
@@ -42,10 +43,12 @@ def attempt_dir(config: ServerConfig, job_id: int, attempt: int) -> Path:
 
 @dataclass(frozen=True)
 class PendingLevel:
+    """A claimed job's level still to run: its row in the workers table, its place in the job, and which
+    level it is (a :class:`~contestkit.levellist.LevelName`, the one type for a named level)."""
+
     worker_id: int
     index: int
-    game: str
-    state: str
+    name: LevelName
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,9 @@ class JobQueue:
                 wallclock_limit=job.wallclock_limit,
                 seed=job.seed if job.seed is not None else draw_attempt_seed(self.config.seed),
                 pending=[
-                    PendingLevel(w.id, w.idx, w.game, w.state) for w in job.workers if w.status == LevelState.PENDING
+                    PendingLevel(w.id, w.idx, LevelName(w.game, w.state))
+                    for w in job.workers
+                    if w.status == LevelState.PENDING
                 ],
             )
 

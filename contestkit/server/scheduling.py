@@ -310,8 +310,8 @@ class Scheduler:
     def _task(self, job: ClaimedJob, level: PendingLevel, image: str, cpus: CpuSet | None) -> LevelTask:
         """The one place a level-run is described for the executors."""
         run = LevelRunSpec(
-            game=level.game,
-            state=level.state,
+            game=level.name.game,
+            state=level.name.state,
             image=image,
             timestep_limit=job.timestep_limit,
             wallclock_limit=job.wallclock_limit,
@@ -330,7 +330,7 @@ class Scheduler:
             attempt=job.attempt,
             team=job.team,
             run=run,
-            results_dir=_fresh_dir(job.attempt_dir / level_dir_name(level.index, level.game, level.state)),
+            results_dir=_fresh_dir(job.attempt_dir / level_dir_name(level.index, *level.name)),
         )
 
     def _run_level(self, control: _JobControl, level: PendingLevel, task: LevelTask) -> None:
