@@ -279,6 +279,14 @@ EXAMPLES: dict[str, str] = {
     "request_threads": "8",
     "evaluator_registry_password": "a-long-random-password",
     "registry_admin_password": "a-long-random-password",
+    "cookie_secure": "true",
+    "agent_out_limit": "10g",
+    "agent_log_limit": "16m",
+    "forwarded_allow_ips": "[127.0.0.1]",
+    "name": "Retro Contest 2026",
+    "description": "Teach an agent to *play*. Markdown, rendered without raw HTML.",
+    "rules_url": "https://contest.example.com/rules",
+    "rules": "One submission a day; the final's levels stay hidden until it is published.",
 }
 
 #: What ``server.yaml`` may hold, and each key's type (read by :mod:`contestkit.yamlconfig`).
