@@ -34,7 +34,7 @@ from contestkit.cpuset import CpuSet
 from contestkit.errors import ContestkitError
 from contestkit.levelrun import LevelRunSpec
 from contestkit.server import metrics, run_limits
-from contestkit.server.config import ServerConfig
+from contestkit.server.config import ExecutorKind, ServerConfig
 from contestkit.server.db import Database
 from contestkit.server.executors import Executor, LevelRun, LevelTask
 from contestkit.server.queue import ClaimedJob, JobQueue, PendingLevel
@@ -322,7 +322,7 @@ class Scheduler:
         )
         # The Docker-only bounds, for this host's engine only: the local runtime refuses them, and the
         # Kubernetes executor sizes pods from its own settings (the memory cap is this host's).
-        if self.config.runtime == "docker" and self.config.executor == "docker":
+        if self.config.executor is ExecutorKind.DOCKER:
             run = run.replace(memory=self.limits.memory, pids_limit=self.limits.pids, log_limit=self.limits.log_bytes)
         return LevelTask(
             job_id=job.job_id,
