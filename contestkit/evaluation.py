@@ -23,7 +23,7 @@ from contestkit import __version__, results, scoring
 from contestkit.bridge.protocol import EndReason, Fault
 from contestkit.errors import ContestkitError, UsageError
 from contestkit.games import Level, resolve_level
-from contestkit.levelrun import LevelRunSpec, docker_only_given
+from contestkit.levelrun import LevelRunSpec, docker_only_given, given_outside
 from contestkit.provenance import Source
 from contestkit.runtime.base import Launcher, Session
 from contestkit.seeds import draw_seed, level_seed
@@ -278,7 +278,7 @@ def _agent_error(code: int, results_dir: Path) -> str:
     return msg
 
 
-def watch_session(
+def _watch_session(
     session: Session,
     spec: LevelRunSpec,
     results_dir: Path,
@@ -289,14 +289,18 @@ def watch_session(
 ) -> dict[str, Any]:
     """Run until both halves have ended; returns what happened, for the summary.
 
-    Public because every way of running a level-run watches it the same way: the local and Docker
-    launchers here, and the Kubernetes executor through its own session object."""
+    The budget clock starts at ``start``, or, for a session with ``budget_start()`` (a pod), when that
+    says both halves run: a session still waiting is not charged, and bounds its own wait."""
     events: dict[str, Any] = {"stopped_agent": False, "stopped_env": False, "interrupted": False}
     env_ended_at = agent_ended_at = None
-    hard_deadline = start + spec.wallclock_limit + HARD_LIMIT_SLACK
     out_checked = 0.0
+    budget_start = getattr(session, "budget_start", None)
+    began: float | None = start if budget_start is None else None
     try:
         while True:
+            if began is None:
+                began = budget_start()  # type: ignore[misc]
+            hard_deadline = float("inf") if began is None else began + spec.wallclock_limit + HARD_LIMIT_SLACK
             output.pump()
             if time.monotonic() - out_checked >= OUT_CHECK_SECONDS:
                 out_checked = time.monotonic()
@@ -369,7 +373,7 @@ def _env_grace(results_dir: Path) -> float:
     return ENV_GRACE if (results_dir / results.PROGRESS).exists() else ENV_GRACE_UNCONNECTED
 
 
-def summarize_level(
+def _summarize_level(
     spec: LevelRunSpec, rd: Path, runtime: str, events: dict[str, Any], started_at: float, wall: float
 ) -> dict[str, Any]:
     """``summary.json`` of a level-run from its results directory and what the watch saw: one
@@ -487,6 +491,7 @@ def plan_run(req: EvalRequest, level: Level) -> RunPlan:
                 f"{' and '.join(given)} only apply to the Docker runtime, and {why}: "
                 "drop them, or start Docker and pass --runtime docker."
             )
+    refuse_unhonoured(launcher, run)
     agent = default_agent(run) if launcher.name == Runtime.LOCAL else run.agent
     image = run.image
     if launcher.name == Runtime.DOCKER and image is None:
@@ -529,42 +534,132 @@ def evaluate_level(
     results_dir = results.prepare(Path(req.results_dir).absolute(), force=force)
     if on_start is not None:
         on_start(planned)
-    started_at = time.time()
-    start = time.monotonic()
     if on_progress is not None:
         on_progress(
             Progress(
                 game=level.game, state=level.state, status=ProgressStatus.STARTING, timestep_limit=spec.timestep_limit
             )
         )
-    session: Session | None = None
-    events: dict[str, Any] = {}
-    interrupted = False
     try:
         session = launcher.start(spec, results_dir)
     except ContestkitError:
         # Nothing ran: a summary would claim a result and lock the directory against a retry.
         results.discard_setup(results_dir)
         raise
-    try:
-        output = _OutputTail(results_dir / results.AGENT_STDOUT, on_output)
-        events = watch_session(session, spec, results_dir, start, on_progress, cancel, output)
-    except KeyboardInterrupt:
-        interrupted = True
-        events["interrupted"] = True
-    finally:
-        if session is not None:
-            session.close()
-        summary = summarize_level(spec, results_dir, launcher.name, events, started_at, time.monotonic() - start)
-        summary["source"] = planned.source.to_json()
-        results.write_json(results_dir / results.SUMMARY, summary)
+    summary, events = _run_session(
+        launcher.name, session, spec, results_dir, on_progress, on_output, cancel,
+        extra={"source": planned.source.to_json()},
+    )  # fmt: skip
     result = LevelResult.from_summary(level.game, level.state, results_dir, summary)
     if on_progress is not None:
-        final = _read_progress(spec, results_dir, start, ProgressStatus.DONE if result.ok else ProgressStatus.FAILED)
+        began = time.monotonic() - float(summary["wall_seconds"])
+        final = _read_progress(spec, results_dir, began, ProgressStatus.DONE if result.ok else ProgressStatus.FAILED)
         on_progress(final)
-    if interrupted or (events.get("interrupted") and cancel is None):
+    if events.get("keyboard") or (events.get("interrupted") and cancel is None):
         raise KeyboardInterrupt
     return result
+
+
+def _reset_results(results_dir: Path) -> None:
+    """A re-run starts from an empty results directory, as the level starts from scratch."""
+    for path in sorted(results_dir.rglob("*"), reverse=True):
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+        elif path.is_dir():
+            path.rmdir()
+
+
+def _run_session(
+    runtime: str,
+    session: Session,
+    spec: LevelRunSpec,
+    results_dir: Path,
+    on_progress: Callable[[Progress], None] | None,
+    on_output: Callable[[str], None] | None,
+    cancel: threading.Event | None,
+    *,
+    keep: Callable[[], bool] = lambda: True,
+    on_session: Callable[[Session], None] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The lifecycle every runtime shares: watch, stop, run again after a disruption, summarise.
+
+    The retry hook is the session's optional ``rerun()``: after the watch it returns the session of
+    a new attempt (a pod after a node drain) or None. A new attempt starts from an empty results
+    directory with a fresh clock. ``summary_extras()``, when the session has it, adds what only its
+    runtime knows (and an ``error`` that makes the level fail). ``keep`` false (a server letting go
+    of a run it adopts later) writes no summary.
+    """
+    started_at = time.time()
+    start = time.monotonic()
+    events: dict[str, Any] = {}
+    try:
+        while True:
+            if on_session is not None:
+                on_session(session)
+            output = _OutputTail(results_dir / results.AGENT_STDOUT, on_output)
+            events = _watch_session(session, spec, results_dir, start, on_progress, cancel, output)
+            rerun = getattr(session, "rerun", None)
+            following = rerun() if rerun is not None and keep() else None
+            if following is None:
+                break
+            session.close()
+            session = following
+            _reset_results(results_dir)
+            started_at, start = time.time(), time.monotonic()
+    except KeyboardInterrupt:
+        events["interrupted"] = events["keyboard"] = True
+    finally:
+        wait_logs = getattr(session, "wait_logs", None)
+        if wait_logs is not None and keep():
+            wait_logs(10.0)
+        session.close()
+        began = getattr(session, "budget_start", lambda: None)()
+        wall = time.monotonic() - (began if began is not None else start)
+        if began is not None:
+            started_at = time.time() - wall
+        summary = _summarize_level(spec, results_dir, runtime, events, started_at, wall)
+        summary.update(extra or {})
+        extras = getattr(session, "summary_extras", dict)()
+        summary.update(extras)
+        if extras.get("error"):
+            summary["ok"] = False
+        if keep():
+            results.write_json(results_dir / results.SUMMARY, summary)
+    return summary, events
+
+
+def run_level(
+    launcher: Launcher,
+    spec: LevelRunSpec,
+    results_dir: Path,
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
+    keep: Callable[[], bool] = lambda: True,
+    on_session: Callable[[Session], None] | None = None,
+) -> LevelResult:
+    """Run a planned spec with ``launcher`` into an existing results directory (the server's evaluators).
+
+    The same lifecycle as :func:`evaluate_level`, for a caller that has already placed the level
+    (a Kubernetes Job made or adopted by the executor).
+    """
+    refuse_unhonoured(launcher, spec)
+    session = launcher.start(spec, results_dir)
+    summary, _ = _run_session(
+        launcher.name, session, spec, results_dir, on_progress, None, cancel, keep=keep, on_session=on_session
+    )
+    return LevelResult.from_summary(spec.game, spec.state or "", results_dir, summary)
+
+
+def refuse_unhonoured(launcher: Launcher, spec: LevelRunSpec) -> None:
+    """One sentence for every spec field ``launcher`` cannot honour but is set: refused, never ignored."""
+    given = given_outside(spec, launcher.honours)
+    if given:
+        raise UsageError(
+            f"The {launcher.name} runtime cannot honour {' and '.join(given)}: drop "
+            f"{'it' if len(given) == 1 else 'them'}, or choose a runtime that can."
+        )
 
 
 def evaluate_levels(

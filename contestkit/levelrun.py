@@ -11,6 +11,9 @@ and each launcher that honours it. Each field says, in its metadata, who reads i
 * ``docker``: the Docker launcher only; the local runtime refuses such an option rather than
   ignore it (:func:`docker_only_given`).
 
+Each launcher also declares the fields it honours (``honours``); ``evaluation.refuse_unhonoured``
+refuses, in one sentence, any other field set away from its default (:func:`given_outside`).
+
 This module imports only the standard library (and :mod:`contestkit.cpuset`, which does too): the
 agent images import the bridge client, which reads its connect timeout from here.
 """
@@ -130,6 +133,20 @@ def default_of(f: dataclasses.Field) -> Any:
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def given_outside(spec: LevelRunSpec, honoured: frozenset[str]) -> list[str]:
+    """The flags of fields set away from their default that a launcher honouring ``honoured`` would ignore."""
+    return [
+        _flag(f.name)
+        for f in dataclasses.fields(LevelRunSpec)
+        if f.name not in honoured and f.name != "game" and getattr(spec, f.name) != default_of(f)
+    ]
+
+
+def scope_names(*scopes: Scope) -> frozenset[str]:
+    """The names of the fields of ``scopes`` (what a launcher declares it honours)."""
+    return frozenset(f.name for scope in scopes for f in fields_of(scope))
 
 
 def docker_only_given(spec: LevelRunSpec) -> list[str]:

@@ -5,8 +5,8 @@ applies to the whole pod, the env container included), and no directory of the s
 it. What the server can still read is the pod's log, through the API server. So the env container runs
 the env program under :func:`main`, which mirrors the results directory onto stdout:
 
-* while the level runs, a ``progress`` record whenever ``progress.json`` changes (at most every few
-  seconds: the server shows timesteps, episodes and ETA from it);
+* while the level runs, a ``progress`` record whenever ``progress.json`` changes (at most every
+  :data:`PROGRESS_INTERVAL` seconds: the server shows timesteps, episodes and ETA from it);
 * when the env program has ended, one ``file`` record per chunk of every file it wrote
   (``monitor.csv``, ``log.csv``, ``progress.json``, ``remote-status.json``, recordings), then one
   ``end`` record naming them, so a reader knows the set is complete.
@@ -24,6 +24,7 @@ one ``os.write`` so it never interleaves with what the env program prints meanwh
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import sys
@@ -37,7 +38,15 @@ from typing import Any
 
 PREFIX = "@@contestkit-record@@ "
 CHUNK_BYTES = 8192  # raw bytes per file record: about 11 KB of base64, under the runtime's 16 KiB lines
-PROGRESS_INTERVAL = 5.0  # seconds between progress records: 8,640 lines in 12 hours, well under log rotation
+PROGRESS_INTERVAL = 30.0  # seconds between progress records at most: 1,440 lines (~0.4 MB) in 12 hours
+# Raw bytes of results files sent at most (base64 makes it 4/3): with the progress lines and the env's
+# own output this keeps the env container's log under the kubelet's default 10 MiB rotation size, so
+# the current log file always holds every record. The files that score (monitor.csv, log.csv,
+# remote-status.json, progress.json) are ~100 B per episode: a million steps in 4,500-step episodes
+# is ~25 KB, and even 1-step episodes ~40 MB would not fit; recordings (bk2/) are what grows. A file
+# past the budget is listed as omitted in the end record, recordings last, so scoring never loses one.
+RESULTS_BUDGET = 6 * 1024 * 1024
+KUBELET_LOG_LIMIT = 10 * 1024 * 1024  # containerLogMaxSize's default
 PROGRESS_FILE = "progress.json"  # contestkit.results.PROGRESS; not imported: this module runs before anything
 
 
@@ -72,54 +81,131 @@ def parse(line: str) -> Record | None:
     return Record(kind, document)
 
 
-def file_records(root: Path) -> Iterator[str]:
-    """``file`` records for every file under ``root`` (sorted, so the order is the same every time)."""
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
+class IntegrityError(ValueError):
+    """A file came back incomplete or different from what the pod sent (a gap, a size or hash mismatch)."""
+
+
+def _order(path: Path, root: Path) -> tuple[int, str]:
+    """What is sent first: everything scoring needs, then the rest, recordings last (they may be omitted)."""
+    name = path.relative_to(root).as_posix()
+    return (1 if "/" in name or name.endswith(".bk2") else 0, name)
+
+
+def file_records(root: Path, budget: int | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(line, entry)`` for every chunk of every file under ``root``, the small result files first.
+
+    Each chunk carries its number, the file's chunk count, size and SHA-256, so the reader can tell a
+    gap or a truncated file from a complete one. ``budget``: raw bytes to send at most; a file that
+    would pass it is not sent and its entry says ``omitted`` (only recordings can: the results that
+    score are a few hundred KB, see :data:`RESULTS_BUDGET`).
+    """
+    sent = 0
+    for path in sorted((p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")),
+                       key=lambda p: _order(p, root)):  # fmt: skip
         name = path.relative_to(root).as_posix()
         try:
             data = path.read_bytes()
         except OSError:
             continue
+        entry = {"path": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        if budget is not None and sent + len(data) > budget:
+            yield "", {**entry, "omitted": True}
+            continue
+        sent += len(data)
         chunks = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
         for index, chunk in enumerate(chunks):
-            yield emit(
+            line = emit(
                 RecordKind.FILE,
-                {
-                    "path": name,
-                    "index": index,
-                    "last": index == len(chunks) - 1,
-                    "b64": base64.b64encode(chunk).decode(),
-                },
-            )
+                {**entry, "index": index, "count": len(chunks), "last": index == len(chunks) - 1,
+                 "b64": base64.b64encode(chunk).decode()},
+            )  # fmt: skip
+            yield line, entry
 
 
 class FileAssembler:
-    """Rebuilds files from ``file`` records, refusing any path that would leave the results directory."""
+    """Rebuilds files from ``file`` records, verified, refusing any path that would leave the results directory.
+
+    Chunks may come twice (a stream read again from where it broke): the same chunk again is ignored.
+    A file is written only once all its chunks are in and its size and SHA-256 match; :meth:`finish`
+    checks the ``end`` record's list, so a file cut short is an :class:`IntegrityError`, never a result.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root.absolute()
-        self._parts: dict[str, list[bytes]] = {}
-        self.written: list[str] = []
+        self._parts: dict[str, dict[int, bytes]] = {}
+        self._meta: dict[str, tuple[int, int, str]] = {}  # path -> (chunk count, size, sha256)
+        self.written: dict[str, str] = {}  # path -> sha256
 
-    def add(self, data: dict[str, Any]) -> Path | None:
-        """Take one chunk; returns the file's path once its last chunk has arrived."""
-        name = str(data.get("path", ""))
+    def _target(self, name: str) -> Path | None:
         target = (self.root / name).resolve()
         if not name or target == self.root.resolve() or self.root.resolve() not in target.parents:
             return None
-        parts = self._parts.setdefault(name, [])
-        if int(data.get("index", 0)) == 0:
-            parts.clear()
-        parts.append(base64.b64decode(str(data.get("b64", ""))))
-        if not data.get("last"):
+        return target
+
+    def add(self, data: dict[str, Any]) -> Path | None:
+        """Take one chunk; returns the file's path once it is complete and verified."""
+        name = str(data.get("path", ""))
+        target = self._target(name)
+        if target is None:
             return None
+        try:
+            index, count, size = int(data["index"]), int(data["count"]), int(data["size"])
+            digest = str(data["sha256"])
+            chunk = base64.b64decode(str(data["b64"]), validate=True)
+        except (KeyError, TypeError, ValueError):
+            raise IntegrityError(f"A record of {name} lacks its chunk number, size or SHA-256.") from None
+        if name in self.written:
+            if self.written[name] != digest:
+                raise IntegrityError(f"{name} was sent twice with different contents.")
+            return None  # read again after a broken stream: already complete
+        incomplete = [other for other in self._parts if other != name]
+        if incomplete:
+            raise IntegrityError(f"{incomplete[0]} ended before its last chunk (a gap in the log).")
+        meta = self._meta.setdefault(name, (count, size, digest))
+        if meta != (count, size, digest) or not 0 <= index < count:
+            raise IntegrityError(f"{name}: chunk {index} does not belong to the file the earlier chunks described.")
+        parts = self._parts.setdefault(name, {})
+        if index < len(parts):
+            return None  # the same chunk again (a stream read again from an earlier line)
+        if index > len(parts):
+            if not parts:
+                del self._parts[name], self._meta[name]
+            raise IntegrityError(f"{name}: chunk {index} came before chunk {len(parts)} (a gap in the log).")
+        parts[index] = chunk
+        if len(parts) < count:
+            return None
+        whole = b"".join(parts[i] for i in range(count))
+        if len(whole) != size or hashlib.sha256(whole).hexdigest() != digest:
+            raise IntegrityError(f"{name} came back with {len(whole)} bytes not matching its size {size} or SHA-256.")
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.part")
-        tmp.write_bytes(b"".join(self._parts.pop(name)))
+        tmp.write_bytes(whole)
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
-        self.written.append(name)
+        del self._parts[name], self._meta[name]
+        self.written[name] = digest
         return target
+
+    def missing(self, end: dict[str, Any]) -> list[str]:
+        """What the ``end`` record lists and this assembler has not rebuilt (empty when nothing)."""
+        problems = [f"{name} (a gap in the log)" for name in self._parts]
+        for entry in end.get("files") or []:
+            name = str(entry.get("path", "")) if isinstance(entry, dict) else str(entry)
+            if isinstance(entry, dict) and entry.get("omitted"):
+                if not name.startswith("bk2/") and not name.endswith(".bk2"):
+                    problems.append(f"{name} (too large for the log: {entry.get('size')} bytes)")
+                continue
+            if name not in self.written and name not in self._parts:
+                problems.append(f"{name} (never came)")
+        return problems
+
+    def finish(self, end: dict[str, Any] | None) -> None:
+        """Raise :class:`IntegrityError` unless the end record came and every file it lists is complete."""
+        if end is None:
+            raise IntegrityError("The env container's log ended without its end record; its results are incomplete.")
+        missing = self.missing(end)
+        if missing:
+            raise IntegrityError(f"Results came back incomplete: {', '.join(missing[:5])}.")
 
 
 class Mirror:
@@ -159,13 +245,12 @@ class Mirror:
         if self._thread.is_alive():
             self._thread.join(timeout=self.interval + 1)
         self._progress()
-        names = []
-        for line in file_records(self.results_dir):
-            self._write(line)
-            record = parse(line)
-            if record is not None and record.data.get("last"):
-                names.append(record.data["path"])
-        self._write(emit(RecordKind.END, {"files": names}))
+        entries: dict[str, dict[str, Any]] = {}
+        for line, entry in file_records(self.results_dir, RESULTS_BUDGET):
+            if line:
+                self._write(line)
+            entries[entry["path"]] = entry
+        self._write(emit(RecordKind.END, {"files": list(entries.values())}))
 
 
 def _write_stdout(line: str) -> None:

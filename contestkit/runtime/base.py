@@ -45,6 +45,7 @@ class Session(Protocol):
 
 class Launcher(Protocol):
     name: str
+    honours: frozenset[str]  # the LevelRunSpec fields it honours; any other set is refused, never ignored
 
     def check(self, spec: LevelRunSpec) -> None:
         """Raise a ContestkitError for what would stop ``start``; create and change nothing."""

@@ -22,7 +22,7 @@ from contestkit import results
 from contestkit.agentdeps import check_agent_imports
 from contestkit.bridge.protocol import memory_tmpdir
 from contestkit.errors import UsageError
-from contestkit.levelrun import EnvPlacement, LevelRunSpec, to_argv
+from contestkit.levelrun import EnvPlacement, LevelRunSpec, Scope, scope_names, to_argv
 from contestkit.runtime.base import ENV_PROGRAM, agent_command
 
 
@@ -117,6 +117,8 @@ class LocalSession:
 
 class LocalLauncher:
     name = "local"
+    # Every field but the Docker-only ones: processes have no image, resource limits or tmpfs.
+    honours = scope_names(Scope.ENV, Scope.AGENT)
 
     def check(self, spec: LevelRunSpec) -> None:
         if spec.cpuset and not hasattr(os, "sched_setaffinity"):

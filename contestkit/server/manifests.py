@@ -6,7 +6,7 @@ exists for one reason:
 * ``Namespace``: the contest's own, so its Role grants nothing elsewhere;
 * ``ServiceAccount`` + ``Role`` + ``RoleBinding``: the server creates, follows and deletes the
   level-run Jobs, reads their pods and pod logs, and makes sure the NetworkPolicy exists, in this
-  namespace only (:data:`ROLE_RULES`, the calls ``executors.kubernetes.ClusterApi`` makes);
+  namespace only (:data:`ROLE_RULES`, the calls ``runtime.kubernetes.ClusterApi`` makes);
 * ``NetworkPolicy``: no ingress or egress at all for level-run pods (the agent gets no network; the
   results come back through the pod log);
 * ``Secret``: the database URL (and PostgreSQL's password), never in a ConfigMap or the image;
@@ -25,14 +25,9 @@ from typing import Any
 import yaml
 
 from contestkit import __version__, levelrun
+from contestkit.runtime.kubernetes import LABEL_MANAGED_BY, MANAGED_BY, label_value, render_network_policy
 from contestkit.server.config import DEFAULT_PORT, ExecutorKind
-from contestkit.server.executors.kubernetes import (
-    LABEL_MANAGED_BY,
-    MANAGED_BY,
-    KubernetesSettings,
-    label_value,
-    render_network_policy,
-)
+from contestkit.server.executors.kubernetes import KubernetesSettings
 
 SERVER_NAME = "contestkit-server"
 POSTGRES_NAME = "contestkit-postgres"
@@ -43,7 +38,7 @@ DATA_MOUNT = "/data"
 CONFIG_MOUNT = "/config"
 PORT = DEFAULT_PORT
 
-# What the server asks of the API server (contestkit.server.executors.kubernetes.ClusterApi), and no more.
+# What the server asks of the API server (contestkit.server.runtime.kubernetes.ClusterApi), and no more.
 ROLE_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},

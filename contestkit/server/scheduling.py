@@ -49,8 +49,14 @@ class _LevelWatch:
     """A running level as the monitor sees it: its run (to cancel) and its wall-clock deadline."""
 
     run: LevelRun
-    deadline: float
+    budget: float  # the wall-clock budget plus the grace
     overran: bool = False
+
+    def deadline_now(self) -> float:
+        """The current attempt's deadline: from when its budget started (a re-run gets a fresh one);
+        none while the engine has not started it (the engine bounds that wait itself)."""
+        began = self.run.budget_started()
+        return float("inf") if began is None else began + self.budget
 
 
 @dataclass
@@ -245,7 +251,7 @@ class Scheduler:
                 for control in controls.values():
                     with control.lock:
                         for watch in control.levels.values():
-                            if mono > watch.deadline and not watch.run.cancelled:
+                            if mono > watch.deadline_now() and not watch.run.cancelled:
                                 watch.overran = True
                                 watch.run.cancel()
                 beating = [job_id for job_id, control in controls.items() if not control.unrecorded]
@@ -336,7 +342,7 @@ class Scheduler:
     def _run_level(self, control: _JobControl, level: PendingLevel, task: LevelTask) -> None:
         run = self.executor.adopt(task) or self.executor.start(task)
         started = time.monotonic()
-        watch = _LevelWatch(run=run, deadline=started + task.run.wallclock_limit + self.config.budget_grace_seconds)
+        watch = _LevelWatch(run=run, budget=task.run.wallclock_limit + self.config.budget_grace_seconds)
         with control.lock:
             control.levels[level.worker_id] = watch
             if control.cancel.is_set():
@@ -371,6 +377,10 @@ class Scheduler:
                 control.levels.pop(level.worker_id, None)
         _write_reward_curve(task)
         self._record_level_end(control, level, watch, result, error)
+        try:
+            run.recorded()  # only now may the engine remove what it kept (a Job): it is never run twice
+        except Exception:  # noqa: BLE001 - the record is written; reconcile removes it later
+            log.exception("could not clean up level %s of job %s", task.index, task.job_id)
         metrics.level_ended(time.monotonic() - started, result, reason=control.reason, overran=watch.overran)
 
     def _record_level_end(

@@ -26,6 +26,7 @@ names (apart from this interface, which the implementations import: no cycle bet
 from __future__ import annotations
 
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ class LevelRun(ABC):
     def __init__(self, task: LevelTask) -> None:
         self.task = task
         self._cancelled = threading.Event()
+        self._handed_over = time.monotonic()
 
     @abstractmethod
     def follow(self, on_progress: ProgressCallback) -> Any:
@@ -78,6 +80,19 @@ class LevelRun(ABC):
         level's error) or anything else (recorded as an evaluator error). Either way only this level
         fails; the scheduler carries on with the others.
         """
+
+    def budget_started(self) -> float | None:
+        """When (monotonic) the current attempt's budget started; None while it waits for the engine.
+
+        The watchdog counts the wall-clock budget from here, so a run that waits for a node or an
+        image pull, or runs again after a disruption, gets its whole budget. By default the budget
+        starts when the run is handed over (``started``, given by the scheduler).
+        """
+        return self._handed_over
+
+    def recorded(self) -> None:
+        """The scheduler has recorded the run's end: an engine that keeps it (a Job) may now remove it."""
+        return None
 
     def cancel(self) -> None:
         """Stop the run as soon as possible; ``follow`` then returns what it has. Safe from any thread."""

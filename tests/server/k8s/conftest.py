@@ -27,6 +27,7 @@ import pytest
 from kubernetes.client import ApiException
 
 from contestkit import structured_log
+from contestkit.runtime import kubernetes as kr
 from contestkit.server.executors import kubernetes as kx
 
 K8S_VERSION = "1.30.0"
@@ -41,6 +42,27 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+_last_ns = [0]
+
+
+def _stamp_ns() -> str:
+    """A kubelet log timestamp (RFC 3339 with nanoseconds), strictly increasing."""
+    ns = max(time.time_ns(), _last_ns[0] + 1)
+    _last_ns[0] = ns
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + f".{ns % 1_000_000_000:09d}Z"
+
+
+class _HttpResp:
+    """Enough of an HTTP response for ``ApiException`` to carry the API server's Status body."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status, self.reason, self.headers = status, "Forbidden", {}
+        self.data = json.dumps({"kind": "Status", "status": "Failure", "message": message, "code": status}).encode()
+
+    def getheaders(self) -> dict[str, str]:
+        return {}
+
+
 class _Response:
     """What the client returns with ``_preload_content=False``: raw JSON in ``data``."""
 
@@ -49,29 +71,57 @@ class _Response:
 
 
 class _LogStream:
-    """A followed container log: yields lines as the fake kubelet appends them, ends when the container does."""
+    """A followed container log, as the kubelet serves it: each line with its RFC 3339 nanosecond
+    timestamp (``timestamps=True``), from ``since_time`` (whole seconds) when given, only what the
+    current log file holds (lines rotated away are gone), until the container ends. A stream that gets
+    no line for ``_request_timeout``'s read part raises, as urllib3 does."""
 
-    def __init__(self, cluster: FakeCluster, pod: str, container: str) -> None:
+    def __init__(self, cluster: FakeCluster, pod: str, container: str, since: str | None, read_timeout: float | None,
+                 timestamps: bool) -> None:  # fmt: skip
         self.cluster, self.pod, self.container = cluster, pod, container
+        self.since, self.read_timeout, self.timestamps = since, read_timeout, timestamps
 
     def stream(self, amt: Any = None, decode_content: Any = None) -> Iterator[bytes]:
-        sent = 0
-        with self.cluster.cond:
+        cluster = self.cluster
+        key = (self.pod, self.container)
+        with cluster.cond:
+            first = cluster.rotated_upto.get(key, 0)  # only the current log file is served
+            sent = first
+            if self.since:
+                while sent < len(cluster.logs.get(key, [])) and cluster.stamps[key][sent][:19] < self.since[:19]:
+                    sent += 1
+            quiet_since = time.monotonic()
             while True:
-                pod = self.cluster.pods.get(self.pod)
-                lines = self.cluster.logs.get((self.pod, self.container), [])
+                pod = cluster.pods.get(self.pod)
+                lines = cluster.logs.get(key, [])
                 if sent < len(lines):
-                    chunk = "".join(line + "\n" for line in lines[sent:]).encode()
-                    sent = len(lines)
-                    self.cluster.cond.release()
+                    index = sent
+                    sent += 1
+                    if cluster.breaks.get(key, 0) > 0 and index in cluster.break_at.get(key, set()):
+                        cluster.breaks[key] -= 1
+                        cluster.break_at[key].discard(index)
+                        raise ConnectionResetError("the stream broke")  # what the line was lost with
+                    if index in cluster.skip_once.get(key, set()):
+                        cluster.skip_once[key].discard(index)  # lost in this read only
+                        continue
+                    if index in cluster.lost.get(key, set()):
+                        continue  # lost for good (the line never reached the log file)
+                    text = (cluster.stamps[key][index] + " " if self.timestamps else "") + lines[index] + "\n"
+                    cluster.cond.release()
                     try:
-                        yield chunk
+                        yield text.encode()
                     finally:
-                        self.cluster.cond.acquire()
+                        cluster.cond.acquire()
+                    quiet_since = time.monotonic()
                     continue
-                if pod is None or self.cluster.terminated(self.pod, self.container):
+                if pod is None or cluster.terminated(self.pod, self.container):
                     return
-                self.cluster.cond.wait(0.2)
+                if key in cluster.stalled or (
+                    self.read_timeout is not None and time.monotonic() - quiet_since > self.read_timeout
+                ):
+                    if self.read_timeout is not None and time.monotonic() - quiet_since > self.read_timeout:
+                        raise TimeoutError("Read timed out.")
+                cluster.cond.wait(0.05)
 
     def release_conn(self) -> None:
         return None
@@ -86,16 +136,46 @@ class FakeCluster:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.pods: dict[str, dict[str, Any]] = {}
         self.logs: dict[tuple[str, str], list[str]] = {}
+        self.stamps: dict[tuple[str, str], list[str]] = {}  # each line's kubelet timestamp
+        self.log_bytes: dict[tuple[str, str], int] = {}  # bytes in the current log file
+        self.rotated_upto: dict[tuple[str, str], int] = {}  # lines before this index were rotated away
+        self.log_limit = 10 * 1024 * 1024  # the kubelet's containerLogMaxSize default
+        self.breaks: dict[tuple[str, str], int] = {}
+        self.break_at: dict[tuple[str, str], set[int]] = {}
+        self.skip_once: dict[tuple[str, str], set[int]] = {}
+        self.lost: dict[tuple[str, str], set[int]] = {}
+        self.stalled: set[tuple[str, str]] = set()
+        self.log_requests: list[dict[str, Any]] = []
+        self.requests: dict[str, int] = {}  # API calls by method name
+        self.failures: dict[str, list[Any]] = {}  # method (or "*") -> statuses/exceptions to answer first
+        self.refusal: tuple[int, str] | None = None  # an admission refusal of every new Job
+        self.lost_nodes: set[str] = set()  # pods on a node that vanished: deletion never completes
         self.policies: dict[str, dict[str, Any]] = {}
         self.created: list[dict[str, Any]] = []  # every Job body ever accepted
         self.deletions: list[tuple[str, str | None, int | None]] = []  # (name, propagation, grace)
         self._suffix = itertools.count(1)
         self.batch, self.core, self.networking = self, self, self
 
+    def _call(self, method: str) -> None:
+        """Count the request; answer an injected 429/5xx/timeout first when the test asked for one."""
+        with self.cond:
+            self.requests[method] = self.requests.get(method, 0) + 1
+            queued = self.failures.get(method) or self.failures.get("*")
+            if queued:
+                failure = queued.pop(0)
+                if isinstance(failure, int):
+                    raise ApiException(status=failure, reason="Too Many Requests" if failure == 429 else "Error")
+                raise failure
+
     # -- BatchV1Api --
 
     def create_namespaced_job(self, namespace: str, body: dict[str, Any], **kwargs: Any) -> _Response:
+        self._call("create_namespaced_job")
         validate(body)
+        if self.refusal is not None:
+            # Admission (Pod Security, a quota) refuses the object: 403 with the controller's message.
+            status, message = self.refusal
+            raise ApiException(status=status, reason="Forbidden", http_resp=_HttpResp(status, message))
         name = body["metadata"]["name"]
         with self.cond:
             if name in self.jobs:
@@ -110,18 +190,21 @@ class FakeCluster:
             return _Response(job)
 
     def read_namespaced_job(self, name: str, namespace: str, **kwargs: Any) -> _Response:
+        self._call("read_namespaced_job")
         with self.cond:
             if name not in self.jobs:
                 raise ApiException(status=404, reason="NotFound")
             return _Response(self.jobs[name])
 
     def list_namespaced_job(self, namespace: str, label_selector: str = "", **kwargs: Any) -> _Response:
+        self._call("list_namespaced_job")
         with self.cond:
             return _Response({"items": [j for j in self.jobs.values() if _matches(j, label_selector)]})
 
     def delete_namespaced_job(
         self, name: str, namespace: str, propagation_policy: str | None = None, grace_period_seconds: int | None = None
     ) -> None:
+        self._call("delete_namespaced_job")
         with self.cond:
             if name not in self.jobs:
                 raise ApiException(status=404, reason="NotFound")
@@ -135,31 +218,82 @@ class FakeCluster:
     # -- CoreV1Api --
 
     def list_namespaced_pod(self, namespace: str, label_selector: str = "", **kwargs: Any) -> _Response:
+        self._call("list_namespaced_pod")
         with self.cond:
             return _Response({"items": [p for p in self.pods.values() if _matches(p, label_selector)]})
 
     def read_namespaced_pod(self, name: str, namespace: str, **kwargs: Any) -> _Response:
+        self._call("read_namespaced_pod")
         with self.cond:
             if name not in self.pods:
                 raise ApiException(status=404, reason="NotFound")
             return _Response(self.pods[name])
 
     def delete_namespaced_pod(self, name: str, namespace: str, grace_period_seconds: int | None = None) -> None:
+        """``kubectl delete pod``: the pod gets a deletionTimestamp; its kubelet stops it and the object goes.
+
+        As in a real cluster, a deleted pod has no DisruptionTarget condition, so the Job's
+        podFailurePolicy sees its containers' exit 137 and fails the Job (FailJob). On a node that
+        vanished nobody confirms the end: the pod stays Terminating, its containers still "running".
+        """
+        self._call("delete_namespaced_pod")
         with self.cond:
             if name not in self.pods:
                 raise ApiException(status=404, reason="NotFound")
-            self._kill(name)
-            del self.pods[name]
+            doc = self.pods[name]
+            doc["metadata"]["deletionTimestamp"] = _now()
+            doc["metadata"]["deletionGracePeriodSeconds"] = 30 if grace_period_seconds is None else grace_period_seconds
+            if name not in self.lost_nodes:
+                self._kill(name)
+                job = doc["metadata"]["labels"].get("job-name")
+                if job in self.jobs:
+                    self.jobs[job]["status"]["conditions"] = [
+                        {"type": "Failed", "status": "True", "reason": "PodFailurePolicy"}
+                    ]
+                del self.pods[name]
+            self.cond.notify_all()
+
+    def lose_node(self, pod: str) -> None:
+        """The pod's node vanishes without its Node object being deleted: the pod is evicted but never ends."""
+        with self.cond:
+            self.lost_nodes.add(pod)
+        self.delete_namespaced_pod(pod, self.namespace)
+
+    def waiting(self, pod: str, container: str, reason: str, message: str = "") -> None:
+        """The kubelet reports a container that cannot start (ImagePullBackOff, CreateContainerConfigError)."""
+        with self.cond:
+            doc = self.pods[pod]
+            if not doc["status"].get("containerStatuses"):
+                doc["status"]["containerStatuses"] = [
+                    {"name": c["name"], "state": {"waiting": {"reason": "ContainerCreating"}}}
+                    for c in doc["spec"]["containers"]
+                ]
+            for status in doc["status"]["containerStatuses"]:
+                if status["name"] == container:
+                    status["state"] = {"waiting": {"reason": reason, "message": message}}
+            self.cond.notify_all()
+
+    def unschedulable(self, pod: str, message: str) -> None:
+        """The scheduler finds no node: PodScheduled is False with reason Unschedulable."""
+        with self.cond:
+            self.pods[pod]["status"]["conditions"].append(
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+            )
             self.cond.notify_all()
 
     def read_namespaced_pod_log(self, name: str, namespace: str, container: str, **kwargs: Any) -> _LogStream:
+        self._call("read_namespaced_pod_log")
+        timeout = kwargs.get("_request_timeout")
         with self.cond:
+            self.log_requests.append({"pod": name, "container": container, **kwargs})
             pod = self.pods.get(name)
             if pod is None:
                 raise ApiException(status=404, reason="NotFound")
-            if not pod["status"].get("containerStatuses"):
+            states = {c["name"]: c["state"] for c in pod["status"].get("containerStatuses") or []}
+            if not states or "waiting" in states.get(container, {"waiting": {}}):
                 raise ApiException(status=400, reason=f'container "{container}" is waiting to start')
-        return _LogStream(self, name, container)
+        read_timeout = timeout[1] if isinstance(timeout, tuple) else timeout
+        return _LogStream(self, name, container, kwargs.get("since_time"), read_timeout, bool(kwargs.get("timestamps")))
 
     # -- NetworkingV1Api --
 
@@ -235,8 +369,18 @@ class FakeCluster:
             self.cond.notify_all()
 
     def print(self, pod: str, container: str, *lines: str) -> None:
+        """The container writes lines; the kubelet stamps them and rotates its log file at ``log_limit``."""
+        key = (pod, container)
         with self.cond:
-            self.logs.setdefault((pod, container), []).extend(line.rstrip("\n") for line in lines)
+            for line in lines:
+                text = line.rstrip("\n")
+                size = len(text) + 1 + 36  # the CRI log line's own prefix
+                if self.log_bytes.get(key, 0) + size > self.log_limit:
+                    self.rotated_upto[key] = len(self.logs.get(key, []))  # a new file: the old is not served
+                    self.log_bytes[key] = 0
+                self.log_bytes[key] = self.log_bytes.get(key, 0) + size
+                self.logs.setdefault(key, []).append(text)
+                self.stamps.setdefault(key, []).append(_stamp_ns())
             self.cond.notify_all()
 
     def end(self, pod: str, container: str, code: int) -> None:
@@ -342,7 +486,7 @@ def settings() -> kx.KubernetesSettings:
 
 @pytest.fixture
 def executor(cluster: FakeCluster, settings: kx.KubernetesSettings) -> kx.KubernetesExecutor:
-    api = kx.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)
+    api = kr.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)
     return kx.KubernetesExecutor(settings, api=api, grace_seconds=5.0)
 
 
@@ -527,3 +671,22 @@ class DockerCluster(FakeCluster):
         with self.cond:
             for pod in list(self.containers):
                 self._kill(pod)
+
+
+@pytest.fixture
+def make_executor(cluster: FakeCluster):  # type: ignore[no-untyped-def]
+    """``make_executor(**settings)``: an executor against the FAKE cluster, with server.yaml settings changed."""
+
+    def make(**changes: Any) -> kx.KubernetesExecutor:
+        settings = kx.KubernetesSettings.from_mapping(
+            {
+                "remote_env_image": "registry.example.org:5000/contestkit/remote-env:0.1.0",
+                "namespace": "contest",
+                "poll_seconds": 0.05,
+                **changes,
+            }
+        )
+        api = kr.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace, read_timeout=0.5)
+        return kx.KubernetesExecutor(settings, api=api, grace_seconds=5.0)
+
+    return make

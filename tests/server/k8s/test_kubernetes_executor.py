@@ -13,7 +13,6 @@ image pulls, NetworkPolicy enforcement by the CNI, real log streaming over HTTP.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,40 +22,11 @@ import pytest
 from contestkit import results
 from contestkit.curves import write_level_curve
 from contestkit.errors import ContestkitError
+from contestkit.runtime import kubernetes as kr
 from contestkit.server.executors import kubernetes as kx
+from tests.support.k8s import Follow
 
-AGENT, ENV = kx.AGENT_CONTAINER, kx.ENV_CONTAINER
-
-
-class Follow:
-    """``run.follow`` in a thread, as the scheduler calls it, recording progress."""
-
-    def __init__(self, run: Any) -> None:
-        self.run = run
-        self.progress: list[Any] = []
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._target, daemon=True)
-        self.thread.start()
-
-    def _target(self) -> None:
-        try:
-            self.result = self.run.follow(self.progress.append)
-        except BaseException as exc:  # noqa: BLE001 - the test looks at it
-            self.error = exc
-
-    def wait_progress(self, timesteps: int, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(getattr(p, "timesteps", 0) >= timesteps for p in self.progress):
-            assert time.monotonic() < deadline, f"no progress to {timesteps} timesteps: {self.progress[-1:]}"
-            time.sleep(0.05)
-
-    def join(self, timeout: float = 20.0) -> Any:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "follow did not return"
-        if self.error is not None:
-            raise self.error
-        return self.result
+AGENT, ENV = kr.AGENT_CONTAINER, kr.ENV_CONTAINER
 
 
 def _finish_env(cluster: Any, pod: str, lines: list[str], code: int = 0) -> None:
@@ -95,8 +65,11 @@ def test_success_progress_and_results_like_docker(cluster, executor, make_task, 
     assert write_level_curve(rd) is not None and (rd / results.REWARD_CURVE).read_text().startswith("<svg")
     assert "agent says hello" in (rd / results.AGENT_STDOUT).read_text()
     remote = (rd / results.REMOTE_STDOUT).read_text()
-    assert "session ended: timestep-budget" in remote and kx.structured_log.PREFIX not in remote
-    # The results are in, so the Job is deleted at once (ttlSecondsAfterFinished is only the backstop).
+    assert "session ended: timestep-budget" in remote and kr.structured_log.PREFIX not in remote
+    # The Job stays until the scheduler has recorded the level (a restart in between adopts it, never
+    # runs it twice); then it is deleted at once (ttlSecondsAfterFinished is only the backstop).
+    assert "ck-j7-a1-l0" in cluster.jobs
+    run.recorded()
     assert cluster.jobs == {} and cluster.deletions[-1][:2] == ("ck-j7-a1-l0", "Foreground")
 
 
@@ -131,14 +104,15 @@ def test_env_crash_stops_the_agent(cluster, executor, make_task) -> None:
     assert "Segmentation fault" in result.error
     # The agent cannot be stopped alone in a pod: the whole Job went, its pods first (foreground).
     assert (job, "Foreground", 2) in cluster.deletions
-    assert result.summary["agent_exit_status"] == kx.STOPPED_EXIT
+    assert result.summary["agent_exit_status"] == kr.STOPPED_EXIT
 
 
 def test_deadline_exceeded(cluster, executor, make_task, env_lines) -> None:
     task = make_task(wallclock=30.0)
     run = executor.start(task)
     job = cluster.wait_job()
-    assert cluster.jobs[job]["spec"]["template"]["spec"]["activeDeadlineSeconds"] == 35  # budget + grace
+    # budget + grace + the scheduling/pull allowance (the cluster's time, not the team's)
+    assert cluster.jobs[job]["spec"]["template"]["spec"]["activeDeadlineSeconds"] == 35 + 600
     pod = cluster.pod_of(job)
     follow = Follow(run)
     cluster.start(pod)
@@ -205,7 +179,7 @@ def test_cancel_before_the_pod_starts(cluster, executor, make_task) -> None:
 
 
 def test_server_restart_adopts_the_running_job(cluster, settings, make_task, env_lines, progress) -> None:
-    api = kx.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)
+    api = kr.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)
     first_server = kx.KubernetesExecutor(settings, api=api, grace_seconds=5.0)
     task = make_task(job_id=12, index=3, attempt=2)
     run = first_server.start(task)
@@ -319,11 +293,12 @@ def test_structured_lines_round_trip(tmp_path: Path) -> None:
     for record in records[:-1]:
         assert record is not None and record.kind is sl.RecordKind.FILE
         target.add(record.data)
-    assert records[-1].kind is sl.RecordKind.END and sorted(records[-1].data["files"]) == ["bk2/run.bk2", "monitor.csv"]
+    files = records[-1].data["files"]
+    assert records[-1].kind is sl.RecordKind.END and sorted(f["path"] for f in files) == ["bk2/run.bk2", "monitor.csv"]
     assert (tmp_path / "dst" / "bk2" / "run.bk2").read_bytes() == big
     assert sl.parse("an ordinary line") is None
     # A record can never write outside the results directory.
-    escape = sl.parse(sl.emit(sl.RecordKind.FILE, {"path": "../evil", "index": 0, "last": True, "b64": ""}))
+    escape = sl.parse(sl.emit(sl.RecordKind.FILE, {"path": "../evil", "index": 0, "count": 1, "b64": ""}))
     assert target.add(escape.data) is None and not (tmp_path / "evil").exists()
 
 
@@ -337,7 +312,7 @@ def test_the_executor_from_server_yaml(cluster, tmp_path: Path) -> None:
         budget_grace_seconds=90.0,
         registry_scheme="https",
     )
-    api = kx.ClusterApi(cluster.batch, cluster.core, cluster.networking, "contest")
+    api = kr.ClusterApi(cluster.batch, cluster.core, cluster.networking, "contest")
     executor = kx.executor_from_config(config, api=api)
     assert executor.grace_seconds == 90.0 and executor.registry == ("https", ("contestkit-evaluator", "pw"))
     assert not cluster.policies, "manage_network_policy: false leaves the policy to the manifests"

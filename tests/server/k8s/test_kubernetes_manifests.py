@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from contestkit.levelrun import LevelRunSpec
+from contestkit.runtime import kubernetes as kr
 from contestkit.server import manifests
 from contestkit.server.executors import kubernetes as kx
 
@@ -33,7 +34,7 @@ def _settings(**changes: object) -> kx.KubernetesSettings:
     )
 
 
-IDENTITY = kx.LevelIdentity(job_id=4448, attempt=2, index=4, team="Team Rocket!")
+IDENTITY = kr.LevelIdentity(job_id=4448, attempt=2, index=4, team="Team Rocket!")
 
 JOB_VARIANTS = {
     "contest defaults": ({}, {}),
@@ -58,14 +59,14 @@ JOB_VARIANTS = {
 @pytest.mark.parametrize("variant", sorted(JOB_VARIANTS))
 def test_every_job_variant_validates(tmp_path: Path, variant: str, version: str) -> None:
     spec_changes, settings_changes = JOB_VARIANTS[variant]
-    job = kx.render_level_job(
+    job = kr.render_level_job(
         _spec(tmp_path, **spec_changes), IDENTITY, _settings(**settings_changes), grace_seconds=120
     )
     kubernetes_validate.validate(job, version, strict=True)
 
 
 def test_the_validator_refuses_what_an_api_server_would(tmp_path: Path) -> None:
-    job = kx.render_level_job(_spec(tmp_path), IDENTITY, _settings(), grace_seconds=120)
+    job = kr.render_level_job(_spec(tmp_path), IDENTITY, _settings(), grace_seconds=120)
     job["spec"]["template"]["spec"]["restartPolicyy"] = "Never"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(job, "1.30.0", strict=True)
@@ -73,17 +74,18 @@ def test_the_validator_refuses_what_an_api_server_would(tmp_path: Path) -> None:
 
 def test_the_job_is_shaped_as_the_contest_needs(tmp_path: Path) -> None:
     settings = _settings()
-    job = kx.render_level_job(_spec(tmp_path), IDENTITY, settings, grace_seconds=120)
+    job = kr.render_level_job(_spec(tmp_path), IDENTITY, settings, grace_seconds=120)
     pod = job["spec"]["template"]["spec"]
     env, agent = pod["containers"]
     assert job["metadata"]["name"] == "ck-j4448-a2-l4"
     labels = job["spec"]["template"]["metadata"]["labels"]
-    assert labels[kx.LABEL_JOB] == "4448" and labels[kx.LABEL_ATTEMPT] == "2" and labels[kx.LABEL_LEVEL] == "4"
-    assert labels[kx.LABEL_TEAM] == "Team-Rocket"
-    assert job["spec"]["template"]["metadata"]["annotations"] == {kx.SAFE_TO_EVICT: "false"}
+    assert labels[kr.LABEL_JOB] == "4448" and labels[kr.LABEL_ATTEMPT] == "2" and labels[kr.LABEL_LEVEL] == "4"
+    assert labels[kr.LABEL_TEAM] == "Team-Rocket"
+    assert job["spec"]["template"]["metadata"]["annotations"] == {kr.SAFE_TO_EVICT: "false"}
     assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
-    assert pod["activeDeadlineSeconds"] == 43_320  # budget + grace, per pod: a re-run gets a whole budget
-    assert job["spec"]["activeDeadlineSeconds"] == 43_320 * 3
+    # budget + grace + the scheduling/pull allowance, per pod: a re-run gets a whole budget
+    assert pod["activeDeadlineSeconds"] == 43_320 + 600
+    assert job["spec"]["activeDeadlineSeconds"] == (43_320 + 600) * 3
     assert job["spec"]["backoffLimit"] == 0
     rules = job["spec"]["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
@@ -105,8 +107,8 @@ def test_the_job_is_shaped_as_the_contest_needs(tmp_path: Path) -> None:
 
 def test_the_network_policy_covers_every_level_run_pod(tmp_path: Path) -> None:
     settings = _settings()
-    policy = kx.render_network_policy(settings)
-    job = kx.render_level_job(_spec(tmp_path), IDENTITY, settings, grace_seconds=120)
+    policy = kr.render_network_policy(settings)
+    job = kr.render_level_job(_spec(tmp_path), IDENTITY, settings, grace_seconds=120)
     selected = policy["spec"]["podSelector"]["matchLabels"]
     assert selected.items() <= job["spec"]["template"]["metadata"]["labels"].items()
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]

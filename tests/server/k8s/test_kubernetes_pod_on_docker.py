@@ -18,6 +18,7 @@ import pytest
 from contestkit import results, structured_log
 from contestkit.curves import write_level_curve
 from contestkit.evaluation import BUNDLED_AGENT
+from contestkit.runtime import kubernetes as kr
 from contestkit.server.executors import kubernetes as kx
 
 
@@ -34,8 +35,8 @@ def test_a_level_run_pod_on_docker(
     docker_api.remove_container(package)
     binds = {
         # The env container runs this checkout's structured_log (the shared image may be another branch's build).
-        kx.ENV_CONTAINER: {f"{site}/structured_log.py": str(Path(structured_log.__file__).resolve())},
-        kx.AGENT_CONTAINER: {"/root/compo/agent.py": str(BUNDLED_AGENT)},
+        kr.ENV_CONTAINER: {f"{site}/structured_log.py": str(Path(structured_log.__file__).resolve())},
+        kr.AGENT_CONTAINER: {"/root/compo/agent.py": str(BUNDLED_AGENT)},
     }
     pinned = "registry.example.org:5000/team-rocket/agent@" + docker_api.inspect_image(toolkit_images["cpu"])["Id"]
     cluster = docker_cluster(docker_api, binds, images={pinned: toolkit_images["cpu"]})
@@ -50,7 +51,7 @@ def test_a_level_run_pod_on_docker(
             "env_memory": "2Gi",
         }  # fmt: skip
     )
-    api = kx.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)
+    api = kr.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)
     executor = kx.KubernetesExecutor(settings, api=api, grace_seconds=30.0)
     task = make_task(image=pinned, timestep_limit=3000, wallclock=120.0)
     progress: list[Any] = []

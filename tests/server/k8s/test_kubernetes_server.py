@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from contestkit import results
+from contestkit.runtime import kubernetes as kr
 from contestkit.server import operations
 from contestkit.server.executors import kubernetes as kx
 from contestkit.server.scheduling import Scheduler
@@ -47,13 +48,13 @@ def _run_pod_to_the_end(cluster: Any, job: str, env_lines: Any, reward: float) -
     if "containerStatuses" not in cluster.pods[pod]["status"]:
         cluster.start(pod)
     lines, _ = env_lines(end_reason="timestep-budget", rewards=[reward], timesteps=1000)
-    cluster.print(pod, kx.ENV_CONTAINER, *lines)
-    cluster.end(pod, kx.ENV_CONTAINER, 0)
-    cluster.end(pod, kx.AGENT_CONTAINER, 0)
+    cluster.print(pod, kr.ENV_CONTAINER, *lines)
+    cluster.end(pod, kr.ENV_CONTAINER, 0)
+    cluster.end(pod, kr.AGENT_CONTAINER, 0)
 
 
 def test_one_job_per_level_and_results_in_the_data_dir(offline_contest, cluster, settings, env_lines) -> None:
-    api = kx.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)
+    api = kr.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)
     executor = kx.KubernetesExecutor(settings, api=api, grace_seconds=5.0)
     scheduler = Scheduler(offline_contest.database, offline_contest.config, executor, poll_seconds=0.05)
     scheduler.start()
@@ -78,7 +79,7 @@ def test_one_job_per_level_and_results_in_the_data_dir(offline_contest, cluster,
 
 
 def test_a_restarted_server_adopts_instead_of_running_twice(offline_contest, cluster, settings, env_lines) -> None:
-    api = kx.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)
+    api = kr.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)
     first = kx.KubernetesExecutor(settings, api=api, grace_seconds=5.0)
     scheduler = Scheduler(offline_contest.database, offline_contest.config, first, poll_seconds=0.05)
     scheduler.start()
@@ -106,7 +107,7 @@ def test_a_restarted_server_adopts_instead_of_running_twice(offline_contest, clu
 
 
 def test_reconcile_deletes_jobs_of_jobs_that_are_over(offline_contest, cluster, settings, make_task) -> None:
-    api = kx.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)
+    api = kr.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)
     executor = kx.KubernetesExecutor(settings, api=api, grace_seconds=5.0)
     # A Job left in the cluster for job 41, which this server does not run (cancelled while it was down).
     executor.start(make_task(job_id=41))

@@ -20,6 +20,7 @@ import pytest
 from contestkit import results, structured_log
 from contestkit.levelrun import EnvPlacement, LevelRunSpec, to_argv
 from contestkit.runtime import docker as docker_runtime
+from contestkit.runtime import kubernetes as kr
 from contestkit.server.executors import kubernetes as kx
 
 PLACEMENT_FLAGS = {"--rom-dir", "--chown", "--bridge-dir", "--results-dir"}
@@ -87,9 +88,9 @@ def test_one_spec_on_docker_and_as_a_job(tmp_path: Path, docker_api: Any, toolki
             session.close()
     by_name = {c["Name"].lstrip("/").split("-")[1]: c for c in api.inspected.values()}
     env_c, agent_c = by_name["remote"], by_name["agent"]
-    identity = kx.LevelIdentity(job_id=1, attempt=1, index=0, team="rocket")
+    identity = kr.LevelIdentity(job_id=1, attempt=1, index=0, team="rocket")
     settings = kx.KubernetesSettings.from_mapping({"remote_env_image": toolkit_images["remote-env"]})
-    job = kx.render_level_job(spec, identity, settings, grace_seconds=60)
+    job = kr.render_level_job(spec, identity, settings, grace_seconds=60)
     pod = job["spec"]["template"]["spec"]
     k_env, k_agent = pod["containers"]
 
@@ -98,26 +99,26 @@ def test_one_spec_on_docker_and_as_a_job(tmp_path: Path, docker_api: Any, toolki
     assert env_c["Config"]["Image"] == k_env["image"] == toolkit_images["remote-env"]
 
     # The bridge: an in-memory volume of the same size at the same path, in both containers.
-    (agent_bridge,) = [m for m in agent_c["Mounts"] if m["Destination"] == kx.BRIDGE_MOUNT]
-    (env_bridge,) = [m for m in env_c["Mounts"] if m["Destination"] == kx.BRIDGE_MOUNT]
+    (agent_bridge,) = [m for m in agent_c["Mounts"] if m["Destination"] == kr.BRIDGE_MOUNT]
+    (env_bridge,) = [m for m in env_c["Mounts"] if m["Destination"] == kr.BRIDGE_MOUNT]
     assert agent_bridge["Name"] == env_bridge["Name"]
     options = api.volumes[agent_bridge["Name"]]["Options"]
     assert options["type"] == "tmpfs"
     docker_size = options["o"].split("size=", 1)[1]
     k_bridge = next(v for v in pod["volumes"] if v["name"] == "bridge")["emptyDir"]
-    assert k_bridge == {"medium": "Memory", "sizeLimit": kx.quantity(docker_size)}
+    assert k_bridge == {"medium": "Memory", "sizeLimit": kr.quantity(docker_size)}
     for container in (k_env, k_agent):
-        assert {"name": "bridge", "mountPath": kx.BRIDGE_MOUNT} in container["volumeMounts"]
+        assert {"name": "bridge", "mountPath": kr.BRIDGE_MOUNT} in container["volumeMounts"]
 
     # No network for the agent: Docker's "none"; on Kubernetes, the deny-all policy selects the pod.
     assert agent_c["HostConfig"]["NetworkMode"] == "none"
-    policy = kx.render_network_policy(settings)
+    policy = kr.render_network_policy(settings)
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= job["spec"]["template"]["metadata"]["labels"].items()
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"] and "egress" not in policy["spec"]
 
     # CPU, memory, GPU of the agent.
     assert agent_c["HostConfig"]["NanoCpus"] == int(min(spec.cpus, os.cpu_count() or 1) * 1e9)
-    assert k_agent["resources"]["limits"]["cpu"] == kx.cpu_quantity(spec.cpus)
+    assert k_agent["resources"]["limits"]["cpu"] == kr.cpu_quantity(spec.cpus)
     assert agent_c["HostConfig"]["Memory"] == 2 * 1024**3 and k_agent["resources"]["limits"]["memory"] == "2Gi"
     docker_gpu = bool(agent_c["HostConfig"].get("DeviceRequests"))
     assert docker_gpu == gpus == ("nvidia.com/gpu" in k_agent["resources"]["limits"])
@@ -137,7 +138,7 @@ def test_one_spec_on_docker_and_as_a_job(tmp_path: Path, docker_api: Any, toolki
     # attempt and team (the server knows them; the Docker runtime's labels do not carry them yet).
     assert docker_runtime.SESSION_LABEL in agent_c["Config"]["Labels"]
     labels = job["spec"]["template"]["metadata"]["labels"]
-    assert (labels[kx.LABEL_JOB], labels[kx.LABEL_LEVEL], labels[kx.LABEL_ATTEMPT], labels[kx.LABEL_TEAM]) == (
+    assert (labels[kr.LABEL_JOB], labels[kr.LABEL_LEVEL], labels[kr.LABEL_ATTEMPT], labels[kr.LABEL_TEAM]) == (
         "1",
         "0",
         "1",
