@@ -55,7 +55,16 @@ TIMESTEPS = 1_000_000
 CAP = 43_200.0
 DEADLINE = WEEKS * 7 * 86400.0
 SURGE = 2 * 86400.0  # the last window the wait is reported for separately (the deadline surge)
-SCENARIOS = {"random": 800.0, "ppo": 290.0, "slow": None}
+SCENARIOS = {"random": 800.0, "ppo": 290.0, "slow": None, "2018": "lognormal"}
+# The 2018 scenario: levels of about 5 hours (log-normal, median 4.5 h, capped at 12 h: the README's
+# "about 90 running on average" over 8 weeks), the scheduler's claim cap (parallel_jobs: 100 jobs
+# claimed at once), and nodes that an autoscaler adds only after SCALE_UP_DELAY and removes after
+# SCALE_DOWN_IDLE without work.
+MEDIAN_2018 = 4.5 * 3600.0
+SIGMA_2018 = 0.5
+CLAIM_CAP = 100
+SCALE_UP_DELAY = 10 * 60.0
+SCALE_DOWN_IDLE = 10 * 60.0
 
 
 class Clock:
@@ -88,6 +97,8 @@ def submissions(rng: random.Random, jobs: int = JOBS) -> list[tuple[float, int]]
 
 def duration(scenario: str, rng: random.Random) -> float:
     sps = SCENARIOS[scenario]
+    if sps == "lognormal":
+        return min(rng.lognormvariate(math.log(MEDIAN_2018), SIGMA_2018), CAP)
     if sps is None:
         sps = math.exp(rng.uniform(math.log(TIMESTEPS / CAP), math.log(800.0)))
     return min(TIMESTEPS / sps, CAP)
@@ -112,7 +123,7 @@ class ServerQueue:
         with self.database.session() as db:
             for i in range(TEAMS):
                 db.add(Team(name=f"team-{i}", email=f"t{i}@example.org", password_hash="-", namespace=f"team{i}",
-                            registry_username=f"team{i}", registry_password="-"))  # fmt: skip
+                            registry_username=f"team{i}"))  # fmt: skip
         self._patch_clock(clock)
         from contestkit.server import operations
         from contestkit.server.errors import Conflict
@@ -170,7 +181,14 @@ class _Result:
 
 
 def simulate(nodes: int, scenario: str, seed: int = 2018, jobs: int = JOBS) -> dict[str, Any]:
+    """One run of the whole contest. ``nodes``: the cluster's size (static), or its autoscaler's
+    maximum in the 2018 scenario, which also caps claimed jobs and delays new nodes."""
     rng = random.Random(seed)
+    autoscale = scenario == "2018"
+    claim_cap = CLAIM_CAP if autoscale else None
+    claimed_jobs = 0
+    provisioning = 0
+    idle_since: list[float] = []  # per idle ready node: since when (autoscale only)
     clock = Clock(start=1522886400.0)  # 2018-04-05, the contest's start
     shm = Path("/dev/shm")
     with tempfile.TemporaryDirectory(prefix="contest-load-", dir=shm if shm.is_dir() else None) as tmp:
@@ -199,18 +217,27 @@ def simulate(nodes: int, scenario: str, seed: int = 2018, jobs: int = JOBS) -> d
         unclaimed = 0  # jobs submitted and not claimed yet: only then is the queue asked
 
         def dispatch() -> None:
-            nonlocal free, busy_seconds, peak_waiting, unclaimed
-            while unclaimed:
+            nonlocal free, busy_seconds, peak_waiting, unclaimed, claimed_jobs, provisioning
+            while unclaimed and (claim_cap is None or claimed_jobs < claim_cap):
                 claimed = server.claim()
                 if claimed is None:
                     break
+                claimed_jobs += 1
                 unclaimed -= 1
                 job_id, workers, attempt_dir = claimed
                 attempt_dirs[job_id] = attempt_dir
                 left[job_id] = len(workers)
                 waiting.extend((job_id, w, submitted_at[job_id]) for w in workers)
             peak_waiting = max(peak_waiting, len(waiting))
-            while free and waiting:
+            if autoscale:
+                spare = free - provisioning - len(idle_since)  # nodes the autoscaler may still add
+                wanted = min(spare, len(waiting) - provisioning - len(idle_since))
+                for _ in range(max(0, wanted)):
+                    provisioning += 1
+                    push(clock.t + SCALE_UP_DELAY, "node", None)
+            while free and waiting and (not autoscale or idle_since):
+                if autoscale:
+                    idle_since.pop()
                 job_id, worker, queued_at = waiting.popleft()
                 free -= 1
                 waits.append((queued_at, clock.t - queued_at))
@@ -219,25 +246,45 @@ def simulate(nodes: int, scenario: str, seed: int = 2018, jobs: int = JOBS) -> d
                 busy_seconds += length
                 push(clock.t + length, "end", (job_id, worker))
 
+        deferred_since: dict[int, list[float]] = {}  # team -> when its refused submissions were wanted
+        deferred_waits: list[float] = []
+        node_seconds = 0.0  # nodes up (running, idle or starting) over time
         while events:
             t, _, kind, payload = heapq.heappop(events)
+            up = (nodes - free) + len(idle_since) + provisioning if autoscale else nodes
+            node_seconds += (t - clock.t) * up
             clock.t = t
-            if kind == "submit":
+            if kind == "node":
+                provisioning -= 1
+                idle_since.append(t)
+                push(t + SCALE_DOWN_IDLE, "idle-check", None)
+            elif kind == "idle-check":
+                # Nodes idle for SCALE_DOWN_IDLE go (the autoscaler's scale-down).
+                idle_since[:] = [since for since in idle_since if t - since < SCALE_DOWN_IDLE]
+            elif kind == "submit":
                 job_id = server.submit(payload)
                 if job_id is not None:
                     team_of[job_id] = payload
                     submitted_at[job_id] = t
                     unclaimed += 1
+                    wanted_at = deferred_since.get(payload)
+                    if wanted_at and t > wanted_at[0]:
+                        deferred_waits.append(t - wanted_at.pop(0))
                 else:
                     refused += 1
                     deferred[payload] = deferred.get(payload, 0) + 1
+                    deferred_since.setdefault(payload, []).append(t)
             else:
                 job_id, worker = payload
                 free += 1
+                if autoscale:
+                    idle_since.append(t)
+                    push(t + SCALE_DOWN_IDLE, "idle-check", None)
                 last_end = t
                 server.level_ended(job_id, worker, _Result(score=rng.uniform(0, 5000)))
                 left[job_id] -= 1
                 if left[job_id] == 0:
+                    claimed_jobs -= 1
                     server.finish(job_id, attempt_dirs[job_id])
                     team = team_of[job_id]
                     if deferred.get(team):
@@ -265,11 +312,15 @@ def simulate(nodes: int, scenario: str, seed: int = 2018, jobs: int = JOBS) -> d
         "surge_wait_p95_min": round(pct(surge, 95) / 60, 1),
         "surge_wait_max_h": round(max(surge, default=0.0) / 3600, 1),
         "busy_node_hours": round(busy_seconds / 3600),
-        "provisioned_node_hours": round(nodes * max(DEADLINE, last_end) / 3600),
+        "provisioned_node_hours": round(node_seconds / 3600),
         "peak_waiting_levels": peak_waiting,
         "refused_submissions": refused,
         "last_result_after_deadline_h": round(max(0.0, last_end - DEADLINE) / 3600, 1),
         "mean_wait_min": round(statistics.fmean(all_waits) / 60, 1),
+        "deferred_submissions": len(deferred_waits),
+        "deferred_wait_p95_h": round(pct(deferred_waits, 95) / 3600, 1),
+        "claim_cap": claim_cap,
+        "scale_up_delay_min": SCALE_UP_DELAY / 60 if autoscale else 0,
     }
 
 
@@ -279,12 +330,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenario", default="random,ppo,slow")
     ap.add_argument("--seed", type=int, default=2018)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--jobs", type=int, default=JOBS, help="jobs in the contest (fewer: a quick look)")
     args = ap.parse_args(argv)
     rows = []
     for scenario in args.scenario.split(","):
         for nodes in (int(n) for n in args.nodes.split(",")):
             started = time.monotonic()
-            row = simulate(nodes, scenario, args.seed)
+            row = simulate(nodes, scenario, args.seed, args.jobs)
             row["sim_seconds"] = round(time.monotonic() - started, 1)
             rows.append(row)
             if not args.json:
@@ -293,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"wait p50 {row['wait_p50_min']:7.1f} min  p95 {row['wait_p95_min']:8.1f} min  "
                     f"max {row['wait_max_h']:6.1f} h  | surge p95 {row['surge_wait_p95_min']:8.1f} min  "
                     f"max {row['surge_wait_max_h']:6.1f} h  | node-hours busy {row['busy_node_hours']:6}  "
-                    f"provisioned {row['provisioned_node_hours']:7}  ({row['sim_seconds']} s)",
+                    f"provisioned {row['provisioned_node_hours']:7}  | deferred p95 {row['deferred_wait_p95_h']} h  "
+                    f"({row['sim_seconds']} s)",
                     flush=True,
                 )
     if args.json:

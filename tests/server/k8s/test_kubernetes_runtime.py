@@ -356,3 +356,23 @@ def test_api_errors_do_not_end_a_level(cluster, executor, make_task, env_lines) 
     result, _ = _run_to_end(cluster, executor, task, lines)
     assert result.ok, result.error
     assert not cluster.failures["list_namespaced_pod"], "every injected error was answered"
+
+
+def test_a_rerun_gets_a_fresh_watchdog() -> None:
+    """The scheduler's watchdog counts from the current attempt's budget start, not the first start."""
+    from contestkit.server.scheduling import _LevelWatch
+
+    class Run:
+        began: float | None = None
+        cancelled = False
+
+        def budget_started(self) -> float | None:
+            return self.began
+
+    run = Run()
+    watch = _LevelWatch(run=run, budget=100.0)  # type: ignore[arg-type]
+    assert watch.deadline_now() == float("inf"), "no deadline while the pod waits for a node or a pull"
+    run.began = 1000.0
+    assert watch.deadline_now() == 1100.0
+    run.began = 5000.0  # re-run after a drain
+    assert watch.deadline_now() == 5100.0
