@@ -204,15 +204,23 @@ def manifests(
     ),
     data_size: str = typer.Option("200Gi", "--data-size", help="Size of the data directory's volume."),
     service_type: str = typer.Option("ClusterIP", "--service-type", help="ClusterIP, NodePort or LoadBalancer."),
+    postgres_password_file: Path = typer.Option(
+        None,
+        "--postgres-password-file",
+        help="File with PostgreSQL's password; made (mode 600) with a new one when missing, so every later "
+        "run prints the same Secret. Without it each run makes a new password.",
+    ),
 ) -> None:
     """Print the Kubernetes objects that run this server in a cluster, for `kubectl apply -f -`."""
-    from contestkit.server.manifests import DeploymentOptions, render_manifests, to_yaml
+    from contestkit.server.manifests import DeploymentOptions, postgres_password, render_manifests, to_yaml
 
     try:
         levels_csv = levels.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise UsageError(f"Cannot read the level list {levels}: {exc.strerror}.") from None
     extra = {"server_image": server_image, "remote_env_image": remote_env_image}
+    if postgres_password_file is not None:
+        extra["postgres_password"] = postgres_password(postgres_password_file)
     options = DeploymentOptions(
         registry=registry,
         levels_csv=levels_csv,

@@ -177,8 +177,16 @@ def render_level_job(
     agent_cpu = spec.cpus if spec.cpus is not None else (settings.cpus or spec.agent_cpus)
     agent_memory = quantity(spec.memory or settings.memory or spec.agent_memory, "memory")
     agent_resources: dict[str, Any] = {
-        "requests": {"cpu": cpu_quantity(agent_cpu - settings.env_cpu), "memory": agent_memory},
-        "limits": {"cpu": cpu_quantity(agent_cpu), "memory": agent_memory},
+        "requests": {
+            "cpu": cpu_quantity(agent_cpu - settings.env_cpu),
+            "memory": agent_memory,
+            "ephemeral-storage": settings.agent_ephemeral_storage,
+        },
+        "limits": {
+            "cpu": cpu_quantity(agent_cpu),
+            "memory": agent_memory,
+            "ephemeral-storage": settings.agent_ephemeral_storage,
+        },
     }
     if gpus:
         agent_resources["requests"]["nvidia.com/gpu"] = str(gpus)
@@ -208,9 +216,11 @@ def render_level_job(
         "args": env_argv(spec),
         "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
         "resources": {
-            "requests": {"cpu": cpu_quantity(settings.env_cpu), "memory": settings.env_memory},
-            "limits": {"cpu": cpu_quantity(agent_cpu), "memory": settings.env_memory},
-        },
+            "requests": {"cpu": cpu_quantity(settings.env_cpu), "memory": settings.env_memory,
+                         "ephemeral-storage": settings.env_ephemeral_storage},
+            "limits": {"cpu": cpu_quantity(agent_cpu), "memory": settings.env_memory,
+                       "ephemeral-storage": settings.env_ephemeral_storage},
+        },  # fmt: skip
         "volumeMounts": [
             {"name": "bridge", "mountPath": BRIDGE_MOUNT},
             {"name": "results", "mountPath": RESULTS_MOUNT},

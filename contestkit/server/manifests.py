@@ -18,8 +18,10 @@ exists for one reason:
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -38,13 +40,21 @@ DATA_MOUNT = "/data"
 CONFIG_MOUNT = "/config"
 PORT = DEFAULT_PORT
 
-# What the server asks of the API server (contestkit.server.runtime.kubernetes.ClusterApi), and no more.
+# What the server asks of the API server (contestkit.runtime.kubernetes.ClusterApi), and no more: no
+# watch (pods are listed by label once per poll), no NetworkPolicy rights (the manifests ship the
+# policy and set manage_network_policy: false). tests/server/k8s compares this with the calls made.
 ROLE_RULES: list[dict[str, Any]] = [
-    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "delete"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-    {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["get", "create"]},
 ]
+# Pod Security for the namespace: level-run agents of 2018 images run as root, so ``baseline`` is
+# enforced; ``restricted`` is warned and audited so that a host sees what stops the stricter level.
+POD_SECURITY = {
+    "pod-security.kubernetes.io/enforce": "baseline",
+    "pod-security.kubernetes.io/warn": "restricted",
+    "pod-security.kubernetes.io/audit": "restricted",
+}
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,8 @@ class DeploymentOptions:
     data_size: str = "200Gi"
     database_size: str = "20Gi"
     postgres_image: str = "postgres:16"
+    # Given (``--postgres-password-file``) or the one the Secret already holds: a re-apply must not
+    # change it (PostgreSQL keeps the password of its first start). A new one only for a first apply.
     postgres_password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     image_pull_secret: str = "contest-registry"
     service_type: str = "ClusterIP"
@@ -67,6 +79,28 @@ class DeploymentOptions:
     wallclock_limit: float = levelrun.WALLCLOCK_LIMIT
     parallel_jobs: int = 100
     parallel_levels: int = 5
+
+
+def postgres_password(path: Path) -> str:
+    """PostgreSQL's password from ``path``, made there (mode 600) on the first run: re-applying the
+    manifests then keeps the password PostgreSQL was initialised with."""
+    from contestkit.errors import UsageError
+
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(24) + "\n")
+    try:
+        password = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise UsageError(f"Cannot read the PostgreSQL password file {path}: {exc.strerror}.") from None
+    if not password or any(c in password for c in "@/:?# "):
+        raise UsageError(
+            f"{path} must hold one password without spaces or any of @/:?# (it goes into the database URL)."
+        )
+    return password
 
 
 def _meta(name: str, options: DeploymentOptions, component: str) -> dict[str, Any]:
@@ -130,11 +164,13 @@ def render_manifests(options: DeploymentOptions) -> list[dict[str, Any]]:
         f"--timestep-limit {options.timestep_limit} --wallclock-limit {options.wallclock_limit:g} "
         f'--database-url "$DATABASE_URL" --no-pull --parallel-levels {options.parallel_levels} '
         f"&& sed -i 's/^parallel_jobs: .*/parallel_jobs: {options.parallel_jobs}/' {DATA_MOUNT}/server.yaml "
+        f"&& sed -i '/^executor:/d' {DATA_MOUNT}/server.yaml "
         f"&& cat {CONFIG_MOUNT}/server-extra.yaml >> {DATA_MOUNT}/server.yaml; }}"
     )
     database_env = {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": DATABASE_SECRET, "key": "url"}}}
     server_pod = {
         "serviceAccountName": SERVER_NAME,
+        "imagePullSecrets": [{"name": options.image_pull_secret}],  # the server's image is in the private registry
         "securityContext": {"fsGroup": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
         "initContainers": [
             {
@@ -171,7 +207,10 @@ def render_manifests(options: DeploymentOptions) -> list[dict[str, Any]]:
                     "periodSeconds": 30,
                     "failureThreshold": 5,
                 },
-                "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "8Gi"}},
+                "resources": {
+                    "requests": {"cpu": "1", "memory": "2Gi", "ephemeral-storage": "1Gi"},
+                    "limits": {"memory": "8Gi", "ephemeral-storage": "4Gi"},
+                },
                 "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT}],
                 "securityContext": _restricted(1000),
             }
@@ -194,7 +233,11 @@ def render_manifests(options: DeploymentOptions) -> list[dict[str, Any]]:
     if options.storage_class:
         postgres_claim["spec"]["storageClassName"] = options.storage_class
     return [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {LABEL_MANAGED_BY: MANAGED_BY}}},
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": ns, "labels": {LABEL_MANAGED_BY: MANAGED_BY, **POD_SECURITY}},
+        },
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(SERVER_NAME, options, "server")},
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -246,7 +289,14 @@ def render_manifests(options: DeploymentOptions) -> list[dict[str, Any]]:
                 "template": {
                     "metadata": {"labels": postgres_labels},
                     "spec": {
-                        "securityContext": {"fsGroup": 999},
+                        # The image's own postgres user (999), never root; its data volume is group 999.
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": 999,
+                            "runAsGroup": 999,
+                            "fsGroup": 999,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
                         "containers": [
                             {
                                 "name": "postgres",
@@ -265,10 +315,21 @@ def render_manifests(options: DeploymentOptions) -> list[dict[str, Any]]:
                                     "exec": {"command": ["pg_isready", "-U", "contestkit"]},
                                     "periodSeconds": 10,
                                 },
-                                "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}},
-                                "volumeMounts": [{"name": "pgdata", "mountPath": "/var/lib/postgresql/data"}],
+                                "resources": {
+                                    "requests": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "1Gi"},
+                                    "limits": {"memory": "4Gi", "ephemeral-storage": "4Gi"},
+                                },
+                                "securityContext": {
+                                    "allowPrivilegeEscalation": False,
+                                    "capabilities": {"drop": ["ALL"]},
+                                },
+                                "volumeMounts": [
+                                    {"name": "pgdata", "mountPath": "/var/lib/postgresql/data"},
+                                    {"name": "run", "mountPath": "/var/run/postgresql"},
+                                ],
                             }
                         ],
+                        "volumes": [{"name": "run", "emptyDir": {"sizeLimit": "64Mi"}}],
                     },
                 },
                 "volumeClaimTemplates": [postgres_claim],

@@ -71,7 +71,9 @@ class KubernetesSettings:
     results_size: str = "1Gi"  # the env's results directory in the pod (monitor.csv, recordings)
     agent_out_size: str = "1Gi"  # the agent's out/ directory
     agent_run_as_user: int | None = None  # None: the image's user (the contest's agent images are root)
-    env_run_as_user: int | None = None  # the remote-env image runs as root by default, as with Docker
+    env_run_as_user: int | None = 1000  # our own image: not root (its files are readable by any user)
+    agent_ephemeral_storage: str = "20Gi"  # the agent's writable layer and log; past it the kubelet evicts
+    env_ephemeral_storage: str = "4Gi"
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: list[dict[str, Any]] = field(default_factory=list)
     priority_class: str | None = None
@@ -103,7 +105,8 @@ class KubernetesSettings:
                     "log_read_timeout_seconds", "log_rereads"):  # fmt: skip
             if values.get(key) is not None and values[key] < 0:
                 raise UsageError(f"{section.where(key)}: '{section.name(key)}' must not be negative.")
-        for key in ("memory", "env_memory", "results_size", "agent_out_size"):
+        for key in ("memory", "env_memory", "results_size", "agent_out_size", "agent_ephemeral_storage",
+                    "env_ephemeral_storage"):
             if values.get(key) is not None:
                 values[key] = quantity(str(values[key]), f"{section.where(key)}: '{section.name(key)}'")
         settings = cls(**values)

@@ -97,7 +97,12 @@ def test_the_job_is_shaped_as_the_contest_needs(tmp_path: Path) -> None:
         assert {"name": "bridge", "mountPath": "/root/compo/tmp"} in container["volumeMounts"]
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert agent["image"] == IMAGE
-    assert agent["resources"]["limits"] == {"cpu": "6000m", "memory": "56Gi"}
+    assert agent["resources"]["limits"] == {"cpu": "6000m", "memory": "56Gi", "ephemeral-storage": "20Gi"}
+    assert env["resources"]["limits"]["ephemeral-storage"] == "4Gi"
+    # Our own env image runs as a non-root user (tests/server/k8s/test_kubernetes_pod_on_docker.py runs
+    # it so); the team's agent keeps its image's user (2018 images are root).
+    assert env["securityContext"]["runAsUser"] == 1000 and env["securityContext"]["runAsNonRoot"] is True
+    assert "runAsUser" not in agent["securityContext"]
     # The pod requests the contest machine's 6 cores in all: the env's share comes out of the agent's.
     total = sum(int(c["resources"]["requests"]["cpu"].rstrip("m")) for c in (env, agent))
     assert total == 6000
@@ -135,21 +140,61 @@ def test_the_server_manifests_validate(version: str) -> None:
         kubernetes_validate.validate(document, version, strict=True)
 
 
-def test_the_role_grants_exactly_what_the_executor_calls() -> None:
-    """Each ClusterApi call needs its verb on its resource (and the Role grants nothing cluster-wide)."""
-    calls = {
-        ("batch", "jobs"): {"create", "get", "list", "delete"},
-        ("", "pods"): {"get", "list"},
-        ("", "pods/log"): {"get"},
-        ("networking.k8s.io", "networkpolicies"): {"get", "create"},
-    }
-    granted = {(g, r): set(rule["verbs"]) for rule in manifests.ROLE_RULES for g in rule["apiGroups"]
-               for r in rule["resources"]}  # fmt: skip
-    assert set(granted) == set(calls)
-    for key, verbs in calls.items():
-        assert verbs <= granted[key], key
+# The RBAC right each client call needs (a Kubernetes fact: the call's verb on its resource).
+RIGHTS = {
+    "create_namespaced_job": ("batch", "jobs", "create"),
+    "read_namespaced_job": ("batch", "jobs", "get"),
+    "list_namespaced_job": ("batch", "jobs", "list"),
+    "delete_namespaced_job": ("batch", "jobs", "delete"),
+    "read_namespaced_pod": ("", "pods", "get"),
+    "list_namespaced_pod": ("", "pods", "list"),
+    "read_namespaced_pod_log": ("", "pods/log", "get"),
+    "read_namespaced_network_policy": ("networking.k8s.io", "networkpolicies", "get"),
+    "create_namespaced_network_policy": ("networking.k8s.io", "networkpolicies", "create"),
+}
+
+
+def test_the_role_grants_exactly_what_the_executor_calls(cluster, make_task, env_lines) -> None:
+    """Every call a level-run's whole life makes (start, follow, logs, record, reconcile, adopt) is
+    granted, and nothing else is: both directions, from the calls the FAKE API counted."""
+    from tests.support.k8s import Follow
+
+    settings = manifests.executor_settings(_options())
+    api = kr.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)
+    executor = kx.KubernetesExecutor(dataclasses.replace(settings, poll_seconds=0.05), api=api, grace_seconds=5.0)
+    task = make_task()
+    run = executor.start(task)
+    pod = cluster.pod_of(cluster.wait_job())
+    follow = Follow(run)
+    cluster.start(pod)
+    lines, _ = env_lines(end_reason="timestep-budget", rewards=[1.0], timesteps=1000)
+    cluster.print(pod, "remote-env", *lines)
+    cluster.end(pod, "remote-env", 0)
+    cluster.end(pod, "agent", 0)
+    assert follow.join().ok
+    assert executor.running() and executor.adopt(task) is not None  # reconcile and a restart's adoption
+    run.recorded()
+    called = {RIGHTS[name] for name in cluster.requests}
+    granted = {(g, r, v) for rule in manifests.ROLE_RULES for g in rule["apiGroups"] for r in rule["resources"]
+               for v in rule["verbs"]}  # fmt: skip
+    assert called == granted
     role = next(d for d in manifests.render_manifests(_options()) if d["kind"] == "Role")
-    assert role["metadata"]["namespace"] == "contestkit"
+    assert role["metadata"]["namespace"] == "contestkit" and role["rules"] == manifests.ROLE_RULES
+
+
+def test_operator_grade_security(tmp_path: Path) -> None:
+    documents = {d["kind"] + "/" + d["metadata"]["name"]: d for d in manifests.render_manifests(_options())}
+    namespace = documents["Namespace/contestkit"]["metadata"]["labels"]
+    assert namespace["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert namespace["pod-security.kubernetes.io/warn"] == namespace["pod-security.kubernetes.io/audit"] == "restricted"
+    postgres = documents["StatefulSet/contestkit-postgres"]["spec"]["template"]["spec"]
+    assert postgres["securityContext"]["runAsNonRoot"] is True and postgres["securityContext"]["runAsUser"] == 999
+    assert postgres["containers"][0]["resources"]["limits"]["memory"]
+    server = documents["Deployment/contestkit-server"]["spec"]["template"]["spec"]
+    assert server["imagePullSecrets"] == [{"name": "contest-registry"}]
+    assert "ephemeral-storage" in server["containers"][0]["resources"]["limits"]
+    init = server["initContainers"][0]["command"][-1]
+    assert "sed -i '/^executor:/d'" in init, "server.yaml gets one executor: (init writes one, the extra another)"
 
 
 def test_the_server_settings_in_the_config_map_are_valid() -> None:
@@ -174,3 +219,43 @@ def test_manifests_command_prints_a_yaml_stream(cli, tmp_path: Path) -> None:
         kubernetes_validate.validate(document, "1.30.0", strict=True)
     missing = cli("server", "manifests", "--registry", "r:5000", "--levels", str(tmp_path / "nope.csv"))
     assert missing.returncode == 2 and "Cannot read the level list" in missing.stderr
+
+
+def test_the_init_script_writes_one_executor_and_valid_settings(tmp_path: Path) -> None:
+    """The Deployment's init container's script, run for real (paths moved under tmp_path, SQLite)."""
+    import os
+    import subprocess
+
+    from contestkit.server.config import load_config
+
+    documents = {d["kind"]: d for d in manifests.render_manifests(_options())}
+    script = documents["Deployment"]["spec"]["template"]["spec"]["initContainers"][0]["command"][-1]
+    data, config = tmp_path / "data", tmp_path / "config"
+    data.mkdir()
+    config.mkdir()
+    for name, text in documents["ConfigMap"]["data"].items():
+        (config / name).write_text(text)
+    script = script.replace(manifests.DATA_MOUNT, str(data)).replace(manifests.CONFIG_MOUNT, str(config))
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'contest.db'}"}
+    done = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    text = (data / "server.yaml").read_text()
+    assert [line for line in text.splitlines() if line.startswith("executor:")] == ["executor: kubernetes"]
+    assert load_config(data).executor == "kubernetes"
+
+
+def test_manifests_keep_the_postgres_password_of_the_first_run(cli, tmp_path: Path) -> None:
+    levels = tmp_path / "levels.csv"
+    levels.write_text("game,state\nAirstriker-Genesis,Level1\n", encoding="utf-8")
+    password_file = tmp_path / "secrets" / "postgres-password"
+    args = ("server", "manifests", "--registry", "r:5000", "--levels", str(levels),
+            "--postgres-password-file", str(password_file))  # fmt: skip
+    first, second = cli(*args), cli(*args)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert first.stdout == second.stdout, "a re-apply must not change the Secret"
+    assert password_file.stat().st_mode & 0o777 == 0o600
+    secret = next(d for d in yaml.safe_load_all(first.stdout) if d["kind"] == "Secret")
+    assert secret["stringData"]["password"] == password_file.read_text().strip()
+    password_file.write_text("with space\n")
+    bad = cli(*args)
+    assert bad.returncode != 0 and "without spaces" in bad.stderr and "Traceback" not in bad.stderr
