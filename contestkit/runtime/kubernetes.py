@@ -48,7 +48,10 @@ log = logging.getLogger("contestkit.runtime.kubernetes")
 
 # -- where things are in the pod (the same paths as the Docker runtime's containers) ----------------
 
-BRIDGE_MOUNT = "/root/compo/tmp"
+BRIDGE_MOUNT = "/root/compo/tmp"  # the agent's: its tmp/sock, as in 2018
+# The env container mounts the same volume outside /root: it runs as a non-root user, and /root is
+# not searchable by other users in the image (so /root/compo/tmp could not be reached).
+ENV_BRIDGE_MOUNT = "/bridge"
 OUT_MOUNT = "/root/compo/out"
 RESULTS_MOUNT = "/results"
 AGENT_CONTAINER = "agent"
@@ -154,7 +157,7 @@ def _security(run_as_user: int | None) -> dict[str, Any]:
 
 def env_argv(spec: LevelRunSpec) -> list[str]:
     """The env program's arguments in the pod: the same derivation as every other runtime's."""
-    return to_argv(spec, EnvPlacement(bridge_dir=Path(BRIDGE_MOUNT) / "sock", results_dir=Path(RESULTS_MOUNT)))
+    return to_argv(spec, EnvPlacement(bridge_dir=Path(ENV_BRIDGE_MOUNT) / "sock", results_dir=Path(RESULTS_MOUNT)))
 
 
 def render_level_job(
@@ -222,7 +225,7 @@ def render_level_job(
                        "ephemeral-storage": settings.env_ephemeral_storage},
         },  # fmt: skip
         "volumeMounts": [
-            {"name": "bridge", "mountPath": BRIDGE_MOUNT},
+            {"name": "bridge", "mountPath": ENV_BRIDGE_MOUNT},
             {"name": "results", "mountPath": RESULTS_MOUNT},
         ],
         "securityContext": _security(settings.env_run_as_user),

@@ -201,6 +201,8 @@ def render_manifests(options: DeploymentOptions) -> list[dict[str, Any]]:
                     str(PORT),
                 ],  # fmt: skip
                 "ports": [{"name": "http", "containerPort": PORT}],
+                # The server is the Deployment, not its pod: a new pod recovers and adopts its Jobs.
+                "env": [{"name": "CONTESTKIT_INSTANCE", "value": SERVER_NAME}],
                 "readinessProbe": {"httpGet": {"path": "/openapi.json", "port": "http"}, "periodSeconds": 10},
                 "livenessProbe": {
                     "httpGet": {"path": "/openapi.json", "port": "http"},

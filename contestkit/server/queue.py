@@ -354,6 +354,15 @@ class JobQueue:
             emit(event, **fields)
         return recovered
 
+    def adoptable(self, job_ids: set[int]) -> dict[int, int]:
+        """Of ``job_ids``, the jobs whose level-runs a server may still adopt (running anywhere, or
+        queued again after an interruption: same attempt), with their current attempt."""
+        if not job_ids:
+            return {}
+        with self.database.session() as db:
+            query = select(Job.id, Job.attempt).where(Job.id.in_(job_ids), Job.status.in_((RUNNING, QUEUED)))
+            return {int(job_id): int(attempt) for job_id, attempt in db.execute(query)}
+
     def requeue_mine(self) -> None:
         """On a stop: jobs of this process whose levels did not end in time go back to the queue."""
         with self.database.session() as db:

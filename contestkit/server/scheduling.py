@@ -15,6 +15,7 @@ jobs whose server died, and reconciles the executor's running level-runs with th
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import re
 import shutil
@@ -79,9 +80,17 @@ class _JobControl:
                 watch.run.cancel()
 
 
+INSTANCE_ENV = "CONTESTKIT_INSTANCE"
+
+
 def default_instance(config: ServerConfig) -> str:
-    """Who runs a job: this host and data directory (a lock keeps one server per data directory)."""
-    return f"{socket.gethostname()}:{config.data_dir}"[:128]
+    """Who runs a job: this server and data directory (a lock keeps one server per data directory).
+
+    The server is its host, unless ``CONTESTKIT_INSTANCE`` names it: the Kubernetes manifests set
+    it to the Deployment's name, so a new pod (a new hostname) after a restart is the same server,
+    recovers its own jobs at once and adopts their Jobs.
+    """
+    return f"{os.environ.get(INSTANCE_ENV) or socket.gethostname()}:{config.data_dir}"[:128]
 
 
 class CpusetPool:
@@ -206,11 +215,17 @@ class Scheduler:
         """
         with self._controls_lock:
             live = set(self._controls)
+        runs = [run for run in self.executor.running() if run.job_id not in live]
+        # A job running under another (or an earlier) server, or queued again after one stopped, has
+        # level-runs that the server claiming it adopts by name: never delete those.
+        adoptable = self.queue.adoptable({run.job_id for run in runs}) if runs else {}
         discarded: list[int] = []
-        for run in self.executor.running():
-            if run.job_id not in live:
-                self.executor.discard(run)
-                discarded.append(run.job_id)
+        for run in runs:
+            attempt = getattr(run, "attempt", None)
+            if run.job_id in adoptable and attempt in (None, adoptable[run.job_id]):
+                continue
+            self.executor.discard(run)
+            discarded.append(run.job_id)
         return discarded
 
     # -- claiming --

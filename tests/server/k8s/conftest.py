@@ -179,6 +179,7 @@ class DockerCluster(FakeCluster):
         self.images = images
         self.containers: dict[str, dict[str, str]] = {}  # pod -> container name -> id
         self.volumes: dict[str, list[str]] = {}
+        self.users: dict[str, str | None] = {}  # container name -> the user it ran as
 
     def _make_pod(self, job: str) -> str:
         import os
@@ -188,10 +189,10 @@ class DockerCluster(FakeCluster):
         volumes = {}
         for volume in spec["volumes"]:
             empty = volume["emptyDir"]
-            options = {}
-            if empty.get("medium") == "Memory":
-                size = empty["sizeLimit"].replace("Mi", "m").replace("Gi", "g")
-                options = {"driver_opts": {"type": "tmpfs", "device": "tmpfs", "o": f"size={size}"}}
+            # An emptyDir is world-writable (0777), so a container of any user can use it: tmpfs with
+            # mode 1777 is the same here (the on-disk ones too: a level-run in a test writes little).
+            size = empty["sizeLimit"].replace("Mi", "m").replace("Gi", "g")
+            options = {"driver_opts": {"type": "tmpfs", "device": "tmpfs", "o": f"size={size},mode=1777"}}
             volumes[volume["name"]] = self.api.create_volume(
                 name=f"ck-test-{name}-{volume['name']}", labels={"contestkit-test": name}, **options
             )["Name"]
@@ -216,7 +217,7 @@ class DockerCluster(FakeCluster):
                 entrypoint=container.get("command"),
                 command=container.get("args"),
                 environment={e["name"]: e["value"] for e in container.get("env", [])},
-                user=str(security["runAsUser"]) if "runAsUser" in security else None,
+                user=self.user_of(container),
                 labels={"contestkit-test": name},
                 name=f"ck-test-{name}-{container['name']}",
                 host_config=host_config,
@@ -226,6 +227,15 @@ class DockerCluster(FakeCluster):
             self.api.start(cid)
         self.pods[name]["status"].update(phase="Running", startTime=_now())
         return name
+
+    def user_of(self, container: dict[str, Any]) -> str | None:
+        """The Docker ``user`` for a container's securityContext (runAsUser:runAsGroup), recorded by name."""
+        security = container["securityContext"]
+        user = None
+        if "runAsUser" in security:
+            user = f"{security['runAsUser']}:{security.get('runAsGroup', security['runAsUser'])}"
+        self.users[container["name"]] = user
+        return user
 
     def _refresh(self, pod: str) -> None:
         statuses = []

@@ -93,8 +93,9 @@ def test_the_job_is_shaped_as_the_contest_needs(tmp_path: Path) -> None:
     assert all(r["action"] == "FailJob" for r in rules[1:])
     bridge = next(v for v in pod["volumes"] if v["name"] == "bridge")
     assert bridge["emptyDir"] == {"medium": "Memory", "sizeLimit": "64Mi"}
+    assert {"name": "bridge", "mountPath": "/root/compo/tmp"} in agent["volumeMounts"]
+    assert {"name": "bridge", "mountPath": "/bridge"} in env["volumeMounts"] and "/bridge/sock" in env["args"]
     for container in (env, agent):
-        assert {"name": "bridge", "mountPath": "/root/compo/tmp"} in container["volumeMounts"]
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert agent["image"] == IMAGE
     assert agent["resources"]["limits"] == {"cpu": "6000m", "memory": "56Gi", "ephemeral-storage": "20Gi"}

@@ -58,10 +58,13 @@ def test_a_level_run_pod_on_docker(
     try:
         run = executor.start(task)
         result = run.follow(progress.append)
+        run.recorded()  # the scheduler has recorded the level: now the Job goes
     finally:
         cluster.close()
     rd = task.results_dir
     assert result.ok, result.error
+    # Our env image ran as a non-root user, as the Job asks; the agent as its image's user.
+    assert cluster.users[kr.ENV_CONTAINER] == "1000:1000" and cluster.users[kr.AGENT_CONTAINER] is None
     assert result.timesteps == 3000 and result.episodes >= 1
     summary = json.loads((rd / results.SUMMARY).read_text())
     assert summary["end_reason"] == "timestep-budget" and summary["runtime"] == "kubernetes"

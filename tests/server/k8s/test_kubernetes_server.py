@@ -114,3 +114,55 @@ def test_reconcile_deletes_jobs_of_jobs_that_are_over(offline_contest, cluster, 
     scheduler = Scheduler(offline_contest.database, offline_contest.config, executor, poll_seconds=0.05)
     assert scheduler.reconcile() == [41]
     assert not cluster.jobs and cluster.deletions[0][:2] == ("ck-j41-a1-l0", "Foreground")
+
+
+@pytest.mark.parametrize("stable_identity", [True, False])
+def test_a_server_restarted_under_a_new_hostname_adopts_its_jobs(
+    offline_contest, cluster, settings, env_lines, monkeypatch, stable_identity: bool
+) -> None:
+    """A new Deployment pod has a new hostname. With CONTESTKIT_INSTANCE (the manifests set it to the
+    Deployment's name) it is the same server: it recovers the job at once and adopts its Job. Without
+    it, it is another server: its reconcile must still not delete the Job the job's runner may adopt."""
+    import socket
+
+    from contestkit.server import scheduling
+
+    if stable_identity:
+        monkeypatch.setenv(scheduling.INSTANCE_ENV, "contestkit-server")
+    else:
+        monkeypatch.delenv(scheduling.INSTANCE_ENV, raising=False)
+    api = kr.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)
+    monkeypatch.setattr(socket, "gethostname", lambda: "contestkit-server-7d9f-abcde")
+    first = Scheduler(offline_contest.database, offline_contest.config,
+                      kx.KubernetesExecutor(settings, api=api, grace_seconds=5.0), poll_seconds=0.05)  # fmt: skip
+    first.start()
+    job_id = operations.start_job(
+        offline_contest.database, offline_contest.config, offline_contest.team_id, "v1", DIGEST
+    ).id
+    first.wake()
+    name = _wait(lambda: f"ck-j{job_id}-a1-l0" in cluster.jobs and f"ck-j{job_id}-a1-l0", "the first Job")
+    cluster.start(cluster.pod_of(name))
+    # The pod is killed mid-level: its threads record nothing more (no end, no heartbeat, no requeue).
+    for method in ("level_started", "level_ended", "finish", "finish_failed", "level_progress", "requeue_mine",
+                   "claim"):  # fmt: skip
+        monkeypatch.setattr(first.queue, method, lambda *args, **kwargs: None)
+    monkeypatch.setattr(first.queue, "heartbeat", lambda *args, **kwargs: [])
+    first._stop.set()
+    first._wake.set()
+    first.executor.release()
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "contestkit-server-7d9f-fghij")
+    second = Scheduler(offline_contest.database, offline_contest.config,
+                       kx.KubernetesExecutor(settings, api=api, grace_seconds=5.0), poll_seconds=0.05)  # fmt: skip
+    second.start()
+    try:
+        second.reconcile()
+        assert name in cluster.jobs, "reconcile deleted a Job its job's server may still adopt"
+        if stable_identity:
+            _run_pod_to_the_end(cluster, name, env_lines, 4.0)
+            name1 = _wait(lambda: f"ck-j{job_id}-a1-l1" in cluster.jobs and f"ck-j{job_id}-a1-l1", "the second Job")
+            _run_pod_to_the_end(cluster, name1, env_lines, 6.0)
+            _wait(lambda: _job_status(offline_contest, job_id) == "finished", "the job to finish")
+            assert [job["metadata"]["name"] for job in cluster.created] == [name, name1], "adopted, not run twice"
+    finally:
+        second.stop(timeout=10)

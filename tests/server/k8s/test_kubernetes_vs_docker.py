@@ -98,7 +98,8 @@ def test_one_spec_on_docker_and_as_a_job(tmp_path: Path, docker_api: Any, toolki
     assert agent_c["Config"]["Image"] == k_agent["image"] == spec.image
     assert env_c["Config"]["Image"] == k_env["image"] == toolkit_images["remote-env"]
 
-    # The bridge: an in-memory volume of the same size at the same path, in both containers.
+    # The bridge: an in-memory volume of the same size, at the same path for the agent (the Kubernetes
+    # env container, not root, mounts it at ENV_BRIDGE_MOUNT: /root is not searchable by its user).
     (agent_bridge,) = [m for m in agent_c["Mounts"] if m["Destination"] == kr.BRIDGE_MOUNT]
     (env_bridge,) = [m for m in env_c["Mounts"] if m["Destination"] == kr.BRIDGE_MOUNT]
     assert agent_bridge["Name"] == env_bridge["Name"]
@@ -107,8 +108,8 @@ def test_one_spec_on_docker_and_as_a_job(tmp_path: Path, docker_api: Any, toolki
     docker_size = options["o"].split("size=", 1)[1]
     k_bridge = next(v for v in pod["volumes"] if v["name"] == "bridge")["emptyDir"]
     assert k_bridge == {"medium": "Memory", "sizeLimit": kr.quantity(docker_size)}
-    for container in (k_env, k_agent):
-        assert {"name": "bridge", "mountPath": kr.BRIDGE_MOUNT} in container["volumeMounts"]
+    assert {"name": "bridge", "mountPath": kr.BRIDGE_MOUNT} in k_agent["volumeMounts"]
+    assert {"name": "bridge", "mountPath": kr.ENV_BRIDGE_MOUNT} in k_env["volumeMounts"]
 
     # No network for the agent: Docker's "none"; on Kubernetes, the deny-all policy selects the pod.
     assert agent_c["HostConfig"]["NetworkMode"] == "none"
