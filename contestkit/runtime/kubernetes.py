@@ -241,7 +241,7 @@ def render_level_job(
         "volumes": [
             {"name": "bridge", "emptyDir": {"medium": "Memory", "sizeLimit": quantity(spec.bridge_tmpfs_size)}},
             {"name": "results", "emptyDir": {"sizeLimit": settings.results_size}},
-            {"name": "agent-out", "emptyDir": {"sizeLimit": settings.agent_out_size}},
+            {"name": "agent-out", "emptyDir": {"sizeLimit": _out_size(spec, settings)}},
         ],
     }
     if settings.image_pull_secrets:
@@ -287,6 +287,13 @@ def render_level_job(
             },
         },
     }
+
+
+def _out_size(spec: LevelRunSpec, settings: KubernetesSettings) -> str:
+    """The agent's out/ volume: the host's ``agent_out_limit`` when set, else ``agent_out_size``."""
+    from contestkit.levelrun import OUT_LIMIT
+
+    return settings.agent_out_size if spec.out_limit == OUT_LIMIT else f"{max(1, spec.out_limit // 2**20)}Mi"
 
 
 def render_network_policy(settings: KubernetesSettings) -> dict[str, Any]:
@@ -855,8 +862,10 @@ class KubernetesLauncher:
 
     name = "kubernetes"
     # LevelRunSpec fields a pod honours; the others are refused (evaluation.refuse_unhonoured).
-    # No ``cpuset`` (the kubelet's CPU manager places pods), no local ``agent`` or ``project_dir``.
-    honours = scope_names(Scope.ENV, Scope.DOCKER) | {"env_vars"}
+    # No ``cpuset`` (the kubelet's CPU manager places pods), no local ``agent`` or ``project_dir``;
+    # ``pids_limit`` and ``log_limit`` are the kubelet's settings, not a pod's. ``out_limit`` sizes
+    # the agent's out/ volume (the kubelet evicts a pod past it).
+    honours = (scope_names(Scope.ENV, Scope.DOCKER) - {"pids_limit", "log_limit"}) | {"env_vars", "out_limit"}
 
     def __init__(
         self,

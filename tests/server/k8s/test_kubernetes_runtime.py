@@ -51,6 +51,9 @@ OTHER_VALUES: dict[str, Any] = {
     "cpus": 2.0,
     "memory": "2g",
     "bridge_tmpfs_size": "32m",
+    "pids_limit": 64,
+    "log_limit": 4096,
+    "out_limit": 2**30,
 }
 
 
