@@ -54,7 +54,8 @@ def measure(runs: int, seconds: float, poll: float) -> dict[str, Any]:
         image = "registry.example.org:5000/team/agent@sha256:" + "a" * 64
         for index in range(runs):
             spec = LevelRunSpec(game="Airstriker-Genesis", state="Level1", image=image, wallclock_limit=3600.0)
-            task = LevelTask(index // 5 + 1, index % 5, 1, "team", spec, "kubernetes", Path(tmp) / str(index))
+            task = LevelTask(job_id=index // 5 + 1, index=index % 5, attempt=1, team="team", run=spec,
+                             results_dir=Path(tmp) / str(index))  # fmt: skip
             run = executor.start(task)
             thread = threading.Thread(target=run.follow, args=(lambda _p: None,), daemon=True)
             thread.start()

@@ -164,7 +164,7 @@ def render_manifests(options: DeploymentOptions) -> list[dict[str, Any]]:
         f"--timestep-limit {options.timestep_limit} --wallclock-limit {options.wallclock_limit:g} "
         f'--database-url "$DATABASE_URL" --no-pull --parallel-levels {options.parallel_levels} '
         f"&& sed -i 's/^parallel_jobs: .*/parallel_jobs: {options.parallel_jobs}/' {DATA_MOUNT}/server.yaml "
-        f"&& sed -i '/^executor:/d' {DATA_MOUNT}/server.yaml "
+        f"&& sed -i '/^executor:/d; /^kubernetes:/d' {DATA_MOUNT}/server.yaml "
         f"&& cat {CONFIG_MOUNT}/server-extra.yaml >> {DATA_MOUNT}/server.yaml; }}"
     )
     database_env = {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": DATABASE_SECRET, "key": "url"}}}

@@ -88,7 +88,7 @@ def test_docker_only_options_come_from_the_spec():
     base = LevelRunSpec(game=GAME)
     assert docker_only_given(base) == []
     docker_values = {"image": "img", "remote_image": "env", "gpus": True, "cpus": 2.0, "memory": "1g",
-                     "bridge_tmpfs_size": "8m"}  # fmt: skip
+                     "bridge_tmpfs_size": "8m", "pids_limit": 64, "log_limit": 1 << 20}  # fmt: skip
     assert set(docker_values) == {f.name for f in fields_of(Scope.DOCKER)}
     for name, value in docker_values.items():
         assert docker_only_given(base.replace(**{name: value})) == ["--" + name.replace("_", "-")]

@@ -54,8 +54,7 @@ def test_server_yaml_limits_are_read_and_a_lowered_memory_is_a_warning_at_start(
     ],
 )
 def test_a_bad_limit_is_one_sentence_at_load(tmp_path, init_contest, key, value, expected):
-    data_dir = init_contest(tmp_path, [("Fake", "Level1")])
-    (data_dir / "server.yaml").write_text((data_dir / "server.yaml").read_text() + f"{key}: {value}\n")
+    data_dir = init_contest(tmp_path, [("Fake", "Level1")], extra_config={key: value})
     with pytest.raises(ContestkitError, match=expected):
         load_config(data_dir)
 

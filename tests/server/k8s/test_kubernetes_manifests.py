@@ -195,7 +195,7 @@ def test_operator_grade_security(tmp_path: Path) -> None:
     assert server["imagePullSecrets"] == [{"name": "contest-registry"}]
     assert "ephemeral-storage" in server["containers"][0]["resources"]["limits"]
     init = server["initContainers"][0]["command"][-1]
-    assert "sed -i '/^executor:/d'" in init, "server.yaml gets one executor: (init writes one, the extra another)"
+    assert "sed -i '/^executor:/d; /^kubernetes:/d'" in init, "one executor: and one kubernetes: (init writes both)"
 
 
 def test_the_server_settings_in_the_config_map_are_valid() -> None:

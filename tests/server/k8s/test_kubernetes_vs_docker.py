@@ -133,7 +133,8 @@ def test_one_spec_on_docker_and_as_a_job(tmp_path: Path, docker_api: Any, toolki
     for flag, value in (("--timestep-limit", "4321"), ("--wallclock-limit", "600.0"), ("--seed", "17")):
         assert k_env["args"][k_env["args"].index(flag) + 1] == value
     assert "--record" in k_env["args"]
-    assert pod["activeDeadlineSeconds"] == 660
+    # The budget, the grace, and the allowance for scheduling and image pulls (not charged to the team).
+    assert pod["activeDeadlineSeconds"] == 600 + 60 + settings.start_allowance_seconds
 
     # Labels: Docker's name the session and the process that made it; the Job's name the job, level,
     # attempt and team (the server knows them; the Docker runtime's labels do not carry them yet).
