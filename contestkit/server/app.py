@@ -55,6 +55,7 @@ from contestkit.server.db import Database, now
 from contestkit.server.executors import Executor
 from contestkit.server.executors.configured import load_executor
 from contestkit.server.migrations import migrate
+from contestkit.server.phases import Clock
 from contestkit.server.scheduling import Scheduler
 
 log = logging.getLogger("contestkit.server")
@@ -66,9 +67,12 @@ def create_app(
     executor: Executor | None = None,
     start_scheduler: bool = True,
     registry_supervisor: registry_supervision.RegistrySupervisor | None = None,
+    clock: Clock = now,
 ) -> FastAPI:
     """The API for the contest in ``data_dir``; the scheduler runs inside the same process (and the team
-    registry too, when ``registry_supervisor`` is given: ``server run`` without ``--no-registry``)."""
+    registry too, when ``registry_supervisor`` is given: ``server run`` without ``--no-registry``).
+
+    ``clock`` is the time sessions are stamped and checked with (tests inject one to expire them)."""
     config = load_config(data_dir)
     database = Database(config.database())
     migrate(database)
@@ -94,6 +98,7 @@ def create_app(
             lambda job: documents.job_json(documents.job_status(job, stale_after=config.heartbeat_timeout))
         ),
         registry=registry_supervision.RegistryWatch(config, registry_supervisor),
+        clock=clock,
     )
     services.metrics.database_registry.register(registry_supervision.RegistryCollector(services.registry))
     sweeper = housekeeping.Sweeper(database, config.sweep_seconds)

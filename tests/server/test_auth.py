@@ -83,16 +83,28 @@ def test_logout_ends_the_session_on_the_server(contest):
     assert "contestkit login" in again.json()["detail"]
 
 
-def test_sessions_expire(make_contest):
-    contest = make_contest(LEVELS, extra_config={"session_ttl_hours": 1.5 / 3600})
-    contest.add_team("Alpha", "alpha@example.org")
-    http = contest.session("alpha@example.org")
-    assert http.get(contest.url + "/rest/user").status_code == 200
-    time.sleep(2.0)
-    cookies = {"contestkit_session": http.cookies.get("contestkit_session")}
-    expired = requests.get(contest.url + "/rest/user", cookies=cookies)
-    assert expired.status_code == 401
-    assert "expired" in expired.json()["detail"]
+def test_sessions_expire(tmp_path, init_contest, password):
+    """The app in this process with a clock the test advances past ``session_ttl_hours`` (no sleep)."""
+    from contestkit.server.app import create_app
+    from contestkit.server.teams import add_team
+    from tests.support.asgi import asgi_request
+    from tests.support.clock import ManualClock
+
+    data_dir = init_contest(tmp_path, LEVELS, extra_config={"session_ttl_hours": 1.0})
+    add_team(data_dir, name="Alpha", email="alpha@example.org", password=password)
+    clock = ManualClock()
+    app = create_app(data_dir, start_scheduler=False, clock=clock)
+    status, headers, _ = asgi_request(app, "POST", "/rest/login", {"email": "alpha@example.org", "password": password})
+    assert status == 200
+    cookie = next(c.split(";")[0] for c in headers["set-cookie"].split("\n") if c.startswith("contestkit_session="))
+    assert asgi_request(app, "GET", "/rest/user", headers={"cookie": cookie})[0] == 200
+    clock.advance(3599.0)  # an hour less a second: still valid
+    assert asgi_request(app, "GET", "/rest/user", headers={"cookie": cookie})[0] == 200
+    clock.advance(2.0)
+    status, _, body = asgi_request(app, "GET", "/rest/user", headers={"cookie": cookie})
+    assert status == 401
+    assert "expired" in json.loads(body)["detail"]
+    app.state.database.dispose()
 
 
 def test_bearer_tokens_for_scripts(contest, unique_team, password):

@@ -21,6 +21,7 @@ from contestkit.server.api.registry import Realm
 from contestkit.server.config import ServerConfig
 from contestkit.server.db import AuthToken, Database, Job, Team, now
 from contestkit.server.errors import Forbidden, NotLoggedIn, WrongCredentials
+from contestkit.server.phases import Clock
 from contestkit.server.registry_supervision import RegistryWatch
 from contestkit.server.scheduling import Scheduler
 
@@ -45,6 +46,7 @@ class Services:
     board_cache: boardcache.BoardCache
     ended_jobs: jobdocs.EndedJobDocuments
     registry: RegistryWatch  # the team registry's health (and its supervisor under `server run`)
+    clock: Clock = now  # when sessions expire; tests inject one to advance time instead of sleeping
 
 
 def services_of(request: Request) -> Services:
@@ -95,7 +97,7 @@ def caller(request: Request) -> Caller:
         if row is None:
             raise NotLoggedIn("Your session or token is not valid (logged out?): run `contestkit login`.")
         token_id, kind, expires_at, last_used_at, team_id, team_name, disabled = row
-        stamp = now()
+        stamp = services_of(request).clock()
         if expires_at is not None and expires_at <= stamp:
             # Committed when the block ends: an expired secret is gone for good.
             db.execute(delete(AuthToken).where(AuthToken.id == token_id))
@@ -162,7 +164,7 @@ async def check_password(request: Request, email: str, password: str) -> tuple[i
 
 def _open_session(found: Services, team_id: int) -> tuple[str, float, str]:
     token = auth.new_secret()
-    expires = now() + found.config.session_ttl_hours * 3600.0
+    expires = found.clock() + found.config.session_ttl_hours * 3600.0
     with found.database.session() as db:
         team = db.get(Team, team_id)
         assert team is not None
