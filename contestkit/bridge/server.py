@@ -102,8 +102,10 @@ class BridgeServer:
         progress_every: float = 0.5,
         start: float | None = None,
         after_budget_grace: float = AFTER_BUDGET_GRACE,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.after_budget_grace = after_budget_grace
+        self.clock = clock  # what the budgets and the grace are measured on; tests inject one to advance it
         self.bridge_dir = Path(bridge_dir)
         self.bridge_dir.mkdir(parents=True, exist_ok=True)
         self.env = env
@@ -114,7 +116,7 @@ class BridgeServer:
         self.expose_info = expose_info
         self.on_progress = on_progress
         self.progress_every = progress_every
-        self.start = time.monotonic() if start is None else start
+        self.start = self.clock() if start is None else start
         self.deadline = self.start + budgets.wallclock_limit
         self.n_buttons = len(hello.buttons)
         self.timesteps = 0
@@ -134,20 +136,20 @@ class BridgeServer:
 
     # -- helpers -------------------------------------------------------------------------------
     def _remaining(self) -> float:
-        return self.deadline - time.monotonic()
+        return self.deadline - self.clock()
 
     def _outcome(self, reason: EndReason, error: str | None = None, **details: Any) -> Outcome:
         return Outcome(
             end_reason=reason,
             error=error,
             timesteps=self.timesteps,
-            wall_seconds=round(time.monotonic() - self.start, 3),
+            wall_seconds=round(self.clock() - self.start, 3),
             details={"first_step_at": self.first_step_at, **details},
         )
 
     def progress(self) -> dict[str, Any]:
         rewards = self.log.episode_rewards
-        elapsed = time.monotonic() - self.start
+        elapsed = self.clock() - self.start
         return {
             "timesteps": self.timesteps,
             "timestep_limit": self.budgets.timestep_limit,
@@ -246,11 +248,11 @@ class BridgeServer:
         The grace is one deadline: an agent that catches the exception and keeps calling gets the
         same answer each time, but not a session that never ends.
         """
-        end = time.monotonic() + self.after_budget_grace
+        end = self.clock() + self.after_budget_grace
         buf = bytearray(64)
         try:
             while True:
-                left = end - time.monotonic()
+                left = end - self.clock()
                 if left <= 0:
                     break
                 conn.settimeout(left)
@@ -284,7 +286,7 @@ class BridgeServer:
         view = memoryview(req)
         action = np.frombuffer(req, dtype=np.uint8, count=self.n_buttons, offset=p.REQUEST_HEADER)
         env, log, obs_buf = self.env, self.log, self._obs
-        recv_into, sendall, monotonic = conn.recv_into, conn.sendall, time.monotonic
+        recv_into, sendall, monotonic = conn.recv_into, conn.sendall, self.clock
         pack, ok_header = p.REPLY.pack, p.REPLY.pack(p.OK, 0, 0, 0, 0.0)
         timestep_limit, deadline = self.budgets.timestep_limit, self.deadline
         needs_reset = True

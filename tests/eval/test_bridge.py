@@ -19,20 +19,21 @@ from contestkit.bridge.server import BridgeServer, Budgets
 from contestkit.envs import ContestEnv
 from contestkit.games import resolve_level
 from contestkit.monitor import EpisodeLog
+from tests.support.clock import ManualClock
 from tests.support.paths import GAME, STATE
 
 
 class Served:
     """A real ContestEnv served on a thread, the agent side in the test."""
 
-    def __init__(self, tmp: Path, timesteps=1_000_000, wallclock=3600.0, connect_timeout=10.0):
+    def __init__(self, tmp: Path, timesteps=1_000_000, wallclock=3600.0, connect_timeout=10.0, clock=time.monotonic):
         self.env = ContestEnv(resolve_level(GAME, STATE), seed=0)
         self.log = EpisodeLog(tmp / "results")
         hello = protocol.Hello(GAME, STATE, self.env.buttons, [224, 320, 3], timestep_limit=timesteps,
                                wallclock_limit=wallclock)  # fmt: skip
         self.bridge = tmp / "tmp" / "sock"
         self.server = BridgeServer(self.bridge, self.env, hello, self.log, Budgets(timesteps, wallclock),
-                                   connect_timeout=connect_timeout, after_budget_grace=1.0)  # fmt: skip
+                                   connect_timeout=connect_timeout, after_budget_grace=1.0, clock=clock)  # fmt: skip
         self.outcome = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -112,11 +113,12 @@ def test_reset_mid_episode_is_refused(tmp_path):
 
 
 def test_wallclock_budget(tmp_path):
-    s = Served(tmp_path, wallclock=1.5)
+    clock = ManualClock()
+    s = Served(tmp_path, wallclock=1.5, clock=clock)
     env = RemoteEnv(s.bridge)
     env.reset()
     env.step(np.zeros(12, np.uint8))
-    time.sleep(1.6)
+    clock.advance(1.6)
     with pytest.raises(gre.WallClockTimeoutError):
         env.step(np.zeros(12, np.uint8))
     assert s.join().end_reason == "wallclock-budget"
@@ -184,6 +186,22 @@ def test_client_without_env_times_out(tmp_path):
         RemoteEnv(tmp_path / "nothing", connect_timeout=0.3)
 
 
+def test_an_agent_thinking_past_the_wallclock_deadline_is_caught(tmp_path):
+    # The budget is measured on the injected clock; the receive slices and the grace run in real time.
+    clock = ManualClock()
+    s = Served(tmp_path, wallclock=4.0, clock=clock)
+    env = RemoteEnv(s.bridge)
+    env.reset()
+    for _ in range(3):
+        env.step(np.zeros(12, np.uint8))
+    clock.advance(3.0)
+    env.step(np.zeros(12, np.uint8))  # still inside the budget
+    clock.advance(1.5)  # the agent now "thinks" past the deadline, forever
+    outcome = s.join(timeout=30)
+    assert outcome.end_reason == "wallclock-budget"
+
+
+@pytest.mark.perf
 def test_an_agent_thinking_past_the_wallclock_deadline_is_caught_within_a_slice(tmp_path):
     # SO_RCVTIMEO bounds each receive, not the deadline: armed when 4 s were left, a receive that
     # starts 3 s later must still end at the deadline (+ one slice), not 4 s after it started.
@@ -193,7 +211,7 @@ def test_an_agent_thinking_past_the_wallclock_deadline_is_caught_within_a_slice(
     t0 = time.monotonic()
     for _ in range(3):
         env.step(np.zeros(12, np.uint8))
-    time.sleep(3.0)
+    time.sleep(3.0)  # the agent thinks for 3 s of real time: that is the scenario timed here
     env.step(np.zeros(12, np.uint8))  # still inside the budget
     outcome = s.join(timeout=30)  # the agent now "thinks" forever
     ended = time.monotonic() - t0
@@ -202,6 +220,30 @@ def test_an_agent_thinking_past_the_wallclock_deadline_is_caught_within_a_slice(
 
 
 def test_the_grace_after_a_budget_is_one_deadline_not_per_call(tmp_path):
+    clock = ManualClock()
+    s = Served(tmp_path, timesteps=5, clock=clock)
+    env = RemoteEnv(s.bridge)
+    env.reset()
+    for _ in range(5):
+        env.step(np.zeros(12, np.uint8))
+    for _ in range(3):  # an agent that swallows its budget exception and keeps calling gets it again
+        with pytest.raises(gre.TimestepTimeoutError):
+            env.step(np.zeros(12, np.uint8))
+    clock.advance(1.0)  # the 1 s grace, once, however often it called: its next call is the last answered
+    for _ in range(3):  # that answer, then the closed connection (a per-call grace answers all three)
+        try:
+            env.step(np.zeros(12, np.uint8))
+        except gre.EnvGoneError:
+            break
+        except gre.TimestepTimeoutError:
+            continue
+    else:
+        pytest.fail("the session went on answering calls after its grace ran out")
+    assert s.join().end_reason == "timestep-budget"
+
+
+@pytest.mark.perf
+def test_the_grace_after_a_budget_ends_in_real_time(tmp_path):
     s = Served(tmp_path, timesteps=5)
     env = RemoteEnv(s.bridge)
     env.reset()
