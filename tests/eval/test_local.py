@@ -14,6 +14,7 @@ import pytest
 from contestkit.results import read_monitor
 from tests.support.commands import run_cli
 from tests.support.paths import GAME, REPO, STATE
+from tests.support.polling import wait_until
 
 AGENTS = REPO / "tests" / "agents"
 
@@ -195,5 +196,8 @@ def test_ctrl_c_stops_both_and_keeps_results(tmp_path, start_eval):
     # --json still prints the summary of what finished, and the reward curve is drawn.
     assert json.loads(out)["episodes"] == summary["episodes"] >= 1
     assert (r / "reward-curve.svg").read_text().startswith("<svg")
-    time.sleep(0.5)
-    assert _no_process_mentions(str(r)) and _no_process_mentions("slow_agent.py")
+    wait_until(
+        lambda: _no_process_mentions(str(r)) and _no_process_mentions("slow_agent.py"),
+        timeout=20,
+        message="the env and agent processes to be gone",
+    )
