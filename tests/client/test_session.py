@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import stat
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -93,8 +92,8 @@ ANSWERS: dict[str, tuple[int, str, str]] = {
 
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        if self.path == "/rest/job/status/8":
-            time.sleep(2)
+        if self.path == "/rest/job/status/8":  # no answer until the test is over: the client must give up
+            self.server.release.wait(30)  # type: ignore[attr-defined]
         status, kind, body = ANSWERS.get(self.path, (404, "text/plain", "nope"))
         data = body.encode()
         try:
@@ -113,9 +112,11 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def odd_server() -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.release = threading.Event()  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.release.set()  # type: ignore[attr-defined]
     server.shutdown()
 
 
