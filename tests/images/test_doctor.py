@@ -47,12 +47,19 @@ def test_bridge_wakeup_is_measured_and_advice_follows_the_figures(
     monkeypatch.setenv("DOCKER_HOST", f"unix://{clean_env}/no-docker.sock")  # not needed for this check
     check = by_name(run_checks(clean_env))["bridge wake-up"]
     cross, same = check.details["cross_cpu_us"], check.details["same_cpu_us"]
-    assert 0 < same < 5000 and 0 < cross < 5000, check.details
+    assert 0 < same and 0 < cross, check.details
     assert f"{cross} us across CPUs, {same} us on one CPU" in check.summary
     if check.details["cpus"] > 1 and cross - same > 20:
         assert check.status == WARN and "--cpuset" in (check.fix or "")
     else:
         assert check.status == OK and check.fix is None
+
+
+@pytest.mark.perf
+def test_bridge_wakeup_takes_under_5_ms(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{clean_env}/no-docker.sock")
+    details = by_name(run_checks(clean_env))["bridge wake-up"].details
+    assert details["same_cpu_us"] < 5000 and details["cross_cpu_us"] < 5000, details
 
 
 def test_roms_check_counts_only_imported_roms(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,8 +81,15 @@ def test_wakeup_measurement_leaves_the_callers_cpus_as_they_were() -> None:
 
     before = os.sched_getaffinity(0)
     seconds = round_trip(0.0002, n=50, cpu=max(before))
-    assert 0 < seconds < 0.05
+    assert 0 < seconds
     assert os.sched_getaffinity(0) == before
+
+
+@pytest.mark.perf
+def test_a_wakeup_round_trip_takes_under_50_ms() -> None:
+    from contestkit.bridge.wakeup import round_trip
+
+    assert round_trip(0.0002, n=50, cpu=max(os.sched_getaffinity(0))) < 0.05
 
 
 def test_config_error_is_reported_with_line(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
