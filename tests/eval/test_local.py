@@ -94,12 +94,11 @@ def test_crashing_agent_keeps_finished_episodes(tmp_path):
 
 def test_agent_that_never_connects_does_not_hang(tmp_path):
     r = tmp_path / "r"
-    t0 = time.time()
+    # A run that hung would raise at run_cli's timeout, not return.
     res = run_cli("eval", GAME, STATE, "--runtime", "local", "--agent", str(AGENTS / "silent_agent.py"),
                   "--connect-timeout", "2", "--results-dir", str(r), cwd=tmp_path, timeout=120)  # fmt: skip
     assert res.returncode == 1
     assert "never connected" in res.stderr
-    assert time.time() - t0 < 60
     assert json.loads((r / "summary.json").read_text())["end_reason"] == "no-connection"
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -89,10 +88,10 @@ def test_a_runtime_that_cannot_start_leaves_no_summary(tmp_path):
 
 def test_an_agent_that_never_steps_is_not_a_pass(tmp_path):
     r = tmp_path / "r"
-    t0 = time.monotonic()
-    res = _eval(tmp_path, "--agent", str(AGENTS / "quitting_agent.py"), "--results-dir", str(r))
+    # An hour to connect: waiting for a connection that cannot come would run past _eval's timeout.
+    res = _eval(tmp_path, "--agent", str(AGENTS / "quitting_agent.py"), "--connect-timeout", "3600",
+                "--results-dir", str(r))  # fmt: skip
     assert res.returncode == 1
-    assert time.monotonic() - t0 < 10  # no 15 s wait for a connection that cannot come
     summary = json.loads((r / "summary.json").read_text())
     assert summary["ok"] is False and summary["timesteps"] == 0
     assert "exited (status 0) without taking a single step" in summary["error"]
