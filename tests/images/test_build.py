@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -175,15 +174,14 @@ def test_build_tags_labels_dockerignore_and_fast_rebuild(
     assert status == 0, f".dockerignore was not honoured: {output}"
     assert "agent.py" in output and "contestkit.yaml" in output
 
-    # one-line change: only the code layer rebuilds, in seconds
+    # one-line change: only the code layer rebuilds (how fast: bench/images.py times it)
     (root / "agent.py").write_text(AGENT.replace("version 1", "version 2"))
     events.clear()
     ensure_image("cpu", api=docker_api)  # others may be editing contestkit: keep the base current
-    started = time.monotonic()
     again = build_project(project, "v2", on_event=events.append, api=docker_api)
-    elapsed = time.monotonic() - started
     built_refs.extend(again.tags)
-    assert elapsed < 15, f"one-line rebuild took {elapsed:.1f}s"
+    # every step built was the project's own: no base image was built along the way
+    assert {e.image for e in events if e.kind == "step"} == {"registry.example.com/team/ck-test-agent:v2"}, events
     assert again.labels["org.contestkit.git-dirty"] == "true"
     status, output = run_container(docker_api, "ck-test-agent:v2", ["python", "/root/compo/agent.py"])
     assert status == 0 and "agent version 2" in output, output
