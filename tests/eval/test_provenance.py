@@ -67,9 +67,10 @@ def test_eval_names_the_image_and_does_not_run_a_stale_one(
         assert source["runtime"] == "docker" and source["image_id"] == image_id
         assert source["git_commit"] == commit and source["git_dirty"] is False
 
-        time.sleep(0.01)  # an mtime after the build's tag time, on any filesystem's clock
         main = project / "agent" / "main.py"
         main.write_text(main.read_text() + "\n# changed after the build\n")
+        later = time.time() + 5  # an mtime after the build's tag time, on any filesystem's clock, without a sleep
+        os.utime(main, (later, later))
         changed = cli("eval", GAME, STATE, "--timestep-limit", "200", "--results-dir", str(tmp_path / "l"), "-q",
                       cwd=project, timeout=600)  # fmt: skip
         assert changed.returncode == 0, changed.stderr
