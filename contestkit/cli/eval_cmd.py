@@ -14,7 +14,7 @@ from rich.table import Table
 
 from contestkit import evaluation, levelrun, results
 from contestkit.cli.completion import complete_game, complete_state
-from contestkit.cli.output import console, err_console, print_json
+from contestkit.cli.output import console, err_console, print_json, shown
 from contestkit.config import find_project_file
 from contestkit.curves import sparkline, write_level_curve
 from contestkit.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, ContestkitError, UsageError
@@ -116,7 +116,8 @@ class _LiveView:
 
     def agent_line(self, line: str) -> None:
         if self.enabled:
-            self.progress.console.print(f"[dim]agent |[/] {escape(line)}", highlight=False, soft_wrap=True)
+            # An agent's output is the team's text: its escapes are written out, never obeyed.
+            self.progress.console.print(f"[dim]agent |[/] {shown(line)}", highlight=False, soft_wrap=True)
 
 
 def _status_cell(result: evaluation.LevelResult) -> str:
@@ -127,7 +128,7 @@ def _status_cell(result: evaluation.LevelResult) -> str:
     first, _, tail = (result.error or "failed").partition("\n")
     first = first.split(" Last lines of ")[0]
     last = next((line.strip() for line in reversed(tail.splitlines()) if line.strip()), "")
-    return "[red]" + escape(first + (f"\n{last}" if last else "")) + "[/]"
+    return "[red]" + shown(first + (f"\n{last}" if last else "")) + "[/]"
 
 
 #: The sparkline's width in the summary table: narrow enough that the table fits 80 columns.
@@ -346,7 +347,7 @@ def eval_command(
         console.print(f"Results in {escape(str(root))}")
         for r in rows:
             if r.error:
-                err_console.print(f"[bold red]error[/] ({r.game} {r.state}): {escape(r.error)}", highlight=False)
+                err_console.print(f"[bold red]error[/] ({r.game} {r.state}): {shown(r.error)}", highlight=False)
     if not all(r.ok for r in rows):
         raise typer.Exit(EXIT_FAILURE)
 

@@ -200,3 +200,16 @@ def test_ctrl_c_stops_both_and_keeps_results(tmp_path, start_eval):
         timeout=20,
         message="the env and agent processes to be gone",
     )
+
+
+def test_an_agents_terminal_escapes_are_shown_not_obeyed(tmp_path):
+    """An agent's output reaches the entrant's terminal through eval's "agent |" lines and its error
+    cell: every escape and bidi control in it is written out (``\\x1b``), never sent raw."""
+    r = tmp_path / "r"
+    res = run_cli("eval", GAME, STATE, "--runtime", "local", "--agent", str(AGENTS / "escape_agent.py"),
+                  "--timestep-limit", "300", "--results-dir", str(r), cwd=tmp_path)  # fmt: skip
+    assert res.returncode != 0
+    shown = res.stdout + res.stderr
+    assert "\x1b" not in shown and "\u202e" not in shown and "\x07" not in shown
+    assert "agent | hello \\x1b[2J\\x1b]52;c;ZXZpbA==\\x07" in shown
+    assert "boom \\x1b[2J" in shown  # the crash, in the results table and the error line
