@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 import uuid
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from contestkit.results import read_monitor
 from contestkit.runtime.docker import SESSION_LABEL
 from tests.support.commands import run_cli
+from tests.support.evals import wait_for_progress
 from tests.support.paths import GAME, REPO, STATE
 
 pytestmark = pytest.mark.docker
@@ -110,15 +110,7 @@ def test_ctrl_c_cleans_up(docker_api, make_image, tmp_path, start_eval):
     r = tmp_path / "r"
     proc = start_eval(GAME, STATE, "--runtime", "docker", "--image", image, "--results-dir", str(r), "--quiet",
                       cwd=tmp_path)  # fmt: skip
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        progress = r / "progress.json"
-        if progress.exists() and json.loads(progress.read_text() or "{}").get("timesteps", 0) > 200:
-            break
-        time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("the evaluation never got going")
+    wait_for_progress(proc, r, "timesteps", 201, timeout=180)
     os.kill(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err

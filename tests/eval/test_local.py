@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from contestkit.results import read_monitor
 from tests.support.commands import run_cli
+from tests.support.evals import processes_mentioning, wait_for_progress
 from tests.support.paths import GAME, REPO, STATE
 from tests.support.polling import wait_until
 
@@ -20,8 +19,7 @@ AGENTS = REPO / "tests" / "agents"
 
 
 def _no_process_mentions(text: str) -> bool:
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    return not any(text in line for line in out.splitlines() if "ps -eo" not in line)
+    return not processes_mentioning(text)
 
 
 def test_contest_documented_agent_runs_unchanged(tmp_path):
@@ -176,15 +174,7 @@ def test_ctrl_c_stops_both_and_keeps_results(tmp_path, start_eval):
     r = tmp_path / "r"
     proc = start_eval(GAME, STATE, "--runtime", "local", "--agent", str(AGENTS / "slow_agent.py"),
                       "--results-dir", str(r), "--json", cwd=tmp_path)  # fmt: skip
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        progress = r / "progress.json"
-        if progress.exists() and json.loads(progress.read_text() or "{}").get("episodes", 0) >= 1:
-            break
-        time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("the evaluation never finished an episode")
+    wait_for_progress(proc, r, "episodes", 1)
     os.kill(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
