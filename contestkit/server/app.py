@@ -117,6 +117,10 @@ def create_app(
             sweeper.stop()
             if start_scheduler:
                 scheduler.stop()
+            if registry_supervisor is not None:
+                # Here, not only in serve(): on SIGTERM uvicorn shuts the app down and then re-raises the
+                # signal, which ends the process before serve()'s own cleanup runs (a registry outlived it).
+                await anyio.to_thread.run_sync(registry_supervisor.stop)
             database.dispose()
             services.hashes.close()
 

@@ -97,6 +97,33 @@ def test_server_run_supervises_the_registry_it_configured(registry_contest: Path
     assert "Traceback" not in stderr.decode()
 
 
+def test_sigterm_to_server_run_stops_its_registry_too(registry_contest: Path, free_port) -> None:  # type: ignore[no-untyped-def]
+    """Finding (a host's walkthrough): `kill -TERM` (systemd, `timeout`, process managers) ended the
+    server but left its docker-registry running, orphaned, holding the registry's port."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "contestkit", "server", "run", "--data-dir", str(registry_contest),
+         "--port", str(port), "--log-level", "warning"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+    def registry() -> dict | None:
+        try:
+            document = requests.get(f"http://127.0.0.1:{port}/rest/health", timeout=2).json()["registry"]
+        except (requests.RequestException, ValueError):
+            return None
+        return document if document.get("ok") else None
+
+    try:
+        pid = _until(registry, what="the supervised registry answering")["pid"]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, stderr = server.communicate(timeout=60)
+    assert _until(lambda: not _alive(pid), what="the registry stopping with the server"), stderr.decode()
+    assert "Traceback" not in stderr.decode()
+
+
 def test_server_run_leaves_a_registry_the_host_started_alone(registry_contest: Path, caplog) -> None:  # type: ignore[no-untyped-def]
     """The guides once said to start docker-registry by hand and then `server run`: that must still work."""
     import logging
