@@ -233,6 +233,7 @@ def test_the_contest_page_shows_the_name_and_renders_the_description_safely(offl
     app = create_app(contest.data_dir, start_scheduler=False)
     text = asgi_request(app, "GET", "/")[2].decode()
     assert "<h1>Sonic Retro Contest</h1>" in text and "<strong>Sonic</strong>" in text
+    assert "<title>Leaderboard · Sonic Retro Contest</title>" in text  # the name once (it was repeated)
     assert "<script>alert" not in text and "&lt;script&gt;" in text and 'href="javascript' not in text
     assert 'href="https://example.org/rules"' in text and "Open until the host closes submissions." in text
     document = json.loads(asgi_request(app, "GET", "/rest/contest")[2])
