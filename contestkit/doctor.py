@@ -203,7 +203,8 @@ def _check_images(state: _State) -> list[CheckResult]:
                 CheckResult(
                     label,
                     WARN,
-                    f"{row.state}: built by another contestkit version or from other code ({row.version or '?'})",
+                    f"{row.state}: built by another contestkit version or from other code ({row.version or '?'})"
+                    + (", and required: this project's Dockerfile builds on it" if base else ""),
                     f"`contestkit images build {spec.key}` (eval also rebuilds it on first use).",
                 )
             )
