@@ -64,22 +64,32 @@ def test_a_registry_that_keeps_dying_is_restarted_with_growing_waits(registry_co
         dying.stop()
 
 
-def test_server_run_supervises_the_registry_it_configured(registry_contest: Path, free_port) -> None:  # type: ignore[no-untyped-def]
-    port = free_port()
+def _server_run(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    """`contestkit server run` on ``port``, as a host starts it (the registry supervised)."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "contestkit", "server", "run", "--data-dir", str(registry_contest),
+    return subprocess.Popen(
+        [sys.executable, "-m", "contestkit", "server", "run", "--data-dir", str(data_dir),
          "--port", str(port), "--log-level", "warning"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
+
+
+def _registry_health(url: str) -> dict | None:
+    """The registry part of the server's health when the registry answers, else None."""
+    try:
+        document = requests.get(url + "/rest/health", timeout=2).json()["registry"]
+    except (requests.RequestException, ValueError):
+        return None
+    return document if document.get("ok") else None
+
+
+def test_server_run_supervises_the_registry_it_configured(registry_contest: Path, free_port) -> None:  # type: ignore[no-untyped-def]
+    port = free_port()
+    server = _server_run(registry_contest, port)
     url = f"http://127.0.0.1:{port}"
 
     def registry() -> dict | None:
-        try:
-            document = requests.get(url + "/rest/health", timeout=2).json()["registry"]
-        except (requests.RequestException, ValueError):
-            return None
-        return document if document.get("ok") else None
+        return _registry_health(url)
 
     try:
         first = _until(registry, what="the supervised registry answering")
@@ -101,22 +111,10 @@ def test_sigterm_to_server_run_stops_its_registry_too(registry_contest: Path, fr
     """Finding (a host's walkthrough): `kill -TERM` (systemd, `timeout`, process managers) ended the
     server but left its docker-registry running, orphaned, holding the registry's port."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "contestkit", "server", "run", "--data-dir", str(registry_contest),
-         "--port", str(port), "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-
-    def registry() -> dict | None:
-        try:
-            document = requests.get(f"http://127.0.0.1:{port}/rest/health", timeout=2).json()["registry"]
-        except (requests.RequestException, ValueError):
-            return None
-        return document if document.get("ok") else None
-
+    server = _server_run(registry_contest, port)
     try:
-        pid = _until(registry, what="the supervised registry answering")["pid"]
+        health = _until(lambda: _registry_health(f"http://127.0.0.1:{port}"), what="the supervised registry")
+        pid = health["pid"]
     finally:
         server.send_signal(signal.SIGTERM)
         _, stderr = server.communicate(timeout=60)
