@@ -346,6 +346,7 @@ def main() -> None:
             "runtime": args.runtime,
             "date": datetime.date.today().isoformat(),
             "machine": machine(),
+            "command": "python bench/agents.py " + " ".join(sys.argv[1:]),  # the docs site shows it
             "parallel": args.parallel,
             "seeds": seeds,
             # Settings given to the agents through the environment (AGENT_LEARNING_RATE=5e-4 ...):
