@@ -21,13 +21,15 @@ port=$(free_port) registry_port=$(free_port)
 printf 'game,state\nFake,Level1\nFake,Level2\n' > "$work/levels.csv"
 python -m contestkit server init --data-dir "$work/contest" --registry "127.0.0.1:$registry_port" \
   --server-url "http://127.0.0.1:$port" --levels "$work/levels.csv" --evaluator tests.server.fake_level_runner:fake_level_runner --no-pull --timestep-limit 300 --wallclock-limit 60 >/dev/null
+# Replace init's `admins: []` rather than add a second admins line (server.yaml refuses duplicate keys).
+sed -i '/^admins:/d' "$work/contest/server.yaml"
 echo "admins: [fuzz@example.org]" >> "$work/contest/server.yaml"
 echo "fuzz password 1234" | python -m contestkit server add-team fuzz --email fuzz@example.org --password-stdin \
   --data-dir "$work/contest" >/dev/null
 # The real registry (Debian's docker-registry, as the tests use it): the repository listing asks it.
 docker-registry serve "$work/contest/registry/config.yml" > "$work/registry.log" 2>&1 &
 registry_pid=$!
-python -m contestkit server run --data-dir "$work/contest" --host 127.0.0.1 --port "$port" --log-level warning \
+python -m contestkit server run --data-dir "$work/contest" --host 127.0.0.1 --port "$port" --log-level warning --no-registry \
   > "$work/server.log" 2>&1 &
 server_pid=$!
 url="http://127.0.0.1:$port"
