@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from contestkit.errors import ContestkitError, UsageError
 from contestkit.games import Level, resolve_level
 from contestkit.levelrun import LevelRunSpec, docker_only_given, given_outside
 from contestkit.provenance import Source
-from contestkit.runtime.base import Launcher, Session
+from contestkit.runtime.base import Launcher, Runtime, Session
 from contestkit.seeds import draw_seed, level_seed
 from contestkit.states import ProgressStatus
 
@@ -39,14 +38,6 @@ ENV_GRACE_UNCONNECTED = 2.0
 HARD_LIMIT_SLACK = 60.0
 
 BUNDLED_AGENT = Path(__file__).parent / "data" / "random_agent.py"
-
-
-class Runtime(str, Enum):
-    """Where an evaluation's two halves run (``--runtime``)."""
-
-    AUTO = "auto"  # docker when an engine answers and there is an image to run, else local
-    DOCKER = "docker"
-    LOCAL = "local"
 
 
 @dataclass(frozen=True)
@@ -142,7 +133,7 @@ def _image_exists(image: str) -> bool:
 class RuntimeChoice:
     """The runtime an evaluation runs in, and why when the choice could surprise (``note``)."""
 
-    name: str
+    name: Runtime
     note: str | None = None
     image_attrs: dict[str, Any] | None = None  # the project image, inspected while choosing
 
@@ -175,48 +166,53 @@ def choose_runtime(req: EvalRequest) -> RuntimeChoice:
     """
     from contestkit import provenance
 
-    runtime, run = str(getattr(req.runtime, "value", req.runtime)), req.run
-    if runtime not in {r.value for r in Runtime}:
-        raise UsageError(f"Unknown runtime '{req.runtime}': choose {', '.join(r.value for r in Runtime)}.")
+    run = req.run
+    choices = [r for r in Runtime if r is not Runtime.KUBERNETES]
+    try:
+        runtime = Runtime(str(req.runtime))
+    except ValueError:
+        runtime = None
+    if runtime not in choices:
+        raise UsageError(f"Unknown runtime '{req.runtime}': choose {', '.join(choices)}.")
     project_image = run.image is None and run.project_dir is not None and run.agent is None
-    if runtime == Runtime.AUTO.value:
+    if runtime is Runtime.AUTO:
         if run.agent is None and run.image:
             from contestkit.dockerengine import engine_available
 
-            return RuntimeChoice("docker" if engine_available() else "local")
+            return RuntimeChoice(Runtime.DOCKER if engine_available() else Runtime.LOCAL)
         if not project_image:
-            return RuntimeChoice("local")
+            return RuntimeChoice(Runtime.LOCAL)
         from contestkit.dockerengine import engine_available
 
         if not engine_available():
-            return RuntimeChoice("local")
+            return RuntimeChoice(Runtime.LOCAL)
         attrs, stale = _project_staleness(run)
         if attrs is None:
-            return RuntimeChoice("local")
+            return RuntimeChoice(Runtime.LOCAL)
         if stale:
             return RuntimeChoice(
-                "local",
+                Runtime.LOCAL,
                 f"{provenance.name_files(stale)} changed since `contestkit build` made {_project_image(run)}, so "
                 "this evaluates the working tree with local processes; run `contestkit build` to evaluate the "
                 "image, or pass --runtime docker to evaluate the old one.",
                 attrs,
             )
-        return RuntimeChoice("docker", None, attrs)
-    if runtime == Runtime.DOCKER.value and project_image:
+        return RuntimeChoice(Runtime.DOCKER, None, attrs)
+    if runtime is Runtime.DOCKER and project_image:
         attrs, stale = _project_staleness(run)
         if stale:
             return RuntimeChoice(
-                "docker",
+                Runtime.DOCKER,
                 f"{provenance.name_files(stale)} changed since `contestkit build` made {_project_image(run)}: "
                 "this evaluates that older image (--runtime docker); run `contestkit build` to include them.",
                 attrs,
             )
-        return RuntimeChoice("docker", None, attrs)
+        return RuntimeChoice(Runtime.DOCKER, None, attrs)
     return RuntimeChoice(runtime)
 
 
-def _launcher(name: str) -> Launcher:
-    if name == "local":
+def _launcher(name: Runtime) -> Launcher:
+    if name is Runtime.LOCAL:
         from contestkit.runtime.local import LocalLauncher
 
         return LocalLauncher()
@@ -481,26 +477,26 @@ def plan_run(req: EvalRequest, level: Level) -> RunPlan:
     run = req.run
     choice = choose_runtime(req)
     launcher = _launcher(choice.name)
-    if launcher.name == "local":
+    if launcher.name is Runtime.LOCAL:
         given = docker_only_given(run)  # the fields the spec marks Docker-only, set away from their default
         if given:
             why = "this is the local runtime"
-            if req.runtime == "auto":
+            if req.runtime == Runtime.AUTO:
                 why = "the project changed since its image was built" if choice.note else "no Docker engine answers"
             raise UsageError(
                 f"{' and '.join(given)} only apply to the Docker runtime, and {why}: "
                 "drop them, or start Docker and pass --runtime docker."
             )
     refuse_unhonoured(launcher, run)
-    agent = default_agent(run) if launcher.name == Runtime.LOCAL else run.agent
+    agent = default_agent(run) if launcher.name is Runtime.LOCAL else run.agent
     image = run.image
-    if launcher.name == Runtime.DOCKER and image is None:
+    if launcher.name is Runtime.DOCKER and image is None:
         image = _project_image(run)
-    if launcher.name == Runtime.LOCAL and ":" not in agent and not Path(agent).is_file():
+    if launcher.name is Runtime.LOCAL and ":" not in agent and not Path(agent).is_file():
         raise UsageError(f"Agent script {agent} does not exist; pass --agent PATH.py or MODULE:FUNCTION.")
     spec = run.replace(game=level.game, state=level.state, agent=agent, image=image, seed=draw_seed(run.seed))
     launcher.check(spec)
-    if launcher.name == "local":
+    if launcher.name is Runtime.LOCAL:
         source = provenance.local_source(agent, run.project_dir)
     else:
         attrs = choice.image_attrs if image == _project_image(run) and choice.image_attrs else None

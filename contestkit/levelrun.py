@@ -48,7 +48,7 @@ _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**
 def size_bytes(text: str | int, where: str = "size") -> int:
     """``10g``, ``512m``, ``64k`` or a plain number of bytes (Docker's binary units) as bytes."""
     raw = str(text).strip().lower().removesuffix("ib").removesuffix("i")
-    number, unit = raw.rstrip("bkmgt"), raw[len(raw.rstrip("bkmgt")):]
+    number, unit = raw.rstrip("bkmgt"), raw[len(raw.rstrip("bkmgt")) :]
     try:
         value = float(number) * _SIZE_UNITS[unit]
     except (KeyError, ValueError):

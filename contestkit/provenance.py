@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from contestkit.runtime.base import Runtime
+
 #: How many changed files the stale-image sentence names before "and N more".
 SHOWN_FILES = 5
 
@@ -24,7 +26,7 @@ class Source:
     """The code a result comes from: an image (id, registry digest, the commit it was built from)
     or a local agent (the file or module, and its project's git commit)."""
 
-    runtime: str
+    runtime: Runtime
     image: str | None = None
     image_id: str | None = None
     repo_digest: str | None = None
@@ -41,7 +43,7 @@ class Source:
         commit = ""
         if self.git_commit:
             commit = f", commit {self.git_commit[:7]}{'-dirty' if self.git_dirty else ''}"
-        if self.runtime == "local":
+        if self.runtime is Runtime.LOCAL:
             return f"local processes: agent {self.agent}{commit}"
         digest = self.repo_digest or self.image_id
         shown = f" ({digest.split('@')[-1][:19]})" if digest else ""
@@ -61,10 +63,10 @@ def local_source(agent: str, project_dir: Path | None) -> Source:
     if where is None and ":" not in agent:
         where = Path(agent).resolve().parent
     commit, dirty = _git(where) if where is not None and where.is_dir() else (None, None)
-    return Source(runtime="local", agent=agent, git_commit=commit, git_dirty=dirty)
+    return Source(runtime=Runtime.LOCAL, agent=agent, git_commit=commit, git_dirty=dirty)
 
 
-def image_source(runtime: str, image: str, attrs: dict[str, Any] | None) -> Source:
+def image_source(runtime: Runtime, image: str, attrs: dict[str, Any] | None) -> Source:
     """An image as ``docker image inspect`` describes it (``attrs``; ``None`` when not inspected)."""
     from contestkit.build import LABEL_COMMIT, LABEL_DIRTY
     from contestkit.images import image_labels

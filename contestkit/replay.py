@@ -102,9 +102,7 @@ def level_dir(results_dir: Path) -> Path:
     if len(recorded) == 1:
         return results_dir / recorded[0]
     if recorded:
-        raise UsageError(
-            f"{results_dir} holds several levels ({', '.join(recorded)}); pass one of their directories."
-        )
+        raise UsageError(f"{results_dir} holds several levels ({', '.join(recorded)}); pass one of their directories.")
     raise NotFoundError(
         f"{results_dir} holds no recorded episodes: evaluate with --record (e.g. "
         "`contestkit eval GAME STATE --record`), then replay its results directory."

@@ -1,4 +1,4 @@
-""""Did you mean ...?": the nearest valid names for a mistyped one, the same way everywhere.
+""" "Did you mean ...?": the nearest valid names for a mistyped one, the same way everywhere.
 
 Why: a typo (``--runtime lcoal``, ``--template pytroch``, a level name) should cost one glance,
 not a trip to ``--help``; every command that checks a name against a list says the nearest ones.

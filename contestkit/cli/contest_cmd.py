@@ -758,8 +758,9 @@ tokens_app = typer.Typer(
 @tokens_app.command("create")
 def tokens_create(
     name: str = typer.Option(None, "--name", help="What the token is for (shown by `tokens list`)."),
-    expires_in_days: float = typer.Option(None, "--expires-in-days", min=0.001,
-                                         help="Days it is valid (default and maximum: the server's)."),
+    expires_in_days: float = typer.Option(
+        None, "--expires-in-days", min=0.001, help="Days it is valid (default and maximum: the server's)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Create an API token for your team; its secret is shown this once."""

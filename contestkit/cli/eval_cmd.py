@@ -20,6 +20,7 @@ from contestkit.curves import sparkline, write_level_curve
 from contestkit.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, ContestkitError, UsageError
 from contestkit.games import short_level
 from contestkit.levellist import read_levels
+from contestkit.runtime.base import EvalRuntime
 from contestkit.states import ProgressStatus
 
 
@@ -188,8 +189,8 @@ def eval_command(
         autocompletion=complete_state,
         help="Level (save state), e.g. Level1 or GreenHillZone.Act1 (default: the game's first).",
     ),
-    runtime: evaluation.Runtime = typer.Option(
-        evaluation.Runtime.AUTO,
+    runtime: EvalRuntime = typer.Option(
+        EvalRuntime.AUTO,
         "--runtime",
         help="auto: docker when an engine answers and there is an image, else local processes.",
     ),
@@ -208,7 +209,8 @@ def eval_command(
     seed: int | None = typer.Option(None, "--seed", min=0, help="Seed of the sticky frame skip."),
     record: bool = typer.Option(False, "--record", help="Record every episode as .bk2 under bk2/."),
     video: bool = typer.Option(
-        True, "--video/--no-video",
+        True,
+        "--video/--no-video",
         help="With --record: render the best episode to best-episode.mp4 (and a poster PNG) in the results; "
         "`contestkit replay` renders any other.",
     ),  # fmt: skip
@@ -281,7 +283,7 @@ def eval_command(
             said.add(line)
             view.line(line)
 
-    bundled = agent is None and project_dir is None and image is None and runtime is not evaluation.Runtime.DOCKER
+    bundled = agent is None and project_dir is None and image is None and runtime is not EvalRuntime.DOCKER
     if bundled and not json_out:
         view.notice = "[dim]No --agent and no agent project here: running the bundled contest random agent.[/]"
     on_output = None if (quiet or json_out) else view.agent_line

@@ -13,11 +13,17 @@ from contestkit.cli.output import err_console, print_json
 def replay(
     results_dir: Path = typer.Argument(..., metavar="RESULTS_DIR", help="A results directory of `eval --record`."),
     episode: str = typer.Option(
-        "best", "--episode", "-e", metavar="best|worst|last|N",
+        "best",
+        "--episode",
+        "-e",
+        metavar="best|worst|last|N",
         help="Which episode: the best or worst finished one, the last recorded, or its number (1 is the first).",
     ),  # fmt: skip
     output: Path | None = typer.Option(
-        None, "--output", "-o", metavar="FILE.mp4",
+        None,
+        "--output",
+        "-o",
+        metavar="FILE.mp4",
         help="Where the video goes (default: beside the results, e.g. best-episode.mp4); the poster PNG goes "
         "beside it.",
     ),  # fmt: skip

@@ -12,8 +12,25 @@ from pathlib import Path
 from typing import Protocol
 
 from contestkit.levelrun import LevelRunSpec
+from contestkit.states import Word
 
 ENV_PROGRAM = "contestkit.envprogram"  # run as ``python -m``; the remote-env image's entry point
+
+
+class Runtime(Word):
+    """Where an evaluation's two halves run: ``--runtime`` of ``contestkit eval``, each launcher's
+    ``name``, and the ``runtime`` of ``summary.json``'s ``source``. One home, so the word that picks a
+    runtime is the word a result records."""
+
+    AUTO = "auto"  # a choice only: docker when an engine answers and there is an image to run, else local
+    DOCKER = "docker"
+    LOCAL = "local"
+    KUBERNETES = "kubernetes"  # the contest server's executor only; ``contestkit eval`` refuses it
+
+
+#: What ``contestkit eval --runtime`` offers: every runtime but Kubernetes, which only a contest server
+#: drives. The same words as :class:`Runtime`, derived so that a runtime is still named in one place.
+EvalRuntime = Word("EvalRuntime", {r.name: r.value for r in Runtime if r is not Runtime.KUBERNETES})
 
 
 def agent_command(agent: str, python: str = sys.executable) -> list[str]:
@@ -44,7 +61,7 @@ class Session(Protocol):
 
 
 class Launcher(Protocol):
-    name: str
+    name: Runtime
     honours: frozenset[str]  # the LevelRunSpec fields it honours; any other set is refused, never ignored
 
     def check(self, spec: LevelRunSpec) -> None:

@@ -24,6 +24,7 @@ from contestkit.capped_output import HeadTailWriter
 from contestkit.errors import ContestkitError, NotFoundError, UsageError
 from contestkit.games import resolve_level, rom_path
 from contestkit.levelrun import ENGINE_LOG_MAX, LOG_LIMIT, EnvPlacement, LevelRunSpec, Scope, scope_names, to_argv
+from contestkit.runtime.base import Runtime
 
 SESSION_LABEL = "org.contestkit.session"
 OWNER_LABEL = "org.contestkit.owner"  # host:pid of the contestkit process that made it
@@ -272,7 +273,7 @@ class DockerSession:
 
 
 class DockerLauncher:
-    name = "docker"
+    name = Runtime.DOCKER
     # Everything but ``agent`` (a local script: a container runs the image's own entry point);
     # ``project_dir`` names the project whose last build is the image.
     honours = scope_names(Scope.ENV, Scope.AGENT, Scope.DOCKER) - {"agent"}

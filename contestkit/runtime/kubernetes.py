@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from contestkit import __version__, imageref, results, structured_log
 from contestkit.errors import ContestkitError, UsageError
 from contestkit.levelrun import EnvPlacement, LevelRunSpec, Scope, scope_names, to_argv
+from contestkit.runtime.base import Runtime
 
 if TYPE_CHECKING:
     from contestkit.server.executors.kubernetes import KubernetesSettings
@@ -126,7 +127,6 @@ class LevelIdentity:
         if self.team:
             labels[LABEL_TEAM] = label_value(self.team)
         return labels
-
 
 
 def selector(labels: Mapping[str, str]) -> str:
@@ -219,10 +219,16 @@ def render_level_job(
         "args": env_argv(spec),
         "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
         "resources": {
-            "requests": {"cpu": cpu_quantity(settings.env_cpu), "memory": settings.env_memory,
-                         "ephemeral-storage": settings.env_ephemeral_storage},
-            "limits": {"cpu": cpu_quantity(agent_cpu), "memory": settings.env_memory,
-                       "ephemeral-storage": settings.env_ephemeral_storage},
+            "requests": {
+                "cpu": cpu_quantity(settings.env_cpu),
+                "memory": settings.env_memory,
+                "ephemeral-storage": settings.env_ephemeral_storage,
+            },
+            "limits": {
+                "cpu": cpu_quantity(agent_cpu),
+                "memory": settings.env_memory,
+                "ephemeral-storage": settings.env_ephemeral_storage,
+            },
         },  # fmt: skip
         "volumeMounts": [
             {"name": "bridge", "mountPath": ENV_BRIDGE_MOUNT},
@@ -860,7 +866,7 @@ class KubernetesLauncher:
     cache shared by every launcher of one executor.
     """
 
-    name = "kubernetes"
+    name = Runtime.KUBERNETES
     # LevelRunSpec fields a pod honours; the others are refused (evaluation.refuse_unhonoured).
     # No ``cpuset`` (the kubelet's CPU manager places pods), no local ``agent`` or ``project_dir``;
     # ``pids_limit`` and ``log_limit`` are the kubelet's settings, not a pod's. ``out_limit`` sizes

@@ -23,7 +23,7 @@ from contestkit.agentdeps import check_agent_imports
 from contestkit.bridge.protocol import memory_tmpdir
 from contestkit.errors import UsageError
 from contestkit.levelrun import EnvPlacement, LevelRunSpec, Scope, scope_names, to_argv
-from contestkit.runtime.base import ENV_PROGRAM, agent_command
+from contestkit.runtime.base import ENV_PROGRAM, Runtime, agent_command
 
 
 def _stop(proc: subprocess.Popen, grace: float) -> None:
@@ -116,7 +116,7 @@ class LocalSession:
 
 
 class LocalLauncher:
-    name = "local"
+    name = Runtime.LOCAL
     # Every field but the Docker-only ones: processes have no image, resource limits or tmpfs.
     honours = scope_names(Scope.ENV, Scope.AGENT)
 

@@ -30,6 +30,7 @@ from contestkit.server.migrations import migrate
 
 log = logging.getLogger("contestkit.server.admin")
 
+
 @dataclass
 class InitResult:
     config: ServerConfig

@@ -43,8 +43,7 @@ def normalise(name: str) -> str:
     hidden = sorted({f"U+{ord(ch):04X}" for ch in name if unicodedata.category(ch) == "Cf"})
     if hidden:
         raise UsageError(
-            f"The team name contains invisible or direction-changing characters ({', '.join(hidden)}); "
-            "use plain text."
+            f"The team name contains invisible or direction-changing characters ({', '.join(hidden)}); use plain text."
         )
     return name
 

@@ -10,7 +10,7 @@ BUTTONS = (7, 6, 0)  # RIGHT, LEFT, B
 
 
 def main():
-    env = grc.RemoteEnv('tmp/sock')
+    env = grc.RemoteEnv("tmp/sock")
     env.reset()
     step = 0
     while True:
@@ -22,8 +22,8 @@ def main():
             env.reset()
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     try:
         main()
     except gre.GymRemoteError as e:
-        print('exception', e)
+        print("exception", e)

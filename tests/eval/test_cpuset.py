@@ -6,6 +6,7 @@ import pytest
 
 from contestkit import cpuset
 from contestkit.errors import UsageError
+from contestkit.runtime.base import Runtime
 
 
 @pytest.mark.parametrize(
@@ -68,7 +69,7 @@ def test_a_level_run_spec_parses_its_cpuset_once_and_carries_the_value(tmp_path,
     agent.write_text("")
     spec = LevelRunSpec(game="Airstriker-Genesis", state="Level1", agent=str(agent), cpuset=str(mine))
     assert spec.cpuset == cpuset.CpuSet((mine,))
-    request = evaluation.EvalRequest(run=spec, runtime=evaluation.Runtime.LOCAL, results_dir=tmp_path / "r")
+    request = evaluation.EvalRequest(run=spec, runtime=Runtime.LOCAL, results_dir=tmp_path / "r")
     _, planned = evaluation.plan(request, resolve_level("Airstriker-Genesis", "Level1", check_rom=False))
     assert planned.cpuset is spec.cpuset and planned.replace(seed=1).cpuset is spec.cpuset
     assert len(calls) == 1

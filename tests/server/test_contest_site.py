@@ -156,9 +156,10 @@ def test_baselines_are_marked_on_the_web_board_and_the_final_page_matches_the_ex
     assert "SecretLevel1" in text and '<span class="badge">baseline</span>' in text
     assert exported[1].get("baseline") is True
     assert 'href="/final"' in asgi_request(app, "GET", "/")[2].decode()
-    assert asgi_request(app, "GET", "/rest/leaderboard/final")[2] and json.loads(
+    assert (
         asgi_request(app, "GET", "/rest/leaderboard/final")[2]
-    )["leaderboard"][1]["baseline"] is True
+        and json.loads(asgi_request(app, "GET", "/rest/leaderboard/final")[2])["leaderboard"][1]["baseline"] is True
+    )
 
 
 def test_no_public_or_team_answer_changes_when_the_final_starts(offline_contest, asgi_request, password):

@@ -167,9 +167,7 @@ def _wait_final(host: requests.Session, url: str, timeout: float = 120) -> dict:
     raise AssertionError(f"the final did not end: {document}")
 
 
-def test_a_contest_from_open_to_published_final_with_a_kill_in_the_middle(
-    make_contest, base_env, tmp_path: Path, cli
-):
+def test_a_contest_from_open_to_published_final_with_a_kill_in_the_middle(make_contest, base_env, tmp_path: Path, cli):
     run_log = tmp_path / "runs.log"
     env = base_env(CK_FAKE_LEVEL_SECONDS="1.5", CK_FAKE_RUN_LOG=str(run_log))
     contest = make_contest(

@@ -107,8 +107,8 @@ def test_no_path_leads_out_of_the_attempt_directory(contest: Contest, finished):
 
 def test_any_name_an_agent_writes_downloads_and_no_download_leaves_a_file_open(contest: Contest, finished):
     """A non-Latin-1 name was a 500 that left the file open; a client hanging up mid-download left
-    one descriptor open each time. The server process's /proc/<pid>/fd (what it sees as /proc/self/fd)
-returns to its baseline: no result file open, no more sockets than before."""
+        one descriptor open each time. The server process's /proc/<pid>/fd (what it sees as /proc/self/fd)
+    returns to its baseline: no result file open, no more sockets than before."""
     import socket
     from urllib.parse import quote
 
@@ -121,6 +121,7 @@ returns to its baseline: no result file open, no more sockets than before."""
     base = f"{contest.url}/rest/job/{job['id']}/results/00-Fake-Level1"
     pid = contest.server.proc.pid
     assert http.get(f"{base}/monitor.csv").status_code == 200  # warm: connections and threads exist
+
     def sockets(targets: list[str]) -> int:
         return sum(t.startswith("socket:") for t in targets)
 

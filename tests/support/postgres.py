@@ -65,8 +65,20 @@ class PostgresCluster:
         )
         log = self.base / "postgres.log"
         self.proc = subprocess.Popen(
-            [*prefix, postgres, "-D", str(data), "-p", str(self.port), "-k", str(sockets),
-             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],  # fmt: skip
+            [
+                *prefix,
+                postgres,
+                "-D",
+                str(data),
+                "-p",
+                str(self.port),
+                "-k",
+                str(sockets),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+            ],  # fmt: skip
             stdout=log.open("ab"),
             stderr=subprocess.STDOUT,
         )

@@ -88,9 +88,12 @@ def error_answer(exc: Exception) -> JSONResponse:
         status, detail = INVALID_REQUEST, "The request holds text the database cannot store (a NUL?); remove it."
     elif isinstance(exc, (OperationalError, OSError)):
         log.error("the database or data directory refused a write: %s", exc)
-        status, detail = UNAVAILABLE, (
-            "The contest server cannot store anything right now (its data directory is read-only or full, or "
-            "its database is down); try again in a few minutes."
+        status, detail = (
+            UNAVAILABLE,
+            (
+                "The contest server cannot store anything right now (its data directory is read-only or full, or "
+                "its database is down); try again in a few minutes."
+            ),
         )
     else:
         log.error("request failed: %s", exc)

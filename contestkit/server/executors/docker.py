@@ -23,7 +23,8 @@ from contestkit.server.executors.pull import RegistryAccount
 
 def run_level_in_docker(task: LevelTask, on_progress: ProgressCallback, cancel: threading.Event) -> Any:
     """Evaluate a level with ``contestkit.evaluation`` (the same code as ``contestkit eval``)."""
-    from contestkit.evaluation import EvalRequest, Runtime, evaluate_level  # deferred: the emulator loads late
+    from contestkit.evaluation import EvalRequest, evaluate_level  # deferred: the emulator loads late
+    from contestkit.runtime.base import Runtime
 
     request = EvalRequest(run=task.run, runtime=Runtime.DOCKER, results_dir=task.results_dir)
     result = evaluate_level(request, on_progress=on_progress, cancel=cancel)

@@ -105,8 +105,14 @@ class KubernetesSettings:
                     "log_read_timeout_seconds", "log_rereads"):  # fmt: skip
             if values.get(key) is not None and values[key] < 0:
                 raise UsageError(f"{section.where(key)}: '{section.name(key)}' must not be negative.")
-        for key in ("memory", "env_memory", "results_size", "agent_out_size", "agent_ephemeral_storage",
-                    "env_ephemeral_storage"):
+        for key in (
+            "memory",
+            "env_memory",
+            "results_size",
+            "agent_out_size",
+            "agent_ephemeral_storage",
+            "env_ephemeral_storage",
+        ):
             if values.get(key) is not None:
                 values[key] = quantity(str(values[key]), f"{section.where(key)}: '{section.name(key)}'")
         settings = cls(**values)
@@ -139,8 +145,6 @@ KUBERNETES_SETTINGS: dict[str, yamlconfig.Setting] = yamlconfig.settings_of(
 
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-
-
 
 
 def identity_of(task: LevelTask) -> LevelIdentity:
@@ -335,7 +339,6 @@ class KubernetesExecutor(Executor):
             time.sleep(self.settings.poll_seconds)
 
 
-
 def executor_from_config(config: Any, *, api: ClusterApi | None = None) -> KubernetesExecutor:
     """The executor server.yaml configures with ``executor: kubernetes`` and its ``kubernetes:`` mapping."""
     settings = KubernetesSettings.from_mapping(getattr(config, "kubernetes", None) or {})
@@ -378,5 +381,6 @@ def resolve_digest(reference: str, scheme: str, account: tuple[str, str] | None,
             "check the evaluator's registry account in server.yaml."
         )
     return digest
+
 
 __all__ = ["ClusterLevel", "KubernetesExecutor", "KubernetesRun", "KubernetesSettings", "executor_from_config"]

@@ -197,9 +197,18 @@ def test_the_largest_results_stay_under_the_kubelet_log_limit(cluster, executor,
     structured_log.Mirror(scratch, write=lambda line: records.append(line.rstrip("\n"))).finish()
     progress_lines = int(12 * 3600 / structured_log.PROGRESS_INTERVAL)
     progress = [records[0]] * 0 + [
-        structured_log.emit(structured_log.RecordKind.PROGRESS, {"timesteps": 999_999, "timestep_limit": 1_000_000,
-                            "episodes": 9999, "last_episode_reward": 9999.9, "mean_episode_reward": 9999.9,
-                            "timesteps_per_second": 999.9, "wall_seconds": 43199.9}).rstrip("\n")  # fmt: skip
+        structured_log.emit(
+            structured_log.RecordKind.PROGRESS,
+            {
+                "timesteps": 999_999,
+                "timestep_limit": 1_000_000,
+                "episodes": 9999,
+                "last_episode_reward": 9999.9,
+                "mean_episode_reward": 9999.9,
+                "timesteps_per_second": 999.9,
+                "wall_seconds": 43199.9,
+            },
+        ).rstrip("\n")  # fmt: skip
     ] * progress_lines
     everything = progress + lines[:2] + records
     size = sum(len(line) + 1 + 36 for line in everything)
