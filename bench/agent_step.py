@@ -36,14 +36,14 @@ TEMPLATES = {"ppo-pytorch": "pytorch", "ppo-tf": "tf", "random": "random"}
 
 def scaffolded(agent: str) -> str:
     """A fresh project of the agent's template, exactly as ``contestkit new`` makes it."""
-    from contestkit.scaffold import create_project
+    from contestkit.projects.scaffold import create_project
 
     return str(create_project("bench-agent", TEMPLATES[agent], directory=tempfile.mkdtemp(prefix="agent-step-")).path)
 
 
 def record_frames(n: int = 256, seed: int = 0) -> tuple[np.ndarray, list[str]]:
     """Real Airstriker screens (random play), so preprocessing sees what it sees in a run."""
-    from contestkit.envs import make_contest_env
+    from contestkit.env.envs import make_contest_env
 
     env = make_contest_env("Airstriker-Genesis", "Level1", seed=seed)
     rng = np.random.default_rng(seed)

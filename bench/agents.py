@@ -68,7 +68,7 @@ def thread_env(threads: int) -> dict[str, str]:
 def episode_rewards(monitor: Path) -> list[float]:
     """Each finished episode's reward, read by the same parser the eval's own summary uses."""
     sys.path.insert(0, str(ROOT))
-    from contestkit.results import read_monitor
+    from contestkit.runs.results import read_monitor
 
     return [reward for reward, _length, _t in read_monitor(monitor)]
 
@@ -117,7 +117,7 @@ def eval_agent(agent: str, timesteps: int, out: Path, threads: int | None, seed:
         extra += ["--agent", str(ROOT / "bench" / "sb3_agent.py")]
     elif agent in TEMPLATES:
         sys.path.insert(0, str(ROOT))
-        from contestkit.scaffold import create_project
+        from contestkit.projects.scaffold import create_project
 
         projects = out / "projects"
         name = f"bench-{agent}"
@@ -151,7 +151,7 @@ def inproc_worker(agent: str, timesteps: int, results: Path, seed: int) -> None:
     import numpy as np
 
     from contestkit.bridge.errors import TimestepTimeoutError
-    from contestkit.envs import make_contest_env
+    from contestkit.env.envs import make_contest_env
 
     class Budgeted:
         """The contest env with the bridge's budget error and a monitor, without the bridge."""
@@ -197,7 +197,7 @@ def inproc_worker(agent: str, timesteps: int, results: Path, seed: int) -> None:
     env = Budgeted()
     if agent in ("ppo-pytorch", "ppo-tf", "random"):
         # A fresh project, as `contestkit new` makes it (the PPO templates are layered).
-        from contestkit.scaffold import create_project
+        from contestkit.projects.scaffold import create_project
 
         project = create_project("bench-agent", TEMPLATES[agent], directory=tempfile.mkdtemp(prefix="agents-"))
         sys.path.insert(0, str(project.path))

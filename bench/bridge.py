@@ -50,10 +50,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from contestkit.bridge.client import RemoteEnv
 from contestkit.bridge.protocol import memory_tmpdir
 from contestkit.bridge.wakeup import round_trip
-from contestkit.envs import ContestEnv
-from contestkit.games import resolve_level
-from contestkit.levelrun import EnvPlacement, LevelRunSpec, to_argv
-from contestkit.monitor import EpisodeLog
+from contestkit.env.envs import ContestEnv
+from contestkit.env.games import resolve_level
+from contestkit.env.monitor import EpisodeLog
+from contestkit.runs.levelrun import EnvPlacement, LevelRunSpec, to_argv
 from contestkit.runtime.base import ENV_PROGRAM
 
 GAME, STATE = "Airstriker-Genesis", "Level1"

@@ -112,8 +112,8 @@ class ServerQueue:
 
     def __init__(self, data_dir: Path, clock: Clock) -> None:
         from contestkit.server.config import ServerConfig
-        from contestkit.server.db import Database, Team
-        from contestkit.server.migrations import migrate
+        from contestkit.server.storage.db import Database, Team
+        from contestkit.server.storage.migrations import migrate
 
         levels = data_dir / "levels.csv"
         levels.write_text("game,state\n" + "".join(f"Game{i}-Genesis,Level{i}\n" for i in range(LEVELS)))
@@ -125,9 +125,9 @@ class ServerQueue:
                 db.add(Team(name=f"team-{i}", email=f"t{i}@example.org", password_hash="-", namespace=f"team{i}",
                             registry_username=f"team{i}"))  # fmt: skip
         self._patch_clock(clock)
-        from contestkit.server import operations
         from contestkit.server.errors import Conflict
-        from contestkit.server.queue import JobQueue
+        from contestkit.server.queue import operations
+        from contestkit.server.queue.jobqueue import JobQueue
 
         self._start = operations.start_job
         self._busy = Conflict

@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from contestkit.curves import Frame, polyline  # noqa: E402
-from contestkit.results import read_monitor  # noqa: E402
+from contestkit.runs.curves import Frame, polyline  # noqa: E402
+from contestkit.runs.results import read_monitor  # noqa: E402
 
 Curve = list[tuple[int, float]]
 PALETTE = ("#c33", "#36c", "#393", "#c80", "#639", "#888")

@@ -31,8 +31,8 @@ IMAGE = "contestkit-bench-random-agent:latest"
 
 
 def build_agent_image() -> None:
-    from contestkit import dockerengine
-    from contestkit.images import ensure_image
+    from contestkit.containers import dockerengine
+    from contestkit.containers.images import ensure_image
 
     api = dockerengine.connect()
     ensure_image("cpu", api=api)

@@ -32,8 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from contestkit.dockerengine import connect, engine_info  # noqa: E402
-from contestkit.images import IMAGES, build_images, list_images  # noqa: E402
+from contestkit.containers.dockerengine import connect, engine_info  # noqa: E402
+from contestkit.containers.images import IMAGES, build_images, list_images  # noqa: E402
 
 DOCKERFILE = """\
 ARG BASE_IMAGE=contestkit/agent:cpu

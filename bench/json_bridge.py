@@ -34,8 +34,8 @@ def _lines(sock: socket.socket):
 
 def serve(directory: str, game: str, state: str) -> None:
     """Env side (run in its own process)."""
-    from contestkit.envs import ContestEnv
-    from contestkit.games import resolve_level
+    from contestkit.env.envs import ContestEnv
+    from contestkit.env.games import resolve_level
 
     env = ContestEnv(resolve_level(game, state), seed=0)
     d = Path(directory)

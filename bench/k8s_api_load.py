@@ -37,7 +37,7 @@ def _cluster_api() -> Any:
 
 
 def measure(runs: int, seconds: float, poll: float) -> dict[str, Any]:
-    from contestkit.levelrun import LevelRunSpec
+    from contestkit.runs.levelrun import LevelRunSpec
     from contestkit.server.executors import LevelTask
     from contestkit.server.executors import kubernetes as kx
     from tests.support.fake_kubernetes import FakeCluster

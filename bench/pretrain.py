@@ -34,7 +34,7 @@ CPU = re.compile(r"cpu per timestep: learner ([\d.]+) ms, env workers ([\d.]+) m
 
 
 def scaffold(template: str, parent: Path) -> Path:
-    from contestkit.scaffold import create_project
+    from contestkit.projects.scaffold import create_project
 
     project = parent / f"bench-{template}"
     if not project.exists():

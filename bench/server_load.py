@@ -119,10 +119,10 @@ def make_contest(
     clients, and the same list with every client signed in as the team with the most jobs."""
     from sqlalchemy import insert
 
-    from contestkit.server import auth
-    from contestkit.server.admin import init_contest
     from contestkit.server.config import load_config
-    from contestkit.server.db import AuthToken, Database, Job, Team, Worker
+    from contestkit.server.deployment.admin import init_contest
+    from contestkit.server.security import auth
+    from contestkit.server.storage.db import AuthToken, Database, Job, Team, Worker
 
     root.mkdir(parents=True, exist_ok=True)
     levels = root / "levels.csv"
@@ -239,7 +239,7 @@ def make_contest(
 
 def _level_results(path: Path, rng: random.Random) -> str:
     """A finished level's results as ``contestkit eval`` writes them (the files a job page reads)."""
-    from contestkit.curves import write_reward_svg
+    from contestkit.runs.curves import write_reward_svg
 
     path.mkdir(parents=True, exist_ok=True)
     rows = ["r,l,t"] + [f"{rng.gauss(1000 + 20 * i, 300):.1f},4500,{i * 150.0:.1f}" for i in range(EPISODES_PER_LEVEL)]

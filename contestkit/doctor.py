@@ -49,7 +49,7 @@ class _State:
 
 
 def _check_config(state: _State) -> list[CheckResult]:
-    from contestkit.config import load_config
+    from contestkit.projects.config import load_config
 
     try:
         state.config = load_config(state.project_dir)
@@ -62,7 +62,7 @@ def _check_config(state: _State) -> list[CheckResult]:
 
 
 def _check_project(state: _State) -> list[CheckResult]:
-    from contestkit.project import find_project
+    from contestkit.projects.project import find_project
 
     try:
         project = find_project(state.project_dir)
@@ -83,7 +83,7 @@ def _check_project(state: _State) -> list[CheckResult]:
 
 
 def _check_engine(state: _State) -> list[CheckResult]:
-    from contestkit.dockerengine import START_HINT, connect, engine_info, engine_url
+    from contestkit.containers.dockerengine import START_HINT, connect, engine_info, engine_url
 
     try:
         state.api = connect(timeout=10)
@@ -124,8 +124,8 @@ def _check_engine(state: _State) -> list[CheckResult]:
 def _project_bases(state: _State) -> set[str]:
     """The toolkit images the project's Dockerfile builds on (``FROM``, build args applied):
     required here, whatever they are elsewhere."""
-    from contestkit.build import base_images, build_args
-    from contestkit.project import find_project
+    from contestkit.containers.build import base_images, build_args
+    from contestkit.projects.project import find_project
 
     try:
         project = find_project(state.project_dir)
@@ -138,7 +138,7 @@ def _project_bases(state: _State) -> set[str]:
 
 
 def _check_images(state: _State) -> list[CheckResult]:
-    from contestkit.images import BOOTSTRAP_IMAGE, IMAGES, list_images
+    from contestkit.containers.images import BOOTSTRAP_IMAGE, IMAGES, list_images
 
     if state.api is None or state.config is None:
         return [CheckResult("images", SKIP, "needs a Docker engine and a valid config", "Fix the checks above.")]
@@ -212,7 +212,7 @@ def _check_images(state: _State) -> list[CheckResult]:
 
 
 def _check_roms(state: _State) -> list[CheckResult]:
-    from contestkit import roms
+    from contestkit.env import roms
 
     try:
         games = roms.list_roms()
@@ -267,8 +267,8 @@ def _check_registry(state: _State) -> list[CheckResult]:
     the project's ``registry`` says; a ``registry`` set without that login is checked against the
     docker CLI's own logins (``docker login HOST`` by hand).
     """
-    from contestkit.credentials import load_registry_credentials
-    from contestkit.imageref import registry_host
+    from contestkit.client.credentials import load_registry_credentials
+    from contestkit.containers.imageref import registry_host
 
     cfg = state.config
     if cfg is None:
@@ -312,7 +312,7 @@ def _check_ca(state: _State) -> list[CheckResult]:
     cfg = state.config
     if cfg is None:
         return []
-    from contestkit.images import ca_bundle_bytes
+    from contestkit.containers.images import ca_bundle_bytes
 
     if cfg.ca_bundle is None:
         return [CheckResult("ca bundle", OK, "none configured: builds trust the default CAs")]

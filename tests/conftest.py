@@ -41,7 +41,7 @@ def password() -> str:
 @pytest.fixture(scope="session")
 def docker_api() -> Iterator[Any]:
     """A low-level Docker API client for the whole session."""
-    from contestkit.dockerengine import connect
+    from contestkit.containers.dockerengine import connect
 
     docker.require_engine()
     api = connect()
@@ -52,9 +52,9 @@ def docker_api() -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def toolkit_images(docker_api: Any) -> dict[str, str]:
     """``{"remote-env": ref, "cpu": ref}``, built when stale (the base bootstrapped first if missing)."""
-    from contestkit.bootstrap import bootstrap_base_image
-    from contestkit.config import load_config
-    from contestkit.images import ensure_image, resolve_python_image, resolve_python_image_quiet
+    from contestkit.containers.bootstrap import bootstrap_base_image
+    from contestkit.containers.images import ensure_image, resolve_python_image, resolve_python_image_quiet
+    from contestkit.projects.config import load_config
 
     config = load_config()
     if resolve_python_image_quiet(docker_api, config) is None and not config.is_set("python_image"):

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from contestkit.agentdeps import Requirement, cpu_indexes, index_reachable, install_argvs, install_command
 from contestkit.cli import eval_cmd
 from contestkit.errors import EXIT_STATUS_RULE
-from contestkit.evaluation import LevelResult, Progress
+from contestkit.projects.agentdeps import Requirement, cpu_indexes, index_reachable, install_argvs, install_command
+from contestkit.runs.evaluation import LevelResult, Progress
 from tests.support.paths import GAME, STATE
 
 CRASH = (

@@ -39,7 +39,7 @@ def _modules() -> set[str]:
 
 def test_the_table_is_read():
     """Guards the two tests below against passing on an empty table."""
-    assert {"levelrun.py", "server/app.py", "bridge/protocol.py"} <= _named()
+    assert {"runs/levelrun.py", "server/app.py", "bridge/protocol.py"} <= _named()
 
 
 def test_every_module_is_named():

@@ -1,4 +1,4 @@
-"""Shared numbers are written once: the contest's budgets (contestkit.levelrun) and the server's port
+"""Shared numbers are written once: the contest's budgets (contestkit.runs.levelrun) and the server's port
 (contestkit.server.config.DEFAULT_PORT). An AST scan of the package finds a second spelling."""
 
 from __future__ import annotations
@@ -7,8 +7,9 @@ import ast
 from pathlib import Path
 
 import contestkit
-from contestkit import levelrun
-from contestkit.server import config, manifests
+from contestkit.runs import levelrun
+from contestkit.server import config
+from contestkit.server.deployment import manifests
 
 PACKAGE = Path(contestkit.__file__).parent
 

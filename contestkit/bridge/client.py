@@ -23,7 +23,7 @@ import numpy as np
 
 from contestkit.bridge import errors as e
 from contestkit.bridge import protocol as p
-from contestkit.levelrun import CONNECT_TIMEOUT as DEFAULT_CONNECT_TIMEOUT
+from contestkit.runs.levelrun import CONNECT_TIMEOUT as DEFAULT_CONNECT_TIMEOUT
 
 DEFAULT_BRIDGE = "tmp/sock"
 

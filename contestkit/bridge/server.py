@@ -23,9 +23,9 @@ import numpy as np
 
 from contestkit.bridge import protocol as p
 from contestkit.bridge.protocol import EndReason
-from contestkit.envs import InvalidActionError
-from contestkit.levelrun import CONNECT_TIMEOUT, TIMESTEP_LIMIT, WALLCLOCK_LIMIT
-from contestkit.monitor import EpisodeLog
+from contestkit.env.envs import InvalidActionError
+from contestkit.env.monitor import EpisodeLog
+from contestkit.runs.levelrun import CONNECT_TIMEOUT, TIMESTEP_LIMIT, WALLCLOCK_LIMIT
 
 # After a budget runs out the agent gets its exception on its next call; give it this long to
 # make that call and go away before the env process ends the session itself.
@@ -86,7 +86,7 @@ def _bind(bridge_dir: Path) -> socket.socket:
 
 
 class BridgeServer:
-    """Serves a gymnasium-API env (a :class:`contestkit.envs.ContestEnv`) to one agent."""
+    """Serves a gymnasium-API env (a :class:`contestkit.env.envs.ContestEnv`) to one agent."""
 
     def __init__(
         self,

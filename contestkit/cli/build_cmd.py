@@ -21,8 +21,8 @@ def build(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Build the agent image of this project, tagged for the team's registry and as NAME:latest."""
-    from contestkit.build import build_project
-    from contestkit.project import require_project
+    from contestkit.containers.build import build_project
+    from contestkit.projects.project import require_project
 
     project = require_project(project_dir)
     with BuildRenderer(verbose=verbose) as render:

@@ -13,7 +13,7 @@ import typer
 
 def complete_game(incomplete: str) -> list[str]:
     """Contest games first, then every other game the emulator package knows."""
-    from contestkit.games import CONTEST_GAMES, all_games
+    from contestkit.env.games import CONTEST_GAMES, all_games
 
     others: list[str] = []
     with contextlib.suppress(Exception):  # no emulator package: the contest names still complete
@@ -24,7 +24,7 @@ def complete_game(incomplete: str) -> list[str]:
 
 def complete_state(ctx: typer.Context, incomplete: str) -> list[str]:
     """The states of the game already typed."""
-    from contestkit.games import states_of
+    from contestkit.env.games import states_of
 
     game = ctx.params.get("game")
     if not game:
@@ -38,6 +38,6 @@ def complete_state(ctx: typer.Context, incomplete: str) -> list[str]:
 
 def complete_template(incomplete: str) -> list[str]:
     """The agent templates of ``contestkit new``."""
-    from contestkit.scaffold import TEMPLATES
+    from contestkit.projects.scaffold import TEMPLATES
 
     return [t for t in TEMPLATES if t.startswith(incomplete.lower())]

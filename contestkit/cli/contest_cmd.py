@@ -1,6 +1,6 @@
 """Talking to a contest: login, logout, registry, push, submit, jobs, leaderboard.
 
-The commands parse, call ``contestkit.api_client`` / ``contestkit.registry`` and print. Every data
+The commands parse, call ``contestkit.client.api_client`` / ``contestkit.client.registry`` and print. Every data
 command takes ``--json`` and then prints one JSON document on stdout (the product contract).
 """
 
@@ -19,10 +19,9 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColum
 from rich.table import Table
 from typer.core import TyperGroup
 
-from contestkit import results
-from contestkit.api_client import ApiError, ContestClient
 from contestkit.cli.output import console, err_console, print_json, shown, visible
-from contestkit.credentials import (
+from contestkit.client.api_client import ApiError, ContestClient
+from contestkit.client.credentials import (
     RegistryCredentials,
     ServerLogin,
     clear_login,
@@ -36,8 +35,9 @@ from contestkit.credentials import (
     save_login,
     save_registry_credentials,
 )
+from contestkit.env.scoring import plural
 from contestkit.errors import ContestkitError, NotFoundError, UsageError
-from contestkit.scoring import plural
+from contestkit.runs import results
 from contestkit.states import ACTIVE_JOB_STATES, TERMINAL_JOB_STATES, TERMINAL_LEVEL_STATES, JobState, LevelState
 
 # The job states the CLI reads back from the server's answers (their home: contestkit.states). A stalled
@@ -147,7 +147,7 @@ def logout() -> None:
         except ContestkitError as exc:
             err_console.print(f"[yellow]warning:[/] {_t(exc)} The local session is forgotten anyway.")
     if credentials is not None and credentials.docker_config:
-        from contestkit.registry import docker_cli_logout
+        from contestkit.client.registry import docker_cli_logout
 
         docker_cli_logout(credentials.host)
     clear_login()
@@ -177,7 +177,7 @@ def registry_login(
     ),
 ) -> None:
     """Get the team's registry credentials from the server and log the Docker engine in to the registry."""
-    from contestkit import registry
+    from contestkit.client import registry
 
     credentials = _fresh_credentials(_client())
     status = registry.login(credentials)
@@ -230,7 +230,7 @@ def registry_list(json_out: bool = typer.Option(False, "--json", help="Print one
 
 def _project() -> Any:
     """The agent project around the current directory (``contestkit.yaml``), or None."""
-    from contestkit.project import find_project
+    from contestkit.projects.project import find_project
 
     return find_project()
 
@@ -241,8 +241,8 @@ def _resolve_image(tag: str | None, credentials: RegistryCredentials, client: An
     ``TAG`` alone means the project's image (``contestkit build TAG`` made it; ``agent`` outside a
     project); ``NAME:TAG`` or a full reference names a local image directly, as the 2018 client did.
     """
-    from contestkit import imageref
-    from contestkit.images import image_present
+    from contestkit.containers import imageref
+    from contestkit.containers.images import image_present
 
     project = _project()
     if tag and (":" in tag or "/" in tag):
@@ -308,7 +308,8 @@ class _PushDisplay:
 
 def _push(tag: str | None, out: Console = console) -> tuple[Any, str, str]:
     """Tag and push; returns (push result, target image, job tag). Progress goes to ``out``."""
-    from contestkit import dockerengine, registry
+    from contestkit.client import registry
+    from contestkit.containers import dockerengine
 
     client = _client()
     credentials = _fresh_credentials(client)
@@ -629,7 +630,7 @@ def jobs_restart(
 
 
 def _log_files() -> tuple[str, ...]:
-    from contestkit import results
+    from contestkit.runs import results
 
     return (results.AGENT_STDOUT, results.AGENT_STDERR, results.REMOTE_STDOUT, results.REMOTE_STDERR)
 

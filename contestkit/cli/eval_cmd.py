@@ -1,4 +1,4 @@
-"""``contestkit eval``: parse, call :mod:`contestkit.evaluation`, show progress and the summary."""
+"""``contestkit eval``: parse, call :mod:`contestkit.runs.evaluation`, show progress and the summary."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from contestkit import evaluation, levelrun, results
 from contestkit.cli.completion import complete_game, complete_state
 from contestkit.cli.output import console, err_console, print_json, shown
-from contestkit.config import find_project_file
-from contestkit.curves import sparkline, write_level_curve
+from contestkit.env.games import short_level
+from contestkit.env.levellist import read_levels
 from contestkit.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, ContestkitError, UsageError
-from contestkit.games import short_level
-from contestkit.levellist import read_levels
+from contestkit.projects.config import find_project_file
+from contestkit.runs import evaluation, levelrun, results
+from contestkit.runs.curves import sparkline, write_level_curve
 from contestkit.runtime.base import EvalRuntime
 from contestkit.states import ProgressStatus
 
@@ -161,7 +161,7 @@ def _level_table(rows: list[evaluation.LevelResult], width: int, seed: int | Non
 def _render_best(rows: list[evaluation.LevelResult]) -> list[Path]:
     """Each recorded level's best episode as MP4 (what ``eval --record`` leaves to watch); a level
     that cannot be rendered gets a warning, never a failed evaluation."""
-    from contestkit import replay
+    from contestkit.runs import replay
 
     videos = []
     for r in rows:

@@ -40,8 +40,8 @@ def _contest(data_dir: Path) -> Iterator[tuple[Any, Any]]:
     """(config, session) on the contest's database, committed when the block ends."""
     _needs_server_extra()
     from contestkit.server.config import load_config
-    from contestkit.server.db import Database
-    from contestkit.server.migrations import migrate
+    from contestkit.server.storage.db import Database
+    from contestkit.server.storage.migrations import migrate
 
     config = load_config(data_dir)
     database = Database(config.database())
@@ -54,13 +54,13 @@ def _contest(data_dir: Path) -> Iterator[tuple[Any, Any]]:
 
 
 def _actor() -> str:
-    from contestkit.server.hosting import cli_actor
+    from contestkit.server.contest.hosting import cli_actor
 
     return cli_actor()
 
 
 def _when(stamp: float | None) -> str:
-    from contestkit.server.phases import format_time
+    from contestkit.server.contest.phases import format_time
 
     return "" if stamp is None else format_time(stamp)
 
@@ -82,7 +82,7 @@ def teams_list(
     json_out: bool = _JSON,
 ) -> None:
     """Every team with its email, namespace, state and number of jobs."""
-    from contestkit.server import teams as team_admin
+    from contestkit.server.contest import teams as team_admin
 
     with _contest(data_dir) as (_config, db):
         teams = team_admin.list_teams(db, include_removed=removed)
@@ -103,7 +103,7 @@ def teams_disable(
     json_out: bool = _JSON,
 ) -> None:
     """Lock a team out: it cannot log in or submit (its sessions end); its jobs and scores stay."""
-    from contestkit.server import teams as team_admin
+    from contestkit.server.contest import teams as team_admin
 
     with _contest(data_dir) as (_config, db):
         document = team_admin.set_disabled(db, _actor(), team, True)
@@ -117,7 +117,7 @@ def teams_enable(
     json_out: bool = _JSON,
 ) -> None:
     """Let a disabled team log in and submit again."""
-    from contestkit.server import teams as team_admin
+    from contestkit.server.contest import teams as team_admin
 
     with _contest(data_dir) as (_config, db):
         document = team_admin.set_disabled(db, _actor(), team, False)
@@ -132,7 +132,7 @@ def teams_rename(
     json_out: bool = _JSON,
 ) -> None:
     """Rename a team (its login, registry namespace and jobs stay)."""
-    from contestkit.server import teams as team_admin
+    from contestkit.server.contest import teams as team_admin
 
     with _contest(data_dir) as (_config, db):
         document = team_admin.rename(db, _actor(), team, new_name)
@@ -147,7 +147,7 @@ def teams_reset_password(
     json_out: bool = _JSON,
 ) -> None:
     """A new password: the team's sessions end, its API tokens are revoked, its registry password rotates."""
-    from contestkit.server import teams as team_admin
+    from contestkit.server.contest import teams as team_admin
 
     password = _read_password(password_stdin)
     with _contest(data_dir) as (_config, db):
@@ -164,7 +164,7 @@ def teams_remove(
     json_out: bool = _JSON,
 ) -> None:
     """Remove a team: locked out and hidden, its jobs kept for the record unless --purge."""
-    from contestkit.server import teams as team_admin
+    from contestkit.server.contest import teams as team_admin
 
     if not yes:
         raise UsageError(f"Removing the team '{team}' cannot be undone; pass --yes to remove it.")
@@ -186,7 +186,7 @@ def jobs_list(
     """Every team's queued and running jobs (--all: every job, newest first)."""
     if ctx.invoked_subcommand is not None:
         return
-    from contestkit.server import hosting
+    from contestkit.server.contest import hosting
 
     with _contest(data_dir) as (_config, db):
         jobs = hosting.list_jobs(db, all_jobs=all_jobs)
@@ -212,7 +212,7 @@ def jobs_list(
 @jobs_app.command("cancel")
 def jobs_cancel(job_id: int = typer.Argument(..., help="The job's id."), data_dir: Path = _DATA_DIR) -> None:
     """Cancel any team's queued or running job (a running one stops at the server's next heartbeat)."""
-    from contestkit.server import hosting
+    from contestkit.server.contest import hosting
 
     with _contest(data_dir) as (_config, db):
         hosting.cancel_job(db, _actor(), job_id)
@@ -222,7 +222,7 @@ def jobs_cancel(job_id: int = typer.Argument(..., help="The job's id."), data_di
 @jobs_app.command("restart")
 def jobs_restart(job_id: int = typer.Argument(..., help="The job's id."), data_dir: Path = _DATA_DIR) -> None:
     """Run any team's ended job again as a new attempt (same image)."""
-    from contestkit.server import hosting
+    from contestkit.server.contest import hosting
 
     with _contest(data_dir) as (config, db):
         hosting.restart_job(db, config, _actor(), job_id)
@@ -236,7 +236,7 @@ def jobs_rerun_level(
     data_dir: Path = _DATA_DIR,
 ) -> None:
     """Evaluate one level of an ended job again; the job is scored again when it ends."""
-    from contestkit.server import hosting
+    from contestkit.server.contest import hosting
 
     with _contest(data_dir) as (_config, db):
         hosting.rerun_level(db, _actor(), job_id, level)
@@ -250,7 +250,7 @@ def actions(
     json_out: bool = _JSON,
 ) -> None:
     """The record of host actions: who did what to what, newest first."""
-    from contestkit.server import hosting
+    from contestkit.server.contest import hosting
 
     with _contest(data_dir) as (_config, db):
         rows = hosting.actions(db, max(1, limit))
@@ -273,9 +273,9 @@ def actions(
 def status(data_dir: Path = _DATA_DIR, json_out: bool = _JSON) -> None:
     """Where the contest stands: its phase in one line (as the pages and /host say it), plan warnings, the
     registry's health and the queue."""
-    from contestkit.server import hosting, phases
-    from contestkit.server.db import now
-    from contestkit.server.registry_supervision import RegistryProbe
+    from contestkit.server.contest import hosting, phases
+    from contestkit.server.deployment.registry_supervision import RegistryProbe
+    from contestkit.server.storage.db import now
 
     with _contest(data_dir) as (config, db):
         at = now()
@@ -303,8 +303,8 @@ def status(data_dir: Path = _DATA_DIR, json_out: bool = _JSON) -> None:
 @server_app.command("close")
 def close(data_dir: Path = _DATA_DIR, json_out: bool = _JSON) -> None:
     """Close submissions now (the leaderboard phase ends; queued and running jobs still finish)."""
-    from contestkit.server import hosting
-    from contestkit.server.db import now
+    from contestkit.server.contest import hosting
+    from contestkit.server.storage.db import now
 
     with _contest(data_dir) as (config, db):
         closed = hosting.close_submissions(db, config, _actor(), now())
@@ -337,10 +337,10 @@ def _print_final(document: dict[str, Any]) -> None:
 def final_start(data_dir: Path = _DATA_DIR, json_out: bool = _JSON) -> None:
     """Queue each team's selected submission on the final levels; run again after a crash (no team twice)."""
     _needs_server_extra()
-    from contestkit.server import final
     from contestkit.server.config import load_config
-    from contestkit.server.db import Database, now
-    from contestkit.server.migrations import migrate
+    from contestkit.server.contest import final
+    from contestkit.server.storage.db import Database, now
+    from contestkit.server.storage.migrations import migrate
 
     config = load_config(data_dir)
     database = Database(config.database())
@@ -365,7 +365,7 @@ def final_status(
 ) -> None:
     """The final's progress and its ranking so far (the host's eyes only until publish)."""
     from contestkit.cli.contest_cmd import _poll_seconds
-    from contestkit.server import final
+    from contestkit.server.contest import final
 
     last = None
     while True:
@@ -386,10 +386,10 @@ def final_status(
 def final_publish(data_dir: Path = _DATA_DIR, json_out: bool = _JSON) -> None:
     """Make the final ranking public (GET /rest/leaderboard/final), once every final job ended."""
     _needs_server_extra()
-    from contestkit.server import final
     from contestkit.server.config import load_config
-    from contestkit.server.db import Database, now
-    from contestkit.server.migrations import migrate
+    from contestkit.server.contest import final
+    from contestkit.server.storage.db import Database, now
+    from contestkit.server.storage.migrations import migrate
 
     config = load_config(data_dir)
     database = Database(config.database())
@@ -417,7 +417,7 @@ def export(
     data_dir: Path = _DATA_DIR,
 ) -> None:
     """Export the live leaderboard (or --final ranking) with every level's score, baselines marked."""
-    from contestkit.server import leaderboards
+    from contestkit.server.contest import leaderboards
 
     with _contest(data_dir) as (config, db):
         text = leaderboards.export(db, config, fmt=fmt.value, final=final_board)
@@ -433,8 +433,8 @@ def select(
     json_out: bool = _JSON,
 ) -> None:
     """Choose the submission the hidden final evaluates (before the close, when the host lets teams choose)."""
-    from contestkit.api_client import ContestClient
-    from contestkit.credentials import load_login
+    from contestkit.client.api_client import ContestClient
+    from contestkit.client.credentials import load_login
 
     answer = ContestClient.from_login(load_login()).select(job_id)
     if json_out:

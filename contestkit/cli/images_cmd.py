@@ -14,8 +14,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from contestkit.cli.output import console, err_console, print_json
+from contestkit.containers.images import IMAGES, BuildEvent
 from contestkit.errors import UsageError
-from contestkit.images import IMAGES, BuildEvent
 
 images_app = typer.Typer(
     help="Build and list the toolkit's Docker images (agent bases and remote-env).",
@@ -106,10 +106,10 @@ def build_cmd(
     ),
 ) -> None:
     """Build the toolkit images (skipping those already up to date)."""
-    from contestkit.images import build_images, list_images
+    from contestkit.containers.images import build_images, list_images
 
     if with_roms:
-        from contestkit.rom_image import build_remote_env_with_roms
+        from contestkit.containers.rom_image import build_remote_env_with_roms
 
         if names and names != ["remote-env"]:
             raise UsageError(
@@ -146,7 +146,7 @@ def list_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ) -> None:
     """Show the toolkit images (built or not, up to date or stale) and images built by contestkit."""
-    from contestkit.images import list_images
+    from contestkit.containers.images import list_images
 
     rows = list_images()
     if json_out:
@@ -184,7 +184,7 @@ def bootstrap_cmd(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print debootstrap's output."),
 ) -> None:
     """Make the Python base image from Debian packages (for machines that reach no image registry)."""
-    from contestkit.bootstrap import bootstrap_base_image
+    from contestkit.containers.bootstrap import bootstrap_base_image
 
     with BuildRenderer(verbose=verbose) as render:
         tag = bootstrap_base_image(render, mirror=mirror, force=force)

@@ -9,7 +9,10 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from contestkit.agentdeps import (
+from contestkit.cli.completion import complete_template
+from contestkit.cli.output import console
+from contestkit.errors import ContestkitError
+from contestkit.projects.agentdeps import (
     REQUIREMENTS_FILE,
     cpu_indexes,
     index_reachable,
@@ -18,10 +21,7 @@ from contestkit.agentdeps import (
     missing_requirements,
     read_requirements,
 )
-from contestkit.cli.completion import complete_template
-from contestkit.cli.output import console
-from contestkit.errors import ContestkitError
-from contestkit.scaffold import DEFAULT_TEMPLATE, TEMPLATES, create_project
+from contestkit.projects.scaffold import DEFAULT_TEMPLATE, TEMPLATES, create_project
 
 _TEMPLATE_HELP = {
     "pytorch": "PPO that learns online (PyTorch), base contestkit/agent:pytorch",

@@ -30,7 +30,7 @@ def replay(
     json_out: bool = typer.Option(False, "--json", help="Print what was rendered as one JSON document."),
 ) -> None:
     """Render a recorded episode to MP4 with the emulator, plus a poster PNG, to watch the agent play."""
-    from contestkit import replay as rp
+    from contestkit.runs import replay as rp
 
     level = rp.level_dir(results_dir)
     chosen = rp.choose(rp.episodes(level), episode.strip().lower())

@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from contestkit.cli.output import console, print_json
+from contestkit.env.roms import import_roms, list_roms
 from contestkit.errors import EXIT_FAILURE
-from contestkit.roms import import_roms, list_roms
 
 roms_app = typer.Typer(help="Contest ROMs: which are present, and importing the ones you own.", no_args_is_help=True)
 

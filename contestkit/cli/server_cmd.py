@@ -11,9 +11,9 @@ from pathlib import Path
 
 import typer
 
-from contestkit import levelrun
 from contestkit.cli.output import console, err_console
 from contestkit.errors import ContestkitError, UsageError
+from contestkit.runs import levelrun
 from contestkit.server.config import DEFAULT_PORT
 
 server_app = typer.Typer(
@@ -73,7 +73,7 @@ def init(
 ) -> None:
     """Create a contest data directory: configuration, level set, registry config and database."""
     _needs_server_extra()
-    from contestkit.server.admin import init_contest
+    from contestkit.server.deployment.admin import init_contest
 
     result = init_contest(
         data_dir,
@@ -122,7 +122,7 @@ def add_team(
 ) -> None:
     """Add a team: its login and its own account and namespace in the registry."""
     _needs_server_extra()
-    from contestkit.server.teams import add_team as do_add
+    from contestkit.server.contest.teams import add_team as do_add
 
     password = _read_password(password_stdin)
     team = do_add(data_dir, name=name, email=email, password=password, namespace=namespace)
@@ -142,7 +142,7 @@ def set_password(
 ) -> None:
     """Reset a team's password (its sessions end, its API tokens are revoked, its registry password rotates)."""
     _needs_server_extra()
-    from contestkit.server.teams import set_password as do_set
+    from contestkit.server.contest.teams import set_password as do_set
 
     do_set(data_dir, email=email, password=_read_password(password_stdin))
     console.print(
@@ -159,7 +159,7 @@ def rotate_registry_password(
 ) -> None:
     """Give a team a new registry password (after a leak); the old one gets no new registry token."""
     _needs_server_extra()
-    from contestkit.server.teams import rotate_registry_password as do_rotate
+    from contestkit.server.contest.teams import rotate_registry_password as do_rotate
 
     do_rotate(data_dir, email=email)
     console.print(
@@ -212,7 +212,7 @@ def manifests(
     ),
 ) -> None:
     """Print the Kubernetes objects that run this server in a cluster, for `kubectl apply -f -`."""
-    from contestkit.server.manifests import DeploymentOptions, postgres_password, render_manifests, to_yaml
+    from contestkit.server.deployment.manifests import DeploymentOptions, postgres_password, render_manifests, to_yaml
 
     try:
         levels_csv = levels.read_text(encoding="utf-8-sig")

@@ -17,4 +17,4 @@ COPY dist/ /tmp/contestkit-dist/
 RUN python -m pip install --no-deps /tmp/contestkit-dist/*.whl && rm -rf /tmp/contestkit-dist /root/.cache
 
 WORKDIR /root/compo
-ENTRYPOINT ["python", "-m", "contestkit.envprogram"]
+ENTRYPOINT ["python", "-m", "contestkit.runs.envprogram"]

@@ -2,7 +2,7 @@
 
 Runtimes differ only in *how* they launch the two halves (local processes, Docker containers).
 Everything else, from the env program to the bridge, the results and the scoring, is shared and
-lives in :mod:`contestkit.evaluation`.
+lives in :mod:`contestkit.runs.evaluation`.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 from typing import Protocol
 
-from contestkit.levelrun import LevelRunSpec
+from contestkit.runs.levelrun import LevelRunSpec
 from contestkit.states import Word
 
-ENV_PROGRAM = "contestkit.envprogram"  # run as ``python -m``; the remote-env image's entry point
+ENV_PROGRAM = "contestkit.runs.envprogram"  # run as ``python -m``; the remote-env image's entry point
 
 
 class Runtime(Word):

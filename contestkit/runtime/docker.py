@@ -3,7 +3,7 @@
 Two containers meet through a fresh tmpfs volume mounted at ``/root/compo/tmp`` in both (so the
 agent's ``tmp/sock`` is the bridge); the agent has no network; the results directory is
 bind-mounted into the remote-env container, which runs the same env program as the local runtime
-(``python -m contestkit.envprogram``). Everything this module creates carries the label
+(``python -m contestkit.runs.envprogram``). Everything this module creates carries the label
 ``org.contestkit.session``, and everything is removed on every way out, including a failure
 half-way through :meth:`DockerLauncher.start`; sessions left by a contestkit process that was
 killed outright are swept at the next start.
@@ -19,11 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from contestkit import results
-from contestkit.capped_output import HeadTailWriter
+from contestkit.env.games import resolve_level, rom_path
 from contestkit.errors import ContestkitError, NotFoundError, UsageError
-from contestkit.games import resolve_level, rom_path
-from contestkit.levelrun import ENGINE_LOG_MAX, LOG_LIMIT, EnvPlacement, LevelRunSpec, Scope, scope_names, to_argv
+from contestkit.runs import results
+from contestkit.runs.capped_output import HeadTailWriter
+from contestkit.runs.levelrun import ENGINE_LOG_MAX, LOG_LIMIT, EnvPlacement, LevelRunSpec, Scope, scope_names, to_argv
 from contestkit.runtime.base import Runtime
 
 SESSION_LABEL = "org.contestkit.session"
@@ -282,7 +282,7 @@ class DockerLauncher:
         self.on_event = on_event
 
     def check(self, spec: LevelRunSpec) -> None:
-        from contestkit import images
+        from contestkit.containers import images
 
         if not spec.image:
             raise UsageError(
@@ -299,7 +299,7 @@ class DockerLauncher:
             raise NotFoundError(f"No remote-env image '{remote}' in the Docker engine: pull or build it first.")
 
     def start(self, spec: LevelRunSpec, results_dir: Path) -> DockerSession:
-        from contestkit import dockerengine, images
+        from contestkit.containers import dockerengine, images
 
         api = dockerengine.connect()
         sweep_orphans(api)

@@ -2,7 +2,7 @@
 
 Why here, beside ``runtime.local`` and ``runtime.docker``: a level-run is already pod-shaped (two
 containers sharing an in-memory volume, no network for the agent), and its lifecycle (start, watch,
-stop, summarise, run again after a disruption) is :func:`contestkit.evaluation.run_session`'s, the
+stop, summarise, run again after a disruption) is :func:`contestkit.runs.evaluation.run_session`'s, the
 same for all three runtimes. This module says only *how* a pod runs a level-run:
 
 * :func:`render_level_job`: the Job (the team's agent image pinned by digest, the remote-env image,
@@ -11,7 +11,7 @@ same for all three runtimes. This module says only *how* a pod runs a level-run:
 * :class:`ClusterApi`: the calls made of the API server, as JSON dictionaries (the tests drive it
   against an in-process fake, as no API server can run on the development machines);
 * :class:`PodSession`: one pod as a runtime session. The pod has no network, so its results come
-  back through its log as structured lines (``contestkit.structured_log``), each file with its size
+  back through its log as structured lines (``contestkit.runs.structured_log``), each file with its size
   and SHA-256 and numbered chunks, rebuilt and verified here; a broken stream is read again from
   where it broke (``sinceTime``), never from the start;
 * :class:`KubernetesLauncher`: creates the Job, waits for its pod, refuses what a pod cannot honour
@@ -37,9 +37,11 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from contestkit import __version__, imageref, results, structured_log
+from contestkit import __version__
+from contestkit.containers import imageref
 from contestkit.errors import ContestkitError, UsageError
-from contestkit.levelrun import EnvPlacement, LevelRunSpec, Scope, scope_names, to_argv
+from contestkit.runs import results, structured_log
+from contestkit.runs.levelrun import EnvPlacement, LevelRunSpec, Scope, scope_names, to_argv
 from contestkit.runtime.base import Runtime
 
 if TYPE_CHECKING:
@@ -57,7 +59,7 @@ OUT_MOUNT = "/root/compo/out"
 RESULTS_MOUNT = "/results"
 AGENT_CONTAINER = "agent"
 ENV_CONTAINER = "remote-env"
-ENV_COMMAND = ["python", "-m", "contestkit.structured_log"]  # the env program, mirrored onto stdout
+ENV_COMMAND = ["python", "-m", "contestkit.runs.structured_log"]  # the env program, mirrored onto stdout
 
 # -- labels --------------------------------------------------------------------------------------
 
@@ -297,7 +299,7 @@ def render_level_job(
 
 def _out_size(spec: LevelRunSpec, settings: KubernetesSettings) -> str:
     """The agent's out/ volume: the host's ``agent_out_limit`` when set, else ``agent_out_size``."""
-    from contestkit.levelrun import OUT_LIMIT
+    from contestkit.runs.levelrun import OUT_LIMIT
 
     return settings.agent_out_size if spec.out_limit == OUT_LIMIT else f"{max(1, spec.out_limit // 2**20)}Mi"
 
@@ -640,7 +642,7 @@ class _LogFollower(threading.Thread):
 
 
 class PodSession:
-    """The pod of a level-run's Job as ``contestkit.evaluation`` watches a runtime session.
+    """The pod of a level-run's Job as ``contestkit.runs.evaluation`` watches a runtime session.
 
     It first waits for the Job's pod (no budget is charged meanwhile: :meth:`budget_start` is None until
     both containers run) and ends the wait within ``start_timeout_seconds`` when the cluster says the

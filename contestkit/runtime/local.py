@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 from typing import IO
 
-from contestkit import results
-from contestkit.agentdeps import check_agent_imports
 from contestkit.bridge.protocol import memory_tmpdir
 from contestkit.errors import UsageError
-from contestkit.levelrun import EnvPlacement, LevelRunSpec, Scope, scope_names, to_argv
+from contestkit.projects.agentdeps import check_agent_imports
+from contestkit.runs import results
+from contestkit.runs.levelrun import EnvPlacement, LevelRunSpec, Scope, scope_names, to_argv
 from contestkit.runtime.base import ENV_PROGRAM, Runtime, agent_command
 
 

@@ -31,32 +31,36 @@ from fastapi import FastAPI
 
 from contestkit import __version__
 from contestkit.errors import ContestkitError
-from contestkit.server import (
-    auth,
-    boardcache,
-    contest,
+from contestkit.server import heap, metrics
+from contestkit.server.api import (
+    admin,
+    board,
+    deps,
     documents,
+    errors,
+    final,
     head,
-    heap,
-    housekeeping,
+    health,
     jobdocs,
-    limits,
-    metrics,
+    jobs,
     openapi,
-    pages,
-    registry_auth,
-    registry_supervision,
-    throttle,
+    registry,
+    results,
+    sessions,
 )
-from contestkit.server.api import admin, board, deps, errors, final, health, jobs, registry, results, sessions
 from contestkit.server.api import contest as contest_api
 from contestkit.server.config import DEFAULT_PORT, ServerConfig, load_config
-from contestkit.server.db import Database, now
+from contestkit.server.contest import boardcache
+from contestkit.server.contest import overview as contest
+from contestkit.server.contest.phases import Clock
+from contestkit.server.deployment import registry_supervision
 from contestkit.server.executors import Executor
 from contestkit.server.executors.configured import load_executor
-from contestkit.server.migrations import migrate
-from contestkit.server.phases import Clock
-from contestkit.server.scheduling import Scheduler
+from contestkit.server.queue.scheduling import Scheduler
+from contestkit.server.security import auth, housekeeping, limits, registry_auth, throttle
+from contestkit.server.storage.db import Database, now
+from contestkit.server.storage.migrations import migrate
+from contestkit.server.web import pages
 
 log = logging.getLogger("contestkit.server")
 

@@ -29,10 +29,12 @@ from typing import Any
 
 import yaml
 
-from contestkit import cpuset, imageref, levelrun, yamlconfig
+from contestkit import yamlconfig
+from contestkit.containers import imageref
+from contestkit.env.levellist import LevelName, read_level_set
 from contestkit.errors import ContestkitError, UsageError
-from contestkit.levellist import LevelName, read_level_set
-from contestkit.server import phases  # it reads this module's types only for annotations
+from contestkit.runs import cpuset, levelrun
+from contestkit.server.contest import phases  # it reads this module's types only for annotations
 from contestkit.states import Word
 
 CONFIG_NAME = "server.yaml"
@@ -109,8 +111,8 @@ class ServerConfig:
     # Whether cookies carry ``Secure``. None (the default): they do when the server speaks TLS
     # (``tls_cert``) or its ``server_url`` is https (a TLS proxy in front); ``secure_cookies`` decides.
     cookie_secure: bool | None = None
-    # What one level-run may take from the host (server/run_limits.py; docs/host-limits-and-abuse.md).
-    # Sizes are Docker's (56g, 512m); None: the level-run default (contestkit.levelrun).
+    # What one level-run may take from the host (server/queue/run_limits.py; docs/host-limits-and-abuse.md).
+    # Sizes are Docker's (56g, 512m); None: the level-run default (contestkit.runs.levelrun).
     agent_memory: str = levelrun.CONTEST_MEMORY  # capped at the host's memory, with a warning at start
     agent_pids_limit: int = levelrun.PIDS_LIMIT
     agent_out_limit: str | None = None  # default 10g; over it the level is stopped (the team's failure)
@@ -131,14 +133,14 @@ class ServerConfig:
     description: str | None = None
     rules_url: str | None = None
     rules: str | None = None
-    # Login throttling (server/throttle.py): failed password checks allowed per window, per account
+    # Login throttling (server/security/throttle.py): failed password checks allowed per window, per account
     # (for clients without that account's device cookie) and per client address across accounts.
     login_window_seconds: float = 300.0
     login_account_limit: int = 10
     login_client_limit: int = 30
     # How long pulling a job's image is retried (with backoff) while the registry does not answer.
     pull_retry_seconds: float = 120.0
-    # How often expired sessions and API tokens are deleted (server/housekeeping.py).
+    # How often expired sessions and API tokens are deleted (server/security/housekeeping.py).
     sweep_seconds: float = 600.0
     # Worker threads for the API's blocking work (database reads and writes). None: two per CPU, at
     # least 4. Why not the framework's 40: every one contends for Python's one interpreter lock, and
@@ -348,7 +350,7 @@ def validate(config: ServerConfig, source: yamlconfig.Section | None = None) -> 
     ``source`` is the file the config was read from, when it was: nested settings (``kubernetes``) are
     then checked with their lines.
     """
-    from contestkit.server.run_limits import agent_limits
+    from contestkit.server.queue.run_limits import agent_limits
 
     agent_limits(config.agent_memory, config.agent_pids_limit, config.agent_out_limit, config.agent_log_limit)
     if not _is_host_port(config.registry):

@@ -6,7 +6,7 @@ handler. A library function can then be called from a script, a test or a later 
 HTTP leaking into it, and a status can be changed in one place.
 
 Each error carries one sentence that says what to do, shown to the client as ``{"detail": ...}``.
-(The client has its own ``contestkit.api_client.ApiError`` for the answers it receives.)
+(The client has its own ``contestkit.client.api_client.ApiError`` for the answers it receives.)
 """
 
 from __future__ import annotations

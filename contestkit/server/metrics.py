@@ -32,8 +32,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from contestkit.server.db import ACTIVE, QUEUED, RUNNING, TERMINAL, Database, Job, Worker, now
 from contestkit.server.executors import Executor
+from contestkit.server.storage.db import ACTIVE, QUEUED, RUNNING, TERMINAL, Database, Job, Worker, now
 from contestkit.states import LevelOutcome, StopReason
 
 REGISTRY = CollectorRegistry(auto_describe=True)

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from contestkit.config import (
+from contestkit.errors import ContestkitError
+from contestkit.projects.config import (
     load_config,
     read_config_file,
     save_user_config,
     user_config_dir,
     user_config_path,
 )
-from contestkit.errors import ContestkitError
 
 
 @pytest.fixture
@@ -147,7 +147,7 @@ def test_credentials_now_come_from_registry_login(tmp_path: Path, env: dict[str,
 def test_one_user_config_folder_for_the_config_and_the_stored_logins(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from contestkit import credentials
+    from contestkit.client import credentials
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     stored = credentials.save_registry_credentials(credentials.RegistryCredentials("h:5000/t", "u", "p"))
@@ -250,7 +250,7 @@ def test_every_key_has_an_example_its_own_type_accepts(tmp_path: Path) -> None:
     """An example a user copies from an error message must itself be accepted."""
     import yaml
 
-    from contestkit.config import KEYS
+    from contestkit.projects.config import KEYS
     from contestkit.yamlconfig import convert
 
     for key in KEYS.values():

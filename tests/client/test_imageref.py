@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from contestkit import imageref
+from contestkit.containers import imageref
+from contestkit.containers.imageref import ImageRef
 from contestkit.errors import UsageError
-from contestkit.imageref import ImageRef
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -126,7 +126,7 @@ def test_pinned_drops_the_tag_and_keeps_the_port() -> None:
 
 
 def test_registry_credentials_split_host_and_namespace_with_imageref() -> None:
-    from contestkit.credentials import RegistryCredentials
+    from contestkit.client.credentials import RegistryCredentials
 
     creds = RegistryCredentials("[::1]:5000/team-rocket", "u", "p")
     assert (creds.host, creds.namespace) == ("[::1]:5000", "team-rocket")

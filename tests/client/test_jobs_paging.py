@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from contestkit import api_client
+from contestkit.client import api_client
 
 LEVELS = [("Fake", "Level1"), ("Fake", "Level2")]
 

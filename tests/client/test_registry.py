@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 
-from contestkit import registry
-from contestkit.credentials import RegistryCredentials
+from contestkit.client import registry
+from contestkit.client.credentials import RegistryCredentials
 from contestkit.errors import ContestkitError
 from contestkit.server.config import load_config
-from contestkit.server.teams import rotate_registry_password
+from contestkit.server.contest.teams import rotate_registry_password
 
 if TYPE_CHECKING:
     from tests.support.contest import Contest
@@ -237,7 +237,7 @@ def test_submit_wait_with_the_real_docker_evaluation(
 ):
     """The whole loop with no test double: a project made by `contestkit new`, built by
     `contestkit build`, pushed to the team registry by `contestkit submit --wait`, pulled by the
-    server and evaluated by contestkit.evaluation in remote-env + agent containers; its score
+    server and evaluated by contestkit.runs.evaluation in remote-env + agent containers; its score
     reaches the leaderboard."""
     engine = docker_client
     address, port = f"127.0.0.1:{free_port()}", free_port()

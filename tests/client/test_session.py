@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from contestkit import credentials as sessions
-from contestkit.api_client import ContestClient
+from contestkit.client import credentials as sessions
+from contestkit.client.api_client import ContestClient
 from contestkit.errors import ContestkitError
 
 

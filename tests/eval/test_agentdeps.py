@@ -1,4 +1,4 @@
-"""Which imports of an agent must resolve before a local eval starts (contestkit.agentdeps).
+"""Which imports of an agent must resolve before a local eval starts (contestkit.projects.agentdeps).
 
 Real files in a temporary project, resolved against this Python's real packages.
 """
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from contestkit.agentdeps import agent_start_file, read_requirements, unresolved_imports
 from contestkit.errors import UsageError
+from contestkit.projects.agentdeps import agent_start_file, read_requirements, unresolved_imports
 
 
 def _write(root: Path, files: dict[str, str]) -> None:

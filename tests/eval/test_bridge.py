@@ -16,9 +16,9 @@ import gym_remote.exceptions as gre
 from contestkit.bridge import protocol
 from contestkit.bridge.client import RemoteEnv
 from contestkit.bridge.server import BridgeServer, Budgets
-from contestkit.envs import ContestEnv
-from contestkit.games import resolve_level
-from contestkit.monitor import EpisodeLog
+from contestkit.env.envs import ContestEnv
+from contestkit.env.games import resolve_level
+from contestkit.env.monitor import EpisodeLog
 from tests.support.clock import ManualClock
 from tests.support.paths import GAME, STATE
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from contestkit import cpuset
 from contestkit.errors import UsageError
+from contestkit.runs import cpuset
 from contestkit.runtime.base import Runtime
 
 
@@ -57,9 +57,9 @@ def test_a_cpu_set_is_a_value_that_prints_as_its_shortest_list():
 
 def test_a_level_run_spec_parses_its_cpuset_once_and_carries_the_value(tmp_path, monkeypatch):
     """The text used to be parsed by eval's plan, again for summary.json and again by the local runtime."""
-    from contestkit import evaluation
-    from contestkit.games import resolve_level
-    from contestkit.levelrun import LevelRunSpec
+    from contestkit.env.games import resolve_level
+    from contestkit.runs import evaluation
+    from contestkit.runs.levelrun import LevelRunSpec
 
     calls = []
     real = cpuset.parse

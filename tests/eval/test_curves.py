@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from contestkit.curves import moving_average, nice_ticks, smoothing_window, write_reward_svg
+from contestkit.runs.curves import moving_average, nice_ticks, smoothing_window, write_reward_svg
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -59,7 +59,7 @@ def test_moving_average_of_a_constant_is_the_constant() -> None:
 
 
 def test_a_level_curve_is_read_against_timesteps(tmp_path: Path) -> None:
-    from contestkit.curves import write_level_curve
+    from contestkit.runs.curves import write_level_curve
 
     # Three episodes of 4,500, 500 and 4,000 timesteps: the second point sits near the first.
     (tmp_path / "monitor.csv").write_text("r,l,t\n100,4500,1\n50,500,2\n300,4000,3\n")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from contestkit.results import read_monitor
+from contestkit.runs.results import read_monitor
 from contestkit.runtime.docker import SESSION_LABEL
 from tests.support.commands import run_cli
 from tests.support.evals import wait_for_progress

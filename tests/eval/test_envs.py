@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from contestkit.envs import EPISODE_TIMESTEPS, FRAME_SKIP, STICKY_PROB, ContestEnv
+from contestkit.env.envs import EPISODE_TIMESTEPS, FRAME_SKIP, STICKY_PROB, ContestEnv
+from contestkit.env.games import RomMissingError, resolve_level
 from contestkit.errors import NotFoundError
-from contestkit.games import RomMissingError, resolve_level
 from tests.support.paths import GAME, STATE
 
 

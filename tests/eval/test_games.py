@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from contestkit.env.games import CONTEST_GAMES, resolve_level, rom_path
 from contestkit.errors import NotFoundError
-from contestkit.games import CONTEST_GAMES, resolve_level, rom_path
 
 
 def _suggestions(word: str) -> str:

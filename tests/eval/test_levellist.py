@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from contestkit.env.levellist import duplicates, read_levels, read_rows
 from contestkit.errors import UsageError
-from contestkit.levellist import duplicates, read_levels, read_rows
 from tests.support.paths import REPO
 
 
@@ -56,7 +56,7 @@ def test_the_contests_own_lists_read():
 
 def test_the_server_and_eval_read_a_bom_file_alike(tmp_path):
     """Issue 10: the server's level-set reader refused a BOM file eval accepted ("must start with the header")."""
-    from contestkit.levellist import read_level_set
+    from contestkit.env.levellist import read_level_set
 
     f = tmp_path / "l.csv"
     f.write_bytes(b"\xef\xbb\xbfgame,state\r\nA,B\r\n\r\nC,D\r\n")
@@ -66,7 +66,7 @@ def test_the_server_and_eval_read_a_bom_file_alike(tmp_path):
 def test_one_level_type_for_a_named_level_and_one_reader(tmp_path):
     """Issue 26: server.config had its own LevelSpec and its own read_levels beside levellist's."""
     import contestkit.server.config as server_config
-    from contestkit.levellist import LevelName, read_level_set
+    from contestkit.env.levellist import LevelName, read_level_set
 
     f = tmp_path / "l.csv"
     f.write_text("game,state\nA,B\n")
@@ -77,7 +77,7 @@ def test_one_level_type_for_a_named_level_and_one_reader(tmp_path):
 
 
 def test_a_contest_level_set_refuses_a_repeat_naming_both_lines(tmp_path):
-    from contestkit.levellist import read_level_set
+    from contestkit.env.levellist import read_level_set
 
     f = tmp_path / "l.csv"
     f.write_text("game,state\nA,B\nC,D\nA,B\n")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from contestkit import levelrun
-from contestkit.evaluation import EvalRequest, evaluate_level
-from contestkit.levelrun import (
+from contestkit.runs import levelrun
+from contestkit.runs.evaluation import EvalRequest, evaluate_level
+from contestkit.runs.levelrun import (
     EnvPlacement,
     LevelRunSpec,
     Scope,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from contestkit.results import read_monitor
+from contestkit.runs.results import read_monitor
 from tests.support.commands import run_cli
 from tests.support.evals import processes_mentioning, wait_for_progress
 from tests.support.paths import GAME, REPO, STATE
@@ -61,7 +61,7 @@ def test_eval_inside_a_project_subdirectory_runs_the_project(tmp_path):
     res = run_cli("eval", GAME, STATE, "--runtime", "local", "--timestep-limit", "300", "--json", cwd=sub)
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
-    from contestkit.project import load_project
+    from contestkit.projects.project import load_project
 
     assert summary["agent"] == load_project(project).entry == "agent.main:main"  # not the bundled agent
     assert summary["ok"] and summary["timesteps"] == 300

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from contestkit import provenance
+from contestkit.runs import provenance
 from tests.support.paths import GAME, STATE
 
 

@@ -32,7 +32,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory, cli) -> Path:
 
 
 def test_eval_record_renders_the_best_episode_frame_for_frame(recorded: Path) -> None:
-    from contestkit.envs import make_contest_env
+    from contestkit.env.envs import make_contest_env
 
     video = recorded / "best-episode.mp4"
     frames = _decoded(video)
@@ -65,7 +65,7 @@ def test_replay_renders_a_chosen_episode_and_refuses_a_bad_choice(recorded: Path
 
 
 def test_episodes_pair_movies_with_monitor_rows_and_best_is_the_highest(tmp_path: Path) -> None:
-    from contestkit import replay
+    from contestkit.runs import replay
 
     (tmp_path / "bk2").mkdir()
     for i in range(4):
@@ -81,7 +81,7 @@ def test_episodes_pair_movies_with_monitor_rows_and_best_is_the_highest(tmp_path
 def test_rendering_stops_at_the_frame_bound(recorded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The bound (a contest episode's 4,500 timesteps of 4 frames, and its start) caps what a movie
     # that claims more can cost in time and disk; lowered here so that a short recording hits it.
-    from contestkit import replay
+    from contestkit.runs import replay
 
     monkeypatch.setattr(replay, "MAX_FRAMES", 25)
     episode = replay.choose(replay.episodes(recorded), "last")

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from contestkit.env.games import retro, rom_path
+from contestkit.env.roms import import_roms, import_roms_report
 from contestkit.errors import ContestkitError
-from contestkit.games import retro, rom_path
-from contestkit.roms import import_roms, import_roms_report
 
 AIRSTRIKER = "Airstriker-Genesis"
 # A second known ROM: the Sonic ROMs are not available here, so a few made-up bytes stand in for one,

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from contestkit import levelrun
-from contestkit.capped_output import HeadTailWriter
-from contestkit.evaluation import EvalRequest, evaluate_level, over_out_limit
-from contestkit.levelrun import LevelRunSpec
-from contestkit.results import AGENT_OUT
+from contestkit.runs import levelrun
+from contestkit.runs.capped_output import HeadTailWriter
+from contestkit.runs.evaluation import EvalRequest, evaluate_level, over_out_limit
+from contestkit.runs.levelrun import LevelRunSpec
+from contestkit.runs.results import AGENT_OUT
 from tests.support.paths import GAME, REPO, STATE
 
 AGENTS = REPO / "tests" / "agents"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from contestkit import results
+from contestkit.env.levellist import read_levels
 from contestkit.errors import UsageError
-from contestkit.levellist import read_levels
+from contestkit.runs import results
 from tests.support.commands import run_cli
 from tests.support.paths import GAME, REPO, STATE
 

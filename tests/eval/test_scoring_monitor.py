@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import csv
 
-from contestkit.monitor import EpisodeLog
-from contestkit.results import read_monitor
-from contestkit.scoring import contest_score, level_score
+from contestkit.env.monitor import EpisodeLog
+from contestkit.env.scoring import contest_score, level_score
+from contestkit.runs.results import read_monitor
 
 
 def test_contest_example_score():

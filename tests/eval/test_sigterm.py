@@ -8,7 +8,7 @@ import signal
 import time
 from pathlib import Path
 
-from contestkit.results import read_monitor
+from contestkit.runs.results import read_monitor
 from tests.support.evals import processes_mentioning, wait_for_progress
 from tests.support.paths import AGENTS, GAME, STATE
 

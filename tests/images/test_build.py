@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from contestkit import __version__
-from contestkit.build import base_images, build_args, build_project, default_tag, dockerfile_args, git_state
+from contestkit.containers.build import base_images, build_args, build_project, default_tag, dockerfile_args, git_state
+from contestkit.containers.imageref import sanitize_name, validate_name
+from contestkit.containers.images import BuildEvent, BuildFailed, ensure_image
 from contestkit.errors import ContestkitError
-from contestkit.imageref import sanitize_name, validate_name
-from contestkit.images import BuildEvent, BuildFailed, ensure_image
-from contestkit.project import find_project, require_project
+from contestkit.projects.project import find_project, require_project
 
 DOCKERFILE = """\
 ARG BASE_IMAGE=contestkit/agent:cpu
@@ -80,7 +80,7 @@ def test_dockerfile_parsing() -> None:
 
 
 def test_base_image_chosen_wins_else_the_dockerfile_default(tmp_path: Path, isolated_user_config: None) -> None:
-    from contestkit.config import load_config
+    from contestkit.projects.config import load_config
 
     pytorch = "ARG BASE_IMAGE=contestkit/agent:pytorch\nFROM ${BASE_IMAGE}\n"
     (tmp_path / "contestkit.yaml").write_text("name: a\n")  # the base_image line deleted
@@ -232,7 +232,7 @@ def test_failed_build_shows_step_and_output_not_traceback(
     assert proc.returncode == 1
     ours, _, step_output = proc.stderr.partition("--- output of that step ---")
     assert "Traceback" not in ours and "Traceback" not in proc.stdout  # no contestkit traceback
-    assert "contestkit/build.py" not in proc.stderr
+    assert "contestkit/containers/build.py" not in proc.stderr
     assert "error:" in ours and "failed at step 4/" in ours
     assert "ModuleNotFoundError: No module named 'no_such_module_xyz'" in step_output  # the step's own
     assert "\x1b[91m" not in step_output

@@ -63,7 +63,7 @@ def test_bridge_wakeup_takes_under_5_ms(clean_env: Path, monkeypatch: pytest.Mon
 
 
 def test_roms_check_counts_only_imported_roms(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from contestkit.roms import list_roms
+    from contestkit.env.roms import list_roms
 
     monkeypatch.setenv("DOCKER_HOST", f"unix://{clean_env}/no-docker.sock")
     check = by_name(run_checks(clean_env))["roms"]
@@ -121,9 +121,9 @@ def test_registry_login_detection(clean_env: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_stored_registry_credentials_are_what_doctor_reads(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The store `contestkit registry login` writes (contestkit.credentials) makes the check pass,
+    """The store `contestkit registry login` writes (contestkit.client.credentials) makes the check pass,
     with or without a registry in the project; the docker CLI's config is left empty on purpose."""
-    from contestkit.credentials import RegistryCredentials, save_registry_credentials
+    from contestkit.client.credentials import RegistryCredentials, save_registry_credentials
 
     monkeypatch.setenv("DOCKER_HOST", f"unix://{clean_env}/no-docker.sock")
     (clean_env / "contestkit.yaml").write_text("name: agent\nregistry: reg.example.com:5000/team\n")

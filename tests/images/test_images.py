@@ -22,9 +22,7 @@ import pytest
 
 import contestkit
 from contestkit import __version__
-from contestkit.config import load_config
-from contestkit.errors import ContestkitError, NotFoundError
-from contestkit.images import (
+from contestkit.containers.images import (
     BOOTSTRAP_IMAGE,
     DEFAULT_TORCH_PIP_ARGS,
     IMAGES,
@@ -43,6 +41,8 @@ from contestkit.images import (
     resolve_python_image_quiet,
     stream_build,
 )
+from contestkit.errors import ContestkitError, NotFoundError
+from contestkit.projects.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,15 +73,15 @@ def test_package_wheel_is_deterministic_and_complete() -> None:
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         names = set(zf.namelist())
         meta = zf.read(f"contestkit-{__version__}.dist-info/METADATA").decode()
-        wheel_images = zf.read("contestkit/images.py")
+        wheel_images = zf.read("contestkit/containers/images.py")
         assert "contestkit/dockerfiles/agent-cpu.Dockerfile" in names
         assert "gym_remote/client.py" in names
         assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
         record = zf.read(f"contestkit-{__version__}.dist-info/RECORD").decode()
-    assert wheel_images == (Path(contestkit.__file__).parent / "images.py").read_bytes()
+    assert wheel_images == (Path(contestkit.__file__).parent / "containers" / "images.py").read_bytes()
     assert "Requires-Dist: stable-retro" in meta and "Requires-Dist: numpy" in meta
     assert "extra ==" not in meta
-    assert "contestkit/images.py,sha256=" in record
+    assert "contestkit/containers/images.py,sha256=" in record
 
 
 def test_the_context_hash_depends_on_the_content_not_on_the_install_layout(
@@ -91,7 +91,7 @@ def test_the_context_hash_depends_on_the_content_not_on_the_install_layout(
     install holds the same files as a directory; both must give the same wheel and image hash."""
     import shutil
 
-    from contestkit import images
+    from contestkit.containers import images
 
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "templates")
     layouts = {}
@@ -238,8 +238,8 @@ def test_agent_cpu_image_layout(docker_api: Any, toolkit_images: dict[str, str],
 def test_remote_env_image_runs_this_contestkit(docker_api: Any, toolkit_images: dict[str, str], run_container) -> None:
     ref = toolkit_images["remote-env"]
     conf = docker_api.inspect_image(ref)["Config"]
-    assert conf["Entrypoint"] == ["python", "-m", "contestkit.envprogram"]
-    local = hashlib.sha256((Path(contestkit.__file__).parent / "envprogram.py").read_bytes()).hexdigest()
+    assert conf["Entrypoint"] == ["python", "-m", "contestkit.runs.envprogram"]
+    local = hashlib.sha256((Path(contestkit.__file__).parent / "runs" / "envprogram.py").read_bytes()).hexdigest()
     script = (
         "import hashlib, contestkit, pathlib, stable_retro; "
         "code = (pathlib.Path(contestkit.__file__).parent / 'envprogram.py').read_bytes(); "

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from contestkit import scaffold
+from contestkit.containers.imageref import name_problem, validate_name, validate_registry
 from contestkit.errors import ContestkitError, UsageError
-from contestkit.imageref import name_problem, validate_name, validate_registry
-from contestkit.scaffold import create_project
+from contestkit.projects import scaffold
+from contestkit.projects.scaffold import create_project
 
 ROOT = Path(__file__).resolve().parents[2]
 BASES = {
@@ -152,7 +152,7 @@ def _requirements(path: Path) -> list[str]:
 
 
 def test_the_project_file_loads_with_contestkits_own_loader(tmp_path: Path) -> None:
-    from contestkit.project import find_project
+    from contestkit.projects.project import find_project
 
     create_project("loader-check", template="random", directory=tmp_path)
     project = find_project(tmp_path / "loader-check")

@@ -59,8 +59,8 @@ def offline_contest(
     from sqlalchemy import select
 
     from contestkit.server.config import load_config
-    from contestkit.server.db import Database, Team
-    from contestkit.server.teams import add_team
+    from contestkit.server.contest.teams import add_team
+    from contestkit.server.storage.db import Database, Team
 
     data_dir = init_contest(tmp_path, [("Fake", "Level1"), ("Fake", "Level2")], database_url=database_url)
     add_team(data_dir, name="alpha", email="alpha@example.org", password=password)
@@ -78,7 +78,7 @@ def interleave_before_write(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callab
     """``interleave_before_write(other_request)`` makes a race deterministic: ``restart_job`` has read
     the job and checked that its team has no active job, and ``other_request()`` (another request, in
     its own transaction) commits right then, before the restart writes anything."""
-    from contestkit.server import operations
+    from contestkit.server.queue import operations
 
     def interleave(other_request: Callable[[], Any]) -> None:
         real = operations._active_job

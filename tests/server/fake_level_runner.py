@@ -49,7 +49,7 @@ EPISODE_LENGTH = 10
 
 
 def fake_level_runner(task: Any, on_progress: Any, cancel: threading.Event) -> FakeResult:
-    """TEST DOUBLE of ``contestkit.evaluation.evaluate_level``: a deterministic fake game.
+    """TEST DOUBLE of ``contestkit.runs.evaluation.evaluate_level``: a deterministic fake game.
 
     - every episode lasts 10 timesteps; its reward is the number in an image tag ``score-N`` (else
       10), plus 0, 1, 2 in turn, so a level's score is N + 1 for episodes in multiples of three;

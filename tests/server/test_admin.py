@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from contestkit.errors import ContestkitError
-from contestkit.server import teams
 from contestkit.server.config import EVALUATOR_USERNAME as EVALUATOR
+from contestkit.server.contest import teams
 
 LEVELS = [("Fake", "Level1")]
 
@@ -29,7 +29,7 @@ def _htpasswd_users(data_dir: Path) -> list[str]:
 
     from contestkit.server.api.registry import Realm
     from contestkit.server.config import load_config
-    from contestkit.server.db import Database, Team
+    from contestkit.server.storage.db import Database, Team
 
     config = load_config(data_dir)
     database = Database(config.database())
@@ -117,8 +117,8 @@ def test_team_names_are_normalised_and_bidi_controls_and_look_alikes_are_refused
     reverses what follows it) printed raw in host tables. Both are refused by `server add-team`, and
     by the host's rename; full-width and ligature forms are stored in their NFKC form."""
     from contestkit.server.config import load_config
-    from contestkit.server.db import Database
     from contestkit.server.errors import Conflict, Invalid
+    from contestkit.server.storage.db import Database
 
     assert add_team_cli(data_dir, "alpha", "alpha@example.org").returncode == 0
     for name in ("\u0430lpha", "ALPHA", "a1pha", "\u03b1lpha"):  # Cyrillic а, upper case, digit one, Greek α

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 
-from contestkit.api_client import ContestClient, error_for
+from contestkit.client.api_client import ContestClient, error_for
 from contestkit.errors import ContestkitError
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ def test_logout_ends_the_session_on_the_server(contest):
 def test_sessions_expire(tmp_path, init_contest, password):
     """The app in this process with a clock the test advances past ``session_ttl_hours`` (no sleep)."""
     from contestkit.server.app import create_app
-    from contestkit.server.teams import add_team
+    from contestkit.server.contest.teams import add_team
     from tests.support.asgi import asgi_request
     from tests.support.clock import ManualClock
 
@@ -130,7 +130,7 @@ def test_bearer_tokens_for_scripts(contest, unique_team, password):
 
 def test_api_tokens_always_expire_within_the_maximum(contest, unique_team, password):
     """The probe: ``expires_in_days: Infinity`` or ``1e308`` made a token that never expires."""
-    from contestkit.server.auth import API_TOKEN_DAYS, API_TOKEN_MAX_DAYS
+    from contestkit.server.security.auth import API_TOKEN_DAYS, API_TOKEN_MAX_DAYS
 
     name, email = unique_team("expiry")
     contest.add_team(name, email)
@@ -387,7 +387,7 @@ def test_the_login_throttle_forgets_expired_emails_and_stays_bounded(monkeypatch
     """A flood of failed logins for made-up emails (each one costs the server an Argon2 check, not
     the attacker) must not grow the throttle's memory without bound, and must not reset the count of
     an email that is being guessed at. Direct unit test of LoginThrottle, on a fake clock."""
-    from contestkit.server import auth
+    from contestkit.server.security import auth
 
     clock = [1000.0]
     monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
@@ -413,7 +413,7 @@ def test_the_login_throttle_forgets_expired_emails_and_stays_bounded(monkeypatch
 
 def test_the_login_throttle_sweeps_expired_emails_with_the_default_size(monkeypatch):
     """Without any cap being reached, expired emails are still dropped (at least once a window)."""
-    from contestkit.server import auth
+    from contestkit.server.security import auth
 
     clock = [1000.0]
     monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])

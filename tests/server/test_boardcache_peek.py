@@ -4,7 +4,7 @@ requests that all went to worker threads during a check held /rest/leaderboard's
 
 from __future__ import annotations
 
-from contestkit.server.boardcache import BoardCache
+from contestkit.server.contest.boardcache import BoardCache
 
 
 def test_one_request_checks_the_others_get_the_board_as_it_was(offline_contest):
@@ -28,7 +28,7 @@ def test_one_request_checks_the_others_get_the_board_as_it_was(offline_contest):
 def test_a_claim_whose_caller_never_checked_expires(offline_contest, monkeypatch):
     """A request told to check can be cancelled before its thread runs: the board must not then
     stay unchecked for good."""
-    from contestkit.server import boardcache
+    from contestkit.server.contest import boardcache
 
     cache = BoardCache(offline_contest.database, lambda _db: b"board", max_age=60.0, recheck=0.0)
     assert cache.get() == b"board"

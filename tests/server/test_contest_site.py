@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from typer.testing import CliRunner
 
 from contestkit.cli import app as cli_app
-from contestkit.server import final, leaderboards, phases
 from contestkit.server.app import create_app
+from contestkit.server.contest import final, leaderboards, phases
 from tests.support.contest_plans import add, close, configure, finished, with_final
 
 DAY = 86400.0

@@ -17,15 +17,16 @@ import pytest
 from fastapi.exceptions import RequestValidationError
 
 from contestkit.errors import ContestkitError
-from contestkit.levelrun import LevelRunSpec
-from contestkit.server import errors, operations
+from contestkit.runs.levelrun import LevelRunSpec
+from contestkit.server import errors
 from contestkit.server.api import errors as answers
 from contestkit.server.config import load_config
 from contestkit.server.executors import Executor, LevelRun, LevelTask, RunningLevel
 from contestkit.server.executors.configured import load_executor
 from contestkit.server.executors.docker import DockerExecutor
 from contestkit.server.executors.function import FunctionExecutor
-from contestkit.server.scheduling import Scheduler
+from contestkit.server.queue import operations
+from contestkit.server.queue.scheduling import Scheduler
 from tests.server.fake_level_runner import fake_level_runner
 
 if TYPE_CHECKING:
@@ -120,7 +121,7 @@ def test_the_scheduler_hands_each_level_to_the_executor_as_one_task(offline_cont
 
 
 def _namespace(contest: OfflineContest) -> str:
-    from contestkit.server.db import Team
+    from contestkit.server.storage.db import Team
 
     with contest.database.session() as db:
         team = db.get(Team, contest.team_id)

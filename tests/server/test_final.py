@@ -18,11 +18,12 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from contestkit.server import final, hosting, operations, teams
 from contestkit.server.config import load_config
-from contestkit.server.db import Job
+from contestkit.server.contest import final, hosting, teams
+from contestkit.server.contest.teams import add_team
 from contestkit.server.errors import Conflict, Forbidden, NotFound
-from contestkit.server.teams import add_team
+from contestkit.server.queue import operations
+from contestkit.server.storage.db import Job
 
 SECRET = "SecretLevel"
 FINAL_LEVELS = [("Fake", f"{SECRET}1"), ("Fake", f"{SECRET}2")]

@@ -118,7 +118,7 @@ def test_a_cookie_request_from_another_origin_is_refused_and_the_2018_client_sti
 
 def test_the_server_sqlite_connections_commit_with_synchronous_full(tmp_path):
     """Finding: synchronous=NORMAL lost commits up to 6 s old after a forced filesystem error."""
-    from contestkit.server.db import Database
+    from contestkit.server.storage.db import Database
 
     database = Database(f"sqlite:///{tmp_path / 'contest.db'}")
     with database.engine.connect() as conn:
@@ -133,7 +133,7 @@ def test_a_read_only_database_is_a_json_503(tmp_path, init_contest, server_proce
     it), while reads still work."""
     import yaml
 
-    from contestkit.server.teams import add_team
+    from contestkit.server.contest.teams import add_team
 
     data_dir = init_contest(tmp_path, LEVELS)
     add_team(data_dir, name="alpha", email="alpha@example.org", password=password)
@@ -157,8 +157,8 @@ def test_expired_sessions_and_tokens_are_swept(offline_contest):
     """Finding: sessions were never swept (2,090 rows after the probe). Each database."""
     from sqlalchemy import func, select
 
-    from contestkit.server import housekeeping
-    from contestkit.server.db import AuthToken, now
+    from contestkit.server.security import housekeeping
+    from contestkit.server.storage.db import AuthToken, now
 
     db = offline_contest.database
     stamp = now()
@@ -195,8 +195,8 @@ def test_a_full_hash_pool_refuses_at_once_with_retry_after():
     import os
     import threading
 
-    from contestkit.server import auth
     from contestkit.server.errors import Overloaded
+    from contestkit.server.security import auth
 
     pool = auth.HashPool(workers=1, waiting=1)
     release = threading.Event()
@@ -237,8 +237,8 @@ def test_a_full_hash_pool_refuses_within_half_a_second():
     import asyncio
     import threading
 
-    from contestkit.server import auth
     from contestkit.server.errors import Overloaded
+    from contestkit.server.security import auth
 
     pool = auth.HashPool(workers=1, waiting=0)
     release = threading.Event()

@@ -13,9 +13,10 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from contestkit.server import hosting, leaderboards, operations, teams
-from contestkit.server.db import AdminAction, AuthToken, Job, Team
+from contestkit.server.contest import hosting, leaderboards, teams
 from contestkit.server.errors import Conflict, NotFound
+from contestkit.server.queue import operations
+from contestkit.server.storage.db import AdminAction, AuthToken, Job, Team
 
 ACTOR = "cli:tester"
 
@@ -50,7 +51,7 @@ def test_a_disabled_team_keeps_its_data_and_loses_its_tokens_and_an_enabled_one_
 
 def test_rename_reset_password_and_unknown_teams(offline_contest):
     contest = offline_contest
-    from contestkit.server.teams import add_team
+    from contestkit.server.contest.teams import add_team
 
     add_team(contest.data_dir, name="beta", email="beta@example.org", password="a long password")
     with contest.database.session() as db:
@@ -70,7 +71,7 @@ def test_rename_reset_password_and_unknown_teams(offline_contest):
 
 def test_remove_keeps_the_jobs_for_the_record_and_purge_deletes_them(offline_contest):
     contest = offline_contest
-    from contestkit.server.teams import add_team
+    from contestkit.server.contest.teams import add_team
 
     job_id = contest.finished_job(score=3.0)
     (contest.config.jobs_dir / str(job_id)).mkdir(parents=True, exist_ok=True)

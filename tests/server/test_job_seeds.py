@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from contestkit.errors import UsageError
-from contestkit.server import operations
 from contestkit.server.config import load_config
-from contestkit.server.queue import JobQueue
+from contestkit.server.queue import operations
+from contestkit.server.queue.jobqueue import JobQueue
 
 if TYPE_CHECKING:
     from tests.support.offline import OfflineContest, Queue

@@ -7,8 +7,9 @@ import json
 
 from sqlalchemy import event
 
-from contestkit.server import documents, operations
-from contestkit.server.jobdocs import EndedJobDocuments
+from contestkit.server.api import documents
+from contestkit.server.api.jobdocs import EndedJobDocuments
+from contestkit.server.queue import operations
 
 
 def _encode(job) -> bytes:  # type: ignore[no-untyped-def]

@@ -311,8 +311,8 @@ def test_parallel_restarts_of_one_job_start_it_once(contest):
 
 def test_a_restart_that_loses_a_race_is_a_409(offline_contest, interleave_before_write):
     """Two restarts of one job at the same moment: the second is a 409 and the job runs once."""
-    from contestkit.server import operations
     from contestkit.server.errors import Conflict
+    from contestkit.server.queue import operations
 
     contest = offline_contest
     job_id = contest.finished_job()
@@ -328,8 +328,8 @@ def test_a_restart_that_loses_a_race_is_a_409(offline_contest, interleave_before
 
 def test_a_restart_racing_a_new_submission_is_a_409_not_a_500(offline_contest, interleave_before_write):
     """A restart and a new submission of the same team at once: the loser gets a 409, never a 500."""
-    from contestkit.server import operations
     from contestkit.server.errors import Conflict
+    from contestkit.server.queue import operations
 
     contest = offline_contest
     job_id = contest.finished_job(score=6.0)

@@ -11,11 +11,11 @@ import json
 import pytest
 import yaml
 
-from contestkit.server import leaderboards
 from contestkit.server.config import load_config
-from contestkit.server.db import Job, Worker
+from contestkit.server.contest import leaderboards
+from contestkit.server.contest.teams import add_team, find_team
 from contestkit.server.errors import NotFound
-from contestkit.server.teams import add_team, find_team
+from contestkit.server.storage.db import Job, Worker
 
 
 def _configure(contest, **settings) -> None:

@@ -10,19 +10,20 @@ import pytest
 from sqlalchemy import text
 
 import contestkit
+from contestkit.env.levellist import read_level_set
 from contestkit.errors import ContestkitError, UsageError
-from contestkit.levellist import read_level_set
-from contestkit.server import admin, teams
 from contestkit.server.config import load_config
-from contestkit.server.db import Database
-from contestkit.server.migrations import LATEST, migrate
+from contestkit.server.contest import teams
+from contestkit.server.deployment import admin
+from contestkit.server.storage.db import Database
+from contestkit.server.storage.migrations import LATEST, migrate
 
 
 def check_schema(database: Database) -> None:
     """Every column the ORM maps exists after the migrations ran: the two cannot drift apart."""
     from sqlalchemy import inspect
 
-    from contestkit.server.db import Base
+    from contestkit.server.storage.db import Base
 
     inspector = inspect(database.engine)
     for table in Base.metadata.sorted_tables:

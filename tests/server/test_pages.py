@@ -291,7 +291,7 @@ def _emails(data_dir: Path) -> set[str]:
     from sqlalchemy import select
 
     from contestkit.server.config import load_config
-    from contestkit.server.db import Database, Team
+    from contestkit.server.storage.db import Database, Team
 
     database = Database(load_config(data_dir).database())
     try:
@@ -302,7 +302,7 @@ def _emails(data_dir: Path) -> set[str]:
 
 
 def test_the_evaluations_reward_curve_is_served_to_its_team_only(contest):
-    from contestkit.curves import write_reward_svg
+    from contestkit.runs.curves import write_reward_svg
 
     _a, _ea, alice = _team(contest, "curve")
     _b, _eb, bob = _team(contest, "nocurve")
@@ -327,7 +327,7 @@ def test_the_evaluations_reward_curve_is_served_to_its_team_only(contest):
 def test_recorded_episodes_play_on_the_job_page_under_its_csp(contest, cli, tmp_path):
     """record: true: the level's best and last episodes, rendered from its real .bk2 recordings by
     the code the Docker executor runs after a recorded level, play in <video> on the job page."""
-    from contestkit import replay
+    from contestkit.runs import replay
 
     recorded = tmp_path / "rec"
     res = cli("eval", GAME, STATE, "--runtime", "local", "--timestep-limit", "120", "--record", "--no-video",

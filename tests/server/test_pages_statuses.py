@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from contestkit.server import pages
+from contestkit.server.web import pages
 
 
 def literal_statuses(source: str) -> list[int]:

@@ -14,10 +14,11 @@ import yaml
 from sqlalchemy import update
 
 from contestkit.errors import UsageError
-from contestkit.server import hosting, operations, phases, teams
 from contestkit.server.config import load_config
-from contestkit.server.db import Job
+from contestkit.server.contest import hosting, phases, teams
 from contestkit.server.errors import Forbidden, QuotaExceeded
+from contestkit.server.queue import operations
+from contestkit.server.storage.db import Job
 
 OPENS = datetime(2018, 4, 5, tzinfo=UTC).timestamp()
 CLOSES = datetime(2018, 6, 5, tzinfo=UTC).timestamp()
@@ -121,7 +122,7 @@ def test_failed_jobs_count_or_not_as_the_host_chose(offline_contest, count_faile
 
 def test_quotas_are_per_team_and_the_total_quota_counts_everything(offline_contest):
     contest = offline_contest
-    from contestkit.server.teams import add_team
+    from contestkit.server.contest.teams import add_team
 
     _configure(contest, phases={"leaderboard": {"quota": {"total": 1}}})
     _end(contest, _submit(contest, 10.0).id)

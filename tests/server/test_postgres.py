@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from contestkit.errors import ContestkitError
-from contestkit.server.db import Database
+from contestkit.server.storage.db import Database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -82,8 +82,9 @@ def test_a_refused_team_leaves_nothing_and_shows_no_secret_on_postgres(offline_c
                                                                       monkeypatch):  # fmt: skip
     from sqlalchemy import select
 
-    from contestkit.server import admin, teams
-    from contestkit.server.db import Team
+    from contestkit.server.contest import teams
+    from contestkit.server.deployment import admin
+    from contestkit.server.storage.db import Team
 
     contest = offline_contest
     contest.database.dispose()

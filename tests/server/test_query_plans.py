@@ -17,8 +17,8 @@ SCAN = re.compile(r"\bSCAN (teams|jobs|workers|auth_tokens)\b(?! USING (COVERING
 
 
 def _seed(contest, teams: int = 8) -> None:
-    from contestkit.server.db import Job
-    from contestkit.server.teams import add_team
+    from contestkit.server.contest.teams import add_team
+    from contestkit.server.storage.db import Job
 
     for i in range(teams):
         add_team(contest.data_dir, name=f"t{i}", email=f"t{i}@example.org", password="a long bench password")
@@ -69,7 +69,7 @@ def test_every_api_query_uses_an_index(offline_contest, database_url, asgi_reque
         status, _, body = asgi_request(app, method, path, json={"tag": "v2"} if method == "POST" else None,
                                        headers=signed_in)  # fmt: skip
         assert status < 500, (path, body)
-    from contestkit.server import housekeeping
+    from contestkit.server.security import housekeeping
 
     housekeeping.sweep_expired(database)
     checked = 0
@@ -125,7 +125,7 @@ def _old_board_while_rebuilding(offline_contest) -> float:
     import threading
     import time
 
-    from contestkit.server.boardcache import BoardCache
+    from contestkit.server.contest.boardcache import BoardCache
     from tests.support.polling import wait_until
 
     building = threading.Event()

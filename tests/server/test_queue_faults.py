@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from contestkit.server import queue as job_queue
 from contestkit.server.executors.function import FunctionExecutor
+from contestkit.server.queue import jobqueue as job_queue
 from tests.server.fake_level_runner import fake_level_runner
 from tests.support.offline import Queue
 from tests.support.polling import wait_until
@@ -189,7 +189,7 @@ def test_a_live_job_of_this_server_is_not_taken_for_an_orphan(queue: Queue):
     queue.wait(job_id, ("running",))
     from sqlalchemy import update
 
-    from contestkit.server.db import Job
+    from contestkit.server.storage.db import Job
 
     with queue.contest.database.session() as session:
         session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=0.0))

@@ -51,7 +51,7 @@ def _db_status(data_dir: Path, job_id: int) -> str:
     from sqlalchemy import text
 
     from contestkit.server.config import load_config
-    from contestkit.server.db import Database
+    from contestkit.server.storage.db import Database
 
     database = Database(load_config(data_dir).database())
     try:

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from contestkit.server.config import load_config
-from contestkit.server.registry_supervision import RegistrySupervisor, RegistryWatch
+from contestkit.server.deployment.registry_supervision import RegistrySupervisor, RegistryWatch
 
 
 def _until(condition, timeout: float = 30.0, what: str = "the condition"):  # type: ignore[no-untyped-def]
@@ -126,7 +126,7 @@ def test_server_run_leaves_a_registry_the_host_started_alone(registry_contest: P
     """The guides once said to start docker-registry by hand and then `server run`: that must still work."""
     import logging
 
-    from contestkit.server.registry_supervision import supervisor_for
+    from contestkit.server.deployment.registry_supervision import supervisor_for
 
     config = load_config(registry_contest)
     assert isinstance(supervisor_for(config, logging.getLogger("test")), RegistrySupervisor)  # nothing answers

@@ -26,9 +26,10 @@ import requests
 import yaml
 
 from contestkit.errors import ContestkitError
-from contestkit.server import auth, registry_auth, teams
 from contestkit.server.config import ADMIN_USERNAME, EVALUATOR_USERNAME, load_config
-from contestkit.server.registry_auth import Account, Issuer, Role, SigningKey, grant, parse_scopes
+from contestkit.server.contest import teams
+from contestkit.server.security import auth, registry_auth
+from contestkit.server.security.registry_auth import Account, Issuer, Role, SigningKey, grant, parse_scopes
 from tests.support.commands import find_free_port, run_cli, subprocess_env
 
 # The module-scoped stack below is built once for many tests, so it calls the plain helpers behind
@@ -568,8 +569,8 @@ def _make_htpasswd_era_data_dir(tmp: Path, address: str, server_url: str) -> Pat
     import bcrypt
     from sqlalchemy import text
 
-    from contestkit.server.db import Database
-    from contestkit.server.migrations import MIGRATIONS, schema_migrations
+    from contestkit.server.storage.db import Database
+    from contestkit.server.storage.migrations import MIGRATIONS, schema_migrations
 
     data_dir = init_contest(tmp, LEVELS, registry=address, pull=True)
     registry_dir = data_dir / "registry"
@@ -671,8 +672,8 @@ def test_the_registry_password_migration_on_postgresql(tmp_path: Path, postgres_
     """Migration 2 on PostgreSQL: the clear-text column goes, the teams stay (SQLite: the test above)."""
     from sqlalchemy import inspect, text
 
-    from contestkit.server.db import Database
-    from contestkit.server.migrations import MIGRATIONS, migrate, schema_migrations
+    from contestkit.server.storage.db import Database
+    from contestkit.server.storage.migrations import MIGRATIONS, migrate, schema_migrations
 
     database = Database(postgres_url)
     try:

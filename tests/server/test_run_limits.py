@@ -1,4 +1,4 @@
-"""server.yaml's level-run limits (``server/run_limits.py``): parsed once at start, with a warning
+"""server.yaml's level-run limits (``server/queue/run_limits.py``): parsed once at start, with a warning
 when the memory is lowered to what the host has; bad values are one sentence. The limits' effect
 on real containers is in tests/eval/test_run_limits.py."""
 
@@ -8,13 +8,13 @@ import logging
 
 import pytest
 
-from contestkit import levelrun
 from contestkit.errors import ContestkitError
+from contestkit.runs import levelrun
 from contestkit.server.config import load_config
-from contestkit.server.db import Database
 from contestkit.server.executors.function import FunctionExecutor
-from contestkit.server.run_limits import agent_limits, host_memory
-from contestkit.server.scheduling import Scheduler
+from contestkit.server.queue.run_limits import agent_limits, host_memory
+from contestkit.server.queue.scheduling import Scheduler
+from contestkit.server.storage.db import Database
 from tests.server.fake_level_runner import fake_level_runner
 
 
@@ -35,7 +35,7 @@ def test_server_yaml_limits_are_read_and_a_lowered_memory_is_a_warning_at_start(
     config = load_config(data_dir)
     database = Database(config.database())
     try:
-        with caplog.at_level(logging.WARNING, logger="contestkit.server.scheduling"):
+        with caplog.at_level(logging.WARNING, logger="contestkit.server.queue.scheduling"):
             scheduler = Scheduler(database, config, FunctionExecutor(fake_level_runner))
         assert scheduler.limits.pids == 50
         assert scheduler.limits.out_bytes == 64 * 2**20 and scheduler.limits.log_bytes == 2 * 2**20

@@ -122,7 +122,7 @@ def test_runtime_is_no_longer_a_setting(tmp_path: Path) -> None:
 
 def test_the_configuration_page_documents_every_key() -> None:
     """docs/configuration-files.md has a table row for every key of the three tables the reader checks."""
-    from contestkit.config import KEYS
+    from contestkit.projects.config import KEYS
 
     page = (Path(__file__).parents[2] / "docs" / "configuration-files.md").read_text()
     rows = {cell for line in page.splitlines() if line.startswith("| `") for cell in line.split("|")[1].split(",")}

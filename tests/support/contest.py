@@ -114,7 +114,7 @@ class Contest:
             )
             assert result.returncode == 0, result.stdout + result.stderr
             return
-        from contestkit.server.teams import add_team
+        from contestkit.server.contest.teams import add_team
 
         add_team(self.data_dir, name=name, email=email, password=password)
 

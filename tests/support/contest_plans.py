@@ -12,10 +12,11 @@ from typing import Any
 import yaml
 from sqlalchemy import select
 
-from contestkit.server import hosting, operations
 from contestkit.server.config import load_config
-from contestkit.server.db import Job, Team, Worker
-from contestkit.server.teams import add_team
+from contestkit.server.contest import hosting
+from contestkit.server.contest.teams import add_team
+from contestkit.server.queue import operations
+from contestkit.server.storage.db import Job, Team, Worker
 
 FINAL_LEVELS = [("Fake", "SecretLevel1"), ("Fake", "SecretLevel2")]
 PASSWORD = "a long password"

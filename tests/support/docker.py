@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from contestkit.dockerengine import engine_available, engine_url
+from contestkit.containers.dockerengine import engine_available, engine_url
 from tests.support.paths import REQUIRE_DOCKER_ENV
 
 

@@ -22,8 +22,8 @@ class OfflineContest:
         """A job of the team that has finished (written as the queue would, without running it)."""
         from sqlalchemy import update
 
-        from contestkit.server import operations
-        from contestkit.server.db import Job, Worker, now
+        from contestkit.server.queue import operations
+        from contestkit.server.storage.db import Job, Worker, now
 
         job = operations.start_job(self.database, self.config, self.team_id, "score-5")
         with self.database.session() as session:
@@ -35,8 +35,8 @@ class OfflineContest:
 
     def job(self, job_id: int, *, as_shown: bool = False) -> dict[str, Any]:
         """The job's document as stored (``as_shown``: as the API shows it, stalled when its heartbeat is stale)."""
-        from contestkit.server import operations
-        from contestkit.server.documents import job_document
+        from contestkit.server.api.documents import job_document
+        from contestkit.server.queue import operations
 
         stale_after = self.config.heartbeat_timeout if as_shown else None
         with self.database.session() as db:
@@ -48,7 +48,7 @@ class Queue:
 
     def __init__(self, contest: OfflineContest, level_runner: Any = None) -> None:
         from contestkit.server.executors.function import FunctionExecutor
-        from contestkit.server.scheduling import Scheduler
+        from contestkit.server.queue.scheduling import Scheduler
         from tests.server.fake_level_runner import fake_level_runner  # imports the server modules
 
         level_runner = level_runner or fake_level_runner
@@ -60,7 +60,7 @@ class Queue:
         return self.runner
 
     def submit(self, tag: str = "score-5") -> int:
-        from contestkit.server import operations
+        from contestkit.server.queue import operations
 
         job_id = operations.start_job(self.contest.database, self.contest.config, self.contest.team_id, tag).id
         self.runner.wake()

@@ -14,11 +14,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from contestkit.server import final, hosting
-from contestkit.server import teams as team_admin  # a route below is named `teams`
 from contestkit.server.config import ServerConfig
-from contestkit.server.db import Database, Team, now
+from contestkit.server.contest import final, hosting
+from contestkit.server.contest import teams as team_admin  # a route below is named `teams`
 from contestkit.server.errors import Forbidden
+from contestkit.server.storage.db import Database, Team, now
 
 _NOT_HOST = "This is the host's API: your account is not one of the contest's admins (`admins` in server.yaml)."
 

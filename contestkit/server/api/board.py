@@ -12,11 +12,11 @@ from fastapi import APIRouter, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from contestkit.server import documents, leaderboards
-from contestkit.server.api import deps
+from contestkit.server.api import deps, documents
 from contestkit.server.api.deps import ServicesDep
+from contestkit.server.api.documents import LeaderboardResponse
 from contestkit.server.config import ServerConfig
-from contestkit.server.documents import LeaderboardResponse
+from contestkit.server.contest import leaderboards
 
 router = APIRouter(tags=["contest"])
 

@@ -12,9 +12,10 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from contestkit.server import contest, operations
 from contestkit.server.api.deps import CallerDep, ServicesDep
-from contestkit.server.db import now
+from contestkit.server.contest import overview as contest
+from contestkit.server.queue import operations
+from contestkit.server.storage.db import now
 
 router = APIRouter()
 

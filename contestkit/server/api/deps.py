@@ -16,14 +16,18 @@ from pydantic import AfterValidator
 from sqlalchemy import delete, select, update
 from starlette.concurrency import run_in_threadpool
 
-from contestkit.server import auth, boardcache, documents, jobdocs, limits, metrics, operations, throttle
+from contestkit.server import metrics
+from contestkit.server.api import documents, jobdocs
 from contestkit.server.api.registry import Realm
 from contestkit.server.config import ServerConfig
-from contestkit.server.db import AuthToken, Database, Job, Team, now
+from contestkit.server.contest import boardcache
+from contestkit.server.contest.phases import Clock
+from contestkit.server.deployment.registry_supervision import RegistryWatch
 from contestkit.server.errors import Forbidden, NotLoggedIn, WrongCredentials
-from contestkit.server.phases import Clock
-from contestkit.server.registry_supervision import RegistryWatch
-from contestkit.server.scheduling import Scheduler
+from contestkit.server.queue import operations
+from contestkit.server.queue.scheduling import Scheduler
+from contestkit.server.security import auth, limits, throttle
+from contestkit.server.storage.db import AuthToken, Database, Job, Team, now
 
 # Text that is stored or looked up in the database: no NUL or other control characters (``limits``).
 PlainText = Annotated[str, AfterValidator(limits.refuse_control_characters)]

@@ -10,9 +10,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from contestkit.server import final
 from contestkit.server.api.deps import CallerDep, ServicesDep
-from contestkit.server.db import now
+from contestkit.server.contest import final
+from contestkit.server.storage.db import now
 
 router = APIRouter(tags=["contest"])
 

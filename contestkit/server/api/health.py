@@ -10,7 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from contestkit import __version__
 from contestkit.server.api.deps import ServicesDep
 from contestkit.server.api.errors import UNAVAILABLE
-from contestkit.server.db import Team
+from contestkit.server.storage.db import Team
 
 router = APIRouter(tags=["contest"])
 

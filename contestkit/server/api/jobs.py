@@ -13,10 +13,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from contestkit.server import documents, operations
-from contestkit.server.api import deps
+from contestkit.server.api import deps, documents
 from contestkit.server.api.deps import CallerDep, PlainText, ServicesDep
-from contestkit.server.documents import JobStatus
+from contestkit.server.api.documents import JobStatus
+from contestkit.server.queue import operations
 
 router = APIRouter(tags=["jobs"])
 MAX_PAGE = 1000  # the most jobs one `status/all` page returns when the caller asks for a page

@@ -25,11 +25,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from contestkit.errors import ContestkitError
-from contestkit.server import registry_auth
-from contestkit.server.auth import encodable
 from contestkit.server.config import ADMIN_USERNAME, EVALUATOR_USERNAME, REALM_PATH, ServerConfig
-from contestkit.server.db import Database, Team
-from contestkit.server.registry_auth import Account, Issuer, Role, SigningKey
+from contestkit.server.security import registry_auth
+from contestkit.server.security.auth import encodable
+from contestkit.server.security.registry_auth import Account, Issuer, Role, SigningKey
+from contestkit.server.storage.db import Database, Team
 
 
 class TokenAnswer(BaseModel):

@@ -23,13 +23,13 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from contestkit.server import operations
 from contestkit.server.config import ServerConfig
-from contestkit.server.db import Database
-from contestkit.server.downloads import DescriptorResponse
 from contestkit.server.errors import NotFound
-from contestkit.server.queue import attempt_dir
-from contestkit.server.scheduling import level_dir_name
+from contestkit.server.queue import operations
+from contestkit.server.queue.jobqueue import attempt_dir
+from contestkit.server.queue.scheduling import level_dir_name
+from contestkit.server.security.downloads import DescriptorResponse
+from contestkit.server.storage.db import Database
 
 MAX_LISTED = 10_000  # an agent's out/ may hold many files; the listing says when it was cut
 TEXT_SUFFIXES = (".txt", ".csv", ".json", ".log")  # shown as text; everything else is bytes

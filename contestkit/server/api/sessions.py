@@ -11,11 +11,12 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from contestkit.server import auth, operations
 from contestkit.server.api import deps
 from contestkit.server.api.deps import CallerDep, PlainText, ServicesDep
-from contestkit.server.db import AuthToken, Team, now
 from contestkit.server.errors import NotFound
+from contestkit.server.queue import operations
+from contestkit.server.security import auth
+from contestkit.server.storage.db import AuthToken, Team, now
 
 router = APIRouter()
 

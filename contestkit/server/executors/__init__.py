@@ -33,14 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from contestkit.levelrun import LevelRunSpec
+from contestkit.runs.levelrun import LevelRunSpec
 
 
 @dataclass(frozen=True)
 class LevelTask:
     """One level of one job for an executor: the level-run itself, plus which job it belongs to.
 
-    What runs is ``run`` (the same :class:`~contestkit.levelrun.LevelRunSpec` ``contestkit eval``
+    What runs is ``run`` (the same :class:`~contestkit.runs.levelrun.LevelRunSpec` ``contestkit eval``
     builds); the rest identifies it (labels, adoption after a restart) and says where results go.
     """
 

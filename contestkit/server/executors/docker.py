@@ -22,8 +22,8 @@ from contestkit.server.executors.pull import RegistryAccount
 
 
 def run_level_in_docker(task: LevelTask, on_progress: ProgressCallback, cancel: threading.Event) -> Any:
-    """Evaluate a level with ``contestkit.evaluation`` (the same code as ``contestkit eval``)."""
-    from contestkit.evaluation import EvalRequest, evaluate_level  # deferred: the emulator loads late
+    """Evaluate a level with ``contestkit.runs.evaluation`` (the same code as ``contestkit eval``)."""
+    from contestkit.runs.evaluation import EvalRequest, evaluate_level  # deferred: the emulator loads late
     from contestkit.runtime.base import Runtime
 
     request = EvalRequest(run=task.run, runtime=Runtime.DOCKER, results_dir=task.results_dir)
@@ -35,8 +35,8 @@ def run_level_in_docker(task: LevelTask, on_progress: ProgressCallback, cancel: 
 
 def _render_videos(level_dir: Any) -> None:
     """Best and last episode as MP4; a recording that cannot be rendered costs the page its video, not the level."""
-    from contestkit import replay
     from contestkit.errors import ContestkitError
+    from contestkit.runs import replay
 
     try:
         replay.render_highlights(level_dir)
@@ -45,7 +45,7 @@ def _render_videos(level_dir: Any) -> None:
 
 
 class DockerExecutor(FunctionExecutor):
-    """Level-runs as local Docker containers, through ``contestkit.evaluation.evaluate_level``."""
+    """Level-runs as local Docker containers, through ``contestkit.runs.evaluation.evaluate_level``."""
 
     name = "docker"
 
@@ -53,7 +53,7 @@ class DockerExecutor(FunctionExecutor):
         super().__init__(run_level_in_docker, pull_with=pull_with)
 
     def reachable(self) -> tuple[bool, str]:
-        from contestkit import dockerengine
+        from contestkit.containers import dockerengine
 
         if dockerengine.engine_available(timeout=1.0):
             return True, "the Docker engine answers"

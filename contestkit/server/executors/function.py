@@ -6,7 +6,7 @@ tests plug in an in-process fake game this way (``tests/server/fake_level_runner
     function(task: LevelTask, on_progress: ProgressCallback, cancel: threading.Event) -> result
 
 and is called in the scheduler's thread for the level; ``cancel`` is set when the run is cancelled.
-The Docker executor is this same shape around ``contestkit.evaluation.evaluate_level``.
+The Docker executor is this same shape around ``contestkit.runs.evaluation.evaluate_level``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Why: one machine holds a handful of 12-hour, 6-core level-runs; the 2018 contest needed about 90 at
 once on average and over a thousand at the deadline. How a pod runs a level-run (the Job, the API
 calls, the pod as a session, the results through its log) is the Kubernetes *runtime*
-(:mod:`contestkit.runtime.kubernetes`), and its lifecycle is :func:`contestkit.evaluation.run_session`,
+(:mod:`contestkit.runtime.kubernetes`), and its lifecycle is :func:`contestkit.runs.evaluation.run_session`,
 as for the local and Docker runtimes. This module is what only a server needs: server.yaml's
 ``kubernetes:`` settings, the scheduler's handles (start, adopt after a restart, reconcile, release),
 and pinning a tag to its registry digest (the cluster pulls the image itself).
@@ -23,7 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from contestkit import imageref, yamlconfig
+from contestkit import yamlconfig
+from contestkit.containers import imageref
 from contestkit.errors import ContestkitError, UsageError
 from contestkit.runtime.kubernetes import (
     LABEL_ATTEMPT,
@@ -193,7 +194,7 @@ class KubernetesRun(LevelRun):
         self._cancelled.set()
 
     def follow(self, on_progress: Any) -> Any:
-        from contestkit.evaluation import run_level  # deferred: the emulator loads late
+        from contestkit.runs.evaluation import run_level  # deferred: the emulator loads late
 
         rd = self.task.results_dir
         rd.mkdir(parents=True, exist_ok=True)
@@ -268,7 +269,7 @@ class KubernetesExecutor(Executor):
         return str(ref.pinned(resolve_digest(reference, *self.registry)))
 
     def _run(self, task: LevelTask) -> KubernetesRun:
-        from contestkit.evaluation import refuse_unhonoured
+        from contestkit.runs.evaluation import refuse_unhonoured
 
         run = KubernetesRun(self, task)
         refuse_unhonoured(run.launcher, task.run)

@@ -40,7 +40,7 @@ def pull_image(image: str, account: RegistryAccount, *, sleep=time.sleep) -> str
     """
     from docker.errors import APIError, ImageNotFound
 
-    from contestkit import dockerengine, imageref
+    from contestkit.containers import dockerengine, imageref
 
     deadline = time.monotonic() + account.retry_seconds
     delay = 0.5

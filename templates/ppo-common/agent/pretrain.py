@@ -3,7 +3,7 @@
 The 2018 contest's strongest recipe (the "joint PPO" of its tech report): train one policy on
 the training levels, ship the checkpoint in the image, keep learning on the test level during
 evaluation. This is the first half. It runs the very network and update the agent uses, on the
-very environment evaluation uses (``contestkit.envs.ContestEnv``: sticky frame skip, 4,500-timestep
+very environment evaluation uses (``contestkit.env.envs.ContestEnv``: sticky frame skip, 4,500-timestep
 episodes, the contest reward), in-process with no bridge, ``--envs`` environments in parallel
 worker processes spread across the levels. The checkpoint goes to ``pretrained/`` which the
 Dockerfile copies into the image, and the agent starts from it (``init_checkpoint = "auto"``).
@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from agent.actions import action_set
 from agent.checkpoints import unreadable
 from agent.config import PRETRAINED, PROJECT_DIR, Config
@@ -75,9 +74,9 @@ def _worker(conn: Connection, spec: WorkerSpec) -> None:
     against 4,500 timesteps).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
-    from contestkit.envs import make_contest_env
-
     from agent.preprocess import FrameStack
+
+    from contestkit.env.envs import make_contest_env
 
     frames = FrameStack(spec.height, spec.width, spec.grayscale, spec.stack)
     env: Any = None
@@ -194,9 +193,9 @@ class Envs:
 # -- input checks ------------------------------------------------------------------------------
 def check_levels(path: Path | None) -> tuple[Path, list[tuple[str, str]]]:
     """The level list, every level checked to exist and have its ROM, or one sentence why not."""
+    from contestkit.env.games import resolve_level, rom_path
+    from contestkit.env.levellist import read_levels
     from contestkit.errors import ContestkitError
-    from contestkit.games import resolve_level, rom_path
-    from contestkit.levellist import read_levels
 
     default = path is None
     path = contest_training_list() if path is None else path
@@ -430,7 +429,7 @@ def _train(
 
 
 def _write_curve(history: list[float], ends: list[int], curve: Path, out: Path) -> None:
-    from contestkit.curves import write_reward_svg
+    from contestkit.runs.curves import write_reward_svg
 
     # Against timesteps; a checkpoint from before episode_timesteps were kept is drawn by episode.
     write_reward_svg(history, curve, title=f"pretraining {out.name}", timesteps=ends)
@@ -501,9 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed is not None:
         cfg.seed = args.seed
     out = args.out or PROJECT_DIR / PRETRAINED
-    from contestkit.errors import ContestkitError
-
     from agent.checkpoints import CheckpointError
+
+    from contestkit.errors import ContestkitError
 
     try:
         summary = pretrain(args.levels, args.envs, args.timesteps, out, cfg, progress=not args.no_progress)

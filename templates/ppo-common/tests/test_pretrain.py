@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from agent.config import PRETRAINED, Config
 from agent.framework import CHECKPOINT_SUFFIX, FRAMEWORK
 
@@ -154,7 +153,7 @@ def test_bad_input_is_one_sentence_and_the_checkpoint_survives(
 
 
 def test_the_default_list_needs_the_sonic_roms_and_says_so(project: Path) -> None:
-    from contestkit.games import rom_path
+    from contestkit.env.games import rom_path
 
     if all(
         rom_path(g)

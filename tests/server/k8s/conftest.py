@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from kubernetes.client import ApiException
 
-from contestkit import structured_log
+from contestkit.runs import structured_log
 from contestkit.runtime import kubernetes as kr
 from contestkit.server.executors import kubernetes as kx
 from tests.support.fake_kubernetes import K8S_VERSION, FakeCluster, _LogStream, _now, _Response, validate  # noqa: F401
@@ -27,9 +27,9 @@ def env_output(
     """The env container's log for a level that ended with ``end_reason``: its own lines, then the records.
 
     The results files are written to a scratch directory and mirrored by ``structured_log.Mirror``,
-    exactly as ``python -m contestkit.structured_log`` does in the pod.
+    exactly as ``python -m contestkit.runs.structured_log`` does in the pod.
     """
-    from contestkit import results
+    from contestkit.runs import results
 
     scratch = tmp / f"pod-results-{time.monotonic_ns()}"
     scratch.mkdir()
@@ -86,7 +86,7 @@ def executor(cluster: FakeCluster, settings: kx.KubernetesSettings) -> kx.Kubern
 
 @pytest.fixture
 def make_task(tmp_path: Path):  # type: ignore[no-untyped-def]
-    from contestkit.levelrun import LevelRunSpec
+    from contestkit.runs.levelrun import LevelRunSpec
     from contestkit.server.executors import LevelTask
 
     def make(job_id: int = 7, index: int = 0, attempt: int = 1, wallclock: float = 60.0, **run: Any) -> Any:

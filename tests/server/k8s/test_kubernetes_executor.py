@@ -4,8 +4,8 @@ This is a fake, not a cluster: no Kubernetes API server or kubelet can run on th
 tests run on (no such packages in the registries they reach). ``FakeCluster`` (tests/k8s/conftest.py)
 answers exactly the client calls the executor makes and validates every Job it is given against the
 official Kubernetes 1.30 schema; each test scripts what the kubelet would report. The env
-container's output is produced by the real ``contestkit.structured_log`` code, and the results are
-summarised by the real ``contestkit.evaluation`` code, so what lands in the level's directory is what
+container's output is produced by the real ``contestkit.runs.structured_log`` code, and the results are
+summarised by the real ``contestkit.runs.evaluation`` code, so what lands in the level's directory is what
 a real pod's log would give. What is NOT covered here, because it needs a real cluster: scheduling,
 image pulls, NetworkPolicy enforcement by the CNI, real log streaming over HTTP.
 """
@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from contestkit import results
-from contestkit.curves import write_level_curve
 from contestkit.errors import ContestkitError
+from contestkit.runs import results
+from contestkit.runs.curves import write_level_curve
 from contestkit.runtime import kubernetes as kr
 from contestkit.server.executors import kubernetes as kx
 from tests.support.k8s import Follow
@@ -278,7 +278,7 @@ def test_settings_refuse_unknown_keys_and_need_the_env_image() -> None:
 
 
 def test_structured_lines_round_trip(tmp_path: Path) -> None:
-    from contestkit import structured_log as sl
+    from contestkit.runs import structured_log as sl
 
     source = tmp_path / "src"
     (source / "bk2").mkdir(parents=True)

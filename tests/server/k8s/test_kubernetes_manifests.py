@@ -14,9 +14,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from contestkit.levelrun import LevelRunSpec
+from contestkit.runs.levelrun import LevelRunSpec
 from contestkit.runtime import kubernetes as kr
-from contestkit.server import manifests
+from contestkit.server.deployment import manifests
 from contestkit.server.executors import kubernetes as kx
 
 VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
@@ -107,7 +107,7 @@ def test_the_job_is_shaped_as_the_contest_needs(tmp_path: Path) -> None:
     # The pod requests the contest machine's 6 cores in all: the env's share comes out of the agent's.
     total = sum(int(c["resources"]["requests"]["cpu"].rstrip("m")) for c in (env, agent))
     assert total == 6000
-    assert env["command"] == ["python", "-m", "contestkit.structured_log"]
+    assert env["command"] == ["python", "-m", "contestkit.runs.structured_log"]
     assert env["args"][:2] == ["--game", "Airstriker-Genesis"] and "--results-dir" in env["args"]
 
 

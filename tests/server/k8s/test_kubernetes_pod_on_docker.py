@@ -3,7 +3,7 @@
 The API server is still a FAKE (``DockerCluster`` in conftest.py: no API server can run here), but
 the pod is real: the Job the executor renders is run as Docker containers with the pod's images,
 command, arguments, volumes, limits and security settings, with no network at all; the real env
-program plays Airstriker under ``contestkit.structured_log`` against the contest's random agent, and
+program plays Airstriker under ``contestkit.runs.structured_log`` against the contest's random agent, and
 the executor rebuilds the results from the containers' logs alone.
 """
 
@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from contestkit import results, structured_log
-from contestkit.curves import write_level_curve
-from contestkit.evaluation import BUNDLED_AGENT
+from contestkit.runs import results, structured_log
+from contestkit.runs.curves import write_level_curve
+from contestkit.runs.evaluation import BUNDLED_AGENT
 from contestkit.runtime import kubernetes as kr
 from contestkit.server.executors import kubernetes as kx
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from contestkit import results, structured_log
 from contestkit.errors import ContestkitError
-from contestkit.evaluation import refuse_unhonoured
-from contestkit.levelrun import LevelRunSpec, default_of
+from contestkit.runs import results, structured_log
+from contestkit.runs.evaluation import refuse_unhonoured
+from contestkit.runs.levelrun import LevelRunSpec, default_of
 from contestkit.runtime import kubernetes as kr
 from contestkit.runtime.docker import DockerLauncher
 from contestkit.runtime.local import LocalLauncher
@@ -83,7 +83,7 @@ def test_cpuset_is_refused_on_kubernetes_not_ignored(executor, make_task) -> Non
 
 def test_one_lifecycle_for_every_runtime() -> None:
     for path in (ROOT / "contestkit").rglob("*.py"):
-        if path.name == "evaluation.py" and path.parent.name == "contestkit":
+        if path.name == "evaluation.py" and path.parent.name == "runs":
             continue
         text = path.read_text()
         assert "watch_session" not in text and "summarize_level" not in text, path
@@ -372,7 +372,7 @@ def test_api_errors_do_not_end_a_level(cluster, executor, make_task, env_lines) 
 
 def test_a_rerun_gets_a_fresh_watchdog() -> None:
     """The scheduler's watchdog counts from the current attempt's budget start, not the first start."""
-    from contestkit.server.scheduling import _LevelWatch
+    from contestkit.server.queue.scheduling import _LevelWatch
 
     class Run:
         began: float | None = None

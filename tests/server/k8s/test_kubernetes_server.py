@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from contestkit import results
+from contestkit.runs import results
 from contestkit.runtime import kubernetes as kr
-from contestkit.server import operations
 from contestkit.server.executors import kubernetes as kx
-from contestkit.server.scheduling import Scheduler
+from contestkit.server.queue import operations
+from contestkit.server.queue.scheduling import Scheduler
 
 DIGEST = "sha256:" + "c" * 64
 
@@ -33,7 +33,7 @@ def _wait(predicate: Any, what: str, timeout: float = 20.0) -> Any:
 
 def _job(contest: Any, job_id: int) -> dict[str, Any]:
     # Not contest.job(): tests/server/conftest.py's OfflineContest.job still imports the removed server.jobs.
-    from contestkit.server.documents import job_document
+    from contestkit.server.api.documents import job_document
 
     with contest.database.session() as db:
         return job_document(operations.get_job(db, contest.team_id, job_id))
@@ -122,7 +122,7 @@ def test_a_new_pod_of_the_deployment_is_the_same_server(tmp_path, monkeypatch) -
     import socket
     from types import SimpleNamespace
 
-    from contestkit.server import scheduling
+    from contestkit.server.queue import scheduling
 
     config = SimpleNamespace(data_dir=tmp_path)
     monkeypatch.setenv(scheduling.INSTANCE_ENV, "contestkit-server")
@@ -131,7 +131,7 @@ def test_a_new_pod_of_the_deployment_is_the_same_server(tmp_path, monkeypatch) -
         monkeypatch.setattr(socket, "gethostname", lambda host=host: host)
         names.add(scheduling.default_instance(config))  # type: ignore[arg-type]
     assert names == {f"contestkit-server:{tmp_path}"}
-    from contestkit.server import manifests
+    from contestkit.server.deployment import manifests
 
     options = manifests.DeploymentOptions(registry="r:5000", levels_csv="game,state\n")
     deployment = next(d for d in manifests.render_manifests(options) if d["kind"] == "Deployment")
@@ -146,7 +146,7 @@ def test_reconcile_keeps_the_job_of_a_server_that_was_restarted_elsewhere(
     recently live server runs: that server, or the one that recovers the job, adopts it by name."""
     import socket
 
-    from contestkit.server import scheduling
+    from contestkit.server.queue import scheduling
 
     monkeypatch.delenv(scheduling.INSTANCE_ENV, raising=False)
     api = kr.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)

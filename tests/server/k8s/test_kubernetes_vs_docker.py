@@ -3,7 +3,7 @@
 The Docker side is real (the toolkit's images, containers created and started by the Docker runtime
 and inspected through the engine); the Kubernetes side is the Job the executor would create (no
 cluster can run here). The two are compared point by point. And the env program's structured log is
-checked for real: the env program runs under ``python -m contestkit.structured_log`` against the
+checked for real: the env program runs under ``python -m contestkit.runs.structured_log`` against the
 bundled agent, and the files rebuilt from its stdout equal the files it wrote.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from contestkit import results, structured_log
-from contestkit.levelrun import EnvPlacement, LevelRunSpec, to_argv
+from contestkit.runs import results, structured_log
+from contestkit.runs.levelrun import EnvPlacement, LevelRunSpec, to_argv
 from contestkit.runtime import docker as docker_runtime
 from contestkit.runtime import kubernetes as kr
 from contestkit.server.executors import kubernetes as kx
@@ -151,7 +151,7 @@ def test_one_spec_on_docker_and_as_a_job(tmp_path: Path, docker_api: Any, toolki
 @pytest.mark.slow
 def test_the_env_program_mirrored_rebuilds_its_results(tmp_path: Path) -> None:
     """The real env program and the bundled agent; the files rebuilt from stdout equal the files written."""
-    from contestkit.evaluation import BUNDLED_AGENT
+    from contestkit.runs.evaluation import BUNDLED_AGENT
 
     spec = LevelRunSpec(game="Airstriker-Genesis", state="Level1", timestep_limit=1500, wallclock_limit=120.0,
                         seed=5, connect_timeout=30.0)  # fmt: skip
@@ -160,7 +160,7 @@ def test_the_env_program_mirrored_rebuilds_its_results(tmp_path: Path) -> None:
     (workdir / "tmp").mkdir(parents=True)
     bridge = workdir / "tmp" / "sock"
     env = subprocess.Popen(
-        [sys.executable, "-m", "contestkit.structured_log", *to_argv(spec, EnvPlacement(bridge, results_dir))],
+        [sys.executable, "-m", "contestkit.runs.structured_log", *to_argv(spec, EnvPlacement(bridge, results_dir))],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from contestkit import rom_image
-from contestkit.games import rom_path
+from contestkit.containers import rom_image
+from contestkit.env.games import rom_path
 
 
 def test_the_build_context_imports_the_host_roms() -> None:

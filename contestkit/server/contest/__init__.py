@@ -1,0 +1,3 @@
+"""The contest's rules: phases, teams, quotas, leaderboards, the final, baselines and the host's
+controls.
+"""

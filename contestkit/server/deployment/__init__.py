@@ -1,0 +1,1 @@
+"""Setting the server up: the data directory, Kubernetes manifests and the supervised registry."""

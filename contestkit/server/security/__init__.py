@@ -1,0 +1,3 @@
+"""Who may do what, and how much: logins, sessions and tokens, throttling, request limits, registry
+tokens, safe downloads.
+"""

@@ -1,0 +1,1 @@
+"""The contest in a browser: pages, templates and static files."""
