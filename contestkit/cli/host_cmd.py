@@ -273,6 +273,7 @@ def actions(
 def status(data_dir: Path = _DATA_DIR, json_out: bool = _JSON) -> None:
     """Where the contest stands: its phase in one line (as the pages and /host say it), plan warnings, the
     registry's health and the queue."""
+    from contestkit.server.config import ExecutorKind
     from contestkit.server.contest import hosting, phases
     from contestkit.server.deployment.registry_supervision import RegistryProbe
     from contestkit.server.storage.db import now
@@ -283,6 +284,10 @@ def status(data_dir: Path = _DATA_DIR, json_out: bool = _JSON) -> None:
         warnings = phases.plan_warnings(config, at)
         queue = hosting.queue_counts(db)
     registry_ok, registry_detail = RegistryProbe(config).check()
+    if config.executor == ExecutorKind.KUBERNETES:
+        from contestkit.server.executors import network_policy
+
+        warnings.extend(filter(None, [network_policy.read_notice(config.data_dir)]))  # as the server left it
     if json_out:
         print_json(
             {

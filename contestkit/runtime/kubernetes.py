@@ -380,6 +380,17 @@ class ClusterApi:
     def read_pod(self, name: str) -> dict[str, Any] | None:
         return self._read(self.core.read_namespaced_pod, name)
 
+    def create_pod(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A bare pod (the NetworkPolicy probe's; level-runs are Jobs)."""
+        return self._json(self.core.create_namespaced_pod(self.namespace, body, _preload_content=False))
+
+    def delete_pod(self, name: str) -> None:
+        try:
+            self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
+        except Exception as exc:
+            if _status(exc) != 404:
+                raise
+
     def follow_log(self, pod: str, container: str, since: str | None = None) -> Iterator[str]:
         """The container's log, each line prefixed with the kubelet's timestamp, until the container ends.
 

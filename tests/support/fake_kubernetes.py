@@ -13,7 +13,10 @@ podFailurePolicy; a pod on a lost node stays Terminating; pods wait with the kub
 (ImagePullBackOff, CreateContainerConfigError) or PodScheduled=False; admission refuses with a 403
 Status; any call can be made to answer 429/5xx or time out first; every call is counted.
 
-What it does not model: scheduling decisions, real image pulls, resource accounting, CNI enforcement.
+What it does not model: scheduling decisions, real image pulls, resource accounting. CNI enforcement
+is a switch, not a network: ``enforces_network_policy`` says whether the fake's "CNI" enforces
+NetworkPolicy, and a bare pod (the executor's NetworkPolicy probe) ends at once with the probe's
+"blocked" exit status when the switch is on and a stored deny-all policy selects it, else "reached".
 The tests script what the kubelet would report (containers starting, printing, ending; a node drain).
 """
 
@@ -150,6 +153,9 @@ class FakeCluster:
         self.refusal: tuple[int, str] | None = None  # an admission refusal of every new Job
         self.lost_nodes: set[str] = set()  # pods on a node that vanished: deletion never completes
         self.policies: dict[str, dict[str, Any]] = {}
+        self.enforces_network_policy = True  # the fake "CNI": whether NetworkPolicy stops a probe pod
+        self.bare_pods_start = True  # False: bare pods stay Pending (a probe that cannot decide)
+        self.bare_pods: list[dict[str, Any]] = []  # every bare pod body accepted
         self.created: list[dict[str, Any]] = []  # every Job body ever accepted
         self.deletions: list[tuple[str, str | None, int | None]] = []  # (name, propagation, grace)
         self._suffix = itertools.count(1)
@@ -220,6 +226,37 @@ class FakeCluster:
         self._call("list_namespaced_pod")
         with self.cond:
             return _Response({"items": [p for p in self.pods.values() if _matches(p, label_selector)]})
+
+    def create_namespaced_pod(self, namespace: str, body: dict[str, Any], **kwargs: Any) -> _Response:
+        """A bare pod. Its one container runs the NetworkPolicy probe: exit 21 (blocked) when the "CNI"
+        enforces policy and a stored policy denying egress selects the pod's labels, else 20 (reached)."""
+        from contestkit.server.executors.network_policy import BLOCKED_EXIT, REACHED_EXIT
+
+        self._call("create_namespaced_pod")
+        validate(body)
+        name = body["metadata"]["name"]
+        with self.cond:
+            if name in self.pods:
+                raise ApiException(status=409, reason="AlreadyExists")
+            pod = json.loads(json.dumps(body))
+            pod["metadata"].update(namespace=namespace, creationTimestamp=_now())
+            pod["status"] = {"phase": "Pending", "conditions": []}
+            self.pods[name] = pod
+            self.bare_pods.append(pod)
+            if self.bare_pods_start:
+                labels = pod["metadata"].get("labels") or {}
+                denied = any(
+                    "Egress" in p["spec"].get("policyTypes", []) and not p["spec"].get("egress")
+                    and p["spec"]["podSelector"].get("matchLabels", {}).items() <= labels.items()
+                    for p in self.policies.values()
+                )  # fmt: skip
+                code = BLOCKED_EXIT if self.enforces_network_policy and denied else REACHED_EXIT
+                pod["status"].update(phase="Failed", startTime=_now())
+                pod["status"]["containerStatuses"] = [
+                    {"name": c["name"], "state": {"terminated": {"exitCode": code}}} for c in pod["spec"]["containers"]
+                ]
+            self.cond.notify_all()
+            return _Response(pod)
 
     def read_namespaced_pod(self, name: str, namespace: str, **kwargs: Any) -> _Response:
         self._call("read_namespaced_pod")
@@ -297,11 +334,13 @@ class FakeCluster:
     # -- NetworkingV1Api --
 
     def read_namespaced_network_policy(self, name: str, namespace: str, **kwargs: Any) -> _Response:
+        self._call("read_namespaced_network_policy")
         if name not in self.policies:
             raise ApiException(status=404, reason="NotFound")
         return _Response(self.policies[name])
 
     def create_namespaced_network_policy(self, namespace: str, body: dict[str, Any], **kwargs: Any) -> _Response:
+        self._call("create_namespaced_network_policy")
         validate(body)
         self.policies[body["metadata"]["name"]] = body
         return _Response(body)

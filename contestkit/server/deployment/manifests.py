@@ -43,10 +43,11 @@ PORT = DEFAULT_PORT
 
 # What the server asks of the API server (contestkit.runtime.kubernetes.ClusterApi), and no more: no
 # watch (pods are listed by label once per poll), no NetworkPolicy rights (the manifests ship the
-# policy and set manage_network_policy: false). tests/server/k8s compares this with the calls made.
+# policy and set manage_network_policy: false); pods create and delete for the NetworkPolicy probe
+# (server/executors/network_policy.py). tests/server/k8s compares this with the calls made.
 ROLE_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "delete"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "get", "list", "delete"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
 ]
 # Pod Security for the namespace: level-run agents of 2018 images run as root, so ``baseline`` is

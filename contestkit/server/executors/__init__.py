@@ -123,6 +123,18 @@ class Executor(ABC):
         """
         return True, f"{self.name} runs level-runs in the server's process"
 
+    def held(self) -> str | None:
+        """Why no level-run may start now, in one sentence (the scheduler then claims nothing), or None.
+
+        None by default. The Kubernetes executor holds level-runs while it cannot show that the
+        cluster enforces the agents' NetworkPolicy: queued jobs wait rather than run unisolated.
+        """
+        return None
+
+    def notices(self) -> list[str]:
+        """Sentences the host must see about the engine (``/host``): a hold, or a risk run anyway."""
+        return []
+
     @abstractmethod
     def start(self, task: LevelTask) -> LevelRun:
         """Hand over one level-run; the scheduler then follows it (and may cancel it)."""

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from contestkit import yamlconfig
@@ -30,7 +31,6 @@ from contestkit.runtime.kubernetes import (
     LABEL_ATTEMPT,
     LABEL_JOB,
     LABEL_LEVEL,
-    NETWORK_POLICY_NAME,
     ClusterApi,
     KubernetesLauncher,
     LevelIdentity,
@@ -38,9 +38,8 @@ from contestkit.runtime.kubernetes import (
     connect,
     contest_selector,
     quantity,
-    render_network_policy,
 )
-from contestkit.server.executors import Executor, LevelRun, LevelTask, RunningLevel
+from contestkit.server.executors import Executor, LevelRun, LevelTask, RunningLevel, network_policy
 
 log = logging.getLogger("contestkit.server.executors.kubernetes")
 
@@ -81,6 +80,8 @@ class KubernetesSettings:
     ttl_seconds_after_finished: int = 86_400  # a finished Job (and its log) stays a day for a server that was down
     disruption_retries: int = 2  # re-runs after disruptions, bounded by the Job's deadline
     manage_network_policy: bool = True  # create the deny-all NetworkPolicy at start when it is missing
+    allow_unenforced_network_policy: bool = False  # run level-runs although the probe finds no enforcement
+    network_probe_target: str | None = None  # HOST:PORT the probe pod tries; None: the API server's Service
     poll_seconds: float = 2.0  # how often the level-run pods are listed (one call for all of them)
     start_allowance_seconds: int = 600  # scheduling and image pulls, added to the pod's deadline
     start_timeout_seconds: float = 300.0  # a pod the cluster says cannot start ends after this long
@@ -121,6 +122,8 @@ class KubernetesSettings:
             raise UsageError(f"{where}: namespace '{settings.namespace}' is not a Kubernetes namespace name.")
         if not _DNS_LABEL.match(settings.job_prefix) or len(settings.job_prefix) > 20:
             raise UsageError(f"{where}: job_prefix must be a short lower-case name (letters, digits, '-').")
+        if settings.network_probe_target and not re.match(r"^[^:\s]+:\d+$", settings.network_probe_target):
+            raise UsageError(f"{where}: network_probe_target must be HOST:PORT (e.g. my-svc.my-ns.svc:8000).")
         if settings.env_cpu <= 0 or (settings.cpus is not None and settings.cpus <= settings.env_cpu):
             raise UsageError(f"{where}: cpus ({settings.cpus}) must exceed env_cpu ({settings.env_cpu}) > 0.")
         return settings
@@ -141,6 +144,8 @@ KUBERNETES_SETTINGS: dict[str, yamlconfig.Setting] = yamlconfig.settings_of(
         "node_selector": "{contestkit/pool: eval}",
         "tolerations": "[{key: dedicated, operator: Equal, value: eval, effect: NoSchedule}]",
         "priority_class": "contest-eval",
+        "allow_unenforced_network_policy": "true",
+        "network_probe_target": "contestkit-server.contestkit.svc:8000",
     },
 )
 
@@ -237,8 +242,10 @@ class KubernetesExecutor(Executor):
         api: ClusterApi | None = None,
         grace_seconds: float = 120.0,
         registry: tuple[str, tuple[str, str] | None] | None = None,
+        status_file: Path | None = None,
     ) -> None:
-        """``registry``: the contest registry's scheme and the evaluator's account, to resolve tags to digests."""
+        """``registry``: the contest registry's scheme and the evaluator's account, to resolve tags to digests;
+        ``status_file``: where the NetworkPolicy check's outcome is kept for ``contestkit server status``."""
         self.settings = settings
         self.registry = registry
         self.api = api or connect(settings)
@@ -246,16 +253,15 @@ class KubernetesExecutor(Executor):
         self.grace_seconds = grace_seconds
         self._runs: dict[str, KubernetesRun] = {}
         self._lock = threading.Lock()
-        if settings.manage_network_policy:
-            try:
-                if self.api.ensure_network_policy(render_network_policy(settings)):
-                    log.warning("created the NetworkPolicy %s in %s", NETWORK_POLICY_NAME, settings.namespace)
-            except Exception as exc:  # noqa: BLE001 - one sentence for the host, whatever the client raised
-                raise ContestkitError(
-                    f"Cannot make sure the NetworkPolicy {NETWORK_POLICY_NAME} exists in namespace "
-                    f"{settings.namespace} ({exc}); apply `contestkit server manifests` or set "
-                    "manage_network_policy: false once it is in place."
-                ) from None
+        network_policy.ensure_policy(self.api, settings)
+        self.network = network_policy.NetworkPolicyGate(self.api, settings, status_file)
+        self.network.start()
+
+    def held(self) -> str | None:
+        return self.network.held()
+
+    def notices(self) -> list[str]:
+        return [notice for notice in (self.network.held(), self.network.warning()) if notice]
 
     def resolve_image(self, reference: str) -> str:
         """The image pinned by digest: as submitted, or resolved in the contest registry (no pull here).
@@ -324,6 +330,7 @@ class KubernetesExecutor(Executor):
         """The server is stopping: let go of every run without stopping its Job (adopted at the next start)."""
         with self._lock:
             runs = list(self._runs.values())
+        self.network.stop()
         for run in runs:
             run.detach()
 
@@ -346,7 +353,11 @@ def executor_from_config(config: Any, *, api: ClusterApi | None = None) -> Kuber
     password = getattr(config, "evaluator_registry_password", "")
     account = (config.evaluator_username, password) if password else None
     return KubernetesExecutor(
-        settings, api=api, grace_seconds=config.budget_grace_seconds, registry=(config.registry_scheme, account)
+        settings,
+        api=api,
+        grace_seconds=config.budget_grace_seconds,
+        registry=(config.registry_scheme, account),
+        status_file=Path(config.data_dir) / network_policy.STATUS_FILE if hasattr(config, "data_dir") else None,
     )
 
 

@@ -234,7 +234,12 @@ class Scheduler:
     def _claim_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                while self._running_count() < self.config.parallel_jobs and not self._stop.is_set():
+                # Held (e.g. the cluster's NetworkPolicy not shown to be enforced): jobs stay queued.
+                while (
+                    self._running_count() < self.config.parallel_jobs
+                    and not self._stop.is_set()
+                    and self.executor.held() is None
+                ):
                     job_id = self.queue.claim()
                     if job_id is None:
                         break

@@ -714,7 +714,7 @@ def install(app: FastAPI, services: deps.Services) -> Leaderboard:
         registry = services.registry.health().document()
         return page(
             request, "host.html", team, admin=True, where=levels_run_on, hostname=hostname, registry=registry,
-            **overview,
+            executor_notices=services.scheduler.executor.notices(), **overview,
         )  # fmt: skip
 
     app.include_router(router)

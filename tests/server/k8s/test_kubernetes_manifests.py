@@ -18,6 +18,7 @@ from contestkit.runs.levelrun import LevelRunSpec
 from contestkit.runtime import kubernetes as kr
 from contestkit.server.deployment import manifests
 from contestkit.server.executors import kubernetes as kx
+from contestkit.server.executors import network_policy
 
 VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
 IMAGE = "registry.example.org:5000/team-rocket/agent@sha256:" + "b" * 64
@@ -148,6 +149,8 @@ RIGHTS = {
     "list_namespaced_job": ("batch", "jobs", "list"),
     "delete_namespaced_job": ("batch", "jobs", "delete"),
     "read_namespaced_pod": ("", "pods", "get"),
+    "create_namespaced_pod": ("", "pods", "create"),
+    "delete_namespaced_pod": ("", "pods", "delete"),
     "list_namespaced_pod": ("", "pods", "list"),
     "read_namespaced_pod_log": ("", "pods/log", "get"),
     "read_namespaced_network_policy": ("networking.k8s.io", "networkpolicies", "get"),
@@ -156,13 +159,19 @@ RIGHTS = {
 
 
 def test_the_role_grants_exactly_what_the_executor_calls(cluster, make_task, env_lines) -> None:
-    """Every call a level-run's whole life makes (start, follow, logs, record, reconcile, adopt) is
-    granted, and nothing else is: both directions, from the calls the FAKE API counted."""
+    """Every call a level-run's whole life makes (the NetworkPolicy probe at start, start, follow, logs,
+    record, reconcile, adopt) is granted, and nothing else is: both directions, from the calls the FAKE
+    API counted."""
     from tests.support.k8s import Follow
+    from tests.support.polling import wait_until
 
     settings = manifests.executor_settings(_options())
     api = kr.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)
+    policy = next(d for d in manifests.render_manifests(_options()) if d["kind"] == "NetworkPolicy")
+    cluster.policies[policy["metadata"]["name"]] = policy  # applied with the manifests, not by the server
     executor = kx.KubernetesExecutor(dataclasses.replace(settings, poll_seconds=0.05), api=api, grace_seconds=5.0)
+    wait_until(lambda: executor.network.state is not network_policy.Enforcement.CHECKING, timeout=10)
+    assert executor.held() is None and not cluster.pods, "the probe found the policy enforced and went"
     task = make_task()
     run = executor.start(task)
     pod = cluster.pod_of(cluster.wait_job())
