@@ -210,9 +210,22 @@ def manifests(
         help="File with PostgreSQL's password; made (mode 600) with a new one when missing, so every later "
         "run prints the same Secret. Without it each run makes a new password.",
     ),
+    quota_cpu: str = typer.Option(None, "--quota-cpu", help="A ResourceQuota: CPU all pods may request, e.g. 600."),
+    quota_memory: str = typer.Option(None, "--quota-memory", help="A ResourceQuota: memory all pods may request."),
+    quota_pods: int = typer.Option(None, "--quota-pods", help="A ResourceQuota: how many pods the namespace holds."),
+    priority_class: str = typer.Option(
+        None, "--priority-class", help="Emit this PriorityClass and give it to every level-run pod."
+    ),
+    priority_value: int = typer.Option(1_000_000, "--priority-value", help="The PriorityClass's value."),
 ) -> None:
     """Print the Kubernetes objects that run this server in a cluster, for `kubectl apply -f -`."""
-    from contestkit.server.deployment.manifests import DeploymentOptions, postgres_password, render_manifests, to_yaml
+    from contestkit.server.deployment.manifests import (
+        DeploymentOptions,
+        checked,
+        postgres_password,
+        render_manifests,
+        to_yaml,
+    )
 
     try:
         levels_csv = levels.read_text(encoding="utf-8-sig")
@@ -228,8 +241,14 @@ def manifests(
         storage_class=storage_class,
         data_size=data_size,
         service_type=service_type,
+        quota_cpu=quota_cpu,
+        quota_memory=quota_memory,
+        quota_pods=quota_pods,
+        priority_class=priority_class,
+        priority_value=priority_value,
         **{key: value for key, value in extra.items() if value},
     )
+    options = checked(options)
     sys.stdout.write(to_yaml(render_manifests(options)))
 
 

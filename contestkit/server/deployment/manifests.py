@@ -18,7 +18,9 @@ exists for one reason:
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +83,81 @@ class DeploymentOptions:
     wallclock_limit: float = levelrun.WALLCLOCK_LIMIT
     parallel_jobs: int = 100
     parallel_levels: int = 5
+    # Opt-in: a ResourceQuota on the namespace (None: no such limit), and a PriorityClass for level-runs.
+    quota_cpu: str | None = None  # requests.cpu, e.g. 600 (cores) or 600000m
+    quota_memory: str | None = None  # requests.memory, e.g. 6Ti
+    quota_pods: int | None = None
+    priority_class: str | None = None
+    priority_value: int = 1_000_000
+
+
+QUOTA_NAME = "contestkit-quota"
+_CPU = re.compile(r"^\d+(\.\d+)?m?$")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+def checked(options: DeploymentOptions) -> DeploymentOptions:
+    """``options`` with the quota's sizes as Kubernetes writes them; one sentence for a value it refuses."""
+    from contestkit.errors import UsageError
+    from contestkit.runtime.kubernetes import quantity
+
+    if options.quota_cpu is not None and not _CPU.match(options.quota_cpu):
+        raise UsageError(f"--quota-cpu '{options.quota_cpu}' is not a CPU quantity; write e.g. 600 or 600000m.")
+    if options.quota_pods is not None and options.quota_pods < 1:
+        raise UsageError("--quota-pods must be at least 1.")
+    if options.priority_class is not None and not _NAME.match(options.priority_class):
+        raise UsageError(
+            f"--priority-class '{options.priority_class}' is not a Kubernetes name "
+            "(lower-case letters, digits, '-', '.')."
+        )
+    if not -2_147_483_648 <= options.priority_value <= 1_000_000_000:
+        raise UsageError("--priority-value must be at most 1000000000 (higher values are the cluster's own).")
+    memory = quantity(options.quota_memory, "--quota-memory") if options.quota_memory is not None else None
+    return dataclasses.replace(options, quota_memory=memory)
+
+
+def render_quota(options: DeploymentOptions) -> dict[str, Any] | None:
+    """The namespace's ResourceQuota, or None when no limit was asked for.
+
+    Requests only (and the pod count): the server's own pod has no CPU limit, and a quota on limits
+    would refuse every pod without one. Every container rendered here requests CPU and memory, as a
+    namespace with such a quota requires.
+    """
+    hard = {
+        key: value
+        for key, value in (
+            ("requests.cpu", options.quota_cpu),
+            ("requests.memory", options.quota_memory),
+            ("pods", None if options.quota_pods is None else str(options.quota_pods)),
+        )
+        if value is not None
+    }
+    if not hard:
+        return None
+    return {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": _meta(QUOTA_NAME, options, "quota"),
+            "spec": {"hard": hard}}  # fmt: skip
+
+
+def render_priority_class(options: DeploymentOptions) -> dict[str, Any] | None:
+    """The level-runs' PriorityClass (cluster-wide, so no namespace), or None when not asked for.
+
+    Level-runs are 12-hour pods a preemption would cut short: a priority above the cluster's default
+    keeps other work from preempting them. ``preemptionPolicy: Never``: they wait for room rather
+    than evict anyone else's pods.
+    """
+    if options.priority_class is None:
+        return None
+    metadata = _meta(options.priority_class, options, "level-run")
+    del metadata["namespace"]
+    return {
+        "apiVersion": "scheduling.k8s.io/v1",
+        "kind": "PriorityClass",
+        "metadata": metadata,
+        "value": options.priority_value,
+        "globalDefault": False,
+        "preemptionPolicy": "Never",
+        "description": "contestkit level-runs: not preempted by lower-priority work, never preempting it.",
+    }
 
 
 def postgres_password(path: Path) -> str:
@@ -134,6 +211,7 @@ def executor_settings(options: DeploymentOptions) -> KubernetesSettings:
         namespace=options.namespace,
         image_pull_secrets=[options.image_pull_secret],
         manage_network_policy=False,  # shipped below, so the server needs no right to create it
+        priority_class=options.priority_class,
     )
 
 
@@ -149,6 +227,8 @@ def server_yaml_extra(options: DeploymentOptions) -> str:
             "manage_network_policy": settings.manage_network_policy,
         },
     }
+    if settings.priority_class:
+        document["kubernetes"]["priority_class"] = settings.priority_class
     return yaml.safe_dump(document, sort_keys=False)
 
 
@@ -180,6 +260,10 @@ def render_manifests(options: DeploymentOptions) -> list[dict[str, Any]]:
                 "image": options.server_image,
                 "command": ["sh", "-c", init_script],
                 "env": [database_env],
+                "resources": {  # requests on every container: a namespace with a ResourceQuota requires them
+                    "requests": {"cpu": "100m", "memory": "256Mi", "ephemeral-storage": "256Mi"},
+                    "limits": {"memory": "1Gi", "ephemeral-storage": "1Gi"},
+                },
                 "volumeMounts": [
                     {"name": "data", "mountPath": DATA_MOUNT},
                     {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
@@ -236,7 +320,9 @@ def render_manifests(options: DeploymentOptions) -> list[dict[str, Any]]:
     }
     if options.storage_class:
         postgres_claim["spec"]["storageClassName"] = options.storage_class
+    optional = [document for document in (render_quota(options), render_priority_class(options)) if document]
     return [
+        *[d for d in optional if d["kind"] == "PriorityClass"],
         {
             "apiVersion": "v1",
             "kind": "Namespace",
@@ -256,6 +342,7 @@ def render_manifests(options: DeploymentOptions) -> list[dict[str, Any]]:
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": SERVER_NAME},
             "subjects": [{"kind": "ServiceAccount", "name": SERVER_NAME, "namespace": ns}],
         },
+        *[d for d in optional if d["kind"] == "ResourceQuota"],
         render_network_policy(executor_settings(options)),
         {
             "apiVersion": "v1",

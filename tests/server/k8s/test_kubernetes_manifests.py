@@ -269,3 +269,53 @@ def test_manifests_keep_the_postgres_password_of_the_first_run(cli, tmp_path: Pa
     password_file.write_text("with space\n")
     bad = cli(*args)
     assert bad.returncode != 0 and "without spaces" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _opted_in() -> manifests.DeploymentOptions:
+    return manifests.checked(
+        dataclasses.replace(_options(), quota_cpu="600", quota_memory="6t", quota_pods=120, priority_class="ck-eval")
+    )
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_opt_in_quota_and_priority_class_validate(version: str) -> None:
+    documents = manifests.render_manifests(_opted_in())
+    kinds = [d["kind"] for d in documents]
+    assert kinds.count("ResourceQuota") == 1 and kinds.count("PriorityClass") == 1
+    for document in documents:
+        kubernetes_validate.validate(document, version, strict=True)
+    plain = [d["kind"] for d in manifests.render_manifests(_options())]
+    assert "ResourceQuota" not in plain and "PriorityClass" not in plain, "both are opt-in"
+
+
+def test_the_quota_and_priority_class_say_what_was_asked() -> None:
+    documents = {d["kind"]: d for d in manifests.render_manifests(_opted_in())}
+    quota = documents["ResourceQuota"]
+    assert quota["metadata"]["namespace"] == "contestkit"
+    assert quota["spec"]["hard"] == {"requests.cpu": "600", "requests.memory": "6Ti", "pods": "120"}
+    priority = documents["PriorityClass"]
+    assert "namespace" not in priority["metadata"] and priority["metadata"]["name"] == "ck-eval"
+    assert priority["value"] == 1_000_000 and priority["globalDefault"] is False
+    # A namespace with a requests quota refuses any container without requests: every one has them.
+    for kind in ("Deployment", "StatefulSet"):
+        pod = documents[kind]["spec"]["template"]["spec"]
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            assert {"cpu", "memory"} <= container["resources"]["requests"].keys(), (kind, container["name"])
+    # The level-run pods get the class through server.yaml's kubernetes settings.
+    extra = yaml.safe_load(documents["ConfigMap"]["data"]["server-extra.yaml"])
+    settings = kx.KubernetesSettings.from_mapping(extra["kubernetes"])
+    job = kr.render_level_job(_spec(Path(".")), IDENTITY, settings, grace_seconds=120)
+    assert job["spec"]["template"]["spec"]["priorityClassName"] == "ck-eval"
+
+
+def test_manifests_command_takes_the_opt_in_flags(cli, tmp_path: Path) -> None:
+    levels = tmp_path / "levels.csv"
+    levels.write_text("game,state\nAirstriker-Genesis,Level1\n", encoding="utf-8")
+    base = ("server", "manifests", "--registry", "r:5000", "--levels", str(levels))
+    done = cli(*base, "--quota-cpu", "96", "--quota-pods", "20", "--priority-class", "contest-eval")
+    assert done.returncode == 0, done.stderr
+    documents = {d["kind"]: d for d in yaml.safe_load_all(done.stdout)}
+    assert documents["ResourceQuota"]["spec"]["hard"] == {"requests.cpu": "96", "pods": "20"}
+    assert documents["PriorityClass"]["metadata"]["name"] == "contest-eval"
+    bad = cli(*base, "--quota-cpu", "lots")
+    assert bad.returncode == 2 and "is not a CPU quantity" in bad.stderr and "Traceback" not in bad.stderr
