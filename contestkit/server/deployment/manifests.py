@@ -218,8 +218,9 @@ def executor_settings(options: DeploymentOptions) -> KubernetesSettings:
 def server_yaml_extra(options: DeploymentOptions) -> str:
     """The server.yaml lines that make the server run level-runs as Jobs in this namespace."""
     settings = executor_settings(options)
-    document = {
+    document: dict[str, Any] = {
         "executor": ExecutorKind.KUBERNETES.value,
+        "parallel_jobs": options.parallel_jobs,
         "kubernetes": {
             "remote_env_image": settings.remote_env_image,
             "namespace": settings.namespace,
@@ -232,6 +233,30 @@ def server_yaml_extra(options: DeploymentOptions) -> str:
     return yaml.safe_dump(document, sort_keys=False)
 
 
+CONFIG_MARK = f"# From the ConfigMap {CONFIG_MAP}, replaced at every start (edit the ConfigMap, not these lines):"
+
+
+def render_init_script(options: DeploymentOptions) -> str:
+    """The server pod's init container: ``server init`` on the first start, and on *every* start the
+    ConfigMap's settings and level set copied over the data directory's, so a changed ConfigMap takes
+    effect at the next restart. Only the keys the ConfigMap sets are replaced (each top-level key with
+    its indented lines, wherever it is); the rest of server.yaml, the database and the results stay."""
+    keys = "|".join(yaml.safe_load(server_yaml_extra(options)))
+    data, config = DATA_MOUNT, CONFIG_MOUNT
+    return (
+        "set -e\n"
+        f"test -f {data}/server.yaml || contestkit server init --data-dir {data} "
+        f"--registry {options.registry} --levels {config}/levels.csv "
+        f"--timestep-limit {options.timestep_limit} --wallclock-limit {options.wallclock_limit:g} "
+        f'--database-url "$DATABASE_URL" --no-pull --parallel-levels {options.parallel_levels}\n'
+        f"cp {config}/levels.csv {data}/levels.csv\n"
+        f"awk '/^# From the ConfigMap / {{next}} /^({keys}):/ {{skip=1; next}} skip && /^[ \\t-]/ {{next}} "
+        f"{{skip=0; print}}' {data}/server.yaml > {data}/server.yaml.new\n"
+        f"{{ echo '{CONFIG_MARK}'; cat {config}/server-extra.yaml; }} >> {data}/server.yaml.new\n"
+        f"mv {data}/server.yaml.new {data}/server.yaml\n"
+    )
+
+
 def render_manifests(options: DeploymentOptions) -> list[dict[str, Any]]:
     """Every object, in the order ``kubectl apply`` needs them."""
     ns = options.namespace
@@ -240,15 +265,7 @@ def render_manifests(options: DeploymentOptions) -> list[dict[str, Any]]:
     )
     server_labels = {"app.kubernetes.io/name": SERVER_NAME}
     postgres_labels = {"app.kubernetes.io/name": POSTGRES_NAME}
-    init_script = (
-        f"test -f {DATA_MOUNT}/server.yaml || {{ contestkit server init --data-dir {DATA_MOUNT} "
-        f"--registry {options.registry} --levels {CONFIG_MOUNT}/levels.csv "
-        f"--timestep-limit {options.timestep_limit} --wallclock-limit {options.wallclock_limit:g} "
-        f'--database-url "$DATABASE_URL" --no-pull --parallel-levels {options.parallel_levels} '
-        f"&& sed -i 's/^parallel_jobs: .*/parallel_jobs: {options.parallel_jobs}/' {DATA_MOUNT}/server.yaml "
-        f"&& sed -i '/^executor:/d; /^kubernetes:/d' {DATA_MOUNT}/server.yaml "
-        f"&& cat {CONFIG_MOUNT}/server-extra.yaml >> {DATA_MOUNT}/server.yaml; }}"
-    )
+    init_script = render_init_script(options)
     database_env = {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": DATABASE_SECRET, "key": "url"}}}
     server_pod = {
         "serviceAccountName": SERVER_NAME,

@@ -203,8 +203,7 @@ def test_operator_grade_security(tmp_path: Path) -> None:
     server = documents["Deployment/contestkit-server"]["spec"]["template"]["spec"]
     assert server["imagePullSecrets"] == [{"name": "contest-registry"}]
     assert "ephemeral-storage" in server["containers"][0]["resources"]["limits"]
-    init = server["initContainers"][0]["command"][-1]
-    assert "sed -i '/^executor:/d; /^kubernetes:/d'" in init, "one executor: and one kubernetes: (init writes both)"
+    assert server["initContainers"][0]["command"][-1] == manifests.render_init_script(_options())
 
 
 def test_the_server_settings_in_the_config_map_are_valid() -> None:
@@ -231,27 +230,61 @@ def test_manifests_command_prints_a_yaml_stream(cli, tmp_path: Path) -> None:
     assert missing.returncode == 2 and "Cannot read the level list" in missing.stderr
 
 
-def test_the_init_script_writes_one_executor_and_valid_settings(tmp_path: Path) -> None:
-    """The Deployment's init container's script, run for real (paths moved under tmp_path, SQLite)."""
+def _run_init(tmp_path: Path, options: manifests.DeploymentOptions) -> str:
+    """The Deployment's init container's script, run for real by sh (paths moved under tmp_path, SQLite),
+    with the ConfigMap's files as ``options`` render them; returns the data directory's server.yaml."""
     import os
     import subprocess
 
-    from contestkit.server.config import load_config
-
-    documents = {d["kind"]: d for d in manifests.render_manifests(_options())}
+    documents = {d["kind"]: d for d in manifests.render_manifests(options)}
     script = documents["Deployment"]["spec"]["template"]["spec"]["initContainers"][0]["command"][-1]
     data, config = tmp_path / "data", tmp_path / "config"
-    data.mkdir()
-    config.mkdir()
+    data.mkdir(exist_ok=True)
+    config.mkdir(exist_ok=True)
     for name, text in documents["ConfigMap"]["data"].items():
         (config / name).write_text(text)
     script = script.replace(manifests.DATA_MOUNT, str(data)).replace(manifests.CONFIG_MOUNT, str(config))
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'contest.db'}"}
     done = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    text = (data / "server.yaml").read_text()
+    return (data / "server.yaml").read_text()
+
+
+def test_the_init_script_writes_one_executor_and_valid_settings(tmp_path: Path) -> None:
+    from contestkit.server.config import load_config
+
+    text = _run_init(tmp_path, _options())
     assert [line for line in text.splitlines() if line.startswith("executor:")] == ["executor: kubernetes"]
-    assert load_config(data).executor == "kubernetes"
+    assert [line for line in text.splitlines() if line.startswith("kubernetes:")] == ["kubernetes:"]
+    assert load_config(tmp_path / "data").executor == "kubernetes"
+
+
+def test_a_changed_config_map_takes_effect_on_restart_and_keeps_the_data(tmp_path: Path) -> None:
+    """A restart runs the init script again: the ConfigMap's keys and level set replace the data
+    directory's; the rest of server.yaml, the database and the results stay as they were."""
+    from contestkit.server.config import load_config
+
+    first = _run_init(tmp_path, _options())
+    data = tmp_path / "data"
+    database = (tmp_path / "contest.db").read_bytes()
+    result = data / "jobs" / "1" / "attempt-1" / "00-Airstriker-Genesis-Level1" / "summary.json"
+    result.parent.mkdir(parents=True)
+    result.write_text('{"score": 1.0}')
+    changed = dataclasses.replace(
+        _options(), parallel_jobs=40, priority_class="ck-eval",
+        levels_csv="game,state\nAirstriker-Genesis,Level1\nAirstriker-Genesis,Level2\n",
+    )  # fmt: skip
+    second = _run_init(tmp_path, changed)
+    config = load_config(data)
+    assert config.parallel_jobs == 40 and config.kubernetes["priority_class"] == "ck-eval"
+    assert [level.state for level in config.levels()] == ["Level1", "Level2"]
+    for key in ("executor:", "kubernetes:", "parallel_jobs:"):
+        assert sum(line.startswith(key) for line in second.splitlines()) == 1, key
+    ours = ("executor:", "kubernetes:", "parallel_jobs:", "  ", "- ", "# From the ConfigMap")
+    kept = [line for line in first.splitlines() if not line.startswith(ours)]
+    assert kept == [line for line in second.splitlines() if not line.startswith(ours)], "the host's lines stay"
+    assert (tmp_path / "contest.db").read_bytes() == database and result.read_text() == '{"score": 1.0}'
+    assert _run_init(tmp_path, changed) == second, "a restart without a change changes nothing"
 
 
 def test_manifests_keep_the_postgres_password_of_the_first_run(cli, tmp_path: Path) -> None:
