@@ -146,3 +146,25 @@ def test_a_refused_probe_pod_cannot_decide(cluster, settings, tmp_path: Path) ->
     executor = _executor(cluster, settings, tmp_path)
     assert executor.network.state is npol.Enforcement.UNDECIDED and "refused" in executor.network.detail
     executor.release()
+
+
+def test_the_host_page_shows_the_hold(offline_contest, cluster, settings, asgi_request, password) -> None:
+    import json
+
+    from contestkit.server.app import create_app
+    from tests.support.contest_plans import configure
+
+    configure(offline_contest, admins=["alpha@example.org"])
+    cluster.enforces_network_policy = False  # FAKE "CNI"
+    executor = _executor(cluster, settings, offline_contest.config.data_dir)
+    app = create_app(offline_contest.data_dir, executor=executor, start_scheduler=False)
+    status, _, body = asgi_request(
+        app, "POST", "/rest/token", json={"email": "alpha@example.org", "password": password}
+    )
+    assert status == 201, body
+    headers = {"Authorization": f"Bearer {json.loads(body)['token']}"}
+    status, _, page = asgi_request(app, "GET", "/host", headers=headers)
+    assert status == 200
+    text = " ".join(page.decode().split())
+    assert "Level-runs are held (jobs stay queued): the cluster does not enforce NetworkPolicy" in text
+    assert "allow_unenforced_network_policy: true" in text
