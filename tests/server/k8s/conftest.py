@@ -238,6 +238,8 @@ class DockerCluster(FakeCluster):
         return user
 
     def _refresh(self, pod: str) -> None:
+        if pod not in self.containers:
+            return  # a bare pod (the NetworkPolicy probe) keeps the fake's own status: nothing runs on Docker
         statuses = []
         for cname, cid in self.containers.get(pod, {}).items():
             state = self.api.inspect_container(cid)["State"]
