@@ -532,6 +532,27 @@ def running_since(pod: Mapping[str, Any]) -> float | None:
     return max(starts)
 
 
+#: The longest wait between two tries of a pod the cluster could not start.
+MAX_CLUSTER_BACKOFF = 600.0
+
+
+@dataclass(frozen=True)
+class ClusterRetry:
+    """A level-run tried again because the cluster could not start its pod: what the host is told."""
+
+    job: str  # the Kubernetes Job's name
+    reason: str  # the cluster's own words
+    attempt: int  # 1 for the first retry
+    retries: int  # cluster_start_retries
+    delay: float  # seconds until the new Job
+
+    def sentence(self) -> str:
+        return (
+            f"The cluster could not start the pod of {self.job} ({self.reason}); it is tried again in "
+            f"{self.delay:g} s (retry {self.attempt} of {self.retries})."
+        )
+
+
 def why_stuck(pod: Mapping[str, Any], image: str | None) -> tuple[str, Blame] | None:
     """The cluster's reason a pod cannot start, in its own words, and whose it is; None while it may still start."""
     status = pod.get("status") or {}
@@ -896,14 +917,17 @@ class KubernetesLauncher:
         pods: PodCache,
         grace_seconds: float,
         cancel: threading.Event,
+        on_retry: Callable[[ClusterRetry], None] | None = None,
     ) -> None:
         self.api, self.settings, self.identity, self.spec, self.pods = api, settings, identity, spec, pods
         self.grace_seconds = grace_seconds
         self.cancel = cancel
+        self.on_retry = on_retry  # the server's event line for each retry: the host sees the cluster wait
         self.detached = threading.Event()
         self.job = identity.job_name(settings)  # the Job's name
         self.disruptions = 0
         self.disruption_error: str | None = None
+        self.cluster_retries = 0  # pods the cluster could not start, tried again
         self._job_checked = 0.0
 
     def check(self, spec: LevelRunSpec) -> None:
@@ -952,8 +976,13 @@ class KubernetesLauncher:
         self.api.delete_job(self.job, None if grace is None else max(0, int(grace)))
 
     def next_session(self, session: PodSession) -> PodSession | None:
-        """After a disruption or an outside deletion, the level runs again in a new pod (fresh budget)."""
-        if not session.interrupted or self.cancel.is_set():
+        """After a disruption or an outside deletion, the level runs again in a new pod (fresh budget);
+        after a start the cluster could not make for its own reasons, again after a backoff."""
+        if self.cancel.is_set():
+            return None
+        if session.waited_out() and session.stuck is not None and session.stuck[1] is Blame.CLUSTER:
+            return self._retry_start(session, session.stuck[0])
+        if not session.interrupted:
             return None
         self.disruptions += 1
         if self.disruptions > self.settings.disruption_retries:
@@ -974,14 +1003,37 @@ class KubernetesLauncher:
                 log.debug("re-creating Job %s", self.job, exc_info=True)
         return PodSession(self, session.results_dir, session.exclude | {session.pod or ""})
 
+    def _retry_start(self, session: PodSession, reason: str) -> PodSession | None:
+        """The cluster could not start the pod (quota, no node, the host's registry): not the team's, so
+        the level waits a backoff and gets a new Job, up to ``cluster_start_retries`` times. The wait is
+        the cluster's: no budget runs while no pod does, and a cancel ends the wait at once."""
+        if self.cluster_retries >= self.settings.cluster_start_retries:
+            return None  # summary_extras says how often it was tried
+        self.cluster_retries += 1
+        delay = min(self.settings.cluster_retry_seconds * 2 ** (self.cluster_retries - 1), MAX_CLUSTER_BACKOFF)
+        retry = ClusterRetry(self.job, reason, self.cluster_retries, self.settings.cluster_start_retries, delay)
+        log.warning("%s", retry.sentence())
+        if self.on_retry is not None:
+            self.on_retry(retry)
+        self.delete(0)
+        if self.cancel.wait(delay):
+            return None
+        try:
+            self.create()
+        except ContestkitError as exc:  # refused again (quota): the next session's look reports it
+            log.debug("re-creating Job %s: %s", self.job, exc)
+        return PodSession(self, session.results_dir, session.exclude | {session.pod or ""})
+
     def summary_extras(self, session: PodSession) -> dict[str, Any]:
         extras: dict[str, Any] = {"kubernetes_job": self.job, "disruptions": self.disruptions}
         if session.stuck is not None and session.started_at is None:
             reason, blame = session.stuck
+            tries = f" ({self.cluster_retries + 1} tries)" if self.cluster_retries else ""
             extras["error"] = (
-                f"The cluster could not start the level's pod within {self.settings.start_timeout_seconds:g} s: "
-                f"{reason}."
+                f"The cluster could not start the level's pod within {self.settings.start_timeout_seconds:g} s"
+                f"{tries}: {reason}."
             )
+            extras["cluster_retries"] = self.cluster_retries
             extras["infrastructure_failure"] = blame.value
         elif self.disruption_error:
             extras["error"] = self.disruption_error

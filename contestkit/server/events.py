@@ -37,10 +37,12 @@ class JobEvent(str, Enum):
     LEVEL_FAILED = "level.failed"
     LEVEL_CANCELLED = "level.cancelled"
     LEVEL_INTERRUPTED = "level.interrupted"  # stopped by a shutdown; runs again
+    LEVEL_RETRYING = "level.retrying"  # the cluster could not start its pod; tried again after a backoff
 
     @property
     def severity(self) -> int:
-        return logging.WARNING if self in (JobEvent.FAILED, JobEvent.LEVEL_FAILED, JobEvent.RECOVERED) else logging.INFO
+        warn = (JobEvent.FAILED, JobEvent.LEVEL_FAILED, JobEvent.RECOVERED, JobEvent.LEVEL_RETRYING)
+        return logging.WARNING if self in warn else logging.INFO
 
 
 def format_event(event: JobEvent, fields: dict[str, Any]) -> str:

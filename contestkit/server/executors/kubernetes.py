@@ -32,6 +32,7 @@ from contestkit.runtime.kubernetes import (
     LABEL_JOB,
     LABEL_LEVEL,
     ClusterApi,
+    ClusterRetry,
     KubernetesLauncher,
     LevelIdentity,
     PodCache,
@@ -39,6 +40,7 @@ from contestkit.runtime.kubernetes import (
     contest_selector,
     quantity,
 )
+from contestkit.server.events import JobEvent, emit
 from contestkit.server.executors import Executor, LevelRun, LevelTask, RunningLevel, network_policy
 
 log = logging.getLogger("contestkit.server.executors.kubernetes")
@@ -85,6 +87,8 @@ class KubernetesSettings:
     poll_seconds: float = 2.0  # how often the level-run pods are listed (one call for all of them)
     start_allowance_seconds: int = 600  # scheduling and image pulls, added to the pod's deadline
     start_timeout_seconds: float = 300.0  # a pod the cluster says cannot start ends after this long
+    cluster_start_retries: int = 3  # new Jobs for a pod the cluster (not the team's image) could not start
+    cluster_retry_seconds: float = 60.0  # the first wait before one; it doubles, at most 10 minutes
     terminating_grace_seconds: float = 300.0  # a pod stuck Terminating (a lost node) counts as gone after this
     log_read_timeout_seconds: float = 120.0  # a log stream silent this long is read again from where it was
     log_rereads: int = 5  # reads of a log in a row without progress before the level fails (infrastructure)
@@ -104,7 +108,8 @@ class KubernetesSettings:
             )
         for key in ("cpus", "env_cpu", "poll_seconds", "gpus", "ttl_seconds_after_finished", "disruption_retries",
                     "start_allowance_seconds", "start_timeout_seconds", "terminating_grace_seconds",
-                    "log_read_timeout_seconds", "log_rereads"):  # fmt: skip
+                    "log_read_timeout_seconds", "log_rereads", "cluster_start_retries",
+                    "cluster_retry_seconds"):  # fmt: skip
             if values.get(key) is not None and values[key] < 0:
                 raise UsageError(f"{section.where(key)}: '{section.name(key)}' must not be negative.")
         for key in (
@@ -180,6 +185,7 @@ class KubernetesRun(LevelRun):
             pods=executor.pods,
             grace_seconds=executor.grace_seconds,
             cancel=self._cancelled,
+            on_retry=self._retrying,
         )
         self.name = self.launcher.job
         self.session: Any = None
@@ -187,6 +193,12 @@ class KubernetesRun(LevelRun):
     @property
     def disruptions(self) -> int:
         return self.launcher.disruptions
+
+    def _retrying(self, retry: ClusterRetry) -> None:
+        """The host's event line: the level waits for the cluster, not for the team."""
+        task = self.task
+        emit(JobEvent.LEVEL_RETRYING, job=task.job_id, level=task.index, team=task.team, kubernetes_job=retry.job,
+             reason=retry.reason, retry=f"{retry.attempt}/{retry.retries}", delay_s=retry.delay)  # fmt: skip
 
     def budget_started(self) -> float | None:
         """The current pod's budget start (monotonic), None while it waits: the watchdog counts from it."""

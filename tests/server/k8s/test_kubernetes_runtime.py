@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from contestkit.runtime import kubernetes as kr
 from contestkit.runtime.docker import DockerLauncher
 from contestkit.runtime.local import LocalLauncher
 from tests.support.k8s import Follow
+from tests.support.polling import wait_until
 
 AGENT, ENV = kr.AGENT_CONTAINER, kr.ENV_CONTAINER
 ROOT = Path(__file__).resolve().parents[3]
@@ -275,7 +277,7 @@ def test_a_stalled_stream_is_read_again_after_the_read_timeout(cluster, make_exe
 def test_a_pod_that_cannot_start_ends_within_the_start_timeout(
     cluster, make_executor, make_task, container: str, reason: str, message: str, blame: str
 ) -> None:
-    executor = make_executor(start_timeout_seconds=0.5)
+    executor = make_executor(start_timeout_seconds=0.5, cluster_start_retries=0)  # retries: tested below
     task = make_task(wallclock=3600.0)
     run = executor.start(task)
     pod = cluster.pod_of(cluster.wait_job())
@@ -289,7 +291,7 @@ def test_a_pod_that_cannot_start_ends_within_the_start_timeout(
 
 
 def test_an_unschedulable_pod_is_the_clusters_failure(cluster, make_executor, make_task) -> None:
-    executor = make_executor(start_timeout_seconds=0.3)
+    executor = make_executor(start_timeout_seconds=0.3, cluster_start_retries=0)
     run = executor.start(make_task())
     pod = cluster.pod_of(cluster.wait_job())
     follow = Follow(run)
@@ -297,6 +299,70 @@ def test_an_unschedulable_pod_is_the_clusters_failure(cluster, make_executor, ma
     result = follow.join(timeout=20)
     assert "Unschedulable" in result.error and "Insufficient cpu" in result.error
     assert result.summary["infrastructure_failure"] == "cluster"
+
+
+def test_a_pod_the_cluster_cannot_start_is_tried_again_with_backoff_and_an_event(
+    cluster, make_executor, make_task, env_lines, caplog
+) -> None:
+    """No node fits now (a scale-up is on its way): the level is not failed at the start timeout but
+    gets a new Job after a backoff, the host's log says so, and the level then runs to its end."""
+    executor = make_executor(start_timeout_seconds=0.3, cluster_start_retries=2, cluster_retry_seconds=0.2)
+    run = executor.start(make_task())
+    job = cluster.wait_job()
+    first = cluster.pod_of(job)
+    follow = Follow(run)
+    with caplog.at_level(logging.WARNING, logger="contestkit.server.events"):
+        cluster.unschedulable(first, "0/3 nodes are available: 3 Insufficient cpu")
+        second = cluster.pod_of(job, exclude={first}, timeout=20)
+    retried = [r.getMessage() for r in caplog.records if "event=level.retrying" in r.getMessage()]
+    assert len(retried) == 1 and "Insufficient cpu" in retried[0] and "retry=1/2" in retried[0], retried
+    cluster.start(second)
+    lines, _ = env_lines(end_reason="timestep-budget", rewards=[3.0], timesteps=1000)
+    cluster.print(second, ENV, *lines)
+    cluster.end(second, ENV, 0)
+    cluster.end(second, AGENT, 0)
+    result = follow.join(timeout=20)
+    assert result.ok, result.error
+    assert result.score == pytest.approx(3.0) and result.summary["disruptions"] == 0
+
+
+def test_the_cluster_retries_end_as_the_clusters_failure_saying_how_often(cluster, make_executor, make_task) -> None:
+    executor = make_executor(start_timeout_seconds=0.2, cluster_start_retries=2, cluster_retry_seconds=0.05)
+    run = executor.start(make_task())
+    job = cluster.wait_job()
+    follow = Follow(run)
+    seen: set[str] = set()
+    for _ in range(3):  # the first pod and one for each of the 2 retries, each unschedulable
+        pod = cluster.pod_of(job, exclude=seen, timeout=20)
+        seen.add(pod)
+        cluster.unschedulable(pod, "0/3 nodes are available: 3 Insufficient memory")
+    result = follow.join(timeout=30)
+    assert not result.ok and "(3 tries)" in result.error and "Insufficient memory" in result.error
+    assert result.summary["infrastructure_failure"] == "cluster" and result.summary["cluster_retries"] == 2
+
+
+def test_the_teams_own_image_is_not_retried(cluster, make_executor, make_task) -> None:
+    """A tag that does not exist is the team's: trying it again would only make the team wait."""
+    executor = make_executor(start_timeout_seconds=0.3, cluster_start_retries=3, cluster_retry_seconds=0.05)
+    run = executor.start(make_task())
+    pod = cluster.pod_of(cluster.wait_job())
+    follow = Follow(run)
+    cluster.waiting(pod, AGENT, "ImagePullBackOff", 'failed to pull "team/agent@sha256:aa": manifest unknown')
+    result = follow.join(timeout=20)
+    assert not result.ok and result.summary["infrastructure_failure"] == "team"
+    assert result.summary["cluster_retries"] == 0 and "tries" not in result.error
+
+
+def test_a_cancel_ends_the_backoff_at_once(cluster, make_executor, make_task) -> None:
+    executor = make_executor(start_timeout_seconds=0.2, cluster_start_retries=1, cluster_retry_seconds=3600)
+    run = executor.start(make_task())
+    pod = cluster.pod_of(cluster.wait_job())
+    follow = Follow(run)
+    cluster.unschedulable(pod, "0/3 nodes are available: 3 Insufficient cpu")
+    wait_until(lambda: run.launcher.cluster_retries == 1, timeout=20, message="the first retry's backoff")
+    run.cancel()
+    follow.join(timeout=20)  # an hour's backoff would time this out
+    assert run.cancelled
 
 
 def test_an_admission_refusal_is_one_sentence_with_the_clusters_reason(cluster, executor, make_task) -> None:
