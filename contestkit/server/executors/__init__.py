@@ -36,6 +36,21 @@ from typing import Any
 from contestkit.runs.levelrun import LevelRunSpec
 
 
+def render_videos(run: LevelRunSpec, level_dir: Path, cancelled: bool) -> None:
+    """``record: true``: the job page plays the level's best and last episode, rendered here from the
+    .bk2 recordings every executor brings back. One home, so Docker and Kubernetes levels get the
+    same videos; a recording that cannot be rendered costs the page its video, not the level."""
+    if not run.record or cancelled:
+        return
+    from contestkit.errors import ContestkitError
+    from contestkit.runs import replay  # deferred: the emulator loads late
+
+    try:
+        replay.render_highlights(level_dir)
+    except (ContestkitError, OSError):
+        pass
+
+
 @dataclass(frozen=True)
 class LevelTask:
     """One level of one job for an executor: the level-run itself, plus which job it belongs to.

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from contestkit.server.executors import LevelTask, ProgressCallback
+from contestkit.server.executors import LevelTask, ProgressCallback, render_videos
 from contestkit.server.executors.function import FunctionExecutor
 from contestkit.server.executors.pull import RegistryAccount
 
@@ -28,20 +28,8 @@ def run_level_in_docker(task: LevelTask, on_progress: ProgressCallback, cancel: 
 
     request = EvalRequest(run=task.run, runtime=Runtime.DOCKER, results_dir=task.results_dir)
     result = evaluate_level(request, on_progress=on_progress, cancel=cancel)
-    if task.run.record and not cancel.is_set():  # record: true: the job page plays the best and last episode
-        _render_videos(result.results_dir)
+    render_videos(task.run, result.results_dir, cancel.is_set())
     return result
-
-
-def _render_videos(level_dir: Any) -> None:
-    """Best and last episode as MP4; a recording that cannot be rendered costs the page its video, not the level."""
-    from contestkit.errors import ContestkitError
-    from contestkit.runs import replay
-
-    try:
-        replay.render_highlights(level_dir)
-    except (ContestkitError, OSError):
-        pass
 
 
 class DockerExecutor(FunctionExecutor):

@@ -41,7 +41,14 @@ from contestkit.runtime.kubernetes import (
     quantity,
 )
 from contestkit.server.events import JobEvent, emit
-from contestkit.server.executors import Executor, LevelRun, LevelTask, RunningLevel, network_policy
+from contestkit.server.executors import (
+    Executor,
+    LevelRun,
+    LevelTask,
+    RunningLevel,
+    network_policy,
+    render_videos,
+)
 
 log = logging.getLogger("contestkit.server.executors.kubernetes")
 
@@ -194,9 +201,8 @@ class KubernetesRun(LevelRun):
     def disruptions(self) -> int:
         return self.launcher.disruptions
 
-    def _retrying(self, retry: ClusterRetry) -> None:
-        """The host's event line: the level waits for the cluster, not for the team."""
-        task = self.task
+    def _retrying(self, retry: ClusterRetry) -> None:  # the host's event line: the wait is the cluster's
+        task = self.task  # the event's fields name the level as every other level.* line does
         emit(JobEvent.LEVEL_RETRYING, job=task.job_id, level=task.index, team=task.team, kubernetes_job=retry.job,
              reason=retry.reason, retry=f"{retry.attempt}/{retry.retries}", delay_s=retry.delay)  # fmt: skip
 
@@ -229,6 +235,7 @@ class KubernetesRun(LevelRun):
             self.executor.forget(self)
             if self.cancelled and not self.launcher.detached.is_set():
                 self.launcher.delete(3)  # cancelled before a pod came, or while one ran: nothing may stay behind
+        render_videos(self.task.run, rd, self.cancelled or self.launcher.detached.is_set())
         if self.launcher.detached.is_set():
             raise ContestkitError(
                 f"The server is stopping; the Kubernetes Job {self.name} keeps running and is adopted "

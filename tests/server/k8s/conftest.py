@@ -7,6 +7,7 @@ for real on the Docker engine.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,13 @@ from tests.support.fake_kubernetes import K8S_VERSION, FakeCluster, _LogStream, 
 
 
 def env_output(
-    tmp: Path, *, end_reason: str, rewards: list[float], timesteps: int, error: str | None = None
+    tmp: Path,
+    *,
+    end_reason: str,
+    rewards: list[float],
+    timesteps: int,
+    error: str | None = None,
+    bk2: Path | None = None,
 ) -> tuple[list[str], Path]:
     """The env container's log for a level that ended with ``end_reason``: its own lines, then the records.
 
@@ -49,6 +56,8 @@ def env_output(
             "wall_seconds": 3.0,
         },
     )
+    if bk2 is not None:  # a real recording (record: true), carried back like every results file
+        shutil.copytree(bk2, scratch / "bk2")
     lines: list[str] = ["serving Airstriker-Genesis Level1 at /root/compo/tmp/sock", f"session ended: {end_reason}"]
     structured_log.Mirror(scratch, write=lambda line: lines.append(line.rstrip("\n"))).finish()
     return lines, scratch

@@ -28,6 +28,7 @@ from contestkit.runtime import kubernetes as kr
 from contestkit.runtime.docker import DockerLauncher
 from contestkit.runtime.local import LocalLauncher
 from tests.support.k8s import Follow
+from tests.support.paths import GAME, STATE
 from tests.support.polling import wait_until
 
 AGENT, ENV = kr.AGENT_CONTAINER, kr.ENV_CONTAINER
@@ -454,3 +455,28 @@ def test_a_rerun_gets_a_fresh_watchdog() -> None:
     assert watch.deadline_now() == 1100.0
     run.began = 5000.0  # re-run after a drain
     assert watch.deadline_now() == 5100.0
+
+
+def test_a_recorded_level_gets_its_videos_as_on_docker(cluster, executor, make_task, env_lines, cli, tmp_path) -> None:
+    """record: true on Kubernetes: the .bk2 recordings come back through the pod log (a real recording,
+    made by the emulator here) and the server renders the best and last episode, as for Docker."""
+    recorded = tmp_path / "rec"
+    made = cli("eval", GAME, STATE, "--runtime", "local", "--timestep-limit", "120", "--record", "--no-video",
+               "--results-dir", str(recorded), "--quiet", cwd=tmp_path)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    task = make_task(record=True)
+    run = executor.start(task)
+    pod = cluster.pod_of(cluster.wait_job())
+    follow = Follow(run)
+    cluster.start(pod)
+    lines, _ = env_lines(end_reason="timestep-budget", rewards=[1.0, 2.0], timesteps=120, bk2=recorded / "bk2")
+    cluster.print(pod, ENV, *lines)
+    cluster.end(pod, ENV, 0)
+    cluster.end(pod, AGENT, 0)
+    result = follow.join(timeout=60)
+    assert result.ok, result.error
+    assert sorted(p.name for p in (task.results_dir / "bk2").iterdir()) == sorted(
+        p.name for p in (recorded / "bk2").iterdir()
+    )
+    videos = sorted(task.results_dir.rglob("*.mp4"))
+    assert videos and all(v.stat().st_size > 0 for v in videos), list(task.results_dir.rglob("*"))
