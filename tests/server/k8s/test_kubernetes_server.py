@@ -7,7 +7,6 @@ API server can run here).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -17,18 +16,15 @@ from contestkit.runtime import kubernetes as kr
 from contestkit.server.executors import kubernetes as kx
 from contestkit.server.queue import operations
 from contestkit.server.queue.scheduling import Scheduler
+from tests.support.polling import wait_until
 
 DIGEST = "sha256:" + "c" * 64
 
 
-def _wait(predicate: Any, what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+def _job_appears(cluster: Any, name: str) -> str:
+    """The level-run Job ``name``, once the scheduler made it."""
+    wait_until(lambda: name in cluster.jobs, message=f"the Job {name}")
+    return name
 
 
 def _job(contest: Any, job_id: int) -> dict[str, Any]:
@@ -64,10 +60,10 @@ def test_one_job_per_level_and_results_in_the_data_dir(offline_contest, cluster,
         ).id
         scheduler.wake()
         for index, reward in ((0, 10.0), (1, 20.0)):
-            name = _wait(lambda i=index: f"ck-j{job_id}-a1-l{i}" in cluster.jobs and f"ck-j{job_id}-a1-l{i}", "a Job")
+            name = _job_appears(cluster, f"ck-j{job_id}-a1-l{index}")
             assert cluster.jobs[name]["spec"]["template"]["spec"]["containers"][1]["image"].endswith("@" + DIGEST)
             _run_pod_to_the_end(cluster, name, env_lines, reward)
-        _wait(lambda: _job_status(offline_contest, job_id) == "finished", "the job to finish")
+        wait_until(lambda: _job_status(offline_contest, job_id) == "finished", message="the job to finish")
     finally:
         scheduler.stop(timeout=10)
     document = _job(offline_contest, job_id)
@@ -78,7 +74,17 @@ def test_one_job_per_level_and_results_in_the_data_dir(offline_contest, cluster,
     assert len(cluster.created) == 2 and not cluster.jobs, "one Job per level, deleted once its results were in"
 
 
-def test_a_restarted_server_adopts_instead_of_running_twice(offline_contest, cluster, settings, env_lines) -> None:
+def test_a_restarted_server_adopts_instead_of_running_twice(
+    offline_contest, cluster, settings, env_lines, monkeypatch
+) -> None:
+    """The Deployment's pod is replaced mid-level (a new hostname, the same CONTESTKIT_INSTANCE, as the
+    manifests set it): the new server adopts the running Job, the level runs to its end once."""
+    import socket
+
+    from contestkit.server.queue import scheduling
+
+    monkeypatch.setenv(scheduling.INSTANCE_ENV, "contestkit-server")
+    monkeypatch.setattr(socket, "gethostname", lambda: "contestkit-server-7d9f-abcde")
     api = kr.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)
     first = kx.KubernetesExecutor(settings, api=api, grace_seconds=5.0)
     scheduler = Scheduler(offline_contest.database, offline_contest.config, first, poll_seconds=0.05)
@@ -87,19 +93,20 @@ def test_a_restarted_server_adopts_instead_of_running_twice(offline_contest, clu
         offline_contest.database, offline_contest.config, offline_contest.team_id, "v1", DIGEST
     ).id
     scheduler.wake()
-    name = _wait(lambda: f"ck-j{job_id}-a1-l0" in cluster.jobs and f"ck-j{job_id}-a1-l0", "the first Job")
+    name = _job_appears(cluster, f"ck-j{job_id}-a1-l0")
     cluster.start(cluster.pod_of(name))
     scheduler.stop(timeout=10)  # a graceful stop: the scheduler lets go of the runs (Executor.release)
     assert name in cluster.jobs, "a server that stops leaves its Jobs running"
 
+    monkeypatch.setattr(socket, "gethostname", lambda: "contestkit-server-7d9f-fghij")  # the new pod
     second = kx.KubernetesExecutor(settings, api=api, grace_seconds=5.0)
     scheduler = Scheduler(offline_contest.database, offline_contest.config, second, poll_seconds=0.05)
     scheduler.start()
     try:
         _run_pod_to_the_end(cluster, name, env_lines, 4.0)
-        name1 = _wait(lambda: f"ck-j{job_id}-a1-l1" in cluster.jobs and f"ck-j{job_id}-a1-l1", "the second Job")
+        name1 = _job_appears(cluster, f"ck-j{job_id}-a1-l1")
         _run_pod_to_the_end(cluster, name1, env_lines, 6.0)
-        _wait(lambda: _job_status(offline_contest, job_id) == "finished", "the job to finish")
+        wait_until(lambda: _job_status(offline_contest, job_id) == "finished", message="the job to finish")
     finally:
         scheduler.stop(timeout=10)
     assert _job(offline_contest, job_id)["score"] == pytest.approx(5.0)
@@ -158,7 +165,7 @@ def test_reconcile_keeps_the_job_of_a_server_that_was_restarted_elsewhere(
         offline_contest.database, offline_contest.config, offline_contest.team_id, "v1", DIGEST
     ).id
     first.wake()
-    name = _wait(lambda: f"ck-j{job_id}-a1-l0" in cluster.jobs and f"ck-j{job_id}-a1-l0", "the first Job")
+    name = _job_appears(cluster, f"ck-j{job_id}-a1-l0")
     cluster.start(cluster.pod_of(name))
     # The pod is killed mid-level: its threads record nothing more (no end, no heartbeat, no requeue).
     for method in ("level_started", "level_ended", "finish", "finish_failed", "level_progress", "requeue_mine",
