@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -78,7 +78,9 @@ def _t(value: Any) -> str:
 
 
 def _when(stamp: float | None) -> str:
-    return datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M") if stamp else "-"
+    """A server time as the contest's pages and phase lines show it: in UTC, and saying so (a table in
+    local time beside a phase line in UTC would put the freeze an hour or more off)."""
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M UTC") if stamp else "-"
 
 
 def _score(value: Any) -> str:

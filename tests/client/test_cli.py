@@ -375,3 +375,19 @@ def test_a_running_level_shows_its_running_mean():
     assert "~12.50" in text and "running mean" in text
     line = dict(watch_lines(job))["level Fake/Level1"]
     assert line == "job 7 level Fake/Level1: running, 40%, 63 episodes, mean so far 12.50"
+
+
+def test_server_times_print_in_utc_and_say_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's job and leaderboard times match the server's phase line (UTC), whatever the local zone."""
+    import time
+
+    from contestkit.cli import contest_cmd
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        assert contest_cmd._when(3600) == "1970-01-01 01:00 UTC"  # 10:00 in Tokyo
+        assert contest_cmd._when(None) == "-"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
