@@ -21,6 +21,7 @@ from rich.table import Table
 
 from contestkit.cli.output import console, err_console, print_json, shown
 from contestkit.cli.server_cmd import _DATA_DIR, _needs_server_extra, _read_password, server_app
+from contestkit.env.scoring import plural
 from contestkit.errors import UsageError
 from contestkit.states import TERMINAL_LEVEL_STATES
 
@@ -330,6 +331,10 @@ def _print_final(document: dict[str, Any]) -> None:
     console.print(f"Final: {started}; {published}; levels: {shown(', '.join(document['levels']))}.")
     counts = ", ".join(f"{n} {state}" for state, n in sorted(document["jobs"].items())) or "no final job yet"
     console.print(f"Final jobs: {counts}.")
+    without = document.get("without_entry") or []
+    if without:
+        names = ", ".join(shown(name) for name in without)
+        console.print(f"No final job for {plural(len(without), 'team')} without a finished submission: {names}.")
     table = Table("#", "team", "score", "final job", "submission")
     for row in document["ranking"]:
         name = shown(row["name"]) + (" (baseline)" if row.get("baseline") else "")

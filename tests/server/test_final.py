@@ -94,6 +94,7 @@ def test_the_final_evaluates_each_teams_latest_finished_submission_once(offline_
         assert [w.task for w in jobs[0].workers] == [f"Fake/{SECRET}1", f"Fake/{SECRET}2"]
         assert gamma not in [j.team_id for j in jobs]
     assert document["jobs"] == {"queued": 2} and document["levels"] == ["Fake/SecretLevel1", "Fake/SecretLevel2"]
+    assert document["without_entry"] == ["gamma"], "the host is told who gets no final job, and why"
     # The database itself refuses a second final job for a team (two hosts racing cannot get past it).
     with pytest.raises(IntegrityError), contest.database.session() as db:
         db.add(

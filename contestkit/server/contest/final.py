@@ -73,7 +73,8 @@ def select_submission(database: Database, config: ServerConfig, team_id: int, jo
 
 
 def start(database: Database, config: ServerConfig, actor: str, at: float) -> dict[str, Any]:
-    """Queue each team's final job (those not queued yet); returns the status."""
+    """Queue each team's final job (those not queued yet); returns the status, with the names of the
+    teams that get none because they have no finished submission (``without_entry``)."""
     final = _final_phase(config)
     levels = phases.levels_of(config, phases.PhaseKind.FINAL)
     with database.session() as db:
@@ -84,6 +85,7 @@ def start(database: Database, config: ServerConfig, actor: str, at: float) -> di
         team_ids = list(
             db.scalars(select(Team.id).where(Team.removed_at.is_(None), Team.disabled == 0).order_by(Team.id))
         )
+    without_entry: list[str] = []
     for team_id in team_ids:
         with database.session() as db:
             if db.scalar(select(Job.id).where(Job.team_id == team_id, Job.phase == FINAL)) is not None:
@@ -92,7 +94,8 @@ def start(database: Database, config: ServerConfig, actor: str, at: float) -> di
             assert team is not None
             source = selected_job(db, config, team)
             if source is None:
-                continue  # no finished submission: nothing to evaluate
+                without_entry.append(team.name)  # no finished submission: nothing to evaluate, and the host is told
+                continue
             db.add(
                 operations.new_job(
                     config,
@@ -112,7 +115,7 @@ def start(database: Database, config: ServerConfig, actor: str, at: float) -> di
             except IntegrityError:
                 db.rollback()  # another `final start` queued this team a moment ago: one final job per team
     with database.session() as db:
-        return status(db, config)
+        return {**status(db, config), "without_entry": without_entry}
 
 
 def _final_jobs(db: Session) -> list[tuple[Job, Team]]:
