@@ -122,6 +122,20 @@ def test_a_frozen_board_shows_the_frozen_standings_never_no_job_has_finished(off
     assert 'data-team="beta"' in text and 'data-team="alpha"' not in text and "Frozen since" in text
 
 
+def test_after_an_early_close_the_page_gives_the_close_not_the_planned_date(offline_contest, asgi_request):
+    """Finding: the host closed submissions early and `/` still said "closes <the configured date>"."""
+    contest = offline_contest
+    now = float(int(time.time()))
+    planned = now + 3 * DAY
+    with_final(contest, opens=_iso(now - DAY), closes=_iso(planned))
+    app = create_app(contest.data_dir, start_scheduler=False)
+    assert f"closes {_minute(planned)}" in asgi_request(app, "GET", "/")[2].decode()
+    with contest.database.session() as db:
+        phases.set_state(db, phases.StateKey.CLOSED, now - 60, "cli:host")
+    text = asgi_request(app, "GET", "/")[2].decode()
+    assert f"closed {_minute(now - 60)}" in text and f"closes {_minute(planned)}" not in text
+
+
 def test_baselines_are_marked_on_the_web_board_and_the_final_page_matches_the_export(offline_contest, asgi_request):
     contest = offline_contest
     with_final(contest)
