@@ -147,6 +147,26 @@ def progress():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
+def running_level(cluster: FakeCluster, executor: kx.KubernetesExecutor):  # type: ignore[no-untyped-def]
+    """``running_level(task, timesteps=N)``: the executor started ``task``; its Job's pod runs and,
+    with ``timesteps``, has reported that much progress. Returns (run, job, pod, follow)."""
+    from tests.support.k8s import Follow
+
+    def start(task: Any, timesteps: int | None = None) -> tuple[Any, str, str, Follow]:
+        run = executor.start(task)
+        job = cluster.wait_job()
+        pod = cluster.pod_of(job)
+        follow = Follow(run)
+        cluster.start(pod)
+        if timesteps is not None:
+            cluster.print(pod, kr.ENV_CONTAINER, progress_line(timesteps))
+            follow.wait_progress(timesteps)
+        return run, job, pod, follow
+
+    return start
+
+
+@pytest.fixture
 def validate_k8s():  # type: ignore[no-untyped-def]
     return validate
 

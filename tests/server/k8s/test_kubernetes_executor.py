@@ -90,13 +90,9 @@ def test_agent_crash_is_final(cluster, executor, make_task, env_lines) -> None:
     assert len(cluster.created) == 1, "an agent crash is not run again"
 
 
-def test_env_crash_stops_the_agent(cluster, executor, make_task) -> None:
+def test_env_crash_stops_the_agent(cluster, running_level, make_task) -> None:
     task = make_task()
-    run = executor.start(task)
-    job = cluster.wait_job()
-    pod = cluster.pod_of(job)
-    follow = Follow(run)
-    cluster.start(pod)
+    run, job, pod, follow = running_level(task)
     cluster.print(pod, ENV, "Segmentation fault")
     cluster.end(pod, ENV, 139)  # no records: it died before reporting
     result = follow.join()
@@ -150,15 +146,8 @@ def test_disruption_runs_again_without_counting(cluster, executor, make_task, en
     assert len(cluster.created) == 1, "the Job controller re-ran it; the executor created nothing more"
 
 
-def test_cancel_deletes_the_job_in_the_foreground(cluster, executor, make_task, progress) -> None:
-    task = make_task()
-    run = executor.start(task)
-    job = cluster.wait_job()
-    pod = cluster.pod_of(job)
-    follow = Follow(run)
-    cluster.start(pod)
-    cluster.print(pod, ENV, progress(100))
-    follow.wait_progress(100)
+def test_cancel_deletes_the_job_in_the_foreground(cluster, running_level, make_task) -> None:
+    run, job, pod, follow = running_level(make_task(), timesteps=100)
     run.cancel()
     result = follow.join()
     assert not result.ok and result.summary["end_reason"] == "interrupted"
@@ -225,15 +214,8 @@ def test_reconcile_deletes_jobs_the_server_considers_over(cluster, executor, mak
     assert sorted(cluster.jobs) == ["ck-j2-a1-l0"]
 
 
-def test_reconcile_after_a_job_vanished(cluster, executor, make_task, env_lines, progress) -> None:
-    task = make_task()
-    run = executor.start(task)
-    job = cluster.wait_job()
-    pod = cluster.pod_of(job)
-    follow = Follow(run)
-    cluster.start(pod)
-    cluster.print(pod, ENV, progress(200))
-    follow.wait_progress(200)
+def test_reconcile_after_a_job_vanished(cluster, running_level, make_task, env_lines) -> None:
+    run, job, pod, follow = running_level(make_task(), timesteps=200)
     cluster.delete_namespaced_job(job, cluster.namespace)  # deleted from outside the server
     # The level is not left "running" forever: the executor makes the Job again and follows it.
     new_pod = cluster.pod_of(job, exclude={pod})
