@@ -40,10 +40,11 @@ def measure(runs: int, seconds: float, poll: float) -> dict[str, Any]:
     from contestkit.runs.levelrun import LevelRunSpec
     from contestkit.server.executors import LevelTask
     from contestkit.server.executors import kubernetes as kx
+    from contestkit.server.executors.kubernetes_settings import KubernetesSettings
     from tests.support.fake_kubernetes import FakeCluster
 
     cluster = FakeCluster()
-    settings = kx.KubernetesSettings.from_mapping(
+    settings = KubernetesSettings.from_mapping(
         {"remote_env_image": "r/remote-env:1", "namespace": "contest", "poll_seconds": poll}
     )
     api = _cluster_api()(cluster.batch, cluster.core, cluster.networking, "contest")

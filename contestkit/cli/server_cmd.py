@@ -216,7 +216,7 @@ def manifests(
     priority_class: str = typer.Option(
         None, "--priority-class", help="Emit this PriorityClass and give it to every level-run pod."
     ),
-    priority_value: int = typer.Option(1_000_000, "--priority-value", help="The PriorityClass's value."),
+    priority_value: int = typer.Option(None, "--priority-value", help="The PriorityClass's value (default 100000)."),
 ) -> None:
     """Print the Kubernetes objects that run this server in a cluster, for `kubectl apply -f -`."""
     from contestkit.server.deployment.manifests import (
@@ -245,7 +245,7 @@ def manifests(
         quota_memory=quota_memory,
         quota_pods=quota_pods,
         priority_class=priority_class,
-        priority_value=priority_value,
+        **({"priority_value": priority_value} if priority_value is not None else {}),
         **{key: value for key, value in extra.items() if value},
     )
     options = checked(options)

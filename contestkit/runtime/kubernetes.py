@@ -45,7 +45,7 @@ from contestkit.runs.levelrun import EnvPlacement, LevelRunSpec, Scope, scope_na
 from contestkit.runtime.base import Runtime
 
 if TYPE_CHECKING:
-    from contestkit.server.executors.kubernetes import KubernetesSettings
+    from contestkit.server.executors.kubernetes_settings import KubernetesSettings
 
 log = logging.getLogger("contestkit.runtime.kubernetes")
 

@@ -408,7 +408,7 @@ def validate(config: ServerConfig, source: yamlconfig.Section | None = None) -> 
         choices = " or ".join(kind.value for kind in ExecutorKind)
         raise UsageError(f"executor must be {choices}, not '{config.executor}'.") from None
     if config.executor is ExecutorKind.KUBERNETES:
-        from contestkit.server.executors.kubernetes import KubernetesSettings
+        from contestkit.server.executors.kubernetes_settings import KubernetesSettings
 
         if source is not None and "kubernetes" in source:
             KubernetesSettings.from_mapping(source.section("kubernetes"))

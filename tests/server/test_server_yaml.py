@@ -10,7 +10,7 @@ import yaml
 
 from contestkit.errors import UsageError
 from contestkit.server.config import SETTINGS, ExecutorKind, ServerConfig, load_config
-from contestkit.server.executors.kubernetes import KUBERNETES_SETTINGS
+from contestkit.server.executors.kubernetes_settings import KUBERNETES_SETTINGS
 from contestkit.yamlconfig import convert
 
 

@@ -32,7 +32,7 @@ from contestkit import __version__
 from contestkit.runs import levelrun
 from contestkit.runtime.kubernetes import LABEL_MANAGED_BY, MANAGED_BY, label_value, render_network_policy
 from contestkit.server.config import DEFAULT_PORT, ExecutorKind
-from contestkit.server.executors.kubernetes import KubernetesSettings
+from contestkit.server.executors.kubernetes_settings import KubernetesSettings
 
 SERVER_NAME = "contestkit-server"
 POSTGRES_NAME = "contestkit-postgres"
@@ -59,6 +59,11 @@ POD_SECURITY = {
     "pod-security.kubernetes.io/warn": "restricted",
     "pod-security.kubernetes.io/audit": "restricted",
 }
+
+
+#: The level-run PriorityClass's value (``--priority-value``): above the default 0 of ordinary
+#: workloads, far below the system classes (2,000,000,000 and up).
+PRIORITY_VALUE = 100_000
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,7 @@ class DeploymentOptions:
     quota_memory: str | None = None  # requests.memory, e.g. 6Ti
     quota_pods: int | None = None
     priority_class: str | None = None
-    priority_value: int = 1_000_000
+    priority_value: int = PRIORITY_VALUE
 
 
 QUOTA_NAME = "contestkit-quota"

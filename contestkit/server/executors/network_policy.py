@@ -38,7 +38,7 @@ from contestkit.runtime.kubernetes import (
 )
 
 if TYPE_CHECKING:
-    from contestkit.server.executors.kubernetes import KubernetesSettings
+    from contestkit.server.executors.kubernetes_settings import KubernetesSettings
 
 log = logging.getLogger("contestkit.server.executors.network_policy")
 

@@ -19,6 +19,7 @@ from kubernetes.client import ApiException
 from contestkit.runs import structured_log
 from contestkit.runtime import kubernetes as kr
 from contestkit.server.executors import kubernetes as kx
+from contestkit.server.executors.kubernetes_settings import KubernetesSettings
 from tests.support.fake_kubernetes import K8S_VERSION, FakeCluster, _LogStream, _now, _Response, validate  # noqa: F401
 
 
@@ -76,8 +77,8 @@ def cluster() -> FakeCluster:
 
 
 @pytest.fixture
-def settings() -> kx.KubernetesSettings:
-    return kx.KubernetesSettings.from_mapping(
+def settings() -> KubernetesSettings:
+    return KubernetesSettings.from_mapping(
         {
             "remote_env_image": "registry.example.org:5000/contestkit/remote-env:0.1.0",
             "namespace": "contest",
@@ -88,7 +89,7 @@ def settings() -> kx.KubernetesSettings:
 
 
 @pytest.fixture
-def executor(cluster: FakeCluster, settings: kx.KubernetesSettings) -> kx.KubernetesExecutor:
+def executor(cluster: FakeCluster, settings: KubernetesSettings) -> kx.KubernetesExecutor:
     api = kr.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)
     return kx.KubernetesExecutor(settings, api=api, grace_seconds=5.0)
 
@@ -313,7 +314,7 @@ def make_executor(cluster: FakeCluster):  # type: ignore[no-untyped-def]
     """``make_executor(**settings)``: an executor against the FAKE cluster, with server.yaml settings changed."""
 
     def make(**changes: Any) -> kx.KubernetesExecutor:
-        settings = kx.KubernetesSettings.from_mapping(
+        settings = KubernetesSettings.from_mapping(
             {
                 "remote_env_image": "registry.example.org:5000/contestkit/remote-env:0.1.0",
                 "namespace": "contest",

@@ -24,6 +24,7 @@ from contestkit.runs import results
 from contestkit.runs.curves import write_level_curve
 from contestkit.runtime import kubernetes as kr
 from contestkit.server.executors import kubernetes as kx
+from contestkit.server.executors.kubernetes_settings import KubernetesSettings
 from tests.support.k8s import Follow
 
 AGENT, ENV = kr.AGENT_CONTAINER, kr.ENV_CONTAINER
@@ -252,11 +253,11 @@ def test_an_image_not_pinned_by_digest_is_refused(executor, make_task) -> None:
 
 def test_settings_refuse_unknown_keys_and_need_the_env_image() -> None:
     with pytest.raises(ContestkitError, match="unknown key 'namepsace'"):
-        kx.KubernetesSettings.from_mapping({"remote_env_image": "x", "namepsace": "a"})
+        KubernetesSettings.from_mapping({"remote_env_image": "x", "namepsace": "a"})
     with pytest.raises(ContestkitError, match="remote_env_image"):
-        kx.KubernetesSettings.from_mapping({"namespace": "a"})
-    assert kx.KubernetesSettings.from_mapping({"remote_env_image": "x", "memory": "56g"}).memory == "56Gi"
-    assert kx.KubernetesSettings.from_mapping({"remote_env_image": "x"}).cpus is None  # the spec's, the contest's
+        KubernetesSettings.from_mapping({"namespace": "a"})
+    assert KubernetesSettings.from_mapping({"remote_env_image": "x", "memory": "56g"}).memory == "56Gi"
+    assert KubernetesSettings.from_mapping({"remote_env_image": "x"}).cpus is None  # the spec's, the contest's
 
 
 def test_structured_lines_round_trip(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from contestkit.runtime import kubernetes as kr
 from contestkit.server.deployment import manifests
 from contestkit.server.executors import kubernetes as kx
 from contestkit.server.executors import network_policy
+from contestkit.server.executors.kubernetes_settings import KubernetesSettings
 
 VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
 IMAGE = "registry.example.org:5000/team-rocket/agent@sha256:" + "b" * 64
@@ -29,10 +30,8 @@ def _spec(tmp_path: Path, **changes: object) -> LevelRunSpec:
     return dataclasses.replace(spec, **changes)
 
 
-def _settings(**changes: object) -> kx.KubernetesSettings:
-    return kx.KubernetesSettings.from_mapping(
-        {"remote_env_image": "registry.example.org:5000/ck/remote-env:1", **changes}
-    )
+def _settings(**changes: object) -> KubernetesSettings:
+    return KubernetesSettings.from_mapping({"remote_env_image": "registry.example.org:5000/ck/remote-env:1", **changes})
 
 
 IDENTITY = kr.LevelIdentity(job_id=4448, attempt=2, index=4, team="Team Rocket!")
@@ -210,7 +209,7 @@ def test_the_server_settings_in_the_config_map_are_valid() -> None:
     config = next(d for d in manifests.render_manifests(_options()) if d["kind"] == "ConfigMap")
     extra = yaml.safe_load(config["data"]["server-extra.yaml"])
     assert extra["executor"] == "kubernetes"
-    settings = kx.KubernetesSettings.from_mapping(extra["kubernetes"])
+    settings = KubernetesSettings.from_mapping(extra["kubernetes"])
     assert settings.namespace == "contestkit" and settings.image_pull_secrets == ["contest-registry"]
     secret = next(d for d in manifests.render_manifests(_options()) if d["kind"] == "Secret")
     assert secret["stringData"]["url"].startswith("postgresql+psycopg://contestkit:not-a-real-password@")
@@ -328,7 +327,7 @@ def test_the_quota_and_priority_class_say_what_was_asked() -> None:
     assert quota["spec"]["hard"] == {"requests.cpu": "600", "requests.memory": "6Ti", "pods": "120"}
     priority = documents["PriorityClass"]
     assert "namespace" not in priority["metadata"] and priority["metadata"]["name"] == "ck-eval"
-    assert priority["value"] == 1_000_000 and priority["globalDefault"] is False
+    assert priority["value"] == manifests.PRIORITY_VALUE and priority["globalDefault"] is False
     # A namespace with a requests quota refuses any container without requests: every one has them.
     for kind in ("Deployment", "StatefulSet"):
         pod = documents[kind]["spec"]["template"]["spec"]
@@ -336,7 +335,7 @@ def test_the_quota_and_priority_class_say_what_was_asked() -> None:
             assert {"cpu", "memory"} <= container["resources"]["requests"].keys(), (kind, container["name"])
     # The level-run pods get the class through server.yaml's kubernetes settings.
     extra = yaml.safe_load(documents["ConfigMap"]["data"]["server-extra.yaml"])
-    settings = kx.KubernetesSettings.from_mapping(extra["kubernetes"])
+    settings = KubernetesSettings.from_mapping(extra["kubernetes"])
     job = kr.render_level_job(_spec(Path(".")), IDENTITY, settings, grace_seconds=120)
     assert job["spec"]["template"]["spec"]["priorityClassName"] == "ck-eval"
 

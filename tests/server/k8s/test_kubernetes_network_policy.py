@@ -23,6 +23,7 @@ from contestkit.errors import UsageError
 from contestkit.runtime import kubernetes as kr
 from contestkit.server.executors import kubernetes as kx
 from contestkit.server.executors import network_policy as npol
+from contestkit.server.executors.kubernetes_settings import KubernetesSettings
 from contestkit.server.queue import operations
 from contestkit.server.queue.scheduling import Scheduler
 from tests.support.polling import wait_until
@@ -47,7 +48,7 @@ def test_the_probe_program_tells_reached_from_blocked() -> None:
 
 
 @pytest.mark.parametrize("version", ["1.30.0", kubernetes_validate.latest_version()])
-def test_the_probe_pod_is_valid_and_selected_by_the_level_run_policy(settings: kx.KubernetesSettings, version) -> None:
+def test_the_probe_pod_is_valid_and_selected_by_the_level_run_policy(settings: KubernetesSettings, version) -> None:
     pod = npol.render_probe_pod(dataclasses.replace(settings, node_selector={"pool": "eval"}), "ck-network-probe-1")
     kubernetes_validate.validate(pod, version, strict=True)
     policy = kr.render_network_policy(settings)
@@ -58,14 +59,14 @@ def test_the_probe_pod_is_valid_and_selected_by_the_level_run_policy(settings: k
 
 def test_a_probe_target_must_be_host_and_port() -> None:
     with pytest.raises(UsageError, match="HOST:PORT"):
-        kx.KubernetesSettings.from_mapping({"remote_env_image": "r:5000/e:1", "network_probe_target": "nowhere"})
-    settings = kx.KubernetesSettings.from_mapping(
+        KubernetesSettings.from_mapping({"remote_env_image": "r:5000/e:1", "network_probe_target": "nowhere"})
+    settings = KubernetesSettings.from_mapping(
         {"remote_env_image": "r:5000/e:1", "network_probe_target": "contestkit-server.ck.svc:8000"}
     )
     assert npol.probe_target(settings) == ("contestkit-server.ck.svc", "8000")
 
 
-def _executor(cluster: Any, settings: kx.KubernetesSettings, tmp_path: Path, wait: float = 10) -> kx.KubernetesExecutor:
+def _executor(cluster: Any, settings: KubernetesSettings, tmp_path: Path, wait: float = 10) -> kx.KubernetesExecutor:
     api = kr.ClusterApi(cluster.batch, cluster.core, cluster.networking, settings.namespace)
     executor = kx.KubernetesExecutor(settings, api=api, grace_seconds=5.0, status_file=tmp_path / npol.STATUS_FILE)
     wait_until(lambda: executor.network.state is not npol.Enforcement.CHECKING, timeout=wait)

@@ -20,6 +20,7 @@ from contestkit.runs.curves import write_level_curve
 from contestkit.runs.evaluation import BUNDLED_AGENT
 from contestkit.runtime import kubernetes as kr
 from contestkit.server.executors import kubernetes as kx
+from contestkit.server.executors.kubernetes_settings import KubernetesSettings
 
 
 @pytest.mark.docker
@@ -40,7 +41,7 @@ def test_a_level_run_pod_on_docker(
     }
     pinned = "registry.example.org:5000/team-rocket/agent@" + docker_api.inspect_image(toolkit_images["cpu"])["Id"]
     cluster = docker_cluster(docker_api, binds, images={pinned: toolkit_images["cpu"]})
-    settings = kx.KubernetesSettings.from_mapping(
+    settings = KubernetesSettings.from_mapping(
         {
             "remote_env_image": toolkit_images["remote-env"],
             "namespace": "contest",

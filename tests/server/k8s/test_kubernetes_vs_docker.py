@@ -21,7 +21,7 @@ from contestkit.runs import results, structured_log
 from contestkit.runs.levelrun import EnvPlacement, LevelRunSpec, to_argv
 from contestkit.runtime import docker as docker_runtime
 from contestkit.runtime import kubernetes as kr
-from contestkit.server.executors import kubernetes as kx
+from contestkit.server.executors.kubernetes_settings import KubernetesSettings
 
 PLACEMENT_FLAGS = {"--rom-dir", "--chown", "--bridge-dir", "--results-dir"}
 
@@ -89,7 +89,7 @@ def test_one_spec_on_docker_and_as_a_job(tmp_path: Path, docker_api: Any, toolki
     by_name = {c["Name"].lstrip("/").split("-")[1]: c for c in api.inspected.values()}
     env_c, agent_c = by_name["remote"], by_name["agent"]
     identity = kr.LevelIdentity(job_id=1, attempt=1, index=0, team="rocket")
-    settings = kx.KubernetesSettings.from_mapping({"remote_env_image": toolkit_images["remote-env"]})
+    settings = KubernetesSettings.from_mapping({"remote_env_image": toolkit_images["remote-env"]})
     job = kr.render_level_job(spec, identity, settings, grace_seconds=60)
     pod = job["spec"]["template"]["spec"]
     k_env, k_agent = pod["containers"]
