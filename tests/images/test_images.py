@@ -242,7 +242,7 @@ def test_remote_env_image_runs_this_contestkit(docker_api: Any, toolkit_images: 
     local = hashlib.sha256((Path(contestkit.__file__).parent / "runs" / "envprogram.py").read_bytes()).hexdigest()
     script = (
         "import hashlib, contestkit, pathlib, stable_retro; "
-        "code = (pathlib.Path(contestkit.__file__).parent / 'envprogram.py').read_bytes(); "
+        "code = (pathlib.Path(contestkit.__file__).parent / 'runs' / 'envprogram.py').read_bytes(); "
         "print(hashlib.sha256(code).hexdigest())"
     )
     status, output = run_container(docker_api, ref, ["-c", script], entrypoint=["python"])
