@@ -146,6 +146,33 @@ def _agents(records: list[dict[str, Any]]) -> str:
     return head + "\n\n" + _table(header, rows)
 
 
+def _comparison(records: list[dict[str, Any]]) -> str:
+    """``bench/compare_agents.py``: per agent the goal figures, then every run with the file it came from."""
+    d = records[0]
+    per_agent = [
+        [
+            a["agent"],
+            a["seeds"],
+            ", ".join(_num(v) for v in a["last20_per_seed"]),
+            a["median_last20"],
+            a["worst_last20"],
+            a["median_score"],
+            a["median_timesteps_per_s"],
+            a["median_ms_per_timestep"],
+        ]
+        for a in d["summary"]
+    ]
+    runs = [[r["agent"], r["seed"], r["mean_reward_last20"], r["mean_reward_all"], r["timesteps_per_s"],
+             f"`{r['source']}` ({r['source_date']})"] for r in d["runs"]]  # fmt: skip
+    header = ["agent", "runs", "last-20 mean per seed", "median seed", "worst seed", "median score",
+              "timesteps/s", "ms a timestep"]  # fmt: skip
+    return (
+        _table(header, per_agent)
+        + "\n\nEach run, and the result file (with its conditions) it comes from:\n\n"
+        + _table(["agent", "seed", "last 20 episodes", "score (all episodes)", "timesteps/s", "from"], runs)
+    )
+
+
 def _finetune(records: list[dict[str, Any]]) -> str:
     d = records[0]
     rows = [[r["start"], r["seed"], r["score"], r["mean_reward_last20"], r["episodes"]] for r in d["runs"]]
@@ -360,6 +387,7 @@ def _generic(records: list[dict[str, Any]]) -> str:
 KINDS: list[tuple[Callable[[dict[str, Any]], bool], Callable[[list[dict[str, Any]]], str]]] = [
     (lambda r: "columns" in r and "rows" in r, _transcribed),
     (lambda r: "per_agent" in r, _agents),
+    (lambda r: "summary" in r and "runs" in r, _comparison),
     (lambda r: "mean_score" in r, _finetune),
     (lambda r: "median_steps_per_s" in r, _pretrain),
     (lambda r: "mean_ms" in r and "agent" in r, _agent_step),
