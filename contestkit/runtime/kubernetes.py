@@ -146,7 +146,7 @@ def contest_selector(settings: KubernetesSettings) -> dict[str, str]:
 # -- rendering ---------------------------------------------------------------------------------------
 
 
-def _security(run_as_user: int | None) -> dict[str, Any]:
+def container_security(run_as_user: int | None) -> dict[str, Any]:
     context: dict[str, Any] = {
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
@@ -160,6 +160,21 @@ def _security(run_as_user: int | None) -> dict[str, Any]:
 def env_argv(spec: LevelRunSpec) -> list[str]:
     """The env program's arguments in the pod: the same derivation as every other runtime's."""
     return to_argv(spec, EnvPlacement(bridge_dir=Path(ENV_BRIDGE_MOUNT) / "sock", results_dir=Path(RESULTS_MOUNT)))
+
+
+def placement(settings: KubernetesSettings) -> dict[str, Any]:
+    """Where and with what a level-run's pod is scheduled (pull secrets, nodes, tolerations, priority):
+    one place, so the NetworkPolicy probe pod lands where level-runs do and meets the same policy."""
+    spec: dict[str, Any] = {}
+    if settings.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": name} for name in settings.image_pull_secrets]
+    if settings.node_selector:
+        spec["nodeSelector"] = dict(settings.node_selector)
+    if settings.tolerations:
+        spec["tolerations"] = [dict(t) for t in settings.tolerations]
+    if settings.priority_class:
+        spec["priorityClassName"] = settings.priority_class
+    return spec
 
 
 def render_level_job(
@@ -210,7 +225,7 @@ def render_level_job(
             {"name": "bridge", "mountPath": BRIDGE_MOUNT},
             {"name": "agent-out", "mountPath": OUT_MOUNT},
         ],
-        "securityContext": _security(settings.agent_run_as_user),
+        "securityContext": container_security(settings.agent_run_as_user),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     env = {
@@ -236,7 +251,7 @@ def render_level_job(
             {"name": "bridge", "mountPath": ENV_BRIDGE_MOUNT},
             {"name": "results", "mountPath": RESULTS_MOUNT},
         ],
-        "securityContext": _security(settings.env_run_as_user),
+        "securityContext": container_security(settings.env_run_as_user),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     pod_spec: dict[str, Any] = {
@@ -252,14 +267,7 @@ def render_level_job(
             {"name": "agent-out", "emptyDir": {"sizeLimit": _out_size(spec, settings)}},
         ],
     }
-    if settings.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": name} for name in settings.image_pull_secrets]
-    if settings.node_selector:
-        pod_spec["nodeSelector"] = dict(settings.node_selector)
-    if settings.tolerations:
-        pod_spec["tolerations"] = [dict(t) for t in settings.tolerations]
-    if settings.priority_class:
-        pod_spec["priorityClassName"] = settings.priority_class
+    pod_spec.update(placement(settings))
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -490,7 +498,7 @@ STUCK_REASONS = frozenset(
 _TEAM_PULL_MESSAGE = re.compile(r"not found|manifest unknown|does not exist|no such", re.IGNORECASE)
 
 
-def _container_states(pod: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def container_states(pod: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     status = pod.get("status") or {}
     return {c.get("name"): c.get("state") or {} for c in status.get("containerStatuses") or []}
 
@@ -518,7 +526,7 @@ def _ns(stamp: str) -> int:
 
 def running_since(pod: Mapping[str, Any]) -> float | None:
     """When the later of the pod's two containers started running (epoch seconds), or None before both run."""
-    states = _container_states(pod)
+    states = container_states(pod)
     starts = []
     for name in (ENV_CONTAINER, AGENT_CONTAINER):
         state = states.get(name) or {}
@@ -623,7 +631,7 @@ class _LogFollower(threading.Thread):
 
     def _container_ended(self) -> bool:
         pod = self.session.launcher.pods.get(self.session.pod or "")
-        return pod is None or "terminated" in _container_states(pod).get(self.container, {})
+        return pod is None or "terminated" in container_states(pod).get(self.container, {})
 
     def _follow_once(self, handles: list[Any]) -> bool | str:
         """One read of the log; True when it has been read to the container's end, else why it stopped."""
@@ -650,7 +658,7 @@ class _LogFollower(threading.Thread):
                 return True  # the pod is gone: nothing more will come
             return f"{type(exc).__name__}: {exc}"
         pod_doc = api.read_pod(pod)
-        if pod_doc is not None and "terminated" not in _container_states(pod_doc).get(self.container, {}):
+        if pod_doc is not None and "terminated" not in container_states(pod_doc).get(self.container, {}):
             return "the stream ended before the container"
         if self.parse and self.end is None:
             return "the log ended without its end record"
@@ -777,7 +785,7 @@ class PodSession:
                 self.terminating_since = self.terminating_since or now
                 if now - self.terminating_since > launcher.settings.terminating_grace_seconds:
                     self.vanished = True
-            for name, state in _container_states(pod).items():
+            for name, state in container_states(pod).items():
                 terminated = state.get("terminated")
                 if terminated is not None and name in (ENV_CONTAINER, AGENT_CONTAINER):
                     self.exits.setdefault(name, int(terminated.get("exitCode", STOPPED_EXIT)))
@@ -947,7 +955,7 @@ class KubernetesLauncher:
         except Exception as exc:
             if _status(exc) == 409:
                 return  # made a moment ago (by us, or a server that ran before): it is the same level-run
-            raise ContestkitError(f"Kubernetes refused the Job {self.job}: {_reason(exc)}.") from None
+            raise ContestkitError(f"Kubernetes refused the Job {self.job}: {api_reason(exc)}.") from None
 
     def ensure_job(self) -> tuple[str, Blame] | str | None:
         """While no pod is there: make the Job again when it vanished; why it cannot run, if it cannot;
@@ -1053,7 +1061,7 @@ def _job_ended(job: Mapping[str, Any]) -> bool:
     return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
 
 
-def _reason(exc: BaseException) -> str:
+def api_reason(exc: BaseException) -> str:
     body = getattr(exc, "body", None)
     try:
         message = json.loads(body).get("message") if body else None

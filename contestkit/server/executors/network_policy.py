@@ -29,10 +29,11 @@ from typing import TYPE_CHECKING, Any
 from contestkit.runtime.kubernetes import (
     NETWORK_POLICY_NAME,
     ClusterApi,
-    _container_states,
-    _reason,
-    _security,
+    api_reason,
+    container_security,
+    container_states,
     contest_selector,
+    placement,
     render_network_policy,
     why_stuck,
 )
@@ -101,18 +102,11 @@ def render_probe_pod(settings: KubernetesSettings, name: str) -> dict[str, Any]:
                     "requests": {"cpu": "50m", "memory": "64Mi", "ephemeral-storage": "16Mi"},
                     "limits": {"cpu": "200m", "memory": "128Mi", "ephemeral-storage": "64Mi"},
                 },
-                "securityContext": _security(user),
+                "securityContext": container_security(user),
             }
         ],
     }
-    if settings.image_pull_secrets:
-        spec["imagePullSecrets"] = [{"name": secret} for secret in settings.image_pull_secrets]
-    if settings.node_selector:
-        spec["nodeSelector"] = dict(settings.node_selector)
-    if settings.tolerations:
-        spec["tolerations"] = [dict(t) for t in settings.tolerations]
-    if settings.priority_class:
-        spec["priorityClassName"] = settings.priority_class
+    spec.update(placement(settings))
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -133,7 +127,7 @@ def probe(api: ClusterApi, settings: KubernetesSettings, stop: threading.Event) 
     try:
         api.create_pod(render_probe_pod(settings, name))
     except Exception as exc:  # noqa: BLE001 - refused (admission, quota) or unreachable: one sentence
-        return Enforcement.UNDECIDED, f"the probe pod was refused ({_reason(exc)})"
+        return Enforcement.UNDECIDED, f"the probe pod was refused ({api_reason(exc)})"
     deadline = time.monotonic() + settings.start_timeout_seconds + CONNECT_TIMEOUT + 5
     why = "it did not finish"
     try:
@@ -145,7 +139,7 @@ def probe(api: ClusterApi, settings: KubernetesSettings, stop: threading.Event) 
                 pod = {}
             if pod is None:
                 return Enforcement.UNDECIDED, "the probe pod was deleted before it ended"
-            terminated = _container_states(pod).get(PROBE_CONTAINER, {}).get("terminated")
+            terminated = container_states(pod).get(PROBE_CONTAINER, {}).get("terminated")
             if terminated is not None:
                 code = terminated.get("exitCode")
                 if code == REACHED_EXIT:
