@@ -9,10 +9,10 @@ layout), converted here, so both templates start from the same network for the s
 
 from __future__ import annotations
 
+import agent.quiet  # noqa: F401  TensorFlow loaded without its start-up lines on stderr
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import agent.quiet  # noqa: F401  TensorFlow loaded without its start-up lines on stderr
 from agent.init import CONVS, HIDDEN, conv_output, initial_weights  # noqa: E402
 
 

@@ -18,10 +18,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import agent.quiet  # noqa: F401, E402  TensorFlow loaded without its start-up lines on stderr
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import agent.quiet  # noqa: F401, E402  TensorFlow loaded without its start-up lines on stderr
 from agent.checkpoints import CheckpointError, check_compatible, digest, unreadable  # noqa: E402
 from agent.config import Config  # noqa: E402
 from agent.framework import FRAMEWORK  # noqa: E402

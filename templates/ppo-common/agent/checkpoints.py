@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from agent.framework import CHECKPOINT_SUFFIX, FRAMEWORK
 
 OTHER_SUFFIX = {".pt": ".npz", ".npz": ".pt"}

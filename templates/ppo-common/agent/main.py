@@ -15,6 +15,7 @@ from collections import deque
 from typing import Any, Protocol
 
 import numpy as np
+
 from agent.actions import action_set
 from agent.checkpoints import CheckpointError
 from agent.config import AUTO, Config

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from agent.actions import action_set
 from agent.checkpoints import unreadable
 from agent.config import PRETRAINED, PROJECT_DIR, Config
@@ -74,9 +75,9 @@ def _worker(conn: Connection, spec: WorkerSpec) -> None:
     against 4,500 timesteps).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
-    from agent.preprocess import FrameStack
-
     from contestkit.env.envs import make_contest_env
+
+    from agent.preprocess import FrameStack
 
     frames = FrameStack(spec.height, spec.width, spec.grayscale, spec.stack)
     env: Any = None
@@ -193,9 +194,9 @@ class Envs:
 # -- input checks ------------------------------------------------------------------------------
 def check_levels(path: Path | None) -> tuple[Path, list[tuple[str, str]]]:
     """The level list, every level checked to exist and have its ROM, or one sentence why not."""
+    from contestkit.errors import ContestkitError
     from contestkit.env.games import resolve_level, rom_path
     from contestkit.env.levellist import read_levels
-    from contestkit.errors import ContestkitError
 
     default = path is None
     path = contest_training_list() if path is None else path
@@ -500,9 +501,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed is not None:
         cfg.seed = args.seed
     out = args.out or PROJECT_DIR / PRETRAINED
-    from agent.checkpoints import CheckpointError
-
     from contestkit.errors import ContestkitError
+
+    from agent.checkpoints import CheckpointError
 
     try:
         summary = pretrain(args.levels, args.envs, args.timesteps, out, cfg, progress=not args.no_progress)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from agent.actions import GENESIS_BUTTONS, action_set, combos_for
 from agent.config import Config
 from agent.framework import CHECKPOINT_SUFFIX

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from agent.config import PRETRAINED, Config
 from agent.framework import CHECKPOINT_SUFFIX, FRAMEWORK
 
