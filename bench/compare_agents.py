@@ -30,6 +30,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from agents import per_agent  # noqa: E402  the median and worst seed, as bench/agents.py's own table has them
 
 
 def merge(paths: list[Path], agents: list[str] | None) -> dict[str, Any]:
@@ -55,6 +58,7 @@ def merge(paths: list[Path], agents: list[str] | None) -> dict[str, Any]:
 def summary(runs: list[dict[str, Any]], order: list[str]) -> list[dict[str, Any]]:
     """Per agent: seeds, the median and worst last-20 mean, the median score and speed."""
     out = []
+    seeds = per_agent(runs)
     for agent in order:
         mine = [r for r in runs if r["agent"] == agent]
         if not mine:
@@ -67,8 +71,8 @@ def summary(runs: list[dict[str, Any]], order: list[str]) -> list[dict[str, Any]
                 "agent": agent,
                 "seeds": len(mine),
                 "last20_per_seed": last20,
-                "median_last20": statistics.median(last20) if last20 else None,
-                "worst_last20": min(last20) if last20 else None,
+                "median_last20": seeds[agent]["median_last20"],
+                "worst_last20": seeds[agent]["worst_last20"],
                 "median_score": statistics.median(score) if score else None,
                 "median_timesteps_per_s": statistics.median(speed) if speed else None,
                 "median_ms_per_timestep": 1000 / statistics.median(speed) if speed else None,
