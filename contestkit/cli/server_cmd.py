@@ -181,13 +181,20 @@ def run(
         help="Run the team registry (docker-registry with DATA_DIR/registry/config.yml), restart it when it exits, "
         "stop it on exit. --no-registry: you run your own (systemd, compose, another host).",
     ),
+    workers: int = typer.Option(
+        None,
+        "--workers",
+        help="API worker processes (default: one per CPU this process may use); the job queue runs once.",
+        show_default=False,
+    ),
 ) -> None:
     """Serve the contest API, run the job queue and the team registry until Ctrl-C (running jobs resume at the
     next start)."""
     _needs_server_extra()
-    from contestkit.server.app import serve
+    from contestkit.server.serving import check_workers, default_workers, serve
 
-    serve(data_dir, host=host, port=port, log_level=log_level, run_registry=registry)
+    count = default_workers() if workers is None else check_workers(workers)
+    serve(data_dir, host=host, port=port, log_level=log_level, run_registry=registry, workers=count)
 
 
 @server_app.command("manifests")

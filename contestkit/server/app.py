@@ -14,24 +14,21 @@ The OpenAPI description is at ``/openapi.json`` (no Swagger UI: it would load fr
 
 The routes live in router modules under ``contestkit.server.api`` (their shared dependencies in
 ``api.deps``); this module only builds the server's services and assembles the routers, the
-middleware and the lifespan, and runs the result (``serve``).
+middleware and the lifespan (``serving`` runs the result, in one process or several).
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio.to_thread
 from fastapi import FastAPI
 
 from contestkit import __version__
-from contestkit.errors import ContestkitError
-from contestkit.server import heap, metrics
+from contestkit.server import core_status, heap, metrics
 from contestkit.server.api import (
     admin,
     board,
@@ -49,15 +46,16 @@ from contestkit.server.api import (
     sessions,
 )
 from contestkit.server.api import contest as contest_api
-from contestkit.server.config import DEFAULT_PORT, ServerConfig, load_config
+from contestkit.server.config import load_config
 from contestkit.server.contest import boardcache
-from contestkit.server.contest import overview as contest
 from contestkit.server.contest.phases import Clock
+from contestkit.server.core import Core
 from contestkit.server.deployment import registry_supervision
 from contestkit.server.executors import Executor
 from contestkit.server.executors.configured import load_executor
+from contestkit.server.queue.doorbell import SchedulerLink
 from contestkit.server.queue.scheduling import Scheduler
-from contestkit.server.security import auth, housekeeping, limits, registry_auth, throttle
+from contestkit.server.security import auth, limits, registry_auth, throttle
 from contestkit.server.storage.db import Database, now
 from contestkit.server.storage.migrations import migrate
 from contestkit.server.web import pages
@@ -72,17 +70,31 @@ def create_app(
     start_scheduler: bool = True,
     registry_supervisor: registry_supervision.RegistrySupervisor | None = None,
     clock: Clock = now,
+    api_workers: int | None = None,
 ) -> FastAPI:
-    """The API for the contest in ``data_dir``; the scheduler runs inside the same process (and the team
-    registry too, when ``registry_supervisor`` is given: ``server run`` without ``--no-registry``).
+    """The API for the contest in ``data_dir``; the core (scheduler, sweeper, and the team registry when
+    ``registry_supervisor`` is given: ``server run`` without ``--no-registry``) runs inside the same process.
 
-    ``clock`` is the time sessions are stamped and checked with (tests inject one to expire them)."""
+    ``api_workers``: this app is one of that many API worker processes (``server run --workers N``) and
+    the core runs in their parent (``serving``): it reaches the scheduler through its doorbell and reads
+    the executor's and registry's state the core publishes. ``clock`` is the time sessions are stamped
+    and checked with (tests inject one to expire them)."""
     config = load_config(data_dir)
-    database = Database(config.database())
-    migrate(database)
-    for note in registry_auth.prepare_data_dir(config):  # upgrades a data directory made for htpasswd
-        log.warning("%s", note)
-    scheduler = Scheduler(database, config, executor or load_executor(config))
+    database = Database(config.database(), share=api_workers or 1)
+    core: Core | None = None
+    if api_workers is None:
+        migrate(database)
+        for note in registry_auth.prepare_data_dir(config):  # upgrades a data directory made for htpasswd
+            log.warning("%s", note)
+        core = Core(config, database, executor or load_executor(config), registry_supervisor=registry_supervisor,
+                    start_scheduler=start_scheduler)  # fmt: skip
+        scheduler: Scheduler | SchedulerLink = core.scheduler
+    else:
+        boardcache.share_writes(Path(config.data_dir))
+        status = core_status.CoreStatus(Path(config.data_dir))
+        scheduler = SchedulerLink(Path(config.data_dir), core_status.PublishedExecutor(status))
+        if status.document().get("registry") is not None:
+            registry_supervisor = core_status.PublishedSupervisor(status)  # type: ignore[assignment]
     services = deps.Services(
         config=config,
         database=database,
@@ -95,7 +107,7 @@ def create_app(
             client_limit=config.login_client_limit,
             device_limit=config.login_account_limit,
         ),
-        hashes=auth.HashPool(),
+        hashes=auth.HashPool.shared_by(api_workers or 1),
         metrics=metrics.Metrics(database, scheduler.executor, config.heartbeat_timeout),
         board_cache=boardcache.BoardCache(database, board.board_builder(config)),
         ended_jobs=jobdocs.EndedJobDocuments(
@@ -105,26 +117,22 @@ def create_app(
         clock=clock,
     )
     services.metrics.database_registry.register(registry_supervision.RegistryCollector(services.registry))
-    sweeper = housekeeping.Sweeper(database, config.sweep_seconds)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = config.worker_threads  # see the setting
-        contest.announce(database, config, log, now())
-        if start_scheduler:
-            scheduler.start()
-        sweeper.start()
+        if core is not None:
+            core.start()
         heap.freeze_startup_heap()  # short GC pauses under load (see the module)
         try:
             yield
         finally:
-            sweeper.stop()
-            if start_scheduler:
-                scheduler.stop()
-            if registry_supervisor is not None:
-                # Here, not only in serve(): on SIGTERM uvicorn shuts the app down and then re-raises the
-                # signal, which ends the process before serve()'s own cleanup runs (a registry outlived it).
-                await anyio.to_thread.run_sync(registry_supervisor.stop)
+            if core is not None:
+                # The registry's supervisor too: here, not only in serve(), because on SIGTERM uvicorn shuts
+                # the app down and then re-raises the signal, which ends the process before serve()'s cleanup.
+                await anyio.to_thread.run_sync(core.stop)
+            else:
+                scheduler.close()  # type: ignore[union-attr]
             database.dispose()
             services.hashes.close()
 
@@ -163,62 +171,3 @@ def create_app(
     app.include_router(contest_api.router)
     pages.install(app, services)
     return app
-
-
-@contextmanager
-def data_dir_lock(data_dir: Path) -> Iterator[None]:
-    """One server per data directory: a second would requeue the first one's running operations."""
-    path = Path(data_dir) / "server.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ContestkitError(
-                f"Another contest server is already running on {data_dir}; stop it first or use another --data-dir."
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield
-    finally:
-        os.close(fd)
-
-
-def serve(
-    data_dir: Path | str,
-    *,
-    host: str = "127.0.0.1",
-    port: int = DEFAULT_PORT,
-    log_level: str = "info",
-    run_registry: bool = True,
-) -> None:
-    """Run the API, the job queue and (``run_registry``) the team registry until interrupted
-    (``contestkit server run``); the registry is stopped when the server stops."""
-    import uvicorn
-
-    data_dir = Path(data_dir).expanduser().absolute()
-    config: ServerConfig = load_config(data_dir)
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper(), logging.INFO), format="%(levelname)s %(name)s: %(message)s"
-    )
-    with data_dir_lock(config.data_dir):
-        supervisor = registry_supervision.supervisor_for(config, log) if run_registry else None
-        app = create_app(config.data_dir, registry_supervisor=supervisor)
-        if supervisor is not None:
-            supervisor.start()
-        try:
-            cert, key = config.data_file(config.tls_cert), config.data_file(config.tls_key)
-            tls = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)} if cert and key else {}
-            # Forwarded headers only from the proxies server.yaml names (uvicorn trusts loopback by default).
-            proxies = {"proxy_headers": bool(config.forwarded_allow_ips),
-                       "forwarded_allow_ips": ",".join(config.forwarded_allow_ips) or ""}  # fmt: skip
-            uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=True, **tls, **proxies)
-        except SystemExit as exc:  # uvicorn exits when it cannot bind
-            if exc.code not in (0, None):
-                raise ContestkitError(
-                    f"The server could not listen on {host}:{port} (in use, or not an address of this host); "
-                    "choose another --host/--port."
-                ) from None
-        finally:
-            if supervisor is not None:
-                supervisor.stop()

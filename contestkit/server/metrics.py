@@ -22,12 +22,13 @@ closed label sets above its size is bounded (``tests/server/test_metrics.py`` ch
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
@@ -190,10 +191,17 @@ class Metrics:
         self.probe = ExecutorProbe(executor)
         self.database_registry = CollectorRegistry(auto_describe=False)
         self.database_registry.register(DatabaseCollector(database, self.probe, heartbeat_timeout))
+        self.process_registry = REGISTRY
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # ``server run --workers N``: every process (the workers, the scheduler's parent) writes its
+            # counts to files there, and a scrape of any worker adds them all up (prometheus_client's
+            # own multiprocess mode), so no figure depends on which worker answered.
+            self.process_registry = CollectorRegistry(auto_describe=False)
+            multiprocess.MultiProcessCollector(self.process_registry)
 
     def exposition(self) -> tuple[bytes, str]:
         """The text a Prometheus scrape gets, and its content type."""
-        return generate_latest(REGISTRY) + generate_latest(self.database_registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.process_registry) + generate_latest(self.database_registry), CONTENT_TYPE_LATEST
 
 
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]

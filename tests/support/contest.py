@@ -22,8 +22,12 @@ from tests.support.paths import FAKE_EVALUATOR, PASSWORD, REPO
 class ServerProcess:
     """``contestkit server run`` on a free port; ``kill()`` is SIGKILL (a crash), ``stop()`` SIGTERM."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None, workers: int | None = None
+    ) -> None:
+        """``workers``: ``--workers N`` (None: the CLI's default, one API process per CPU)."""
         self.data_dir = data_dir
+        self.workers = workers
         self.port = port or find_free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = env or subprocess_env()
@@ -48,6 +52,7 @@ class ServerProcess:
                 "--log-level",
                 "warning",
                 "--no-registry",  # the tests run the registry themselves (the `registry` fixture), when they need one
+                *(["--workers", str(self.workers)] if self.workers is not None else []),
             ],
             env=self.env,
             stdout=log,
@@ -207,11 +212,18 @@ class ContestFactory:
         self.root = root
         self.servers: list[ServerProcess] = []
 
-    def __call__(self, levels: list[tuple[str, str]], *, env: dict[str, str] | None = None, **options: Any) -> Contest:
+    def __call__(
+        self,
+        levels: list[tuple[str, str]],
+        *,
+        env: dict[str, str] | None = None,
+        workers: int | None = None,
+        **options: Any,
+    ) -> Contest:
         tmp = self.root / f"contest-{len(self.servers)}"
         tmp.mkdir(parents=True)
         data_dir = init_contest(tmp, levels, **options)
-        server = ServerProcess(data_dir, env=env).start()
+        server = ServerProcess(data_dir, env=env, workers=workers).start()
         self.servers.append(server)
         return Contest(data_dir=data_dir, server=server, levels=levels)
 

@@ -25,6 +25,7 @@ from contestkit.server.contest.phases import Clock
 from contestkit.server.deployment.registry_supervision import RegistryWatch
 from contestkit.server.errors import Forbidden, NotLoggedIn, WrongCredentials
 from contestkit.server.queue import operations
+from contestkit.server.queue.doorbell import SchedulerLink
 from contestkit.server.queue.scheduling import Scheduler
 from contestkit.server.security import auth, limits, throttle
 from contestkit.server.storage.db import AuthToken, Database, Job, Team, now
@@ -42,7 +43,7 @@ class Services:
 
     config: ServerConfig
     database: Database
-    scheduler: Scheduler
+    scheduler: Scheduler | SchedulerLink  # the link in an API worker process (``server run --workers N``)
     realm: Realm
     guard: throttle.LoginGuard
     hashes: auth.HashPool

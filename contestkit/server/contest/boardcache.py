@@ -9,9 +9,12 @@ added or removed, changes the fingerprint, in this process or another (``server`
 a second server on the same PostgreSQL). A team renamed in place changes nothing the fingerprint
 sees, so an entry is also rebuilt after ``max_age`` seconds at the latest.
 
-And the fingerprint itself is read only when it may have moved: every commit in this process that
-wrote a job or a team bumps ``writes_version()`` (SQLAlchemy session events, so the code that writes
-needs no hook), and other processes' writes are looked for every ``recheck`` seconds. So a request
+And the fingerprint itself is read only when it may have moved: every commit that wrote a job or a
+team moves ``writes_version()`` (SQLAlchemy session events, so the code that writes needs no hook):
+this process's counter, and the write mark all processes of the server share
+(``storage/writemark``, once ``share_writes`` mapped it: the scheduler's process finishes the jobs
+that the API workers of ``server run --workers N`` show). Writes of processes that share no mark
+(CLI commands, a server on another host) are looked for every ``recheck`` seconds. So a request
 to an unchanged board touches no database at all (measured: the fingerprint query on every request
 held ``/rest/leaderboard`` at p99 147 ms at 200 clients on 2 cores, where the page that skipped it
 answered in 15 ms). The pages' leaderboard uses the same counter.
@@ -22,21 +25,34 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from contestkit.server.storage.db import FINISHED, Database, Job, Team
+from contestkit.server.storage.writemark import WriteMark
 
 _TABLES = (Job.__table__, Team.__table__)
 CLAIM_EXPIRY = 30.0  # seconds: see BoardCache._claimed_at
 _writes_version = [0]
+_shared: list[WriteMark] = []  # the data directory's mark, once share_writes mapped it
 
 
-def writes_version() -> int:
-    """Bumped by every commit in this process that wrote the jobs or teams table."""
-    return _writes_version[0]
+def share_writes(data_dir: Path) -> None:
+    """Move, and read, the write mark of ``data_dir`` shared by every process of its server.
+
+    One per process (a process serves one data directory; a later call replaces the earlier mark,
+    left mapped for whoever still reads it: tests that build several servers in one process then
+    only recheck more often)."""
+    _shared[:] = [WriteMark(data_dir)]
+
+
+def writes_version() -> tuple[int, int]:
+    """Moves with every commit that wrote the jobs or teams table: in this process, or in any process
+    of this server that shares the write mark."""
+    return _writes_version[0], (_shared[0].read() if _shared else 0)
 
 
 @event.listens_for(Session, "after_flush")
@@ -55,6 +71,8 @@ def _note_statements(state: Any) -> None:
 def _bump(session: Session) -> None:
     if session.info.pop("contestkit_board_written", False):
         _writes_version[0] += 1
+        if _shared:
+            _shared[0].move()
 
 
 def fingerprint(db: Session) -> tuple[Any, ...]:
@@ -80,7 +98,7 @@ class BoardCache:
         self._key: tuple[Any, ...] | None = None
         self._built_at = 0.0
         self._checked_at = 0.0
-        self._version = -1
+        self._version: tuple[int, int] | None = None
         self._body = b""
         # When a caller of peek() was told to check (it calls get() on a thread); a claim older than
         # CLAIM_EXPIRY is taken again, should that caller never have got there (cancelled).

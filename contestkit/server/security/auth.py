@@ -247,6 +247,14 @@ class HashPool:
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="argon2", initializer=_lower_priority)
         self._slots = threading.BoundedSemaphore(self.workers + self.waiting)
 
+    @classmethod
+    def shared_by(cls, processes: int) -> HashPool:
+        """This process's share of the machine's pool when ``processes`` API workers each have one
+        (``server run --workers N``): ``ceil(bound / N)`` threads and waiting places, so the server as
+        a whole still checks about one password per CPU at once and holds the memory that bounds."""
+        threads, processes = max(1, len(cpuset.available())), max(1, processes)
+        return cls(-(-threads // processes), -(-threads * 4 // processes))  # ceil: at least one each
+
     @contextmanager
     def slot(self) -> Iterator[None]:
         """A place on the pool for the ``with`` block; ``Overloaded`` at once when all are taken.

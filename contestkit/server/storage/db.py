@@ -172,11 +172,19 @@ class Worker(Base):
         return f"{self.game}/{self.state}"
 
 
-class Database:
-    """One engine and session factory per server process; threads share it, sessions are per use."""
+POOL_SIZE, MAX_OVERFLOW = 10, 20  # PostgreSQL connections of one server (its API processes together)
 
-    def __init__(self, url: str) -> None:
+
+class Database:
+    """One engine and session factory per server process; threads share it, sessions are per use.
+
+    ``share``: this process is one of that many API processes of the server (``server run --workers
+    N``); each then keeps ``ceil(1/N)`` of the server's PostgreSQL connections, so a server holds as
+    many whatever N is (PostgreSQL's default ``max_connections`` is 100)."""
+
+    def __init__(self, url: str, *, share: int = 1) -> None:
         self.url = url
+        share = max(1, share)
         try:
             if url.startswith("sqlite"):
                 # Several threads (HTTP handlers, job workers) write; WAL lets readers proceed while a
@@ -186,7 +194,9 @@ class Database:
                 )
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             else:
-                self.engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+                self.engine = create_engine(
+                    url, pool_pre_ping=True, pool_size=-(-POOL_SIZE // share), max_overflow=-(-MAX_OVERFLOW // share)
+                )
         except (ArgumentError, NoSuchModuleError) as exc:
             raise ContestkitError(
                 f"database_url '{redact_url(url)}' is not usable ({exc}); use sqlite:///PATH or "

@@ -223,12 +223,12 @@ class Leaderboard:
         self.database = database
         self.config = config
         self._fingerprint_seen: Any = None
-        self._version = -1
+        self._version: tuple[int, int] | None = None
         self._recheck_at = 0.0
         self._data: BoardData | None = None
         self._lock = threading.Lock()
 
-    def _fresh(self, version: int) -> bool:
+    def _fresh(self, version: tuple[int, int]) -> bool:
         return self._data is not None and self._version == version and time.monotonic() < self._recheck_at
 
     def _fingerprint(self, session: Any) -> tuple[Any, ...]:
@@ -243,7 +243,7 @@ class Leaderboard:
         return (count, finished, queued, levels_mtime, frozen)
 
     def get(self) -> BoardData:
-        version = boardcache.writes_version()  # this process's job and team writes
+        version = boardcache.writes_version()  # job and team writes of this server's processes
         if self._fresh(version):
             return self._data  # type: ignore[return-value]
         with self._lock:  # one thread looks (and rebuilds); the others wait for its result
