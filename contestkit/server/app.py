@@ -102,6 +102,7 @@ def create_app(
         realm=registry.Realm(config, database),
         guard=throttle.LoginGuard(
             registry_auth.read_credentials_key(config.credentials_key_path),
+            database=database,
             window=config.login_window_seconds,
             account_limit=config.login_account_limit,
             client_limit=config.login_client_limit,

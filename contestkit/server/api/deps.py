@@ -143,22 +143,29 @@ async def check_password(request: Request, email: str, password: str) -> tuple[i
     """The team whose email and password these are, and whether the client is a known device.
 
     The throttle admits the check first (``throttle``), then the password is hashed on the hash
-    pool, never on the request threads; wrong credentials and unknown emails cost the same."""
+    pool, never on the request threads; wrong credentials and unknown emails cost the same. The
+    throttle's counts are in the database, so it is asked on a thread, and a login that a full pool
+    refuses anyway is not counted (no write): it only reads whether it is throttled (429 then, as
+    before), else it gets the pool's 503."""
     found_services = services_of(request)
     guard, hashes, database = found_services.guard, found_services.hashes, found_services.database
     device = guard.device_of(request.cookies.get(throttle.DEVICE_COOKIE), email)
-    ticket = guard.admit(email, request.client.host if request.client else "", device)
+    client = request.client.host if request.client else ""
+    if hashes.full():
+        await run_in_threadpool(guard.refuse_if_throttled, email, client, device)
+        raise hashes.refusal()
+    ticket = await run_in_threadpool(guard.admit, email, client, device)
     try:
-        with hashes.slot():  # a full pool refuses before any other work is done
+        with hashes.slot():  # a pool that filled up meanwhile refuses before any other work is done
             found = await run_in_threadpool(_find_team, database, email)
             right = await hashes.compute(auth.verify_password, found[1] if found else None, password)
     except BaseException:
-        guard.abandoned(ticket)
+        guard.abandoned(ticket)  # not awaited on a thread: this path may be a cancellation
         raise
     if not right or found is None:
         metrics.login_failed()
         raise WrongCredentials("Wrong email or password; check both, or ask the organisers to reset it.")
-    guard.succeeded(ticket)
+    await run_in_threadpool(guard.succeeded, ticket)
     if found[2]:
         raise Forbidden(DISABLED)
     if auth.needs_rehash(found[1]):

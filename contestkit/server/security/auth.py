@@ -37,6 +37,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from contestkit.errors import UsageError
 from contestkit.runs import cpuset
 from contestkit.server.errors import Overloaded
+from contestkit.server.security.sliding_window import SlidingWindow
 
 SESSION_COOKIE = "contestkit_session"
 TOKEN_PREFIX = "ck_"
@@ -120,59 +121,56 @@ def check_password_rules(password: str) -> None:
 
 
 class LoginThrottle:
-    """Allow ``limit`` failed logins per email in ``window`` seconds, then refuse until they age out.
+    """Allow ``limit`` failed logins per key in ``window`` seconds, then refuse until they age out.
 
-    In memory on purpose: it protects one server process against online guessing; it is not a
-    security boundary that must survive restarts (the slow hash is).
+    The throttle's timestamps in this process's memory: what ``throttle_store.MemoryStore`` keeps.
+    The server itself keeps them in its database instead (``throttle_store.DatabaseStore``), so that
+    all its worker processes share one count and a restart keeps it; both decide with the same rule
+    (``sliding_window.SlidingWindow``).
 
-    Its memory is bounded: an email is kept only while it has failures inside the window (expired
-    ones are swept at least once a window), and never more than ``max_entries`` emails. When a flood
-    of made-up emails fills the table, the emails with the fewest failures are forgotten first, so
+    Its memory is bounded: a key is kept only while it has failures inside the window (expired
+    ones are swept at least once a window), and never more than ``max_entries`` keys. When a flood
+    of made-up emails fills the table, the keys with the fewest failures are forgotten first, so
     an email being guessed at (many failures, throttled or close to it) keeps its count.
     """
 
     def __init__(self, limit: int = 10, window: float = 300.0, max_entries: int = 100_000) -> None:
+        self.rule = SlidingWindow(limit, window, max(1, max_entries))
         self.limit = limit
         self.window = window
-        self.max_entries = max(1, max_entries)
+        self.max_entries = self.rule.max_entries
         self._failures: dict[Hashable, deque[float]] = {}
         self._lock = threading.Lock()
         self._next_sweep = time.monotonic() + window
 
     def _prune(self, key: Hashable, at: float) -> deque[float]:
-        """The failures of ``key`` inside the window; an email left with none is forgotten."""
+        """The failures of ``key`` inside the window; a key left with none is forgotten."""
         failures = self._failures.get(key)
         if failures is None:
             return deque()
-        while failures and failures[0] <= at - self.window:
+        while failures and self.rule.expired(failures[0], at):
             failures.popleft()
         if not failures:
             del self._failures[key]
         return failures
 
     def _sweep(self, at: float) -> None:
-        """Forget emails whose failures all expired; then, over ``max_entries``, the least failed."""
+        """Forget keys whose failures all expired; then, over ``max_entries``, the least failed."""
         self._next_sweep = at + self.window
-        cutoff = at - self.window
-        for key in [k for k, failures in self._failures.items() if failures[-1] <= cutoff]:
+        for key in [k for k, failures in self._failures.items() if self.rule.expired(failures[-1], at)]:
             del self._failures[key]
         if len(self._failures) > self.max_entries:
-            # Down to 90% so that a flood does not sort the table on every failed login.
-            keep = self.max_entries * 9 // 10
-            ranked = sorted(self._failures, key=lambda k: (len(self._failures[k]), self._failures[k][-1]))
-            for key in ranked[: len(self._failures) - keep]:
+            ranked = sorted(self._failures, key=lambda k: self.rule.rank(len(self._failures[k]), self._failures[k][-1]))
+            for key in ranked[: len(self._failures) - self.rule.keep]:
                 del self._failures[key]
 
-    def retry_after(self, key: str) -> float:
+    def retry_after(self, key: Hashable) -> float:
         """Seconds until another attempt is allowed (0 when it is allowed now)."""
         at = time.monotonic()
         with self._lock:
-            failures = self._prune(key, at)
-            if len(failures) < self.limit:
-                return 0.0
-            return max(0.0, failures[0] + self.window - at)
+            return self.rule.wait(self._prune(key, at), at)
 
-    def failed(self, key: str) -> None:
+    def failed(self, key: Hashable) -> None:
         at = time.monotonic()
         with self._lock:
             self._prune(key, at)
@@ -180,7 +178,7 @@ class LoginThrottle:
             if len(self._failures) > self.max_entries or at >= self._next_sweep:
                 self._sweep(at)
 
-    def succeeded(self, key: str) -> None:
+    def succeeded(self, key: Hashable) -> None:
         with self._lock:
             self._failures.pop(key, None)
 
@@ -190,9 +188,9 @@ class LoginThrottle:
         attempts cannot all pass a check that only one of them should."""
         at = time.monotonic()
         with self._lock:
-            failures = self._prune(key, at)
-            if len(failures) >= self.limit:
-                return max(0.0, failures[0] + self.window - at)
+            wait = self.rule.wait(self._prune(key, at), at)
+            if wait > 0:
+                return wait
             self._failures.setdefault(key, deque()).append(at)
             if len(self._failures) > self.max_entries or at >= self._next_sweep:
                 self._sweep(at)
@@ -245,7 +243,18 @@ class HashPool:
         self.workers = workers or max(1, len(cpuset.available()))
         self.waiting = self.workers * 4 if waiting is None else waiting
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="argon2", initializer=_lower_priority)
-        self._slots = threading.BoundedSemaphore(self.workers + self.waiting)
+        self._free = self.workers + self.waiting
+        self._lock = threading.Lock()
+
+    def full(self) -> bool:
+        """Whether ``slot()`` would refuse now. A login asks before the throttle counts it, so that a
+        login refused in a burst writes nothing to the database (the throttle's counts are there)."""
+        return self._free <= 0
+
+    @staticmethod
+    def refusal() -> Overloaded:
+        """What a login is answered when the pool is full: 503 with ``Retry-After: 1``."""
+        return Overloaded("The server is busy checking other logins; try again in a second.", retry_after=1)
 
     @classmethod
     def shared_by(cls, processes: int) -> HashPool:
@@ -262,12 +271,15 @@ class HashPool:
         Why a slot of its own: a login takes it before any other work (the team's row, a thread
         hop), so a refused login in a burst costs next to nothing; during 100 concurrent logins most
         are refused, and their database reads were what the other routes felt."""
-        if not self._slots.acquire(blocking=False):
-            raise Overloaded("The server is busy checking other logins; try again in a second.", retry_after=1)
+        with self._lock:
+            if self._free <= 0:
+                raise self.refusal()
+            self._free -= 1
         try:
             yield
         finally:
-            self._slots.release()
+            with self._lock:
+                self._free += 1
 
     async def compute(self, function: Callable[..., object], *args: object) -> object:
         """``function(*args)`` on the pool's threads; call it inside ``slot()``."""

@@ -1,6 +1,6 @@
 """Login throttling that slows guessers down without locking a team out of its own account.
 
-Three counters, each a sliding window of failed password checks (``auth.LoginThrottle``):
+Three counters, each a sliding window of failed password checks (``sliding_window.SlidingWindow``):
 
 - per account (email): ``ACCOUNT_LIMIT`` failures in ``WINDOW`` seconds, then that email is refused
   (429) to every client the server does not know, the right password included, so that a guesser
@@ -17,13 +17,19 @@ Three counters, each a sliding window of failed password checks (``auth.LoginThr
 Sessions already open and API tokens are never throttled: the throttle sits in front of password
 checks only.
 
-Why it cannot be raced: a check *reserves* its slot before the password is hashed (``acquire``) and
-gives it back only when the password was right; with 20 concurrent guessers at most the limit's
-worth of checks are in flight or done, never more.
+Where the counts live: in the server's database (``throttle_store.DatabaseStore``, table
+``login_throttle``), so that every worker process of ``server run --workers N``, and every host on one
+PostgreSQL, counts against one limit, and a restart keeps the counts. A guard made without a database
+keeps them in its process's memory instead (``throttle_store.MemoryStore``), with the same rule.
 
-Why its memory is bounded: keys are 16-byte digests (a 10 MB email costs 16 bytes), each key keeps at
+Why it cannot be raced: a check *reserves* its slot before the password is hashed (``admit``) and
+gives it back only when the password was right; with 20 concurrent guessers, in one process or
+several, at most the limit's worth of checks are in flight or done, never more (``throttle_store``
+says how the database store locks).
+
+Why its size is bounded: keys are 16-byte digests (a 10 MB email costs 16 bytes), each key keeps at
 most ``limit`` timestamps, and each counter keeps at most ``MAX_ENTRIES`` keys (see
-``auth.LoginThrottle`` for which ones are dropped first).
+``throttle_store`` for which ones are dropped first, and when).
 """
 
 from __future__ import annotations
@@ -33,11 +39,14 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from contestkit.client.credentials import DEVICE_COOKIE  # the client keeps it (credentials.py says why)
 from contestkit.server.errors import TooManyAttempts
-from contestkit.server.security.auth import LoginThrottle
+from contestkit.server.security.sliding_window import SlidingWindow
+from contestkit.server.security.throttle_store import Counter, DatabaseStore, MemoryStore, Refusal, Slot, ThrottleStore
+from contestkit.server.storage.db import Database
 
 __all__ = ["DEVICE_COOKIE", "LoginGuard", "Ticket"]
 WINDOW = 300.0
@@ -61,26 +70,35 @@ def _b64(raw: bytes) -> str:
 class Ticket:
     """The slots one password check holds; given back (``LoginGuard.succeeded``) when it was right."""
 
-    held: list[tuple[LoginThrottle, bytes]]
+    held: list[Slot]
 
 
 class LoginGuard:
-    """Admits password checks (``admit``), and issues and reads device cookies."""
+    """Admits password checks (``admit``), and issues and reads device cookies.
+
+    With ``database`` (the server always passes its own) the counts are kept there and shared by all
+    its processes; without, in this process's memory."""
 
     def __init__(
         self,
         key: bytes,
         *,
+        database: Database | None = None,
         window: float = WINDOW,
         account_limit: int = ACCOUNT_LIMIT,
         client_limit: int = CLIENT_LIMIT,
         device_limit: int = DEVICE_LIMIT,
         max_entries: int = MAX_ENTRIES,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._key = hmac.new(key, b"contestkit-device-cookie-v1", hashlib.sha256).digest()
-        self.accounts = LoginThrottle(account_limit, window, max_entries)
-        self.clients = LoginThrottle(client_limit, window, max_entries)
-        self.devices = LoginThrottle(device_limit, window, max_entries)
+        entries = max(1, max_entries)
+        rules = {
+            Counter.ACCOUNT: SlidingWindow(account_limit, window, entries),
+            Counter.CLIENT: SlidingWindow(client_limit, window, entries),
+            Counter.DEVICE: SlidingWindow(device_limit, window, entries),
+        }
+        self.store: ThrottleStore = MemoryStore(rules) if database is None else DatabaseStore(database, rules, clock)
 
     # -- device cookies --
 
@@ -110,28 +128,36 @@ class LoginGuard:
 
     # -- admission --
 
+    @staticmethod
+    def _steps(email: str, client: str, device: bytes | None) -> list[tuple[Counter, bytes]]:
+        """The counters a check is counted on, in the order their rows are locked (always the same)."""
+        if device is not None:
+            return [(Counter.DEVICE, device)]
+        return [(Counter.CLIENT, _digest("client:" + client)), (Counter.ACCOUNT, _digest("account:" + email))]
+
+    @staticmethod
+    def _refuse(refusal: Refusal, email: str) -> TooManyAttempts:
+        seconds = int(refusal.wait) + 1
+        whom = "from this address" if refusal.counter is Counter.CLIENT else f"for {email[:254]}"
+        return TooManyAttempts(f"Too many failed logins {whom}; try again in {seconds} s.", retry_after=seconds)
+
     def admit(self, email: str, client: str, device: bytes | None) -> Ticket:
         """Reserve a password check, or refuse it with ``TooManyAttempts`` (429, Retry-After)."""
-        if device is not None:
-            steps = [(self.devices, device)]
-        else:
-            steps = [(self.clients, _digest("client:" + client)), (self.accounts, _digest("account:" + email))]
-        held: list[tuple[LoginThrottle, bytes]] = []
-        for throttle, key in steps:
-            wait = throttle.acquire(key)
-            if wait > 0:
-                for taken, taken_key in held:
-                    taken.release(taken_key)
-                seconds = int(wait) + 1
-                whom = "from this address" if throttle is self.clients else f"for {email[:254]}"
-                raise TooManyAttempts(f"Too many failed logins {whom}; try again in {seconds} s.", retry_after=seconds)
-            held.append((throttle, key))
+        held = self.store.acquire(self._steps(email, client, device))
+        if isinstance(held, Refusal):
+            raise self._refuse(held, email)
         return Ticket(held)
+
+    def refuse_if_throttled(self, email: str, client: str, device: bytes | None) -> None:
+        """``TooManyAttempts`` when ``admit`` would refuse now; counts nothing and writes nothing. For a
+        login that will be refused anyway (the hash pool is full): a throttled one still gets 429."""
+        refusal = self.store.refusal(self._steps(email, client, device))
+        if refusal is not None:
+            raise self._refuse(refusal, email)
 
     def succeeded(self, ticket: Ticket) -> None:
         """The password was right: its check does not count as a failure."""
-        for throttle, key in ticket.held:
-            throttle.release(key)
+        self.store.release(ticket.held)
         ticket.held = []
 
     def abandoned(self, ticket: Ticket) -> None:

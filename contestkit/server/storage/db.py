@@ -143,6 +143,19 @@ class ContestState(Base):
     actor: Mapped[str] = mapped_column(String(254))
 
 
+class LoginFailures(Base):
+    """One key of one login-throttle counter (``security/throttle_store.py``): its failed password
+    checks inside the window, shared by every process and host of the server."""
+
+    __tablename__ = "login_throttle"
+
+    counter: Mapped[str] = mapped_column(String(16), primary_key=True)  # throttle_store.Counter
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)  # a 16-byte digest, in hex
+    stamps: Mapped[str] = mapped_column(Text)  # UNIX seconds of each counted check, space-separated
+    failures: Mapped[int] = mapped_column(Integer)  # how many stamps (the eviction ranks by it)
+    expires_at: Mapped[float] = mapped_column(Float)  # when the newest stamp leaves the window
+
+
 class Worker(Base):
     """One level of one job: the 2018 API's ``workers`` entries."""
 

@@ -218,6 +218,25 @@ def _m005_read_indexes(conn: Connection) -> None:
         conn.execute(text(statement))
 
 
+def _m006_login_throttle(conn: Connection) -> None:
+    """The login throttle's counts (issue 28: several worker processes and hosts share them): one row
+    per counter and key, its stamps in the window, and two indexes for its housekeeping: expired
+    rows (``expires_at``) and, over the bound, the least failed first (``counter, failures``)."""
+    md = MetaData()
+    table = Table(
+        "login_throttle",
+        md,
+        Column("counter", String(16), primary_key=True),
+        Column("key", String(32), primary_key=True),
+        Column("stamps", Text, nullable=False),
+        Column("failures", Integer, nullable=False),
+        Column("expires_at", Float, nullable=False),
+    )
+    Index("ix_login_throttle_rank", table.c.counter, table.c.failures, table.c.expires_at)
+    Index("ix_login_throttle_expires", table.c.expires_at)
+    md.create_all(conn)
+
+
 Migration = tuple[int, str, Callable[[Connection], None]]
 
 MIGRATIONS: list[Migration] = [
@@ -226,6 +245,7 @@ MIGRATIONS: list[Migration] = [
     (3, "job seeds and running means", _m003_job_seeds_and_running_means),
     (4, "contest phases, final and host controls", _m004_contest_phases),
     (5, "indexes for the API's reads", _m005_read_indexes),
+    (6, "login throttle counts", _m006_login_throttle),
 ]
 
 LATEST = MIGRATIONS[-1][0]
