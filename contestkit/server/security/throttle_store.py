@@ -146,7 +146,11 @@ def _row(counter: Counter, key: bytes) -> dict[str, str]:
 class DatabaseStore:
     """The counts in the server's database (table ``login_throttle``), shared by all its processes.
 
-    ``clock`` is wall-clock time (UNIX seconds), the one clock that processes and hosts share."""
+    ``clock`` is wall-clock time (UNIX seconds), the one clock that processes and hosts share (hosts
+    on one PostgreSQL should keep theirs synchronised: a host whose clock is s seconds behind counts
+    its failures s seconds longer). Checking the bound costs a count of the counter's index (9-40 ms
+    at 100,000 keys on SQLite, once per 1,000 new keys), and cutting a full table to 90% about 0.1 s
+    (once per 10,000 new keys), on the login that triggers it."""
 
     def __init__(
         self, database: Database, rules: Mapping[Counter, SlidingWindow], clock: Callable[[], float] = time.time
