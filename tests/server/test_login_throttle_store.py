@@ -58,6 +58,11 @@ def _fail(guard: LoginGuard, email: str = "team@example.org", client: str = "198
     guard.admit(email, client, None)
 
 
+def _database_of(guard: LoginGuard) -> Database:
+    assert isinstance(guard.store, DatabaseStore)
+    return guard.store.database
+
+
 def _rows(database: Database, counter: Counter) -> int:
     with database.session() as db:
         return int(db.scalar(select(func.count()).select_from(LoginFailures).where(LoginFailures.counter == counter)))
@@ -78,6 +83,9 @@ def test_the_limit_holds_across_processes_and_a_restart(databases):
     restarted = LoginGuard(KEY, database=databases(), clock=clock)
     with pytest.raises(TooManyAttempts):
         _fail(restarted)
+    # All steps or none: the refused checks' client step was rolled back with them.
+    with _database_of(restarted).session() as db:
+        assert db.scalar(select(LoginFailures.failures).where(LoginFailures.counter == Counter.CLIENT)) == 10
     # Sliding, not fixed: once the oldest failure left the window, exactly one more check is allowed.
     clock.now += 290.0
     _fail(restarted)
@@ -268,3 +276,26 @@ def test_a_login_refused_by_a_full_hash_pool_writes_nothing(tmp_path: Path, data
     finally:
         services.database.dispose()
         services.hashes.close()
+
+
+def test_a_guard_without_a_database_keeps_the_same_rule_in_its_memory():
+    """``MemoryStore``: the same rule (reserve, refuse the 11th, give back on success, all steps or
+    none), one process only: a second guard does not see the first one's counts."""
+    guard = LoginGuard(KEY, client_limit=12)
+    for _ in range(9):
+        _fail(guard)
+    ticket = guard.admit("team@example.org", "198.51.100.7", None)
+    with pytest.raises(TooManyAttempts, match="for team@example.org") as refused:
+        _fail(guard)
+    assert 0 < refused.value.retry_after <= 301
+    with pytest.raises(TooManyAttempts):
+        guard.refuse_if_throttled("team@example.org", "198.51.100.7", None)
+    guard.succeeded(ticket)
+    guard.refuse_if_throttled("team@example.org", "198.51.100.7", None)  # no longer throttled
+    _fail(guard)
+    # The refused check gave its client slot back (all steps or none): the address has 10 of 12 here.
+    _fail(guard, email="other@example.org")
+    _fail(guard, email="third@example.org")
+    with pytest.raises(TooManyAttempts, match="from this address"):
+        _fail(guard, email="fourth@example.org")
+    _fail(LoginGuard(KEY))  # another process's memory: nothing counted there
