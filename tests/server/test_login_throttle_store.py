@@ -299,3 +299,33 @@ def test_a_guard_without_a_database_keeps_the_same_rule_in_its_memory():
     with pytest.raises(TooManyAttempts, match="from this address"):
         _fail(guard, email="fourth@example.org")
     _fail(LoginGuard(KEY))  # another process's memory: nothing counted there
+
+
+def test_the_limit_holds_across_the_workers_of_a_real_server(make_contest, database_url, password):
+    """``server run --workers 2`` (the real CLI): 20 concurrent guessers on fresh connections, so both
+    worker processes take guesses; 10 failed checks in all, not 10 per worker. A guess a worker's
+    full hash pool refused (503) was not counted, so the count is finished one guess at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    contest = make_contest([("Fake", "Level1")], database_url=database_url, workers=2)
+    contest.add_team("Alpha", "alpha@example.org")
+    url = contest.url + "/rest/login"
+
+    def guess(i: int) -> int:
+        return requests.post(url, json={"email": "alpha@example.org", "password": f"guess {i}"}, timeout=60).status_code
+
+    with ThreadPoolExecutor(20) as pool:
+        codes = list(pool.map(guess, range(40)))
+    assert set(codes) <= {401, 429, 503} and codes.count(401) <= 10, codes
+    failed = codes.count(401)
+    for i in range(40, 60):
+        code = guess(i)
+        if code == 429:
+            break
+        failed += code == 401
+    assert failed == 10, codes
+    assert [guess(i) for i in range(10)] == [429] * 10
+    right = requests.post(url, json={"email": "alpha@example.org", "password": password}, timeout=60)
+    assert right.status_code == 429 and int(right.headers["retry-after"]) > 0
