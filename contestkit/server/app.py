@@ -108,7 +108,7 @@ def create_app(
             client_limit=config.login_client_limit,
             device_limit=config.login_account_limit,
         ),
-        hashes=auth.HashPool.shared_by(api_workers or 1),
+        hashes=auth.HashPool() if core else auth.HashPool.shared_by(api_workers or 1, config.data_dir / "hash-slots"),
         metrics=metrics.Metrics(database, scheduler.executor, config.heartbeat_timeout),
         board_cache=boardcache.BoardCache(database, board.board_builder(config)),
         ended_jobs=jobdocs.EndedJobDocuments(

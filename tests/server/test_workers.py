@@ -21,6 +21,7 @@ import requests
 from contestkit.errors import UsageError
 from contestkit.server import core_status
 from contestkit.server.contest import boardcache
+from contestkit.server.errors import Overloaded
 from contestkit.server.executors.function import FunctionExecutor
 from contestkit.server.queue.doorbell import Doorbell, SchedulerLink, address
 from contestkit.server.security.auth import HashPool
@@ -191,7 +192,30 @@ def test_worker_counts_and_shares(tmp_path, monkeypatch):
     assert cpu_quota(tmp_path) == 2.5 and default_workers(tmp_path) == 3
     (tmp_path / "cpu.max").write_text("max 100000\n")
     assert default_workers(tmp_path) == 8
-    assert [HashPool.shared_by(n).workers for n in (1, 3, 8, 16)] == [8, 3, 1, 1]
-    assert HashPool.shared_by(3).waiting == 11  # ceil(32 / 3)
+    assert [HashPool.shared_by(n, tmp_path / "slots").workers for n in (1, 3, 8, 16)] == [8, 3, 1, 1]
+
+
+def test_the_hash_pools_places_are_the_servers(tmp_path, monkeypatch):
+    """Two workers' pools share the machine's 10 places (2 CPUs): one worker may take all of them, and
+    an eleventh login is refused whichever worker gets it; places come back when given back."""
+    monkeypatch.setattr("contestkit.runs.cpuset.available", lambda: {0, 1})
+    first, second = (HashPool.shared_by(2, tmp_path / "slots") for _ in range(2))
+    try:
+        assert first.workers == 1  # hashing threads: ceil(2 CPUs / 2 workers)
+        held = [first.slot() for _ in range(10)]
+        for place in held:
+            place.__enter__()
+        assert first.full() and second.full()
+        with pytest.raises(Overloaded), second.slot():
+            pass
+        held.pop().__exit__(None, None, None)
+        assert not second.full()
+        with second.slot():
+            assert first.full()
+        for place in held:
+            place.__exit__(None, None, None)
+    finally:
+        first.close()
+        second.close()
     with pytest.raises(UsageError, match="between 1 and 64"):
         check_workers(65)

@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 
 from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -37,6 +38,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from contestkit.errors import UsageError
 from contestkit.runs import cpuset
 from contestkit.server.errors import Overloaded
+from contestkit.server.security.shared_slots import SharedSlots
 from contestkit.server.security.sliding_window import SlidingWindow
 
 SESSION_COOKIE = "contestkit_session"
@@ -239,16 +241,22 @@ class HashPool:
     instead of queueing for many seconds. argon2-cffi releases the GIL while it hashes.
     """
 
-    def __init__(self, workers: int | None = None, waiting: int | None = None) -> None:
+    def __init__(
+        self, workers: int | None = None, waiting: int | None = None, *, shared: SharedSlots | None = None
+    ) -> None:
+        """``shared``: the places are the server's, shared with its other processes (``shared_by``)."""
         self.workers = workers or max(1, len(cpuset.available()))
         self.waiting = self.workers * 4 if waiting is None else waiting
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="argon2", initializer=_lower_priority)
         self._free = self.workers + self.waiting
         self._lock = threading.Lock()
+        self._shared = shared
 
     def full(self) -> bool:
         """Whether ``slot()`` would refuse now. A login asks before the throttle counts it, so that a
         login refused in a burst writes nothing to the database (the throttle's counts are there)."""
+        if self._shared is not None:
+            return not self._shared.any_free()
         return self._free <= 0
 
     @staticmethod
@@ -257,12 +265,14 @@ class HashPool:
         return Overloaded("The server is busy checking other logins; try again in a second.", retry_after=1)
 
     @classmethod
-    def shared_by(cls, processes: int) -> HashPool:
-        """This process's share of the machine's pool when ``processes`` API workers each have one
-        (``server run --workers N``): ``ceil(bound / N)`` threads and waiting places, so the server as
-        a whole still checks about one password per CPU at once and holds the memory that bounds."""
-        threads, processes = max(1, len(cpuset.available())), max(1, processes)
-        return cls(-(-threads // processes), -(-threads * 4 // processes))  # ceil: at least one each
+    def shared_by(cls, processes: int, slots_dir: Path) -> HashPool:
+        """This process's pool when ``processes`` API workers each have one (``server run --workers N``):
+        ``ceil(CPUs / N)`` hashing threads, so the server as a whole hashes about one password per CPU at
+        once (and holds the memory that bounds), and the machine's places (running and waiting) shared
+        with the other workers through files in ``slots_dir`` (``SharedSlots``: a burst that lands
+        unevenly on the workers is refused no sooner than one process would refuse it)."""
+        cpus, processes = max(1, len(cpuset.available())), max(1, processes)
+        return cls(-(-cpus // processes), shared=SharedSlots(slots_dir, cpus * 5))  # ceil: at least one each
 
     @contextmanager
     def slot(self) -> Iterator[None]:
@@ -271,6 +281,15 @@ class HashPool:
         Why a slot of its own: a login takes it before any other work (the team's row, a thread
         hop), so a refused login in a burst costs next to nothing; during 100 concurrent logins most
         are refused, and their database reads were what the other routes felt."""
+        if self._shared is not None:
+            place = self._shared.take()
+            if place is None:
+                raise self.refusal()
+            try:
+                yield
+            finally:
+                self._shared.give(place)
+            return
         with self._lock:
             if self._free <= 0:
                 raise self.refusal()
@@ -292,3 +311,5 @@ class HashPool:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._shared is not None:
+            self._shared.close()
