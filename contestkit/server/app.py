@@ -49,7 +49,7 @@ from contestkit.server.api import contest as contest_api
 from contestkit.server.config import load_config
 from contestkit.server.contest import boardcache
 from contestkit.server.contest.phases import Clock
-from contestkit.server.core import Core
+from contestkit.server.core import Core, upgrade_data_dir
 from contestkit.server.deployment import registry_supervision
 from contestkit.server.executors import Executor
 from contestkit.server.executors.configured import load_executor
@@ -57,7 +57,6 @@ from contestkit.server.queue.doorbell import SchedulerLink
 from contestkit.server.queue.scheduling import Scheduler
 from contestkit.server.security import auth, limits, registry_auth, throttle
 from contestkit.server.storage.db import Database, now
-from contestkit.server.storage.migrations import migrate
 from contestkit.server.web import pages
 
 log = logging.getLogger("contestkit.server")
@@ -83,9 +82,7 @@ def create_app(
     database = Database(config.database(), share=api_workers or 1)
     core: Core | None = None
     if api_workers is None:
-        migrate(database)
-        for note in registry_auth.prepare_data_dir(config):  # upgrades a data directory made for htpasswd
-            log.warning("%s", note)
+        upgrade_data_dir(config, database)
         core = Core(config, database, executor or load_executor(config), registry_supervisor=registry_supervisor,
                     start_scheduler=start_scheduler)  # fmt: skip
         scheduler: Scheduler | SchedulerLink = core.scheduler

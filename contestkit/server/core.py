@@ -22,10 +22,19 @@ from contestkit.server.deployment.registry_supervision import RegistrySupervisor
 from contestkit.server.executors import Executor
 from contestkit.server.queue.doorbell import Doorbell
 from contestkit.server.queue.scheduling import Scheduler
-from contestkit.server.security import housekeeping
+from contestkit.server.security import housekeeping, registry_auth
 from contestkit.server.storage.db import Database, now
+from contestkit.server.storage.migrations import migrate
 
 log = logging.getLogger("contestkit.server")
+
+
+def upgrade_data_dir(config: ServerConfig, database: Database) -> None:
+    """Before a server serves: the database's schema migrations, and a data directory made for
+    htpasswd upgraded to registry tokens. Once per start, before any API process opens them."""
+    migrate(database)
+    for note in registry_auth.prepare_data_dir(config):
+        log.warning("%s", note)
 
 
 class Core:
@@ -53,7 +62,7 @@ class Core:
         contest.announce(self.database, self.config, log, now())
         if for_workers:
             boardcache.share_writes(Path(self.config.data_dir))
-            self._doorbell = Doorbell(Path(self.config.data_dir), self.scheduler.wake).start()
+            self._doorbell = Doorbell(Path(self.config.data_dir), self.scheduler.look).start()
         if self.start_scheduler:
             self.scheduler.start()
         self.sweeper.start()

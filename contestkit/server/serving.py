@@ -148,11 +148,10 @@ def serve(
 
     from contestkit.server.app import create_app
     from contestkit.server.config import DEFAULT_PORT, load_config
-    from contestkit.server.core import Core
+    from contestkit.server.core import Core, upgrade_data_dir
     from contestkit.server.deployment import registry_supervision
     from contestkit.server.executors.configured import load_executor
     from contestkit.server.storage.db import Database
-    from contestkit.server.storage.migrations import migrate
 
     config = load_config(data_dir)
     port = DEFAULT_PORT if port is None else port
@@ -164,7 +163,7 @@ def serve(
             app: object = create_app(config.data_dir, registry_supervisor=supervisor)  # the core runs inside
         else:
             database = Database(config.database())
-            migrate(database)  # once, before any worker opens the database
+            upgrade_data_dir(config, database)  # once, before any worker opens them
             core = Core(config, database, load_executor(config), registry_supervisor=supervisor)
             os.environ.update(
                 {_ENV_DATA_DIR: str(config.data_dir), _ENV_WORKERS: str(workers), _ENV_LOG_LEVEL: log_level,

@@ -6,10 +6,12 @@ wait for the scheduler's next poll (``Scheduler.poll_seconds``). A worker rings 
 datagram to a unix socket the scheduler's process listens on, which calls ``Scheduler.wake``.
 
 Why nothing else travels on it: anyone on the host can send to an abstract socket, so a datagram
-only ever means "look at the queue" (which a poll does anyway); what to do is read from the
+only ever means "look at the queue" (which the polls do anyway); what to do is read from the
 database. A cancel is the ``cancel_requested`` column the scheduler's monitor reads every half
-second; ringing only makes it look at once. A lost datagram (the scheduler restarting, a full
-buffer) delays a job by one poll, nothing more: the bell is never the only way a job is seen.
+second; ringing makes it look at once (in one process the API stopped the job at once, and a
+short level could finish in that half second: the kill must not lose that race now). A lost
+datagram (the scheduler restarting, a full buffer) delays a job by one poll, nothing more: the
+bell is never the only way a job is seen.
 
 The socket is in Linux's abstract namespace (no file, so no stale socket after a crash and no
 108-byte path limit for deep data directories), named from the data directory, so two servers on
@@ -39,7 +41,7 @@ def address(data_dir: Path) -> bytes:
 
 
 class Doorbell:
-    """The scheduler's side: a thread that calls ``wake`` once for every datagram that arrives."""
+    """The scheduler's side: a thread that calls ``wake`` (``Scheduler.look``) for every datagram that arrives."""
 
     def __init__(self, data_dir: Path, wake: Callable[[], None]) -> None:
         self.wake = wake
@@ -59,7 +61,7 @@ class Doorbell:
             except OSError:  # closed by stop()
                 return
             if not self._stopping.is_set():
-                self.wake()  # an Event.set(): many rings while the scheduler claims make one more look
+                self.wake()  # Event.set()s: many rings while the scheduler looks make one more look
 
     def stop(self) -> None:
         self._stopping.set()

@@ -43,6 +43,7 @@ from contestkit.server.queue.seeds import level_seed
 from contestkit.server.storage.db import Database
 from contestkit.states import StopReason
 
+LOOK_SPACING = 0.02  # seconds between two looks other processes ask for (``Scheduler.look``)
 log = logging.getLogger("contestkit.server.queue.scheduling")
 
 
@@ -150,6 +151,7 @@ class Scheduler:
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._look = threading.Event()  # another process asked: check cancels now (``look``)
         self._cpusets = CpusetPool(config.cpu_sets())
         self.limits, notes = run_limits.agent_limits(
             config.agent_memory, config.agent_pids_limit, config.agent_out_limit, config.agent_log_limit
@@ -190,6 +192,12 @@ class Scheduler:
 
     def wake(self) -> None:
         """A job was queued: look now instead of at the next poll."""
+        self._wake.set()
+
+    def look(self) -> None:
+        """Another process of this server (an API worker) changed the queue: claim now, and check now
+        whether a team asked to cancel a running job (the monitor would in half a second)."""
+        self._look.set()
         self._wake.set()
 
     def cancel(self, job_id: int) -> None:
@@ -263,7 +271,11 @@ class Scheduler:
     def _monitor_loop(self) -> None:
         last_beat = 0.0
         last_recover = time.monotonic()
-        while not self._stop.wait(0.5):
+        while not self._stop.is_set():
+            asked = self._look.wait(0.5)
+            self._look.clear()
+            if self._stop.is_set():
+                return
             try:
                 with self._controls_lock:
                     controls = dict(self._controls)
@@ -288,6 +300,8 @@ class Scheduler:
                     self.reconcile()
             except Exception:  # noqa: BLE001
                 log.exception("job monitor tick failed; continuing")
+            if asked:
+                self._stop.wait(LOOK_SPACING)  # a flood of doorbell rings makes a bounded number of looks
 
     # -- running a job --
 
