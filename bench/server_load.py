@@ -28,6 +28,12 @@ busiest team (seeded: 57 jobs, a 74 KB answer), since that answer grows with the
 The hardening issue extends this (PostgreSQL, a burst of logins) rather than
 rewriting it: add a route to ``ROUTES``, a database to ``--database-url``.
 
+Each phase also reports where the CPU went: ``server_cores``, the CPU seconds of the server's process
+tree (the parent and its API workers) per second of the phase, and ``cpu_busy_pct``, each CPU's busy
+share (from /proc/stat), so "both cores busy" is a figure. ``--workers 2,1`` runs this checkout's
+server with ``--workers 2`` (judged) and, beside it phase by phase on a copy of the data, with
+``--workers 1``.
+
 With ``--login-burst``, each route's 200-client phase is run again while 100 more clients log in
 over and over (the right password: a full Argon2 check each), to show what logins cost the others.
 A route the server does not have (a page, before the pages are merged) is skipped with a note.
@@ -40,6 +46,7 @@ with think time, the same phase with and without the burst).
 
     python bench/server_load.py [--seconds 8] [--think 1.0] [--clients 1,20,100,200] [--json FILE]
         [--postgres postgresql+psycopg://postgres@127.0.0.1:5432] [--login-burst] [--routes NAME ...]
+        [--workers 2,1] [--baseline-tree DIR]
 """
 
 from __future__ import annotations
@@ -273,8 +280,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(data_dir: Path, tree: Path = REPO) -> tuple[subprocess.Popen[bytes], int]:
-    """``contestkit server run`` on ``data_dir`` with the code of ``tree`` (this checkout by default)."""
+def start_server(data_dir: Path, tree: Path = REPO, workers: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """``contestkit server run`` on ``data_dir`` with the code of ``tree`` (this checkout by default);
+    ``workers``: its ``--workers`` (None: the server's default, or a tree that predates the option)."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(tree)}
     log = (data_dir.parent / "server.log").open("ab")
@@ -293,6 +301,7 @@ def start_server(data_dir: Path, tree: Path = REPO) -> tuple[subprocess.Popen[by
             str(port),
             "--log-level",
             "warning",
+            *(["--workers", str(workers)] if workers is not None else []),
         ],
         env=env,
         stdout=log,
@@ -319,6 +328,66 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(10)
+
+
+# -- where the CPU went ---------------------------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid`` and its children now alive (the server's API workers)."""
+    pids = [pid] + [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and _stat_fields(int(entry.name))[1:2] == [str(pid)]
+    ]
+    total = 0.0
+    for each in pids:
+        fields = _stat_fields(each)
+        if len(fields) > 12:
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (stat fields 14, 15)
+    return total
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat from field 3 (state) on; [] when the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def cpu_busy() -> dict[str, tuple[int, int]]:
+    """Per CPU: (busy ticks, all ticks) since boot, from /proc/stat."""
+    found = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("cpu") and line[3:4].isdigit():
+            name, *ticks = line.split()
+            values = [int(t) for t in ticks]
+            idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+            found[name] = (sum(values) - idle, sum(values))
+    return found
+
+
+class CpuWatch:
+    """The server's CPU (cores' worth, its process tree) and each CPU's busy share during one phase."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.started = time.monotonic()
+        self.server_cpu = process_tree_cpu(pid)
+        self.cpus = cpu_busy()
+
+    def summary(self) -> dict[str, Any]:
+        wall = max(1e-9, time.monotonic() - self.started)
+        now = cpu_busy()
+        busy = {
+            name: round(100 * (now[name][0] - self.cpus[name][0]) / max(1, now[name][1] - self.cpus[name][1]))
+            for name in now
+            if name in self.cpus
+        }
+        return {"server_cores": round((process_tree_cpu(self.pid) - self.server_cpu) / wall, 2), "cpu_busy_pct": busy}
 
 
 # -- the load -------------------------------------------------------------------------------------
@@ -485,12 +554,17 @@ async def warm_up(port: int, route: Route, clients: list[Client]) -> bool:
     return True
 
 
-THIS = "this"  # the server of this checkout, in the rows ("baseline": --baseline-tree's)
+THIS = "this"  # the server of this checkout, in the rows ("baseline": --baseline-tree's; "workers=N": --workers')
 CLOSED_LOOP = (20, 200)  # connections of the no-think phases: each sends again as soon as answered
 
 
 def measure(
-    ports: dict[str, int], database: str, clients: list[Client], busiest: list[Client], args: argparse.Namespace
+    ports: dict[str, int],
+    database: str,
+    clients: list[Client],
+    busiest: list[Client],
+    args: argparse.Namespace,
+    pids: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
     """Every phase of every route, against each server in ``ports`` (name -> port) in turn, so that
     a baseline server and this checkout's see the same machine load, phase by phase."""
@@ -509,14 +583,16 @@ def measure(
         for count, think, burst in plan:
             for server, port in ports.items():
                 phase = Phase(route.name, database, count, think, args.seconds, burst=burst)
+                watch = CpuWatch((pids or {}).get(server, 0))
                 asyncio.run(run_phase(port, route, clients_now, phase, logins=100 if burst else 0))
-                row = {**phase.summary(), "server": server}
+                row = {**phase.summary(), **watch.summary(), "server": server}
                 rows.append(row)
                 print(
                     f"{server:8} {database:7} {route.name:24} {count:4} clients think {think:3.1f}s"
                     f"{' +logins' if burst else ''}: {row['req_per_s']:8.1f} req/s  p50 {row['p50_ms']} "
                     f"p95 {row['p95_ms']} p99 {row['p99_ms']} ms  5xx {row['status_5xx']}  non-2xx {row['non_2xx']}  "
-                    f"errors {row['errors']}" + (f"  logins {row['login_statuses']}" if burst else ""),
+                    f"errors {row['errors']}  server {row['server_cores']} cores  busy {row['cpu_busy_pct']}"
+                    + (f"  logins {row['login_statuses']}" if burst else ""),
                     flush=True,
                 )
     return rows
@@ -593,8 +669,14 @@ def main() -> None:
         help="also run the server of this source tree (e.g. `git archive main`), on a copy of the same data, "
         "phase by phase in turn with this checkout's: before/after figures under the same machine load",
     )
+    parser.add_argument(
+        "--workers",
+        help="this checkout's `server run --workers`, comma-separated (e.g. 2,1): the first is judged against the "
+        "goals, each other runs beside it, phase by phase, on a copy of the data (default: the server's own default)",
+    )
     args = parser.parse_args()
     args.clients = [int(n) for n in args.clients.split(",")]
+    args.workers = [int(n) for n in args.workers.split(",")] if args.workers else [None]
     root = Path(tempfile.mkdtemp(prefix="contestkit-load-"))
     rows: list[dict[str, Any]] = []
     seeding: dict[str, float] = {}
@@ -607,18 +689,23 @@ def main() -> None:
             data_dir, clients, busiest = make_contest(root / kind / size, seeded=size == "seeded", database_url=url)
             seeding[database] = round(time.monotonic() - started, 1)
             print(f"{database}: database written in {seeding[database]} s", flush=True)
-            procs, ports = [], {}
+            procs: dict[str, subprocess.Popen[bytes]] = {}
+            ports: dict[str, int] = {}
             try:
                 if args.baseline_tree:
                     copy = data_dir.parent.parent / f"{data_dir.parent.name}-baseline" / data_dir.name
                     shutil.copytree(data_dir, copy)
-                    proc, ports["baseline"] = start_server(copy, args.baseline_tree.resolve())
-                    procs.append(proc)
-                proc, ports[THIS] = start_server(data_dir)
-                procs.append(proc)
-                rows += measure(ports, database, clients, busiest, args)
+                    procs["baseline"], ports["baseline"] = start_server(copy, args.baseline_tree.resolve())
+                for index, workers in enumerate(args.workers):
+                    label = THIS if index == 0 else f"workers={workers}"
+                    where = data_dir
+                    if index:  # one server per data directory: the others run on copies
+                        where = data_dir.parent.parent / f"{data_dir.parent.name}-{label}" / data_dir.name
+                        shutil.copytree(data_dir, where, ignore=shutil.ignore_patterns("server.lock", "metrics"))
+                    procs[label], ports[label] = start_server(where, workers=workers)
+                rows += measure(ports, database, clients, busiest, args, {k: p.pid for k, p in procs.items()})
             finally:
-                for proc in procs:
+                for proc in procs.values():
                     stop_server(proc)
     finally:
         if not args.keep:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -80,6 +81,13 @@ def _host_cpus(wanted: float) -> float:
     return min(wanted, float(os.cpu_count() or 1))
 
 
+# How long the log streams may take to deliver what a container wrote before it exited. Not 5 s, as
+# it was: an agent that printed 64 MiB just before its level ended left the stream that far behind
+# on a loaded machine, and the results were read half-written (no tail, no elision marker). A
+# stream still open after this is abandoned (the logs so far are kept).
+LOG_DRAIN_SECONDS = 120.0
+
+
 class _Waiter(threading.Thread):
     """Waits for a container to exit and streams its logs into the results files meanwhile."""
 
@@ -112,8 +120,9 @@ class _Waiter(threading.Thread):
             code = int(self.api.wait(self.container)["StatusCode"])
         except Exception:
             code = -1
+        deadline = time.monotonic() + LOG_DRAIN_SECONDS
         for t in self._log_threads:
-            t.join(timeout=5)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
         self._note_out_of_memory()
         self.exit_code = code  # last: whoever sees the exit reads the complete output files
 

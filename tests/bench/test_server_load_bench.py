@@ -1,5 +1,6 @@
-"""Smoke test of bench/server_load.py: the closed-loop phases, the busiest team's status/all and
-the restated goals come out of a tiny run (a fraction of a second a phase; no figure is judged)."""
+"""Smoke test of bench/server_load.py: the closed-loop phases, the busiest team's status/all, the
+servers of ``--workers 2,1`` with their CPU figures and the restated goals come out of a tiny run (a
+fraction of a second a phase; no figure is judged)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def test_closed_loop_phases_and_the_busiest_team(tmp_path: Path) -> None:
     out = tmp_path / "load.json"
     subprocess.run(
         [sys.executable, str(REPO / "bench" / "server_load.py"), "--seconds", "0.3", "--clients", "1",
-         "--routes", BUSIEST, "--json", str(out)],
+         "--routes", BUSIEST, "--workers", "2,1", "--json", str(out)],
         env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=600, check=True,
     )  # fmt: skip
     report = json.loads(out.read_text())
@@ -26,4 +27,9 @@ def test_closed_loop_phases_and_the_busiest_team(tmp_path: Path) -> None:
     for database in ("sqlite empty", "sqlite seeded"):
         assert {(database, 20, 0.0), (database, 200, 0.0), (database, 1, 1.0)} <= phases
     assert all(row["route"] == BUSIEST and row["requests"] > 0 for row in report["rows"])
+    # --workers 2,1: both servers ran every phase, and each phase says where the CPU went.
+    assert {row["server"] for row in report["rows"]} == {"this", "workers=1"}
+    # (a 0.3 s phase of one client may cost the server less than one 10 ms clock tick: only the busy ones count)
+    assert all(row["server_cores"] >= 0 and row["cpu_busy_pct"] for row in report["rows"])
+    assert all(row["server_cores"] > 0 for row in report["rows"] if row["clients"] == 200)
     assert any(BUSIEST in goal and "< 250" in goal for goal in report["goals"])

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import pytest
 import requests
 
+from tests.support.polling import wait_until
+
 if TYPE_CHECKING:
     from tests.support.contest import Contest
 
@@ -162,8 +164,10 @@ def test_restart_runs_the_job_again_as_a_new_attempt(contest):
     assert busy.status_code == 409
     done = contest.wait_job(http, job["id"])
     assert done["status"] == "finished" and done["score"] == pytest.approx(8.0)
-    assert (contest.data_dir / "jobs" / str(job["id"]) / "attempt-1" / "summary.json").is_file()
-    assert (contest.data_dir / "jobs" / str(job["id"]) / "attempt-2" / "summary.json").is_file()
+    # summary.json is a copy written just after the result is committed: poll for it, as a reader must.
+    for attempt in ("attempt-1", "attempt-2"):
+        path = contest.data_dir / "jobs" / str(job["id"]) / attempt / "summary.json"
+        wait_until(path.is_file, timeout=30, message=f"{path} to be written")
     assert http.post(f"{contest.url}/rest/job/restart/999").status_code == 404
 
 
