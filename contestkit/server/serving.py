@@ -200,14 +200,18 @@ def serve(
 
 def _die_with_parent(parent: int) -> None:
     """A worker ends when the server's parent process does, even by SIGKILL (Linux's parent-death signal):
-    an orphan would keep the port and answer without a scheduler."""
+    an orphan would keep the port and answer without a scheduler.
+
+    SIGKILL, not SIGTERM: a worker shutting down gracefully still answered on the port for a moment,
+    so a server restarted at once after a crash found its port taken (or a health check answered by
+    the dying worker). The parent is gone; its requests are lost with it either way."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: uvicorn's parent still stops its workers on SIGTERM/SIGINT
         return
     if os.getppid() != parent:  # the parent died before the signal was armed
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def worker_app() -> FastAPI:
