@@ -674,15 +674,19 @@ def main() -> None:
         help="this checkout's `server run --workers`, comma-separated (e.g. 2,1): the first is judged against the "
         "goals, each other runs beside it, phase by phase, on a copy of the data (default: the server's own default)",
     )
+    parser.add_argument(
+        "--sizes", default="empty,seeded", help="which data to measure: empty, seeded or both (the goals: seeded)"
+    )
     args = parser.parse_args()
     args.clients = [int(n) for n in args.clients.split(",")]
+    args.sizes = [size for size in ("empty", "seeded") if size in args.sizes.split(",")]
     args.workers = [int(n) for n in args.workers.split(",")] if args.workers else [None]
     root = Path(tempfile.mkdtemp(prefix="contestkit-load-"))
     rows: list[dict[str, Any]] = []
     seeding: dict[str, float] = {}
     try:
         kinds = (["sqlite"] if args.sqlite else []) + (["postgres"] if args.postgres else [])
-        for kind, size in [(k, size) for k in kinds for size in ("empty", "seeded")]:
+        for kind, size in [(k, size) for k in kinds for size in args.sizes]:
             database = f"{kind} {size}"
             url = _fresh_postgres(args.postgres, size) if kind == "postgres" else None
             started = time.monotonic()

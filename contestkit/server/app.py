@@ -90,7 +90,7 @@ def create_app(
         boardcache.share_writes(Path(config.data_dir))
         status = core_status.CoreStatus(Path(config.data_dir))
         scheduler = SchedulerLink(Path(config.data_dir), core_status.PublishedExecutor(status))
-        if status.document().get("registry") is not None:
+        if status.section("registry").get("supervised"):
             registry_supervisor = core_status.PublishedSupervisor(status)  # type: ignore[assignment]
     services = deps.Services(
         config=config,
@@ -106,12 +106,14 @@ def create_app(
             device_limit=config.login_account_limit,
         ),
         hashes=auth.HashPool() if core else auth.HashPool.shared_by(api_workers or 1, config.data_dir / "hash-slots"),
-        metrics=metrics.Metrics(database, scheduler.executor, config.heartbeat_timeout),
+        metrics=metrics.Metrics(database, scheduler.executor, config.heartbeat_timeout, probe_every=5.0 if core else 0),
         board_cache=boardcache.BoardCache(database, board.board_builder(config)),
         ended_jobs=jobdocs.EndedJobDocuments(
             lambda job: documents.job_json(documents.job_status(job, stale_after=config.heartbeat_timeout))
         ),
-        registry=registry_supervision.RegistryWatch(config, registry_supervisor),
+        registry=registry_supervision.RegistryWatch(
+            config, registry_supervisor, probe=None if core else core_status.PublishedRegistryProbe(status)
+        ),
         clock=clock,
     )
     services.metrics.database_registry.register(registry_supervision.RegistryCollector(services.registry))

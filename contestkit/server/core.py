@@ -18,7 +18,7 @@ from contestkit.server import core_status
 from contestkit.server.config import ServerConfig
 from contestkit.server.contest import boardcache
 from contestkit.server.contest import overview as contest
-from contestkit.server.deployment.registry_supervision import RegistrySupervisor
+from contestkit.server.deployment.registry_supervision import RegistryProbe, RegistrySupervisor
 from contestkit.server.executors import Executor
 from contestkit.server.queue.doorbell import Doorbell
 from contestkit.server.queue.scheduling import Scheduler
@@ -67,8 +67,9 @@ class Core:
             self.scheduler.start()
         self.sweeper.start()
         if for_workers:
+            probe = RegistryProbe(self.config, cache_seconds=0)  # the publisher's 2 s are the workers' cache
             self._publisher = core_status.Publisher(
-                Path(self.config.data_dir), self.scheduler.executor, self.registry_supervisor
+                Path(self.config.data_dir), self.scheduler.executor, probe, self.registry_supervisor
             ).start()
 
     def stop(self) -> None:

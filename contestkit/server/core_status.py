@@ -23,24 +23,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from contestkit.server.deployment.registry_supervision import RegistrySupervisor
+from contestkit.server.deployment.registry_supervision import RegistryProbe, RegistrySupervisor
 from contestkit.server.executors import Executor, LevelRun, LevelTask
 
 FILE_NAME = "core-status.json"
 PUBLISH_SECONDS = 2.0
 STALE_SECONDS = 15.0
-READ_EVERY = 1.0
 
 
-def snapshot(executor: Executor, supervisor: RegistrySupervisor | None) -> dict[str, Any]:
-    """The document the core publishes, read from the live executor and supervisor."""
+def snapshot(executor: Executor, registry: RegistryProbe, supervisor: RegistrySupervisor | None) -> dict[str, Any]:
+    """The document the core publishes, read from the live executor, registry probe and supervisor."""
     ok, detail = executor.reachable()
+    registry_ok, registry_detail = registry.check()
+    supervised = {} if supervisor is None else {
+        "pid": supervisor.pid, "restarts": supervisor.restarts, "last_exit": supervisor.last_exit
+    }  # fmt: skip
     return {
         "written_at": time.time(),
         "executor": {"name": executor.name, "ok": ok, "detail": detail, "notices": executor.notices()},
-        "registry": None
-        if supervisor is None
-        else {"pid": supervisor.pid, "restarts": supervisor.restarts, "last_exit": supervisor.last_exit},
+        "registry": {"ok": registry_ok, "detail": registry_detail, "supervised": supervisor is not None, **supervised},
     }
 
 
@@ -55,20 +56,22 @@ def write(data_dir: Path, document: dict[str, Any]) -> None:
 class Publisher:
     """The core's side: writes the status now and then every ``PUBLISH_SECONDS`` until ``stop``."""
 
-    def __init__(self, data_dir: Path, executor: Executor, supervisor: RegistrySupervisor | None) -> None:
-        self.data_dir, self.executor, self.supervisor = Path(data_dir), executor, supervisor
+    def __init__(
+        self, data_dir: Path, executor: Executor, registry: RegistryProbe, supervisor: RegistrySupervisor | None
+    ) -> None:
+        self.data_dir, self.executor, self.registry, self.supervisor = Path(data_dir), executor, registry, supervisor
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="contestkit-core-status", daemon=True)
 
     def start(self) -> Publisher:
-        write(self.data_dir, snapshot(self.executor, self.supervisor))  # there before any worker starts
+        write(self.data_dir, snapshot(self.executor, self.registry, self.supervisor))  # there before any worker starts
         self._thread.start()
         return self
 
     def _run(self) -> None:
         while not self._stop.wait(PUBLISH_SECONDS):
             try:
-                write(self.data_dir, snapshot(self.executor, self.supervisor))
+                write(self.data_dir, snapshot(self.executor, self.registry, self.supervisor))
             except OSError:  # a full disk: the workers see the status age and say so
                 continue
 
@@ -78,18 +81,27 @@ class Publisher:
 
 
 class CoreStatus:
-    """A worker's view of the file, read at most every ``READ_EVERY`` seconds."""
+    """A worker's view of the file, read again whenever it was replaced (one ``stat`` per look).
+
+    Why not a per-worker cache with an age, as the single process's probes have: two requests
+    answered by two workers would then disagree for that long (the health check saying the
+    registry is back while ``/metrics`` says it is down). Every worker reads the same document."""
 
     def __init__(self, data_dir: Path) -> None:
         self.path = Path(data_dir) / FILE_NAME
-        self._read_at = 0.0
+        self._seen: tuple[int, int] | None = None
         self._document: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     def document(self) -> dict[str, Any]:
+        try:
+            stat = os.stat(self.path)
+            version: tuple[int, int] | None = (stat.st_ino, stat.st_mtime_ns)
+        except OSError:
+            version = None
         with self._lock:
-            if time.monotonic() - self._read_at >= READ_EVERY:
-                self._read_at = time.monotonic()
+            if version != self._seen or version is None:
+                self._seen = version
                 try:
                     loaded = json.loads(self.path.read_text(encoding="utf-8"))
                     self._document = loaded if isinstance(loaded, dict) else {}
@@ -115,10 +127,9 @@ class PublishedExecutor(Executor):
         self.name = str(status.section("executor").get("name") or "executor")
 
     def reachable(self) -> tuple[bool, str]:
-        age = self.status.age()
-        if age is None or age > STALE_SECONDS:
-            since = "never reported" if age is None else f"not reported for {age:.0f} s"
-            return False, f"the server's scheduler process has {since}; level-runs may not be starting"
+        silence = _silence(self.status.age())
+        if silence is not None:
+            return False, f"{silence}; level-runs may not be starting"
         section = self.status.section("executor")
         return bool(section.get("ok")), str(section.get("detail") or "")
 
@@ -127,6 +138,28 @@ class PublishedExecutor(Executor):
 
     def start(self, task: LevelTask) -> LevelRun:
         raise RuntimeError("an API worker process runs no level-run; the scheduler's process does")
+
+
+def _silence(age: float | None) -> str | None:
+    """Why the core's status cannot be believed (never written, or too old), or None."""
+    if age is not None and age <= STALE_SECONDS:
+        return None
+    since = "never reported" if age is None else f"not reported for {age:.0f} s"
+    return f"the server's scheduler process has {since}"
+
+
+class PublishedRegistryProbe:
+    """The core's last probe of the team registry (``RegistryWatch`` asks it as it asks ``RegistryProbe``)."""
+
+    def __init__(self, status: CoreStatus) -> None:
+        self.status = status
+
+    def check(self) -> tuple[bool, str]:
+        silence = _silence(self.status.age())
+        if silence is not None:
+            return False, silence
+        section = self.status.section("registry")
+        return bool(section.get("ok")), str(section.get("detail") or "")
 
 
 class PublishedSupervisor:

@@ -187,8 +187,11 @@ class DatabaseCollector(Collector):
 class Metrics:
     """One server's metrics: the process-wide ones above plus its database's figures."""
 
-    def __init__(self, database: Database, executor: Executor, heartbeat_timeout: float) -> None:
-        self.probe = ExecutorProbe(executor)
+    def __init__(
+        self, database: Database, executor: Executor, heartbeat_timeout: float, probe_every: float = 5.0
+    ) -> None:
+        """``probe_every``: 0 for an executor whose answer is already shared (an API worker's published one)."""
+        self.probe = ExecutorProbe(executor, probe_every)
         self.database_registry = CollectorRegistry(auto_describe=False)
         self.database_registry.register(DatabaseCollector(database, self.probe, heartbeat_timeout))
         self.process_registry = REGISTRY

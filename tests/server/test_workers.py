@@ -170,19 +170,28 @@ def test_a_commit_in_one_mapping_moves_writes_version_everywhere(tmp_path):
     assert boardcache.writes_version() != before
 
 
+class _RegistryUp:
+    """Stands in for RegistryProbe (no registry runs in these in-process tests)."""
+
+    def check(self) -> tuple[bool, str]:
+        return True, "the registry answers"
+
+
 def test_a_silent_core_reads_as_unreachable(tmp_path):
     status = core_status.CoreStatus(tmp_path)
-    view = core_status.PublishedExecutor(status)
+    view, registry = core_status.PublishedExecutor(status), core_status.PublishedRegistryProbe(status)
     ok, detail = view.reachable()
     assert not ok and "never reported" in detail
-    document = core_status.snapshot(FunctionExecutor(lambda *a: None), None)
+    assert registry.check()[0] is False
+    document = core_status.snapshot(FunctionExecutor(lambda *a: None), _RegistryUp(), None)
     document["written_at"] -= core_status.STALE_SECONDS + 5
     core_status.write(tmp_path, document)
-    ok, detail = core_status.PublishedExecutor(core_status.CoreStatus(tmp_path)).reachable()
+    ok, detail = view.reachable()  # the same view sees the file replaced
     assert not ok and "not reported for" in detail
-    core_status.write(tmp_path, core_status.snapshot(FunctionExecutor(lambda *a: None), None))
-    fresh = core_status.PublishedExecutor(core_status.CoreStatus(tmp_path))
-    assert fresh.reachable()[0] and fresh.name == "function"
+    core_status.write(tmp_path, core_status.snapshot(FunctionExecutor(lambda *a: None), _RegistryUp(), None))
+    assert view.reachable()[0] and registry.check() == (True, "the registry answers")
+    assert core_status.PublishedExecutor(status).name == "function"
+    assert status.section("registry")["supervised"] is False
 
 
 def test_worker_counts_and_shares(tmp_path, monkeypatch):

@@ -188,9 +188,15 @@ class RegistryWatch:
     """What the server says about the registry: the probe, plus the supervisor when it runs one."""
 
     def __init__(
-        self, config: ServerConfig, supervisor: RegistrySupervisor | None = None, cache_seconds: float = PROBE_CACHE
+        self,
+        config: ServerConfig,
+        supervisor: RegistrySupervisor | None = None,
+        cache_seconds: float = PROBE_CACHE,
+        probe: Any = None,
     ) -> None:
-        self.probe = RegistryProbe(config, cache_seconds)
+        """``probe``: what answers ``check()`` instead of probing from this process (an API worker of
+        ``server run --workers N`` reads the core process's probe, so every worker says the same)."""
+        self.probe = probe or RegistryProbe(config, cache_seconds)
         self.supervisor = supervisor
 
     def health(self) -> RegistryHealth:
