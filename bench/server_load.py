@@ -57,6 +57,7 @@ import json
 import os
 import platform
 import random
+import re
 import shlex
 import shutil
 import signal
@@ -598,6 +599,71 @@ def measure(
     return rows
 
 
+WRK_CONNECTIONS = (20, 200)
+
+
+def _wrk_ms(text: str) -> float | None:
+    """wrk's latency ("6.49ms", "1.78s", "812.00us") in ms."""
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        return None
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[match.group(2)]
+    return round(float(match.group(1)) * scale, 2)
+
+
+def wrk_rows(
+    ports: dict[str, int],
+    pids: dict[str, int],
+    database: str,
+    clients: list[Client],
+    busiest: list[Client],
+    args: argparse.Namespace,
+) -> list[dict[str, Any]]:
+    """The cross-check: ``wrk -t2 -c{20,200} -d{seconds}s --latency`` (a C load generator, so the
+    figures do not depend on this script's own client) on each route and server in turn."""
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (apt-get install wrk): no cross-check", flush=True)
+        return []
+    rows = []
+    for route in ROUTES:
+        if args.routes and route.name not in args.routes:
+            continue
+        client = (busiest if route.busiest else clients)[0]
+        for connections in WRK_CONNECTIONS:
+            for server, port in ports.items():
+                command = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, int(args.seconds))}s", "--latency"]
+                if route.signed_in:
+                    command += ["-H", f"Cookie: {client.cookie}"]
+                command.append(f"http://127.0.0.1:{port}{route.path.format(job=client.job)}")
+                watch = CpuWatch(pids.get(server, 0))
+                out = subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
+                found = {
+                    "p50": re.search(r"^\s+50%\s+(\S+)", out, re.M),
+                    "p99": re.search(r"^\s+99%\s+(\S+)", out, re.M),
+                    "rps": re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M),
+                    "non2xx": re.search(r"Non-2xx or 3xx responses: (\d+)", out),
+                    "timeouts": re.search(r"timeout (\d+)", out),
+                }
+                row = {
+                    "tool": "wrk", "server": server, "route": route.name, "database": database,
+                    "connections": connections,
+                    "req_per_s": float(found["rps"].group(1)) if found["rps"] else None,
+                    "p50_ms": _wrk_ms(found["p50"].group(1)) if found["p50"] else None,
+                    "p99_ms": _wrk_ms(found["p99"].group(1)) if found["p99"] else None,
+                    "non_2xx": int(found["non2xx"].group(1)) if found["non2xx"] else 0,
+                    "timeouts": int(found["timeouts"].group(1)) if found["timeouts"] else 0,
+                    **watch.summary(),
+                }  # fmt: skip
+                rows.append(row)
+                print(
+                    f"wrk {server:9} {database:7} {route.name:24} -c{connections:<4} {row['req_per_s']} req/s  "
+                    f"p50 {row['p50_ms']} p99 {row['p99_ms']} ms  non-2xx {row['non_2xx']}  timeouts "
+                    f"{row['timeouts']}  server {row['server_cores']} cores  busy {row['cpu_busy_pct']}",
+                    flush=True,
+                )
+    return rows
+
+
 # The goals, at 200 closed-loop connections (no think time) on the seeded data: p99 in ms per route.
 P99_GOALS_MS = {
     "page /": 100.0,
@@ -675,6 +741,9 @@ def main() -> None:
         "goals, each other runs beside it, phase by phase, on a copy of the data (default: the server's own default)",
     )
     parser.add_argument(
+        "--wrk", action="store_true", help="also cross-check each route with wrk at 20 and 200 connections"
+    )
+    parser.add_argument(
         "--sizes", default="empty,seeded", help="which data to measure: empty, seeded or both (the goals: seeded)"
     )
     args = parser.parse_args()
@@ -683,6 +752,7 @@ def main() -> None:
     args.workers = [int(n) for n in args.workers.split(",")] if args.workers else [None]
     root = Path(tempfile.mkdtemp(prefix="contestkit-load-"))
     rows: list[dict[str, Any]] = []
+    wrk_figures: list[dict[str, Any]] = []
     seeding: dict[str, float] = {}
     try:
         kinds = (["sqlite"] if args.sqlite else []) + (["postgres"] if args.postgres else [])
@@ -707,7 +777,10 @@ def main() -> None:
                         where = data_dir.parent.parent / f"{data_dir.parent.name}-{label}" / data_dir.name
                         shutil.copytree(data_dir, where, ignore=shutil.ignore_patterns("server.lock", "metrics"))
                     procs[label], ports[label] = start_server(where, workers=workers)
-                rows += measure(ports, database, clients, busiest, args, {k: p.pid for k, p in procs.items()})
+                pids = {k: p.pid for k, p in procs.items()}
+                rows += measure(ports, database, clients, busiest, args, pids)
+                if args.wrk:
+                    wrk_figures += wrk_rows(ports, pids, database, clients, busiest, args)
             finally:
                 for proc in procs.values():
                     stop_server(proc)
@@ -723,6 +796,7 @@ def main() -> None:
         "seconds_per_phase": args.seconds,
         "seeding_s": seeding,
         "rows": rows,
+        "wrk": wrk_figures,
         "goals": verdict(rows),
     }
     print(json.dumps(report["goals"], indent=2))

@@ -338,6 +338,7 @@ def _server_load(records: list[dict[str, Any]]) -> str:
     rows = [
         [
             r["route"],
+            r.get("server", "this"),
             r["database"],
             r["clients"],
             r["think_s"],
@@ -348,11 +349,14 @@ def _server_load(records: list[dict[str, Any]]) -> str:
             r["p95_ms"],
             r["p99_ms"],
             r["status_5xx"],
+            r.get("server_cores", ""),
+            " / ".join(str(v) for v in r.get("cpu_busy_pct", {}).values()),
         ]
         for r in d["rows"]
     ]
     header = [
         "route",
+        "server",
         "database",
         "clients",
         "think s",
@@ -363,9 +367,21 @@ def _server_load(records: list[dict[str, Any]]) -> str:
         "p95 ms",
         "p99 ms",
         "5xx",
+        "server's cores",
+        "each CPU busy %",
     ]
     goals = _table(["goal", "met"], [[k, "**met**" if v else "not met"] for k, v in d.get("goals", {}).items()])
-    return head + "\n\n" + _table(header, rows) + "\n\nGoals, as the script judged them:\n\n" + goals
+    text = head + "\n\n" + _table(header, rows) + "\n\nGoals, as the script judged them:\n\n" + goals
+    if d.get("wrk"):
+        wrk = [
+            [r["route"], r["server"], r["database"], r["connections"], r["req_per_s"], r["p50_ms"], r["p99_ms"],
+             r["non_2xx"], r["timeouts"], r["server_cores"], " / ".join(str(v) for v in r["cpu_busy_pct"].values())]
+            for r in d["wrk"]
+        ]  # fmt: skip
+        wrk_header = ["route", "server", "database", "connections", "req/s", "p50 ms", "p99 ms", "non-2xx",
+                      "timeouts", "server's cores", "each CPU busy %"]  # fmt: skip
+        text += "\n\nCross-check with wrk (`--wrk`: `wrk -t2 -cN --latency`):\n\n" + _table(wrk_header, wrk)
+    return text
 
 
 def _transcribed(records: list[dict[str, Any]]) -> str:

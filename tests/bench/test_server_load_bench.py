@@ -1,6 +1,6 @@
 """Smoke test of bench/server_load.py: the closed-loop phases, the busiest team's status/all, the
-servers of ``--workers 2,1`` with their CPU figures and the restated goals come out of a tiny run (a
-fraction of a second a phase; no figure is judged)."""
+servers of ``--workers 2,1`` with their CPU figures, the wrk cross-check and the restated goals come
+out of a tiny run (a fraction of a second a phase; no figure is judged)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def test_closed_loop_phases_and_the_busiest_team(tmp_path: Path) -> None:
     out = tmp_path / "load.json"
     subprocess.run(
         [sys.executable, str(REPO / "bench" / "server_load.py"), "--seconds", "0.3", "--clients", "1",
-         "--routes", BUSIEST, "--workers", "2,1", "--json", str(out)],
+         "--routes", BUSIEST, "--workers", "2,1", "--wrk", "--json", str(out)],
         env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=600, check=True,
     )  # fmt: skip
     report = json.loads(out.read_text())
@@ -33,3 +33,6 @@ def test_closed_loop_phases_and_the_busiest_team(tmp_path: Path) -> None:
     assert all(row["server_cores"] >= 0 and row["cpu_busy_pct"] for row in report["rows"])
     assert all(row["server_cores"] > 0 for row in report["rows"] if row["clients"] == 200)
     assert any(BUSIEST in goal and "< 250" in goal for goal in report["goals"])
+    # --wrk: the cross-check ran wrk on each server at 20 and 200 connections and read its figures.
+    wrk = {(row["server"], row["connections"]) for row in report["wrk"] if row["req_per_s"] and row["p99_ms"]}
+    assert {("this", 20), ("this", 200), ("workers=1", 20), ("workers=1", 200)} <= wrk
