@@ -1,6 +1,6 @@
 """Versioned schema migrations in a ``schema_migrations`` table.
 
-Why not Alembic: the schema is five tables, the server upgrades itself at start-up (there is no
+Why not Alembic: the schema is a handful of tables, the server upgrades itself at start-up (there is no
 operator running ``alembic upgrade``), and the migrations must run unchanged on SQLite and
 PostgreSQL. A numbered list of functions, each applied once inside one transaction and recorded in
 ``schema_migrations``, does that with no ini file, no ``env.py`` in the package data and no extra
